@@ -1,0 +1,130 @@
+"""Command-line entry point: global flags, dispatch, and the error-to-exit-code edge.
+
+The CLI imports lazily. Each module listed in ``_REGISTRARS`` only builds argparse parsers (cheap);
+a subcommand's handler is named by a ``"module:function"`` string and imported only when that
+subcommand runs, so ``agent version`` and ``agent jwt`` never import aiohttp or apscheduler.
+
+Output conventions: results go to stdout; a failure is one line on stderr (no traceback unless
+``-l debug``). Exit codes: 0 success, 1 failure, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from agent.errors import AgentError, UsageError
+
+#: Modules that register subcommands. Each defines ``register(subparsers) -> None``.
+_REGISTRARS = (
+    "agent.cli.basic",
+    "agent.cli.files",
+    "agent.cli.pattern",
+    "agent.cli.daemon",
+)
+
+logger = logging.getLogger("agent")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full parser (global flags and every registered subcommand)."""
+    parser = _Parser(
+        prog="agent",
+        description="GitOps configuration agent for signed Pattern JWTs (Etcha-compatible).",
+    )
+    parser.add_argument("-c", dest="config_path", metavar="PATH", help="config file path")
+    parser.add_argument(
+        "-x",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. run_stateDir=/tmp (repeatable)",
+    )
+    parser.add_argument(
+        "-l",
+        dest="log_level",
+        choices=("debug", "info", "error", "none"),
+        default=None,
+        help="log level (default info)",
+    )
+    parser.add_argument(
+        "-f",
+        dest="log_format",
+        choices=("human", "json"),
+        default=None,
+        help="log format (default human)",
+    )
+    parser.add_argument("-n", dest="no_color", action="store_true", help="no colour in output")
+    parser.add_argument(
+        "-d",
+        dest="disable_external",
+        action="store_true",
+        help="disable external Jsonnet natives (http getFile, getRecord)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
+    sub.required = True
+    for name in _REGISTRARS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a registrar not yet written
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def _resolve(handler: str) -> Handler:
+    module_name, _, func = handler.partition(":")
+    module = importlib.import_module(module_name)
+    fn: Handler = getattr(module, func)
+    return fn
+
+
+def configure_logging(level: str | None, fmt: str | None, no_color: bool) -> None:
+    """Configure the ``agent`` logger once, on stderr."""
+    from agent.logs import setup
+
+    setup(level or "info", fmt or "human", no_color)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = False
+    try:
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        debug = args.log_level == "debug"
+        configure_logging(args.log_level, args.log_format, args.no_color)
+        handler = _resolve(args.handler)
+        return handler(args)
+    except UsageError as exc:
+        print(f"usage error: {exc}", file=sys.stderr)
+        return 2
+    except AgentError as exc:
+        if debug:
+            logger.exception("%s", exc)
+        msg = str(exc)
+        if exc.hint:
+            msg = f"{msg} ({exc.hint})"
+        print(f"ERROR: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

@@ -1,0 +1,60 @@
+"""Registrar for the foundation subcommands: generate-keys, jwt, compare, show-config, version."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the foundation subcommands to ``sub`` (an argparse subparsers action)."""
+    p = sub.add_parser(
+        "generate-keys",
+        aliases=["gen-keys"],
+        help="generate a signing/verify key pair",
+        description="Print {privateKey, publicKey} as JSON. Both keys share one id.",
+    )
+    p.add_argument("name", nargs="?", help="key id (default: 10 random characters)")
+    p.add_argument(
+        "-a",
+        dest="algorithm",
+        default="ed25519",
+        choices=("best", "ed25519", "ecp256", "rsa2048"),
+        help="key algorithm (default ed25519)",
+    )
+    p.set_defaults(handler="agent.cli.keys_cmds:cmd_generate_keys")
+
+    p = sub.add_parser(
+        "jwt",
+        help="decode and verify a JWT file or URL",
+        description="Print the decoded claims as indented JSON; exit 1 if verification fails.",
+    )
+    p.add_argument("path", help="JWT file path or http(s) URL")
+    p.set_defaults(handler="agent.cli.keys_cmds:cmd_jwt")
+
+    p = sub.add_parser(
+        "compare",
+        help="compare two JWTs by manifest, version and pattern",
+        description="Exit 0 when equal; otherwise print a diff and exit 1.",
+    )
+    p.add_argument("-i", dest="ignore_version", action="store_true", help="ignore etchaVersion")
+    p.add_argument("new", help="new JWT path or URL")
+    p.add_argument("old", help="old JWT path or URL")
+    p.set_defaults(handler="agent.cli.keys_cmds:cmd_compare")
+
+    p = sub.add_parser(
+        "show-config",
+        help="print the merged config as JSON (secrets masked)",
+    )
+    p.set_defaults(handler="agent.cli.config_cmds:cmd_show_config")
+
+    p = sub.add_parser("version", help="print the agent version")
+    p.set_defaults(handler="agent.cli.basic:cmd_version")
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    """Print the version."""
+    from agent import __version__
+
+    print(f"agent {__version__}")
+    return 0
