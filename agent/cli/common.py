@@ -21,3 +21,43 @@ def load_config_for(args: argparse.Namespace) -> Config:
         environ=os.environ,
         cwd=Path.cwd(),
     )
+
+
+#: Upper bound on a token read from a file or URL by the CLI.
+MAX_TOKEN_BYTES = 8 * 1024 * 1024
+
+
+def looks_like_token(text: str) -> bool:
+    """A compact JWS: three base64url parts separated by dots, nothing else."""
+    parts = text.strip().split(".")
+    return len(parts) == 3 and all(
+        p and all(c.isalnum() or c in "-_" for c in p) for p in parts[:2]
+    )
+
+
+def read_token_arg(where: str, *, timeout: float = 10.0) -> str:
+    """Read a token from a file path or an http(s) URL (urllib: no aiohttp in the CLI path).
+
+    Raises:
+        SourceError: the file or URL could not be read, or is too large.
+    """
+    from agent.errors import SourceError
+
+    if where.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(where, timeout=timeout) as resp:  # noqa: S310
+                data: bytes = resp.read(MAX_TOKEN_BYTES + 1)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise SourceError(f"error opening src {where}: {exc}") from exc
+    else:
+        try:
+            with open(where, "rb") as fh:
+                data = fh.read(MAX_TOKEN_BYTES + 1)
+        except OSError as exc:
+            raise SourceError(f"error opening src {where}: {exc.strerror}") from exc
+    if len(data) > MAX_TOKEN_BYTES:
+        raise SourceError(f"error opening src {where}: larger than {MAX_TOKEN_BYTES} bytes")
+    return data.decode("utf-8", errors="replace").strip()

@@ -1,0 +1,56 @@
+"""Registrar for the pattern workflow: render, local, build, test, lint, init."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the pattern-workflow subcommands to ``sub``."""
+    p = sub.add_parser(
+        "render",
+        help="render a JWT, pattern file or Jsonnet text and print the pattern",
+        description="A JWT is verified first (verifyKeys/verifyCommands); only verified tokens "
+        "are rendered, sandboxed to their embedded files.",
+    )
+    p.add_argument("target", metavar="jwt|pattern|jsonnet", help="JWT path/URL, pattern or text")
+    p.add_argument("-s", dest="source", default="", help="source name to render for")
+    p.set_defaults(handler="agent.cli.pattern_cmds:cmd_render")
+
+    p = sub.add_parser(
+        "local",
+        help="run a pattern (or Jsonnet command text) on this host",
+        description="Text that is not a .jsonnet path is wrapped as {run: [<text>]}.",
+    )
+    p.add_argument("-r", dest="remove", action="store_true", help="remove mode")
+    p.add_argument("-s", dest="source", default="local", help="source name (default local)")
+    p.add_argument("-f", dest="filter", default=None, help="parent-id filter regexp")
+    p.add_argument("target", metavar="pattern.jsonnet|jsonnet", help="pattern path or text")
+    p.set_defaults(handler="agent.cli.pattern_cmds:cmd_local")
+
+    p = sub.add_parser(
+        "build",
+        help="run build commands and sign a pattern into a JWT",
+        description="The destination defaults to the pattern's buildOutput, else etcha.jwt.",
+    )
+    p.add_argument("pattern", help="pattern path (.jsonnet)")
+    p.add_argument("dest", nargs="?", default=None, help="destination JWT path")
+    p.set_defaults(handler="agent.cli.pattern_cmds:cmd_build")
+
+    p = sub.add_parser(
+        "test",
+        help="test patterns for idempotency: change, check, remove, check",
+    )
+    p.add_argument("-b", dest="build", action="store_true", help="also test build commands")
+    p.add_argument("-f", dest="filter", default=None, help="parent-id filter regexp")
+    p.add_argument("path", help="pattern file or directory")
+    p.set_defaults(handler="agent.cli.pattern_tools:cmd_test")
+
+    p = sub.add_parser("lint", help="lint Jsonnet patterns and their scripts")
+    p.add_argument("-f", dest="check_format", action="store_true", help="check formatting")
+    p.add_argument("path", help="file or directory")
+    p.set_defaults(handler="agent.cli.pattern_tools:cmd_lint")
+
+    p = sub.add_parser("init", help="scaffold lib/, patterns/ and the standard library")
+    p.add_argument("directory", nargs="?", default=".", help="directory (default .)")
+    p.set_defaults(handler="agent.cli.pattern_tools:cmd_init")

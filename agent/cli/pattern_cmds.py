@@ -1,0 +1,129 @@
+"""Handlers for `render`, `local` and `build`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+from agent.cli.common import load_config_for, looks_like_token, read_token_arg
+from agent.errors import UsageError, VerifyError
+
+_PATTERN_SUFFIXES = (".jsonnet", ".libsonnet", ".json")
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Render a JWT (verified first), a pattern file, or Jsonnet text; print the pattern."""
+    from agent.gojson import dumps_indent
+    from agent.pattern import load_from_disk, load_from_text, load_from_token
+    from agent.verify import verify_for_source
+
+    config = load_config_for(args)
+    target: str = args.target
+    source: str = args.source
+    disable = bool(args.disable_external)
+    path = Path(target)
+    token: str | None = None
+    if target.startswith(("http://", "https://")):
+        token = read_token_arg(target)
+    elif path.is_file() and not target.endswith(_PATTERN_SUFFIXES):
+        content = read_token_arg(target)
+        if looks_like_token(content):
+            token = content
+    elif not path.exists() and looks_like_token(target.strip()):
+        token = target.strip()
+
+    if token is not None:
+        try:
+            verified = asyncio.run(verify_for_source(token, config=config, source=source))
+        except VerifyError as exc:
+            raise VerifyError(
+                f"refusing to render a token that did not verify: {exc}", exc.reason
+            ) from exc
+        loaded = load_from_token(verified, config=config, source=source, disable_external=disable)
+    elif path.is_file():
+        loaded = load_from_disk(path, config=config, source=source, disable_external=disable)
+    elif target.endswith(_PATTERN_SUFFIXES):
+        raise UsageError(f"render: pattern file {target} does not exist")
+    else:
+        loaded = load_from_text(target, config=config, source=source, disable_external=disable)
+    print(dumps_indent(loaded.pattern.to_dict()))
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    """Run a pattern, or command text wrapped as ``{run: [<text>]}``, on this host."""
+    return asyncio.run(_local(args))
+
+
+async def _local(args: argparse.Namespace) -> int:
+    from agent.build import collect_build
+    from agent.engine import Mode, Result, run_commands
+    from agent.pattern import load_from_disk, load_from_text
+    from agent.report import result_lines
+
+    config = load_config_for(args)
+    source: str = args.source
+    disable = bool(args.disable_external)
+    target: str = args.target
+    if target.endswith(".jsonnet"):
+        path = Path(target)
+        if not path.is_file():
+            raise UsageError(f"local: pattern file {target} does not exist")
+
+        def load(run_vars: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+            return load_from_disk(
+                path, config=config, source=source, run_vars=run_vars, disable_external=disable
+            )
+    else:
+        text = "{run: [" + target + "]}"
+
+        def load(run_vars: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+            return load_from_text(
+                text, config=config, source=source, run_vars=run_vars, disable_external=disable
+            )
+
+    loaded = load()
+    if loaded.pattern.build:
+        _, run_vars = await collect_build(loaded)
+        loaded = load(run_vars)
+    src = config.sources.get(source)
+    check = bool(src is not None and src.check_only)
+    try:
+        pattern_filter = re.compile(args.filter) if args.filter else None
+    except re.error as exc:
+        raise UsageError(f"local: -f {args.filter!r} is not a valid regexp: {exc}") from exc
+    outcome = await run_commands(
+        loaded.pattern.run,
+        exec=loaded.run_exec,
+        mode=Mode.REMOVE if args.remove else Mode.CHANGE,
+        check_only=check,
+        parent_id=source,
+        parent_id_filter=pattern_filter,
+    )
+    result = Result.from_outcome(outcome, check=check)
+    for line in result_lines(result, check=check):
+        if not line.startswith("ERROR: "):
+            print(line)
+    if outcome.error is not None:
+        print(f"ERROR: {outcome.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build and sign a pattern into a JWT file."""
+    from agent.build import build_to_file
+
+    config = load_config_for(args)
+    path = Path(args.pattern)
+    if not path.is_file():
+        raise UsageError(f"build: pattern file {args.pattern} does not exist")
+    dest = Path(args.dest) if args.dest else None
+    written = asyncio.run(
+        build_to_file(path, dest, config=config, disable_external=bool(args.disable_external))
+    )
+    print(f"Wrote {written}", file=sys.stderr)
+    return 0

@@ -1,0 +1,112 @@
+"""The one verify entry point, used by the CLI (`jwt`, `render`, `compare`) and the daemon.
+
+A token for a source is verified either by verify commands or by verify keys (SPEC 6):
+
+- ``sources.<name>.verifyCommands`` (or, when the source has none, ``run.verifyCommands``) run with
+  ``ETCHA_JWT`` set to the token; the trimmed output of the first command that fires the ``jwt``
+  event is the accepted token. With verify commands configured, verify keys are not used.
+- Otherwise the keys are ``run.verifyKeys`` followed by ``sources.<name>.verifyKeys``.
+
+Either way the result is a :class:`~agent.tokens.VerifiedToken`, the only type the renderer takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from agent.errors import AgentError, VerifyError
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.keys import VerifyKey
+    from agent.tokens import VerifiedToken
+
+logger = logging.getLogger(__name__)
+
+#: Upper bound on a token's size, before anything else looks at it.
+MAX_TOKEN_BYTES = 8 * 1024 * 1024
+
+
+def verify_keys_for(config: Config, source: str) -> list[VerifyKey]:
+    """``run.verifyKeys`` then ``sources.<source>.verifyKeys``, parsed."""
+    from agent.keys import parse_verify_key
+
+    entries = list(config.run.verify_keys)
+    src = config.sources.get(source)
+    if src is not None:
+        entries.extend(src.verify_keys)
+    return [parse_verify_key(entry.key) for entry in entries]
+
+
+def has_verifier(config: Config, source: str) -> bool:
+    """Whether a token for ``source`` could ever verify (keys or commands configured)."""
+    src = config.sources.get(source)
+    if config.run.verify_commands or (src is not None and src.verify_commands):
+        return True
+    return bool(config.run.verify_keys) or bool(src is not None and src.verify_keys)
+
+
+async def verify_for_source(
+    token: str, *, config: Config, source: str, now: float | None = None
+) -> VerifiedToken:
+    """Verify ``token`` for ``source`` with its verify commands or verify keys.
+
+    Args:
+        token: the raw JWT.
+        config: the loaded config.
+        source: the source name (``""`` for CLI commands).
+        now: the current time (for tests).
+
+    Raises:
+        VerifyError: with ``reason`` no_keys, no_match, expired, not_yet_valid or malformed.
+    """
+    from agent.tokens import verify_token
+
+    if len(token) > MAX_TOKEN_BYTES:
+        raise VerifyError(
+            f"token is {len(token)} bytes, more than the {MAX_TOKEN_BYTES} allowed", "malformed"
+        )
+    src = config.sources.get(source)
+    commands = (src.verify_commands if src is not None else ()) or config.run.verify_commands
+    if commands:
+        return await _verify_with_commands(token, config=config, source=source, now=now)
+    keys = verify_keys_for(config, source)
+    return verify_token(token, keys, now=now)
+
+
+async def _verify_with_commands(
+    token: str, *, config: Config, source: str, now: float | None
+) -> VerifiedToken:
+    from agent.engine import Mode, run_commands
+    from agent.model import Exec, parse_commands
+    from agent.pattern import config_exec
+    from agent.tokens import accept_command_token
+
+    src = config.sources.get(source)
+    raw_cmds = (src.verify_commands if src is not None else ()) or config.run.verify_commands
+    where = f"sources.{source}.verifyCommands" if src and src.verify_commands else "run"
+    cmds = parse_commands(list(raw_cmds), where=f"{where}.verifyCommands")
+    exec_ = config_exec(config)
+    overrides: list[Exec | None] = []
+    if config.run.verify_exec:
+        overrides.append(Exec.from_dict(config.run.verify_exec, where="run.verifyExec"))
+    if src is not None and src.verify_exec:
+        overrides.append(Exec.from_dict(src.verify_exec, where=f"sources.{source}.verifyExec"))
+    exec_ = exec_.override(*overrides)
+    parent = f"{source} > verifyCommands" if source else "verifyCommands"
+    try:
+        outcome = await run_commands(
+            cmds, exec=exec_, mode=Mode.CHANGE, env={"ETCHA_JWT": token}, parent_id=parent
+        )
+    except AgentError as exc:
+        raise VerifyError(f"verifyCommands failed: {exc}", "no_match") from exc
+    if outcome.error is not None:
+        raise VerifyError(f"verifyCommands failed: {outcome.error}", "no_match")
+    for name, output in outcome.events():
+        if name == "jwt" and output.change_out.strip():
+            return accept_command_token(output.change_out.strip(), now=now)
+    raise VerifyError(
+        "verifyCommands did not accept the token: no command fired etcha:jwt with output",
+        "no_match",
+    )
