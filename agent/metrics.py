@@ -1,0 +1,315 @@
+"""Prometheus metrics of the daemon, on a registry owned by each :class:`Metrics` instance.
+
+Names and labels follow Etcha (reference etcha-run.md §8) with the labels its docs add
+(``public_key``, ``remote_addr``; ``parentID`` keeps the code's spelling), plus the agent's own:
+
+- ``etcha_commands_total{error,id,mode,parentID,public_key,remote_addr,source}`` counter
+- ``etcha_sources_commands{mode,name,public_key,remote_addr,trigger}`` gauge
+- ``etcha_sources_total{error,name,public_key,remote_addr,trigger}`` counter
+- ``etcha_sources_shells{name,public_key,remote_addr}`` gauge (open shell sessions)
+- ``agent_verify_failures_total{source,reason}`` counter
+- ``agent_pattern_expires_in_seconds{source}`` gauge, computed at scrape time from ``exp``
+- ``agent_pull_total{source,result}`` counter, result ``fetched``/``not_modified``/``error``
+- process, GC and platform collectors.
+
+Counters are rendered without prometheus_client's ``*_created`` series, as Etcha's Go client.
+
+Invariants: nothing touches prometheus_client's global ``REGISTRY``; two instances never share
+a series. ``error`` labels are ``"0"``/``"1"`` as in Etcha. Only the daemon imports this module
+(prometheus_client is imported at module level); lighter modules must not import it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PULL_RESULTS = frozenset({"fetched", "not_modified", "error"})
+COMMAND_MODES = frozenset({"check", "change", "remove"})
+
+
+def _flag(error: bool) -> str:
+    return "1" if error else "0"
+
+
+class _ExpiryCollector(Collector):
+    """Yields ``agent_pattern_expires_in_seconds`` as ``exp - now`` at scrape time."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._expiry: dict[str, float] = {}
+
+    def set(self, source: str, exp_ts: float | None) -> None:
+        if exp_ts is None:
+            self._expiry.pop(source, None)
+        else:
+            self._expiry[source] = float(exp_ts)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "agent_pattern_expires_in_seconds",
+            "Seconds until the current pattern token of a source expires (negative: expired).",
+            labels=["source"],
+        )
+        now = self._clock()
+        for source, exp in sorted(dict(self._expiry).items()):
+            family.add_metric([source], exp - now)
+        yield family
+
+
+class _WithoutCreated(Collector):
+    """The registry's metrics minus the ``*_created`` series prometheus_client adds to counters.
+
+    Etcha (Go client) exposes no ``_created`` series; dropping them here avoids
+    ``prometheus_client.disable_created_metrics()``, which is process-global.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            created = family.name + "_created"
+            family.samples = [s for s in family.samples if s.name != created]
+            yield family
+
+
+@dataclass(frozen=True, slots=True)
+class CommandObserver:
+    """Binds a source context to :meth:`Metrics.command_done`; satisfies engine's observer.
+
+    Created by :meth:`Metrics.command_observer`; pass it to ``engine.run_commands``.
+    """
+
+    metrics: Metrics
+    source: str
+    public_key: str = ""
+    remote_addr: str = ""
+
+    def command_done(self, *, id: str, parent_id: str, mode: str, error: bool) -> None:
+        """Count one command step (see :meth:`Metrics.command_done`)."""
+        self.metrics.command_done(
+            id=id,
+            parent_id=parent_id,
+            mode=mode,
+            error=error,
+            source=self.source,
+            public_key=self.public_key,
+            remote_addr=self.remote_addr,
+        )
+
+
+class Metrics:
+    """The daemon's metrics and their registry.
+
+    Args:
+        process_metrics: register the process, GC and platform collectors (default on).
+        clock: Unix time, used for ``agent_pattern_expires_in_seconds``; for tests.
+    """
+
+    def __init__(
+        self, *, process_metrics: bool = True, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self._commands = Counter(
+            "etcha_commands",
+            "Commands run, by mode; error=1 on mode check means drift was found.",
+            ["error", "id", "mode", "parentID", "public_key", "remote_addr", "source"],
+            registry=reg,
+        )
+        self._source_commands = Gauge(
+            "etcha_sources_commands",
+            "Commands changed or removed by the last successful run of a source.",
+            ["mode", "name", "public_key", "remote_addr", "trigger"],
+            registry=reg,
+        )
+        self._sources = Counter(
+            "etcha_sources",
+            "Source runs, by trigger and outcome.",
+            ["error", "name", "public_key", "remote_addr", "trigger"],
+            registry=reg,
+        )
+        self._shells = Gauge(
+            "etcha_sources_shells",
+            "Open shell sessions.",
+            ["name", "public_key", "remote_addr"],
+            registry=reg,
+        )
+        self._verify_failures = Counter(
+            "agent_verify_failures",
+            "Tokens that failed verification, by reason.",
+            ["source", "reason"],
+            registry=reg,
+        )
+        self._pulls = Counter(
+            "agent_pull",
+            "Pull attempts, by result (fetched, not_modified, error).",
+            ["source", "result"],
+            registry=reg,
+        )
+        self._expiry = _ExpiryCollector(clock)
+        reg.register(self._expiry)
+        if process_metrics:
+            ProcessCollector(registry=reg)
+            GCCollector(registry=reg)
+            PlatformCollector(registry=reg)
+
+    def command_done(
+        self,
+        *,
+        id: str,
+        parent_id: str,
+        mode: str,
+        error: bool,
+        source: str,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> None:
+        """Count one command step in ``etcha_commands_total``.
+
+        Args:
+            id: the command id.
+            parent_id: the group chain (``""`` at top level).
+            mode: ``check``, ``change`` or ``remove``.
+            error: for check, whether action is needed; otherwise whether the script failed.
+            source: the source name.
+            public_key: the key that verified the pattern (``""`` when unknown).
+            remote_addr: the client address for push/webhook/shell runs.
+
+        Raises:
+            ValueError: an unknown mode.
+        """
+        if mode not in COMMAND_MODES:
+            raise ValueError(f"command mode: expected check, change or remove, got {mode!r}")
+        self._commands.labels(
+            error=_flag(error),
+            id=id,
+            mode=mode,
+            parentID=parent_id,
+            public_key=public_key,
+            remote_addr=remote_addr,
+            source=source,
+        ).inc()
+
+    def command_observer(
+        self, source: str, *, public_key: str = "", remote_addr: str = ""
+    ) -> CommandObserver:
+        """An engine ``CommandObserver`` recording into this instance for one source run."""
+        return CommandObserver(self, source, public_key, remote_addr)
+
+    def source_run(
+        self,
+        name: str,
+        trigger: str,
+        error: bool,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> None:
+        """Count a source run step in ``etcha_sources_total``.
+
+        Args:
+            name: the source name.
+            trigger: ``init``, ``pull``, ``push``, ``event`` or ``webhook``.
+            error: whether it failed.
+            public_key: the key that verified the pattern.
+            remote_addr: the client address.
+        """
+        self._sources.labels(
+            error=_flag(error),
+            name=name,
+            public_key=public_key,
+            remote_addr=remote_addr,
+            trigger=trigger,
+        ).inc()
+
+    def set_source_commands(
+        self,
+        name: str,
+        trigger: str,
+        *,
+        changed: int,
+        removed: int,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> None:
+        """Set ``etcha_sources_commands`` after a successful run.
+
+        Args:
+            name: the source name.
+            trigger: what started the run.
+            changed: number of changed ids (mode ``change``).
+            removed: number of removed ids (mode ``remove``).
+            public_key: the key that verified the pattern.
+            remote_addr: the client address.
+        """
+        for mode, value in (("change", changed), ("remove", removed)):
+            self._source_commands.labels(
+                mode=mode,
+                name=name,
+                public_key=public_key,
+                remote_addr=remote_addr,
+                trigger=trigger,
+            ).set(value)
+
+    def shells(self, name: str, delta: int, *, public_key: str = "", remote_addr: str = "") -> None:
+        """Adjust ``etcha_sources_shells``: +1 when a shell session opens, -1 when it closes.
+
+        Args:
+            name: the source name.
+            delta: the change in open sessions.
+            public_key: the key that verified the shell request.
+            remote_addr: the client address.
+        """
+        self._shells.labels(name=name, public_key=public_key, remote_addr=remote_addr).inc(delta)
+
+    def verify_failure(self, source: str, reason: str) -> None:
+        """Count a verification failure (``reason`` is ``VerifyError.reason``)."""
+        self._verify_failures.labels(source=source, reason=reason).inc()
+
+    def pattern_expiry(self, source: str, exp_ts: float | None) -> None:
+        """Record the ``exp`` of a source's current token; ``None`` removes the series.
+
+        Args:
+            source: the source name.
+            exp_ts: Unix time the token expires, or ``None`` when it has no ``exp``.
+        """
+        self._expiry.set(source, exp_ts)
+
+    def pull(self, source: str, result: str) -> None:
+        """Count a pull attempt.
+
+        Args:
+            source: the source name.
+            result: ``fetched``, ``not_modified`` or ``error``.
+
+        Raises:
+            ValueError: an unknown result.
+        """
+        if result not in PULL_RESULTS:
+            raise ValueError(
+                f"pull result: expected fetched, not_modified or error, got {result!r}"
+            )
+        self._pulls.labels(source=source, result=result).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of this registry.
+
+        Returns:
+            ``(body, content_type)``.
+        """
+        return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_LATEST

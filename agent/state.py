@@ -1,0 +1,379 @@
+"""Per-source persistent state, and an in-memory replay cache for token ids.
+
+Layout in ``stateDir`` (one pair of files per source):
+
+- ``<source>.jwt``: the raw token that was last accepted and run. This is Etcha's location and
+  format, so a state directory can be moved between Etcha and the agent.
+- ``<source>.meta.json``: the agent's own metadata (pull ``etag``/``last_modified``, the
+  ``high_water_iat`` rollback mark and ``accepted_at``). Etcha ignores it.
+
+Invariants:
+
+- Every write is atomic: a temp file in the same directory, fsync of the file, ``os.replace``,
+  fsync of the directory. A crash leaves either the old or the new file, never a half-written one,
+  and no temp file is left behind by a failed write.
+- Files are created with mode 0600 (tokens can carry secrets in their run vars).
+- :meth:`StateStore.save` writes the token first and the metadata second, so metadata never
+  describes a token that is not on disk.
+- Source names are checked before any path is built from them: no ``/``, no ``..``, no NUL.
+- A missing metadata file next to a present token is normal (Etcha wrote the state, or an older
+  agent did): the metadata takes its defaults. An unreadable or malformed metadata file is logged
+  and also defaults; it only ever holds hints, and the token file stays authoritative.
+
+:class:`ReplayCache` remembers token ids (``jti``) until they expire, with a hard cap on entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import SourceError
+
+logger = logging.getLogger(__name__)
+
+#: Longest accepted source name; keeps ``<name>.meta.json`` and temp names under NAME_MAX (255).
+MAX_SOURCE_NAME = 200
+#: Largest token file :meth:`StateStore.load` reads (matches ``agent.verify.MAX_TOKEN_BYTES``).
+MAX_STATE_BYTES = 8 * 1024 * 1024
+#: Leeway added to ``exp`` before a remembered jti is forgotten (matches ``tokens.LEEWAY_SECONDS``,
+#: because a token stays acceptable that long after ``exp``).
+DEFAULT_REPLAY_LEEWAY = 30.0
+_META_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMeta:
+    """The agent's metadata about a source's stored token.
+
+    Attributes:
+        etag: the ``ETag`` of the last pull answer (or a content hash for local paths); ``""``.
+        last_modified: the ``Last-Modified`` of the last pull answer; ``""`` when unknown.
+        high_water_iat: the highest ``iat`` ever accepted for the source (rollback protection);
+            ``None`` when no token with an ``iat`` was accepted yet.
+        accepted_at: Unix time the stored token was accepted; ``None`` when unknown.
+    """
+
+    etag: str = ""
+    last_modified: str = ""
+    high_water_iat: int | None = None
+    accepted_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to ``<source>.meta.json``."""
+        return {
+            "version": _META_VERSION,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            "high_water_iat": self.high_water_iat,
+            "accepted_at": self.accepted_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> SourceMeta:
+        """Read metadata written by :meth:`to_json`; wrong-typed or unknown fields are ignored.
+
+        Args:
+            data: the decoded JSON document.
+
+        Returns:
+            The metadata, with defaults for anything missing or of the wrong type.
+        """
+        if not isinstance(data, dict):
+            return cls()
+        etag = data.get("etag")
+        last_modified = data.get("last_modified")
+        iat = data.get("high_water_iat")
+        accepted = data.get("accepted_at")
+        return cls(
+            etag=etag if isinstance(etag, str) else "",
+            last_modified=last_modified if isinstance(last_modified, str) else "",
+            high_water_iat=iat if isinstance(iat, int) and not isinstance(iat, bool) else None,
+            accepted_at=(
+                float(accepted)
+                if isinstance(accepted, int | float) and not isinstance(accepted, bool)
+                else None
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """A source's stored token and its metadata."""
+
+    token: str
+    meta: SourceMeta
+
+
+def check_source_name(source: str) -> str:
+    """Check that a source name is safe to use as a file name in the state directory.
+
+    Args:
+        source: the source name from config or from a request path.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        SourceError: the name is empty, too long, or contains ``/``, ``..`` or NUL.
+    """
+    if not source:
+        raise SourceError("source name: expected a non-empty name, got ''")
+    if len(source) > MAX_SOURCE_NAME:
+        raise SourceError(
+            f"source name: expected at most {MAX_SOURCE_NAME} characters, got {len(source)}"
+        )
+    if "/" in source or "\0" in source or ".." in source or source == ".":
+        shown = source.replace("\0", "\\0")
+        raise SourceError(
+            f"source name: expected a file-name-safe name without '/', '..' or NUL, got {shown!r}"
+        )
+    return source
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, replace, fsync dir).
+
+    Args:
+        path: destination; its directory must exist.
+        data: the complete new content.
+        mode: permission bits of the new file.
+
+    Raises:
+        OSError: the write failed; the destination is unchanged and the temp file is removed.
+    """
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateStore:
+    """Reads and writes ``<stateDir>/<source>.jwt`` and ``<stateDir>/<source>.meta.json``.
+
+    Args:
+        state_dir: the state directory; created (with parents, mode 0700) on the first write.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+
+    def token_path(self, source: str) -> Path:
+        """Path of the source's token file (raises SourceError for an unsafe name)."""
+        return self.state_dir / f"{check_source_name(source)}.jwt"
+
+    def meta_path(self, source: str) -> Path:
+        """Path of the source's metadata file (raises SourceError for an unsafe name)."""
+        return self.state_dir / f"{check_source_name(source)}.meta.json"
+
+    def _ensure_dir(self) -> None:
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SourceError(
+                f"state dir {self.state_dir}: expected a writable directory, got {exc.strerror}"
+            ) from exc
+
+    def save(self, source: str, token: str, meta: SourceMeta) -> None:
+        """Store an accepted token and its metadata, token first.
+
+        Args:
+            source: the source name.
+            token: the raw JWT.
+            meta: the metadata to store with it.
+
+        Raises:
+            SourceError: unsafe source name, or a file could not be written.
+        """
+        token_path = self.token_path(source)
+        meta_path = self.meta_path(source)
+        self._ensure_dir()
+        self._write(token_path, token.encode("utf-8"), source)
+        self._write(meta_path, _meta_bytes(meta), source)
+
+    def save_meta(self, source: str, meta: SourceMeta) -> None:
+        """Store only the metadata (e.g. a new ETag after a pull), leaving the token alone.
+
+        Args:
+            source: the source name.
+            meta: the new metadata.
+
+        Raises:
+            SourceError: unsafe source name, or the file could not be written.
+        """
+        meta_path = self.meta_path(source)
+        self._ensure_dir()
+        self._write(meta_path, _meta_bytes(meta), source)
+
+    def load(self, source: str) -> StoredState | None:
+        """Read the stored token and metadata of a source.
+
+        Args:
+            source: the source name.
+
+        Returns:
+            The stored state, or ``None`` when there is no token file (or it is empty).
+
+        Raises:
+            SourceError: unsafe source name, or the token file exists but cannot be read.
+        """
+        token_path = self.token_path(source)
+        meta_path = self.meta_path(source)
+        try:
+            with token_path.open("rb") as fh:
+                raw = fh.read(MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SourceError(
+                f"state file {token_path}: expected a readable file, got {exc.strerror}"
+            ) from exc
+        if len(raw) > MAX_STATE_BYTES:
+            raise SourceError(
+                f"state file {token_path}: expected at most {MAX_STATE_BYTES} bytes, got more"
+            )
+        try:
+            token = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"state file {token_path}: expected UTF-8 text, got undecodable bytes"
+            ) from exc
+        if not token:
+            return None
+        return StoredState(token=token, meta=self._load_meta(meta_path))
+
+    def _load_meta(self, meta_path: Path) -> SourceMeta:
+        try:
+            text = meta_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return SourceMeta()
+        except (OSError, UnicodeDecodeError) as exc:
+            logger.warning("Ignoring unreadable state metadata %s: %s", meta_path, exc)
+            return SourceMeta()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            logger.warning("Ignoring malformed state metadata %s: expected JSON", meta_path)
+            return SourceMeta()
+        return SourceMeta.from_json(data)
+
+    def _write(self, path: Path, data: bytes, source: str) -> None:
+        try:
+            atomic_write(path, data, mode=0o600)
+        except OSError as exc:
+            raise SourceError(
+                f"state for source {source}: expected to write {path}, got {exc.strerror}"
+            ) from exc
+
+
+def _meta_bytes(meta: SourceMeta) -> bytes:
+    return (json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+class ReplayCache:
+    """Remembers token ids (``jti``) until they expire, to refuse a token seen before.
+
+    Memory is bounded twice: entries are dropped once ``exp + leeway`` has passed, and there are
+    never more than ``cap`` entries (when full, expired entries go first, then the oldest
+    inserted). Lookups and inserts are O(1) dict work plus one O(log n) heap push; expired
+    entries are popped from an expiry heap as time passes, and the heap is rebuilt (O(n), once
+    per ``cap`` inserts at most) when cap evictions have left it twice as long as the dict.
+
+    Args:
+        cap: the most entries held (at least 1).
+        leeway: seconds after ``exp`` a token is still acceptable, so the jti is kept as long.
+        clock: returns Unix time; for tests.
+
+    Raises:
+        ValueError: ``cap`` is below 1.
+    """
+
+    def __init__(
+        self,
+        cap: int,
+        *,
+        leeway: float = DEFAULT_REPLAY_LEEWAY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if cap < 1:
+            raise ValueError(f"ReplayCache cap: expected at least 1, got {cap}")
+        self.cap = cap
+        self.leeway = leeway
+        self._clock = clock
+        self._entries: dict[str, float] = {}  # jti -> forget-at; insertion order = age
+        self._heap: list[tuple[float, str]] = []  # (forget-at, jti); may hold stale pairs
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, jti: object) -> bool:
+        if not isinstance(jti, str):
+            return False
+        until = self._entries.get(jti)
+        return until is not None and until > self._clock()
+
+    def remember(self, jti: str, exp: float | None, *, now: float | None = None) -> bool:
+        """Record a jti, unless it is already known and not yet expired.
+
+        Args:
+            jti: the token id.
+            exp: the token's ``exp`` (Unix seconds); ``None`` for a token that never expires,
+                which is then only forgotten by cap eviction.
+            now: the current Unix time; defaults to the clock.
+
+        Returns:
+            ``True`` when the jti was new (or its earlier entry had expired), ``False`` when it
+            is a replay.
+        """
+        t = self._clock() if now is None else now
+        self._expire(t)
+        until = self._entries.get(jti)
+        if until is not None:
+            if until > t:
+                return False
+            del self._entries[jti]
+        forget_at = math.inf if exp is None else float(exp) + self.leeway
+        if forget_at <= t:
+            # Already past its acceptance window: the verifier rejects it anyway.
+            return True
+        while len(self._entries) >= self.cap:
+            oldest = next(iter(self._entries))
+            del self._entries[oldest]
+        self._entries[jti] = forget_at
+        heapq.heappush(self._heap, (forget_at, jti))
+        if len(self._heap) > 2 * self.cap + 16:
+            self._heap = [(v, k) for k, v in self._entries.items()]
+            heapq.heapify(self._heap)
+        return True
+
+    def _expire(self, now: float) -> None:
+        heap = self._heap
+        entries = self._entries
+        while heap and heap[0][0] <= now:
+            forget_at, jti = heapq.heappop(heap)
+            if entries.get(jti) == forget_at:
+                del entries[jti]

@@ -1,0 +1,446 @@
+"""fetch_path against real aiohttp servers on 127.0.0.1 and real files."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent.errors import ConfigError, SourceError
+from agent.fetch import (
+    FetchResult,
+    fetch_path,
+    local_path,
+    make_ssl_context,
+    parse_http_path,
+    safe_url,
+)
+from agent.tlsutil import self_signed, server_ssl_context
+
+TOKEN = "header.payload.signature"
+ETAG = '"v1"'
+LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"
+
+
+@dataclass
+class Recorder:
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+
+def _token_app(rec: Recorder) -> web.Application:
+    async def token(request: web.Request) -> web.StreamResponse:
+        rec.requests.append(dict(request.headers))
+        if request.headers.get("If-None-Match") == ETAG:
+            return web.Response(status=304, headers={"ETag": ETAG})
+        return web.Response(text=TOKEN, headers={"ETag": ETAG, "Last-Modified": LAST_MODIFIED})
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        rec.requests.append(dict(request.headers))
+        return web.Response(text=TOKEN)
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=int(request.match_info["code"]), text="nope")
+
+    async def slow(_: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(3)
+        return web.Response(text=TOKEN)
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        size = int(request.query.get("size", "2048"))
+        if request.query.get("chunked"):
+            resp = web.StreamResponse()
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            for _ in range(size // 256):
+                await resp.write(b"x" * 256)
+            await resp.write_eof()
+            return resp
+        return web.Response(body=b"x" * size)
+
+    async def binary(_: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"\xff\xfe\x00")
+
+    app = web.Application()
+    app.router.add_get("/token.jwt", token)
+    app.router.add_get("/plain.jwt", plain)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/big", big)
+    app.router.add_get("/binary", binary)
+    return app
+
+
+@asynccontextmanager
+async def serve(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    site = web.SockSite(runner, sock, ssl_context=ssl_context)
+    await site.start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+def run_with_server(
+    body: Callable[[aiohttp.ClientSession, str, Recorder], Awaitable[Any]],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Any:
+    rec = Recorder()
+
+    async def main() -> Any:
+        async with serve(_token_app(rec), ssl_context) as port, aiohttp.ClientSession() as s:
+            scheme = "https" if ssl_context else "http"
+            return await body(s, f"{scheme}://127.0.0.1:{port}", rec)
+
+    return asyncio.run(main())
+
+
+# HTTP
+
+
+def test_http_fetch_returns_body_etag_and_last_modified() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> FetchResult:
+        return await fetch_path(f"{base}/token.jwt", session=s)
+
+    assert run_with_server(body) == FetchResult("fetched", TOKEN, ETAG, LAST_MODIFIED)
+
+
+def test_http_fetch_without_validators_returns_empty_etag() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> FetchResult:
+        return await fetch_path(f"{base}/plain.jwt", session=s)
+
+    assert run_with_server(body) == FetchResult("fetched", TOKEN, "", "")
+
+
+def test_stored_etag_is_sent_and_304_is_not_modified() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> Any:
+        first = await fetch_path(f"{base}/token.jwt", session=s)
+        second = await fetch_path(
+            f"{base}/token.jwt", session=s, etag=first.etag, last_modified=first.last_modified
+        )
+        return first, second, rec.requests
+
+    _first, second, requests = run_with_server(body)
+    assert "If-None-Match" not in requests[0]
+    assert "If-Modified-Since" not in requests[0]
+    assert requests[1]["If-None-Match"] == ETAG
+    assert requests[1]["If-Modified-Since"] == LAST_MODIFIED
+    assert second == FetchResult("not_modified", None, ETAG, LAST_MODIFIED)
+
+
+def test_304_without_validators_keeps_the_stored_ones() -> None:
+    async def not_modified(_: web.Request) -> web.StreamResponse:
+        return web.Response(status=304)
+
+    async def main() -> FetchResult:
+        app = web.Application()
+        app.router.add_get("/t", not_modified)
+        async with serve(app) as port, aiohttp.ClientSession() as s:
+            return await fetch_path(
+                f"http://127.0.0.1:{port}/t", session=s, etag='"old"', last_modified="lm"
+            )
+
+    assert asyncio.run(main()) == FetchResult("not_modified", None, '"old"', "lm")
+
+
+def test_headers_after_hash_reach_the_server_and_values_keep_colons() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> list[dict[str, str]]:
+        path = (
+            f"{base}/plain.jwt#Authorization:Bearer a:b:c\r\nX-Url: http://h:1/p"
+            "\r\nclientSkipVerify:true\r\nclientTimeout:5\r\nskipVerify"
+        )
+        await fetch_path(path, session=s)
+        return rec.requests
+
+    (headers,) = run_with_server(body)
+    assert headers["Authorization"] == "Bearer a:b:c"
+    assert headers["X-Url"] == "http://h:1/p"
+    lowered = {k.lower() for k in headers}
+    assert not lowered & {"clientskipverify", "clienttimeout", "skipverify"}
+
+
+def test_non_200_status_is_a_source_error_without_query_or_headers() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        await fetch_path(f"{base}/status/500?key=secret#Authorization:Bearer secret", session=s)
+
+    with pytest.raises(SourceError) as info:
+        run_with_server(body)
+    msg = str(info.value)
+    assert msg.startswith("bad response from http://127.0.0.1:")
+    assert msg.endswith("/status/500: 500")
+    assert "secret" not in msg
+
+
+def test_404_is_a_bad_response() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        await fetch_path(f"{base}/status/404", session=s)
+
+    with pytest.raises(SourceError, match=r"bad response from .*: 404$"):
+        run_with_server(body)
+
+
+def test_timeout_argument_bounds_the_request() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        await fetch_path(f"{base}/slow", session=s, timeout=0.3)
+
+    with pytest.raises(SourceError, match=r"expected an answer within 0.3s"):
+        run_with_server(body)
+
+
+def test_client_timeout_pseudo_header_overrides_the_timeout() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        await fetch_path(f"{base}/slow#clientTimeout:0.3", session=s, timeout=30)
+
+    with pytest.raises(SourceError, match=r"within 0.3s"):
+        run_with_server(body)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "", "nan"])
+def test_bad_client_timeout_is_a_source_error(value: str) -> None:
+    with pytest.raises(SourceError, match="clientTimeout"):
+        parse_http_path(f"https://h/p#clientTimeout:{value}")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversize_body_is_a_source_error(chunked: bool) -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        q = "&chunked=1" if chunked else ""
+        await fetch_path(f"{base}/big?size=4096{q}", session=s, max_bytes=1000)
+
+    with pytest.raises(SourceError, match=r"expected at most 1000 bytes"):
+        run_with_server(body)
+
+
+def test_body_at_the_limit_is_accepted() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> FetchResult:
+        return await fetch_path(f"{base}/big?size=1024&chunked=1", session=s, max_bytes=1024)
+
+    result = run_with_server(body)
+    assert result.body == "x" * 1024
+
+
+def test_non_utf8_body_is_a_source_error() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        await fetch_path(f"{base}/binary", session=s)
+
+    with pytest.raises(SourceError, match="expected UTF-8"):
+        run_with_server(body)
+
+
+def test_connection_refused_is_a_source_error() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            await fetch_path(f"http://127.0.0.1:{port}/x?key=secret", session=s, timeout=5)
+
+    with pytest.raises(SourceError, match="request failed") as info:
+        asyncio.run(main())
+    assert "secret" not in str(info.value)
+
+
+# HTTPS
+
+
+@pytest.fixture(scope="module")
+def tls_pair() -> tuple[bytes, bytes]:
+    return self_signed(["localhost"])
+
+
+def _server_ctx(pair: tuple[bytes, bytes], tmp_path: Path) -> ssl.SSLContext:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(pair[0])
+    key.write_bytes(pair[1])
+    return server_ssl_context(cert_path=str(cert), key_path=str(key))
+
+
+def test_https_self_signed_fails_verification_by_default(
+    tls_pair: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        await fetch_path(f"{base}/plain.jwt", session=s)
+
+    with pytest.raises(SourceError, match=r"request failed.*[Cc]ertificate"):
+        run_with_server(body, ssl_context=_server_ctx(tls_pair, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "flag"),
+    [("", True), ("#skipVerify", False), ("#clientSkipVerify:true", False)],
+)
+def test_https_skip_verify_fetches(
+    tls_pair: tuple[bytes, bytes], tmp_path: Path, suffix: str, flag: bool
+) -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> FetchResult:
+        return await fetch_path(f"{base}/plain.jwt{suffix}", session=s, tls_skip_verify=flag)
+
+    result = run_with_server(body, ssl_context=_server_ctx(tls_pair, tmp_path))
+    assert result.body == TOKEN
+
+
+def test_skip_verify_false_value_keeps_verification(
+    tls_pair: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        await fetch_path(f"{base}/plain.jwt#clientSkipVerify:false", session=s)
+
+    with pytest.raises(SourceError, match="request failed"):
+        run_with_server(body, ssl_context=_server_ctx(tls_pair, tmp_path))
+
+
+@pytest.mark.parametrize("no_system_ca", [False, True])
+def test_https_with_ca_file_verifies(
+    tls_pair: tuple[bytes, bytes], tmp_path: Path, no_system_ca: bool
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tls_pair[0])
+
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> FetchResult:
+        return await fetch_path(
+            f"{base}/token.jwt", session=s, ca_file=str(ca), no_system_ca=no_system_ca
+        )
+
+    result = run_with_server(body, ssl_context=_server_ctx(tls_pair, tmp_path))
+    assert result == FetchResult("fetched", TOKEN, ETAG, LAST_MODIFIED)
+
+
+def test_ca_file_that_did_not_sign_the_server_fails(
+    tls_pair: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    other, _ = self_signed()
+    ca = tmp_path / "other.pem"
+    ca.write_bytes(other)
+
+    async def body(s: aiohttp.ClientSession, base: str, rec: Recorder) -> None:
+        await fetch_path(f"{base}/token.jwt", session=s, ca_file=str(ca), no_system_ca=True)
+
+    with pytest.raises(SourceError, match="request failed"):
+        run_with_server(body, ssl_context=_server_ctx(tls_pair, tmp_path))
+
+
+# make_ssl_context
+
+
+def test_make_ssl_context_choices(tmp_path: Path) -> None:
+    assert make_ssl_context(True, "/nonexistent", True) is False
+    assert make_ssl_context(False) is True
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(self_signed()[0])
+    ctx = make_ssl_context(False, str(ca), True)
+    assert isinstance(ctx, ssl.SSLContext)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.check_hostname
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert len(ctx.get_ca_certs()) == 1
+
+
+def test_make_ssl_context_bad_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"httpClient.caFile: expected a readable PEM"):
+        make_ssl_context(False, str(tmp_path / "missing.pem"))
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a cert")
+    with pytest.raises(ConfigError, match=r"httpClient.caFile"):
+        make_ssl_context(False, str(bad))
+
+
+def test_no_system_ca_without_ca_file_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"httpClient\.noSystemCA"):
+        make_ssl_context(False, "", True)
+
+
+# path parsing
+
+
+def test_parse_http_path_splits_on_first_hash_and_first_colon() -> None:
+    parsed = parse_http_path("https://h/p?q=1#A:b:c\r\nB:x#y\r\n\r\nNoValue")
+    assert parsed.url == "https://h/p?q=1"
+    assert parsed.headers == (("A", "b:c"), ("B", "x#y"), ("NoValue", ""))
+    assert parsed.skip_verify is False
+    assert parsed.timeout is None
+    assert "b:c" not in repr(parsed)
+
+
+def test_safe_url_drops_user_query_and_headers() -> None:
+    assert safe_url("https://u:pw@h:8443/p/x?key=s#A:b") == "https://h:8443/p/x"
+    assert safe_url("http://[::1]:80/p") == "http://[::1]:80/p"
+
+
+def test_local_path_prefixes_and_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/tester")
+    assert local_path("file:///etc/x.jwt") == "/etc/x.jwt"
+    assert local_path("file:/etc/x.jwt") == "/etc/x.jwt"
+    assert local_path("file:rel.jwt") == "rel.jwt"
+    assert local_path("~/x.jwt") == "/home/tester/x.jwt"
+    assert local_path("/abs/x.jwt") == "/abs/x.jwt"
+
+
+# local files
+
+
+def _fetch_local(path: str, **kwargs: Any) -> FetchResult:
+    async def main() -> FetchResult:
+        async with aiohttp.ClientSession() as s:
+            return await fetch_path(path, session=s, **kwargs)
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("prefix", ["", "file:", "file://"])
+def test_local_file_is_fetched_with_content_hash_etag(tmp_path: Path, prefix: str) -> None:
+    f = tmp_path / "p.jwt"
+    f.write_text(TOKEN)
+    result = _fetch_local(prefix + str(f))
+    assert result == FetchResult(
+        "fetched", TOKEN, "sha256:" + hashlib.sha256(TOKEN.encode()).hexdigest(), ""
+    )
+
+
+def test_local_file_etag_changes_with_content_and_stored_etag_is_ignored(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "p.jwt"
+    f.write_text("one")
+    first = _fetch_local(str(f))
+    again = _fetch_local(str(f), etag=first.etag)
+    assert again.status == "fetched"
+    assert again.etag == first.etag
+    f.write_text("two")
+    assert _fetch_local(str(f)).etag != first.etag
+
+
+def test_local_file_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "h.jwt").write_text(TOKEN)
+    assert _fetch_local("~/h.jwt").body == TOKEN
+
+
+def test_missing_local_file_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"pull path .*nope.jwt: expected a readable file"):
+        _fetch_local(str(tmp_path / "nope.jwt"))
+
+
+def test_oversize_local_file_is_a_source_error(tmp_path: Path) -> None:
+    f = tmp_path / "big.jwt"
+    f.write_bytes(b"x" * 2000)
+    with pytest.raises(SourceError, match=r"expected at most 1000 bytes, got 2000"):
+        _fetch_local(str(f), max_bytes=1000)

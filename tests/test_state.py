@@ -1,0 +1,256 @@
+"""StateStore files on disk and the ReplayCache bounds."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent.errors import SourceError
+from agent.state import ReplayCache, SourceMeta, StateStore, StoredState, atomic_write
+
+TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJpYXQiOjF9.c2ln"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_save_then_load_round_trips_token_and_meta(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    meta = SourceMeta(
+        etag='"abc"',
+        last_modified="Wed, 21 Oct 2015 07:28:00 GMT",
+        high_water_iat=1700000000,
+        accepted_at=1700000123.5,
+    )
+    store.save("web", TOKEN, meta)
+    assert store.load("web") == StoredState(token=TOKEN, meta=meta)
+
+
+def test_token_is_written_at_the_etcha_location_as_the_raw_token(tmp_path: Path) -> None:
+    StateStore(tmp_path).save("web", TOKEN, SourceMeta())
+    assert (tmp_path / "web.jwt").read_text() == TOKEN
+    data = json.loads((tmp_path / "web.meta.json").read_text())
+    assert data["etag"] == ""
+    assert data["high_water_iat"] is None
+
+
+def test_saved_files_are_private(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    old = os.umask(0)
+    try:
+        store.save("web", TOKEN, SourceMeta(etag="x"))
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "web.jwt") == 0o600
+    assert _mode(tmp_path / "web.meta.json") == 0o600
+
+
+def test_save_creates_missing_state_dir(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "a" / "b")
+    store.save("web", TOKEN, SourceMeta())
+    assert (tmp_path / "a" / "b" / "web.jwt").exists()
+
+
+def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    for i in range(3):
+        store.save("web", f"{TOKEN}{i}", SourceMeta(etag=str(i)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.jwt", "web.meta.json"]
+    assert (tmp_path / "web.jwt").read_text() == f"{TOKEN}2"
+
+
+def test_failed_write_keeps_old_file_and_removes_temp(tmp_path: Path) -> None:
+    target = tmp_path / "web.jwt"
+    target.write_text("old")
+    # A directory at a path that the temp file would need to replace makes os.replace fail.
+    blocker = tmp_path / "dir.jwt"
+    blocker.mkdir()
+    (blocker / "inside").write_text("x")
+    with pytest.raises(OSError):
+        atomic_write(blocker, b"new")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.jwt", "web.jwt"]
+
+
+def test_save_into_unwritable_location_is_a_source_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    with pytest.raises(SourceError, match="state dir"):
+        StateStore(blocker / "state").save("web", TOKEN, SourceMeta())
+
+
+def test_load_without_token_is_none(tmp_path: Path) -> None:
+    assert StateStore(tmp_path).load("web") is None
+    assert StateStore(tmp_path / "missing").load("web") is None
+
+
+def test_load_empty_token_file_is_none(tmp_path: Path) -> None:
+    (tmp_path / "web.jwt").write_text("\n")
+    assert StateStore(tmp_path).load("web") is None
+
+
+def test_token_written_by_etcha_without_meta_loads_with_default_meta(tmp_path: Path) -> None:
+    (tmp_path / "web.jwt").write_text(TOKEN + "\n")
+    assert StateStore(tmp_path).load("web") == StoredState(token=TOKEN, meta=SourceMeta())
+
+
+def test_malformed_meta_defaults_and_keeps_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "web.jwt").write_text(TOKEN)
+    (tmp_path / "web.meta.json").write_text("{not json")
+    state = StateStore(tmp_path).load("web")
+    assert state == StoredState(token=TOKEN, meta=SourceMeta())
+    assert "malformed state metadata" in caplog.text
+
+
+def test_meta_with_wrong_types_ignores_those_fields(tmp_path: Path) -> None:
+    (tmp_path / "web.jwt").write_text(TOKEN)
+    (tmp_path / "web.meta.json").write_text(
+        json.dumps({"etag": 5, "last_modified": "x", "high_water_iat": True, "accepted_at": "y"})
+    )
+    state = StateStore(tmp_path).load("web")
+    assert state is not None
+    assert state.meta == SourceMeta(last_modified="x")
+
+
+def test_save_meta_updates_meta_without_touching_token(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save("web", TOKEN, SourceMeta(etag="1", high_water_iat=5))
+    before = (tmp_path / "web.jwt").stat()
+    store.save_meta("web", SourceMeta(etag="2", high_water_iat=5))
+    after = (tmp_path / "web.jwt").stat()
+    assert before.st_ino == after.st_ino
+    assert before.st_mtime_ns == after.st_mtime_ns
+    assert store.load("web") == StoredState(TOKEN, SourceMeta(etag="2", high_water_iat=5))
+
+
+def test_save_meta_without_token_loads_as_nothing(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save_meta("web", SourceMeta(etag="1"))
+    assert store.load("web") is None
+    assert (tmp_path / "web.meta.json").exists()
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "../x", "a..b", ".", "a\0b", "x" * 201])
+def test_unsafe_source_names_are_rejected(tmp_path: Path, name: str) -> None:
+    store = StateStore(tmp_path)
+    with pytest.raises(SourceError, match="source name"):
+        store.save(name, TOKEN, SourceMeta())
+    with pytest.raises(SourceError, match="source name"):
+        store.load(name)
+    with pytest.raises(SourceError, match="source name"):
+        store.save_meta(name, SourceMeta())
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["web", "my-source_1", "a.b", "test"])
+def test_safe_source_names_are_accepted(tmp_path: Path, name: str) -> None:
+    store = StateStore(tmp_path)
+    store.save(name, TOKEN, SourceMeta())
+    assert (tmp_path / f"{name}.jwt").exists()
+
+
+def test_unreadable_token_file_is_a_source_error(tmp_path: Path) -> None:
+    (tmp_path / "web.jwt").mkdir()
+    with pytest.raises(SourceError, match="expected a readable file"):
+        StateStore(tmp_path).load("web")
+
+
+def test_meta_dataclasses_are_frozen() -> None:
+    meta = SourceMeta()
+    with pytest.raises(AttributeError):
+        meta.etag = "x"  # type: ignore[misc]
+
+
+# ReplayCache
+
+
+def test_replay_cache_refuses_a_jti_seen_before() -> None:
+    cache = ReplayCache(10, clock=lambda: 1000.0)
+    assert cache.remember("a", 2000) is True
+    assert cache.remember("a", 2000) is False
+    assert cache.remember("b", 2000) is True
+
+
+def test_replay_cache_forgets_jti_after_expiry_plus_leeway() -> None:
+    now = [1000.0]
+    cache = ReplayCache(10, leeway=30, clock=lambda: now[0])
+    assert cache.remember("a", 1100)
+    now[0] = 1129.0
+    assert cache.remember("a", 1100) is False
+    now[0] = 1130.0
+    assert len(cache) == 1
+    assert "a" not in cache
+    assert cache.remember("a", 1200) is True
+
+
+def test_replay_cache_expired_entries_are_dropped_as_time_passes() -> None:
+    now = [0.0]
+    cache = ReplayCache(1000, leeway=0, clock=lambda: now[0])
+    for i in range(100):
+        cache.remember(f"j{i}", 10 + i)
+    now[0] = 60.0
+    cache.remember("new", 1000)
+    assert len(cache) == 50  # j50..j99 (exp 60 is expired) + new
+
+
+def test_replay_cache_token_already_past_its_window_is_not_stored() -> None:
+    cache = ReplayCache(10, leeway=30, clock=lambda: 1000.0)
+    assert cache.remember("old", 900) is True
+    assert len(cache) == 0
+
+
+def test_replay_cache_evicts_expired_before_oldest_when_full() -> None:
+    now = [0.0]
+    cache = ReplayCache(3, leeway=0, clock=lambda: now[0])
+    cache.remember("long", 1000)
+    cache.remember("short", 5)
+    cache.remember("long2", 1000)
+    now[0] = 10.0
+    cache.remember("d", 1000)
+    assert "long" in cache
+    assert "long2" in cache
+    assert "d" in cache
+    assert cache.remember("long", 1000) is False
+
+
+def test_replay_cache_evicts_oldest_when_full_of_live_entries() -> None:
+    cache = ReplayCache(3, clock=lambda: 0.0)
+    for jti in ("a", "b", "c", "d"):
+        cache.remember(jti, 1000)
+    assert "a" not in cache
+    assert [j in cache for j in ("b", "c", "d")] == [True, True, True]
+
+
+def test_replay_cache_jti_without_exp_is_kept_until_evicted() -> None:
+    now = [0.0]
+    cache = ReplayCache(2, clock=lambda: now[0])
+    cache.remember("forever", None)
+    now[0] = 1e12
+    assert cache.remember("forever", None) is False
+    cache.remember("x", None)
+    cache.remember("y", None)
+    assert "forever" not in cache
+
+
+def test_replay_cache_memory_bounded_with_10000_distinct_jtis() -> None:
+    cap = 1000
+    cache = ReplayCache(cap, clock=lambda: 0.0)
+    for i in range(10_000):
+        assert cache.remember(f"jti-{i}", 10_000 + i) is True
+        assert len(cache) <= cap
+    assert len(cache) == cap
+    assert len(cache._heap) <= 2 * cap + 16
+    assert cache.remember("jti-9999", 20_000) is False  # newest still remembered
+    assert cache.remember("jti-0", 10_000) is True  # oldest evicted
+
+
+def test_replay_cache_requires_positive_cap() -> None:
+    with pytest.raises(ValueError, match="cap"):
+        ReplayCache(0)
