@@ -1,0 +1,90 @@
+"""Registrar for the file helper subcommands: copy, dir, file, line, link.
+
+Only builds parsers; the handlers live in :mod:`agent.filecmds` and are imported when run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+_MODES_ALL = ("check", "change", "remove")
+
+
+def _ownership_flags(p: argparse.ArgumentParser, default_perms: str | None) -> None:
+    p.add_argument("-o", dest="owner", default="", metavar="OWNER", help="owner name or uid")
+    p.add_argument("-g", dest="group", default="", metavar="GROUP", help="group name or gid")
+    default_text = f"default {default_perms}" if default_perms else "default: keep, 0644 if new"
+    p.add_argument(
+        "-p",
+        dest="perms",
+        default=default_perms,
+        metavar="PERMS",
+        help=f"octal permissions ({default_text})",
+    )
+
+
+def register(sub: Any) -> None:
+    """Add the helper subcommands to ``sub`` (an argparse subparsers action)."""
+    p = sub.add_parser(
+        "copy",
+        help="copy a local file or http(s) URL to a path or stdout",
+        description=(
+            "check: exit 0 when dst already has src's contents; change: copy src to dst ('-' ="
+            " stdout); remove: delete dst. URL headers go in the fragment: #Name:value\\r\\n..."
+        ),
+    )
+    p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
+    p.add_argument("src", help="source path or http(s) URL")
+    p.add_argument("dst", help="destination path, or - for stdout")
+    _ownership_flags(p, None)
+    p.set_defaults(handler="agent.filecmds:cmd_copy")
+
+    p = sub.add_parser(
+        "dir",
+        help="manage a directory",
+        description="check/change/remove a directory with the given permissions and owner.",
+    )
+    p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
+    p.add_argument("path", help="directory path")
+    _ownership_flags(p, "0755")
+    p.set_defaults(handler="agent.filecmds:cmd_dir")
+
+    p = sub.add_parser(
+        "file",
+        help="manage a file",
+        description=(
+            "check/change/remove a regular file with exact contents ('-' = stdin; omitted = any"
+            " contents), permissions and owner. Writes are atomic."
+        ),
+    )
+    p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
+    p.add_argument("path", help="file path")
+    p.add_argument("contents", nargs="?", default=None, help="exact contents, or - for stdin")
+    _ownership_flags(p, "0644")
+    p.set_defaults(handler="agent.filecmds:cmd_file")
+
+    p = sub.add_parser(
+        "line",
+        help="manage a line in a file or stdin by regexp",
+        description=(
+            "Replace every match of the regexp (multi-line mode; ${1} expands groups), or append"
+            " the replacement when nothing matches. check: exit 0 when change would do nothing."
+            " remove: delete matching lines. Path '-' reads stdin and prints the result."
+        ),
+    )
+    p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
+    p.add_argument("path", help="file path, or - for stdin/stdout")
+    p.add_argument("match", help="regular expression")
+    p.add_argument("replacement", help="replacement text (${1} or $name for groups, $$ for $)")
+    p.set_defaults(handler="agent.filecmds:cmd_line")
+
+    p = sub.add_parser(
+        "link",
+        help="manage a symlink dst -> src",
+        description="check/change/remove the symlink dst pointing at src.",
+    )
+    p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
+    p.add_argument("src", help="what the link points to")
+    p.add_argument("dst", help="the symlink path")
+    p.set_defaults(handler="agent.filecmds:cmd_link")

@@ -1,0 +1,25 @@
+// Install Debian packages with apt-get (a name or a list of names). Check: every package is
+// installed (dpkg-query). Remove: apt-get remove (purge=true: --purge).
+
+local h = import 'helpers.libsonnet';
+
+function(packages, recommends=false, update=false, purge=false, id=null, onChange=[])
+  local names = h.names(packages);
+  assert std.length(names) > 0 : 'apt: packages must not be empty';
+  local quoted = std.join(' ', [h.q(p) for p in names]);
+  local env = 'DEBIAN_FRONTEND=noninteractive';
+  {
+    id: if id == null then 'apt %s' % std.join(' ', names) else id,
+    check: |||
+      for p in %s; do
+        [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = 'install ok installed' ] || exit 1
+      done
+    ||| % quoted,
+    change: (if update then 'apt-get update -q && ' else '') +
+            '%s apt-get install -y -q%s -o Dpkg::Options::=--force-confold %s' % [
+              env,
+              if recommends then '' else ' --no-install-recommends',
+              quoted,
+            ],
+    remove: '%s apt-get remove -y -q%s %s' % [env, if purge then ' --purge' else '', quoted],
+  } + h.onChange(onChange)

@@ -1,0 +1,14 @@
+// Manage a directory (created with missing parents): permissions and owner.
+// Remove deletes the directory and everything in it.
+
+local h = import 'helpers.libsonnet';
+
+function(path, mode='0755', owner='', group='', id=null, onChange=[], agentBin=null)
+  local bin = h.bin(agentBin);
+  local args = h.flags(mode, owner, group) + ' -- ' + h.q(path);
+  {
+    id: if id == null then 'dir %s' % path else id,
+    check: '%s dir check%s' % [bin, args],
+    change: '%s dir change%s' % [bin, args],
+    remove: '%s dir remove -- %s' % [bin, h.q(path)],
+  } + h.onChange(onChange)

@@ -1,0 +1,16 @@
+// Manage a regular file: exact contents (null = any contents), permissions and owner.
+// The contents travel on the command's stdin, so size is not limited by the script length.
+// (A change run through another command's onFail gets no stdin; do not target file commands
+// from onFail.)
+
+local h = import 'helpers.libsonnet';
+
+function(path, contents=null, mode='0644', owner='', group='', id=null, onChange=[], agentBin=null)
+  local bin = h.bin(agentBin);
+  local args = h.flags(mode, owner, group) + ' -- ' + h.q(path) + (if contents == null then '' else ' -');
+  {
+    id: if id == null then 'file %s' % path else id,
+    check: '%s file check%s' % [bin, args],
+    change: '%s file change%s' % [bin, args],
+    remove: '%s file remove -- %s' % [bin, h.q(path)],
+  } + (if contents == null then {} else { stdin: contents }) + h.onChange(onChange)

@@ -1,0 +1,15 @@
+// Manage a line in a file by regexp (multi-line mode). Every match is replaced with replacement
+// (${1} or $name expand groups, $$ is a literal $); when nothing matches, replacement is
+// appended as a line. Remove deletes the matching lines and lines equal to the replacement.
+
+local h = import 'helpers.libsonnet';
+
+function(path, match, replacement, id=null, onChange=[], agentBin=null)
+  local bin = h.bin(agentBin);
+  local args = ' -- ' + std.join(' ', [h.q(path), h.q(match), h.q(replacement)]);
+  {
+    id: if id == null then 'line %s %s' % [path, match] else id,
+    check: '%s line check%s' % [bin, args],
+    change: '%s line change%s' % [bin, args],
+    remove: '%s line remove%s' % [bin, args],
+  } + h.onChange(onChange)

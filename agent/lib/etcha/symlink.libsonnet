@@ -1,0 +1,13 @@
+// Manage the symlink dst pointing at src. Remove deletes dst only if it is a symlink.
+
+local h = import 'helpers.libsonnet';
+
+function(src, dst, id=null, onChange=[], agentBin=null)
+  local bin = h.bin(agentBin);
+  local args = ' -- ' + h.q(src) + ' ' + h.q(dst);
+  {
+    id: if id == null then 'symlink %s' % dst else id,
+    check: '%s link check%s' % [bin, args],
+    change: '%s link change%s' % [bin, args],
+    remove: '%s link remove%s' % [bin, args],
+  } + h.onChange(onChange)
