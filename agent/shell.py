@@ -173,13 +173,23 @@ def build_argv(
     return argv
 
 
+#: Prefix of the agent's own config variables, never passed to child processes.
+AGENT_ENV_PREFIX = "AGENT_"
+
+
 def process_env(ex: Exec, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the child process (a new dict every call).
 
     ``envInherit`` true: the agent's environment, then the exec env, then ``env`` (later wins).
     Otherwise only the exec env and ``env``, plus the agent's ``PATH`` when neither sets one.
+    The agent's own ``AGENT_*`` settings (which may hold a signing key) are never inherited,
+    as Etcha unsets its ``ETCHA_*`` settings.
     """
-    out: dict[str, str] = dict(os.environ) if ex.env_inherit else {}
+    out: dict[str, str] = (
+        {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)}
+        if ex.env_inherit
+        else {}
+    )
     if ex.env:
         out.update(ex.env)
     if env:

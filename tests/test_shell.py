@@ -283,3 +283,12 @@ def test_shell_scripts_see_vars_as_data_not_code(tmp_path: Path) -> None:
     res = go(SH, 'echo "${X}"', env={"X": f"$(touch {marker})"})
     assert res.output.strip() == f"$(touch {marker})"
     assert not marker.exists()
+
+
+def test_agent_settings_are_not_inherited_by_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_build_signingKey", "ed25519private:secret")
+    monkeypatch.setenv("KEEP_ME", "yes")
+    env = process_env(DEFAULT_EXEC, {"AGENT_explicit": "given"})
+    assert "AGENT_build_signingKey" not in env
+    assert env["KEEP_ME"] == "yes"
+    assert env["AGENT_explicit"] == "given"  # what a caller passes on purpose still arrives
