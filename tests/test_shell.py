@@ -144,14 +144,14 @@ def test_without_stdin_the_process_reads_dev_null() -> None:
 def test_env_inherit_merges_agent_env_exec_env_and_command_env(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("AGENT_TEST_INHERITED", "parent")
-    monkeypatch.setenv("AGENT_TEST_OVER", "parent")
-    ex = SH.override(Exec(env={"AGENT_TEST_OVER": "exec", "EXEC_ONLY": "e", "BOTH": "exec"}))
+    monkeypatch.setenv("PARENT_TEST_INHERITED", "parent")
+    monkeypatch.setenv("PARENT_TEST_OVER", "parent")
+    ex = SH.override(Exec(env={"PARENT_TEST_OVER": "exec", "EXEC_ONLY": "e", "BOTH": "exec"}))
     res = go(ex, "env", env={"BOTH": "cmd"})
     lines = set(res.output.splitlines())
     assert {
-        "AGENT_TEST_INHERITED=parent",
-        "AGENT_TEST_OVER=exec",
+        "PARENT_TEST_INHERITED=parent",
+        "PARENT_TEST_OVER=exec",
         "EXEC_ONLY=e",
         "BOTH=cmd",
     } <= lines
