@@ -1,0 +1,58 @@
+"""Registrar for the daemon subcommands: ``run`` (the agent daemon) and ``push`` (its client)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add ``run`` and ``push`` to ``sub`` (an argparse subparsers action)."""
+    p = sub.add_parser(
+        "run",
+        help="run sources: restore, pull, listen for pushes",
+        description="Restore and re-verify each source's state, run it, pull on runFrequency and "
+        "listen for pushes on run.listenAddress (HTTPS unless run.tlsDisable). "
+        "SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the config.",
+    )
+    p.add_argument(
+        "-o",
+        dest="once",
+        action="store_true",
+        help="run every source once, no listener; exit 1 if any source failed",
+    )
+    p.set_defaults(handler="agent.cli.daemon_cmds:cmd_run")
+
+    p = sub.add_parser(
+        "push",
+        help="build, sign and push a pattern or command to targets",
+        description="Pushes to every config target whose sourcePatterns lists SOURCE (or to -h). "
+        "A value ending in .jsonnet is a pattern path; anything else is a command run with "
+        "always: true. Use -h http://HOST for a daemon with run.tlsDisable.",
+        add_help=False,  # -h is the host, as in Etcha
+    )
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("-c", dest="check", action="store_true", help="check mode: report drift only")
+    p.add_argument("-f", dest="filter", default="", metavar="REGEX", help="parent-id filter")
+    p.add_argument(
+        "-h",
+        dest="host",
+        default=None,
+        metavar="HOST",
+        help="push to this host only (https; http://HOST for plain HTTP)",
+    )
+    p.add_argument("-p", dest="port", default=None, metavar="PORT", help="port (default 4000)")
+    p.add_argument(
+        "-n", dest="target_filter", default=None, metavar="REGEX", help="target name filter"
+    )
+    p.add_argument(
+        "-u", dest="path", default=None, metavar="PATH", help="push path (default /etcha/v1/push)"
+    )
+    p.add_argument("source", help="source name on the targets")
+    p.add_argument(
+        "words",
+        nargs=argparse.REMAINDER,
+        metavar="pattern.jsonnet | command",
+        help="pattern path, or a command (the rest of the line)",
+    )
+    p.set_defaults(handler="agent.cli.daemon_cmds:cmd_push")

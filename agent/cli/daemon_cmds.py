@@ -1,0 +1,48 @@
+"""Handlers for ``agent run`` and ``agent push`` (imported only when those commands run)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from functools import partial
+
+from agent.cli.common import load_config_for
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``agent run [-o]``: the daemon, or one pass over every source."""
+    from agent.daemon import run_daemon
+
+    config = load_config_for(args)
+    return run_daemon(
+        config,
+        once=bool(args.once),
+        config_loader=partial(load_config_for, args),
+        disable_external=bool(getattr(args, "disable_external", False)),
+    )
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """``agent push [-c] [-f f] [-h host] [-p port] [-n re] [-u path] <source> [pattern|cmd]``."""
+    from agent.push import run_push_cli
+
+    config = load_config_for(args)
+    no_color = bool(getattr(args, "no_color", False)) or bool(
+        getattr(getattr(config, "cli", None), "no_color", False)
+    )
+    color = not no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    return run_push_cli(
+        config,
+        args.source,
+        list(args.words or ()),
+        check=bool(args.check),
+        parent_filter=args.filter or "",
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        target_filter=args.target_filter,
+        progress=sys.stderr if sys.stderr.isatty() else None,
+        color=color,
+        disable_external=bool(getattr(args, "disable_external", False)),
+    )

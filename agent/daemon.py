@@ -1,0 +1,1031 @@
+"""`agent run`: sources, start-up restore, the pull loop, diff-run and the daemon lifecycle.
+
+Responsibility: everything between "a token arrived" (push, pull, state file) and "its commands ran
+and the state was saved". HTTP framing is :mod:`agent.server`; fetching is :mod:`agent.fetch`;
+persistence is :mod:`agent.state`.
+
+Start-up (reference etcha-run.md §4.2, SPEC 6 and 21):
+
+1. Refuse to start when a source that accepts tokens (``allowPush`` or ``pullPaths``) has neither
+   verify keys (``run.verifyKeys`` or its own) nor verify commands.
+2. Load every source's pattern before anything runs, in source-name order: static ``commands``
+   first; then, unless ``noRestore``, ``<stateDir>/<source>.jwt`` **verified again** and rendered,
+   replacing the static commands. A cached token that no longer verifies is logged and not run.
+3. Sleep a random ``0..run.randomizedStartDelaySec`` seconds.
+4. Run each source once in source-name order (``init``): pull when it has ``pullPaths`` (falling
+   back to the stored token), else its stored pattern; ``triggerOnly`` sources run nothing.
+5. Start the listener (unless ``-o``), notify systemd ``READY=1`` and schedule each source with a
+   ``runFrequency`` on an APScheduler 3.x ``AsyncIOScheduler``.
+
+Diff-run (§4.4): verify → render the verified claims only (in a worker thread) → under the source's
+lock (none with ``runMulti``) diff against the stored pattern and run → Result. A request in check
+mode (``?check=true``) changes nothing and saves nothing. ``checkOnly`` sources run only checks
+(their Result lists the drift) but, as in Etcha, still record the accepted token. State is saved
+only after a successful run, atomically (``StateStore``), unless ``noRestore``.
+
+Pull (§4.5): paths in order; requests are conditional on the ETag/Last-Modified that came with the
+token in hand, and a 304 (or identical bytes from a file) reuses that token without verifying it
+again. A new token replaces the stored one only when it verifies and differs by manifest, pattern
+files or version (``pullIgnoreVersion``). Every tick re-runs the checks (drift correction).
+
+Lifecycle: SIGTERM/SIGINT stop the listener, wait (bounded) for in-flight runs, and exit 0; state is
+written by each run as it finishes, so an interrupted run leaves the previous state in place.
+SIGHUP re-reads the config for the next start and logs what changed (running sources keep theirs).
+
+Invariants: one :class:`asyncio.Lock` per source; without ``runMulti`` concurrent runs queue on it
+(never dropped). All mutable runtime state lives on a :class:`Daemon` instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+import secrets
+import signal
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from agent.errors import AgentError, ConfigError, SourceError, VerifyError
+from agent.server import PushReply
+
+if TYPE_CHECKING:
+    import ssl
+
+    import aiohttp
+
+    from agent.config import Config
+    from agent.engine import CommandObserver, Result, RunOutcome
+    from agent.model import Command, Exec
+    from agent.state import SourceMeta, StateStore
+    from agent.tokens import VerifiedToken
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long shutdown waits for in-flight runs before cancelling them.
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPattern:
+    """The pattern a source last accepted (or its static commands).
+
+    Attributes:
+        run: the run commands.
+        run_exec: the resolved exec (config ⊕ source ⊕ pattern runExec).
+        origin: ``static``, ``cached``, ``push`` or ``pull`` (for logs).
+    """
+
+    run: tuple[Command, ...]
+    run_exec: Exec
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Pulled:
+    """The last token a pull verified, with the validators that came with it."""
+
+    token: VerifiedToken
+    etag: str
+    last_modified: str
+
+
+class EventDispatcher(Protocol):
+    """Dispatches a run's events to receiving sources (the events issue plugs in here)."""
+
+    async def dispatch(self, daemon: Daemon, source: str, outcome: RunOutcome) -> bool:
+        """Run receivers for ``outcome``'s events; return the Result ``exit`` flag."""
+        ...
+
+
+class _SourceRuntime:
+    """Mutable per-source state, owned by one :class:`Daemon`."""
+
+    __slots__ = ("lock", "meta", "name", "pattern", "pulled", "token")
+
+    def __init__(self, name: str, meta: SourceMeta) -> None:
+        self.name = name
+        self.lock = asyncio.Lock()
+        self.token: VerifiedToken | None = None
+        self.meta = meta
+        self.pattern: StoredPattern | None = None
+        self.pulled: _Pulled | None = None
+
+
+def same_pattern(a: VerifiedToken, b: VerifiedToken, *, ignore_version: bool) -> bool:
+    """Etcha's ``Equal``: same manifest, same pattern files, same version (unless ignored).
+
+    Args:
+        a: one token.
+        b: the other token.
+        ignore_version: ``pullIgnoreVersion``.
+
+    Returns:
+        Whether ``b`` would not replace ``a``. runVars are not compared (as in Etcha).
+    """
+    if a.build_manifest != b.build_manifest:
+        return False
+    if not ignore_version and a.version != b.version:
+        return False
+    if a.pattern_entrypoint != b.pattern_entrypoint:
+        return False
+    return dict(a.pattern_files or {}) == dict(b.pattern_files or {})
+
+
+def check_verifiers(config: Config) -> None:
+    """Refuse a config where a source accepts tokens but nothing could verify them.
+
+    Args:
+        config: the loaded config.
+
+    Raises:
+        ConfigError: naming the first such source.
+    """
+    from agent.verify import has_verifier
+
+    for name in sorted(config.sources):
+        src = config.sources[name]
+        if not (src.allow_push or src.pull_paths):
+            continue
+        if not has_verifier(config, name):
+            how = "allowPush" if src.allow_push else "pullPaths"
+            raise ConfigError(
+                f"sources.{name}: accepts tokens ({how}) so it needs run.verifyKeys, "
+                f"sources.{name}.verifyKeys or verifyCommands, got none"
+            )
+
+
+def parse_listen_address(address: str) -> tuple[str | None, int]:
+    """Split ``run.listenAddress``: ``:4000`` (all interfaces), ``127.0.0.1:4000``, ``[::1]:4000``.
+
+    Args:
+        address: the configured address.
+
+    Returns:
+        ``(host or None for all interfaces, port)``.
+
+    Raises:
+        ConfigError: not ``[host]:port`` with a numeric port.
+    """
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(
+            f"run.listenAddress: expected [host]:port such as ':4000', got {address!r}"
+        )
+    host = host.strip("[]")
+    return (host or None), int(port_text)
+
+
+#: Run in a short-lived child so the daemon never maps the ``cryptography`` library (~10 MB RSS).
+_SELF_SIGNED_SCRIPT = """
+import json, socket, sys
+from agent.tlsutil import self_signed
+host = socket.gethostname()
+cert, key = self_signed([host] if host else [])
+json.dump({"cert": cert.decode(), "key": key.decode()}, sys.stdout)
+"""
+
+
+def _listener_ssl(config: Config) -> ssl.SSLContext:
+    """The listener's TLS context (SPEC 16): configured material, else a self-signed certificate.
+
+    The self-signed certificate (SANs: localhost, 127.0.0.1, ::1, the host name) is generated by
+    a child Python process when possible, so the long-running daemon stays small; if that fails,
+    it is generated in this process.
+
+    Args:
+        config: the loaded config (``run.tls*``).
+
+    Returns:
+        A server context, minimum TLS 1.2.
+
+    Raises:
+        ConfigError: half-configured or unusable certificate material.
+    """
+    import json
+    import ssl
+    import subprocess
+    import sys
+
+    from agent.tlsutil import load_pem_pair, server_ssl_context
+
+    run = config.run
+    configured = (
+        run.tls_certificate_path
+        or run.tls_key_path
+        or run.tls_certificate_base64
+        or run.tls_key_base64
+    )
+    if not configured:
+        logger.info("Generating self-signed certificate for listener")
+        try:
+            child = subprocess.run(
+                [sys.executable, "-c", _SELF_SIGNED_SCRIPT],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            pem = json.loads(child.stdout)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            load_pem_pair(
+                ctx, pem["cert"].encode(), pem["key"].encode(), what="self-signed certificate"
+            )
+            return ctx
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError, AgentError) as exc:
+            logger.warning("Self-signed certificate helper failed (%s); generating in-process", exc)
+    return server_ssl_context(
+        cert_path=run.tls_certificate_path,
+        key_path=run.tls_key_path,
+        cert_b64=run.tls_certificate_base64,
+        key_b64=run.tls_key_base64,
+    )
+
+
+def _empty_result(err: str = "") -> Result:
+    from agent.engine import Result
+
+    return Result(err=err)
+
+
+class Daemon:
+    """Sources, their runs and their state, for one config.
+
+    Args:
+        config: the loaded config.
+        state: the state store (default: ``StateStore(config.run.state_dir)``).
+        observer: metrics hook passed to every command run.
+        events: event dispatcher (default: none; events are implemented elsewhere).
+        disable_external: disable external Jsonnet natives when rendering tokens.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        state: StateStore | None = None,
+        observer: CommandObserver | None = None,
+        events: EventDispatcher | None = None,
+        disable_external: bool = False,
+    ) -> None:
+        from agent.state import SourceMeta, StateStore
+
+        self.config = config
+        self.state = state or StateStore(Path(config.run.state_dir or "."))
+        self.observer = observer
+        self.events = events
+        self.disable_external = disable_external
+        self._sources = {name: _SourceRuntime(name, SourceMeta()) for name in config.sources}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+        self._scheduler: Any = None
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def source_names(self) -> list[str]:
+        """Configured source names, sorted."""
+        return sorted(self._sources)
+
+    def stored_pattern(self, source: str) -> StoredPattern | None:
+        """The pattern a source would run now (for events and webhooks)."""
+        rt = self._sources.get(source)
+        return rt.pattern if rt else None
+
+    def stored_token(self, source: str) -> VerifiedToken | None:
+        """The token a source last accepted (restored, pushed or pulled)."""
+        rt = self._sources.get(source)
+        return rt.token if rt else None
+
+    # ------------------------------------------------------------------ start-up
+
+    async def load(self) -> None:
+        """Load every source's pattern (static, then cached and re-verified), in name order.
+
+        Raises:
+            ConfigError: a token-accepting source has no verifier (nothing is loaded then).
+        """
+        check_verifiers(self.config)
+        for name in self.source_names:
+            await self._load_source(name)
+
+    async def _load_source(self, name: str) -> None:
+        from agent.model import parse_commands
+        from agent.pattern import load_from_token, source_exec
+        from agent.verify import verify_for_source
+
+        src = self.config.sources[name]
+        rt = self._sources[name]
+        if src.commands:
+            try:
+                cmds = parse_commands(list(src.commands), where=f"sources.{name}.commands")
+                rt.pattern = StoredPattern(cmds, source_exec(self.config, name), "static")
+                logger.info("Loading config commands for %s", name)
+            except AgentError as exc:
+                logger.error("Source %s: static commands not loaded: %s", name, exc)
+        if src.no_restore:
+            return
+        try:
+            stored = await asyncio.to_thread(self.state.load, name)
+        except AgentError as exc:
+            logger.error("Source %s: cached token not restored: %s", name, exc)
+            return
+        if stored is None:
+            return
+        try:
+            token = await verify_for_source(stored.token, config=self.config, source=name)
+        except VerifyError as exc:
+            logger.error(
+                "Source %s: cached token no longer verifies (%s: %s); not running it",
+                name,
+                exc.reason,
+                exc,
+            )
+            return
+        except AgentError as exc:
+            logger.error("Source %s: cached token could not be verified: %s", name, exc)
+            return
+        try:
+            loaded = await asyncio.to_thread(
+                load_from_token,
+                token,
+                config=self.config,
+                source=name,
+                disable_external=self.disable_external,
+            )
+        except AgentError as exc:
+            logger.error("Source %s: cached token did not render: %s", name, exc)
+            return
+        logger.info("Loading cached config for %s", name)
+        rt.token = token
+        rt.meta = stored.meta
+        rt.pattern = StoredPattern(loaded.pattern.run, loaded.run_exec, "cached")
+        if stored.meta.etag or stored.meta.last_modified:
+            rt.pulled = _Pulled(token, stored.meta.etag, stored.meta.last_modified)
+
+    async def init_runs(self) -> dict[str, Result]:
+        """Run every source once, in name order (the start-up run and ``-o``).
+
+        Returns:
+            Each source's Result (``err`` set when it failed).
+        """
+        results: dict[str, Result] = {}
+        for name in self.source_names:
+            if self._stopping:
+                break
+            results[name] = await self.tracked(self.run_source(name, init=True))
+        return results
+
+    # ------------------------------------------------------------------ runs
+
+    async def tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` as a task that shutdown waits for; a caller's cancel does not stop it.
+
+        Args:
+            coro: the run.
+
+        Returns:
+            The coroutine's value.
+        """
+        task: asyncio.Task[T] = asyncio.get_running_loop().create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    def _track_task(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def run_source(self, name: str, *, init: bool = False) -> Result:
+        """Pull (when the source has pullPaths) and diff-run the source (Etcha ``runSource``).
+
+        Args:
+            name: the source.
+            init: the start-up run (logs say so).
+
+        Returns:
+            The Result; ``err`` set on failure.
+        """
+        src = self.config.sources[name]
+        rt = self._sources[name]
+        token = rt.token
+        trigger = "init" if init else "pull"
+        if src.pull_paths:
+            pulled = await self.pull(name)
+            if pulled is not None:
+                if token is None or not same_pattern(
+                    token, pulled.token, ignore_version=src.pull_ignore_version
+                ):
+                    logger.info("Source %s: pulled a new token", name)
+                    token = pulled.token
+            elif token is not None:
+                logger.warning("Source %s: no pull path gave a token; using the stored token", name)
+            elif rt.pattern is None:
+                return _empty_result(
+                    f"source {name}: expected a verified token from a pull path or state, got none"
+                )
+        if token is not None and token is rt.token and rt.pattern is not None:
+            token = None  # the stored token: run its stored pattern (drift correction)
+        return await self.diff_exec(name, token, trigger=trigger, meta=self._meta_for(name, token))
+
+    def _meta_for(self, name: str, token: VerifiedToken | None) -> SourceMeta | None:
+        from agent.state import SourceMeta
+
+        rt = self._sources[name]
+        if token is None:
+            return None
+        if rt.pulled is not None and rt.pulled.token is token:
+            return dataclasses.replace(
+                rt.meta, etag=rt.pulled.etag, last_modified=rt.pulled.last_modified
+            )
+        return dataclasses.replace(rt.meta or SourceMeta(), etag="", last_modified="")
+
+    async def pull(self, name: str) -> _Pulled | None:
+        """Try each pull path in order; the first that yields a verified token wins.
+
+        A 304 (or a file whose bytes equal the token in hand) reuses the token in hand without
+        downloading or verifying it again.
+
+        Args:
+            name: the source.
+
+        Returns:
+            The pulled token with its validators, or ``None`` when every path failed (logged).
+        """
+        import aiohttp
+
+        src = self.config.sources[name]
+        async with aiohttp.ClientSession() as session:
+            return await self._pull_paths(name, src.pull_paths, session)
+
+    async def _pull_paths(
+        self, name: str, paths: tuple[str, ...], session: aiohttp.ClientSession
+    ) -> _Pulled | None:
+        from agent.fetch import fetch_path, is_http, safe_url
+        from agent.verify import verify_for_source
+
+        rt = self._sources[name]
+        client = self.config.http_client
+        current = rt.pulled
+        for path in paths:
+            shown = safe_url(path) if is_http(path) else path
+            try:
+                fetched = await fetch_path(
+                    path,
+                    session=session,
+                    etag=current.etag if current else "",
+                    last_modified=current.last_modified if current else "",
+                    tls_skip_verify=client.tls_skip_verify,
+                    ca_file=client.ca_file,
+                    no_system_ca=client.no_system_ca,
+                )
+            except AgentError as exc:
+                logger.error("Source %s: pull path %s failed: %s", name, shown, exc)
+                continue
+            if fetched.status == "not_modified" or fetched.body is None:
+                if current is not None:
+                    logger.info(
+                        "Source %s: %s not modified; keeping the token in hand", name, shown
+                    )
+                    return current
+                logger.error("Source %s: %s answered 304 but no token is in hand", name, shown)
+                continue
+            raw = fetched.body.strip()
+            if current is not None and raw == current.token.raw:
+                pulled = _Pulled(current.token, fetched.etag, fetched.last_modified)
+                rt.pulled = pulled
+                return pulled
+            try:
+                token = await verify_for_source(raw, config=self.config, source=name)
+            except VerifyError as exc:
+                logger.error(
+                    "Source %s: token from %s did not verify (%s: %s)", name, shown, exc.reason, exc
+                )
+                continue
+            except AgentError as exc:
+                logger.error("Source %s: token from %s could not be verified: %s", name, shown, exc)
+                continue
+            pulled = _Pulled(token, fetched.etag, fetched.last_modified)
+            rt.pulled = pulled
+            return pulled
+        logger.error("Source %s: no valid token from any pull path", name)
+        return None
+
+    async def diff_exec(
+        self,
+        name: str,
+        token: VerifiedToken | None,
+        *,
+        check: bool = False,
+        parent_id_filter: re.Pattern[str] | None = None,
+        trigger: str = "push",
+        meta: SourceMeta | None = None,
+    ) -> Result:
+        """Render ``token`` (or take the stored pattern), diff against the stored one, run, save.
+
+        Args:
+            name: the source.
+            token: a verified token, or ``None`` to run the stored pattern (no removals).
+            check: a check-mode request: run checks only, save nothing.
+            parent_id_filter: restrict runs to matching parent ids.
+            trigger: ``push``, ``pull`` or ``init`` (logs).
+            meta: metadata to store with ``token`` (pull validators).
+
+        Returns:
+            The Result; ``err`` is set when rendering, a command or saving failed.
+        """
+        from agent.engine import Result, diff_run
+        from agent.pattern import load_from_token
+
+        src = self.config.sources[name]
+        rt = self._sources[name]
+        new: StoredPattern | None
+        if token is not None:
+            try:
+                loaded = await asyncio.to_thread(
+                    load_from_token,
+                    token,
+                    config=self.config,
+                    source=name,
+                    disable_external=self.disable_external,
+                )
+            except AgentError as exc:
+                logger.error("Source %s: token did not render: %s", name, exc)
+                return _empty_result(str(exc))
+            new = StoredPattern(loaded.pattern.run, loaded.run_exec, trigger)
+        else:
+            new = rt.pattern
+            if new is None:
+                logger.debug("Source %s: no pattern with runnable commands", name)
+                return _empty_result()
+
+        lock: contextlib.AbstractAsyncContextManager[Any] = (
+            contextlib.nullcontext() if src.run_multi else rt.lock
+        )
+        async with lock:
+            old = rt.pattern if token is not None else None
+            check_mode = check or src.check_only
+            outcome: RunOutcome | None = None
+            if not src.trigger_only:
+                logger.info("Diffing Pattern for %s (%s)", name, trigger)
+                try:
+                    outcome = await diff_run(
+                        new.run,
+                        old.run if old is not None else None,
+                        exec=new.run_exec,
+                        check=check_mode,
+                        no_remove=src.no_remove,
+                        source=name,
+                        parent_id_filter=parent_id_filter,
+                        observer=self.observer,
+                    )
+                except AgentError as exc:
+                    logger.error("Source %s: run failed: %s", name, exc)
+                    return _empty_result(str(exc))
+                if outcome.error is not None:
+                    result = Result.from_outcome(outcome, check=check_mode)
+                    logger.error("Source %s: run failed: %s", name, outcome.error)
+                    if not check:
+                        result = dataclasses.replace(
+                            result, exit=await self._dispatch(name, outcome)
+                        )
+                    return result
+                if check:
+                    return Result.from_outcome(outcome, check=True)
+            if token is not None and not src.no_restore:
+                try:
+                    await self._save(name, token, meta)
+                except AgentError as exc:
+                    logger.error("Source %s: state not saved: %s", name, exc)
+                    return _empty_result(str(exc))
+            if token is not None:
+                rt.token = token
+            rt.pattern = new
+            if outcome is None:
+                return _empty_result()
+            result = Result.from_outcome(outcome, check=check_mode)
+            exit_ = await self._dispatch(name, outcome)
+            return dataclasses.replace(result, exit=exit_) if exit_ else result
+
+    async def _save(self, name: str, token: VerifiedToken, meta: SourceMeta | None) -> None:
+        rt = self._sources[name]
+        base = meta or dataclasses.replace(rt.meta, etag="", last_modified="")
+        iat = token.iat
+        high = base.high_water_iat
+        if iat is not None and (high is None or iat > high):
+            high = iat
+        new_meta: SourceMeta = dataclasses.replace(
+            base, high_water_iat=high, accepted_at=time.time()
+        )
+        logger.info("Saving JWT for %s", name)
+        await asyncio.to_thread(self.state.save, name, token.raw, new_meta)
+        rt.meta = new_meta
+
+    async def _dispatch(self, name: str, outcome: RunOutcome) -> bool:
+        if self.events is None:
+            return False
+        try:
+            return await self.events.dispatch(self, name, outcome)
+        except AgentError as exc:
+            logger.error("Source %s: event dispatch failed: %s", name, exc)
+            return False
+
+    # ------------------------------------------------------------------ push
+
+    async def handle_push(
+        self,
+        source: str,
+        token: str,
+        *,
+        check: bool,
+        parent_id_filter: re.Pattern[str] | None,
+        remote: str,
+    ) -> PushReply:
+        """Verify and run a pushed token (see :class:`agent.server.PushHandler`).
+
+        Args:
+            source: the source in the URL.
+            token: the raw JWT body.
+            check: ``?check=true``.
+            parent_id_filter: ``?filter=``.
+            remote: the client address (logs).
+
+        Returns:
+            404 (empty) for an unknown source, no allowPush or no verification; else 200 or 500
+            with the Result.
+        """
+        from agent.verify import verify_for_source
+
+        src = self.config.sources.get(source)
+        if src is None:
+            logger.error("Push from %s refused: unknown source %r", remote, source)
+            return PushReply(404)
+        if not src.allow_push:
+            logger.error("Push from %s refused: source %s does not allowPush", remote, source)
+            return PushReply(404)
+        if self._stopping:
+            logger.error("Push from %s for %s refused: shutting down", remote, source)
+            return PushReply(503, _empty_result("agent is shutting down").to_json())
+        try:
+            verified = await verify_for_source(token, config=self.config, source=source)
+        except VerifyError as exc:
+            logger.error(
+                "Push from %s for %s refused: token did not verify (%s: %s)",
+                remote,
+                source,
+                exc.reason,
+                exc,
+            )
+            return PushReply(404)
+        except AgentError as exc:
+            logger.error("Push from %s for %s refused: %s", remote, source, exc)
+            return PushReply(404)
+        timeout = float(self.config.run.timeout_push or 0) or None
+        task = asyncio.get_running_loop().create_task(
+            self.diff_exec(
+                source, verified, check=check, parent_id_filter=parent_id_filter, trigger="push"
+            )
+        )
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            logger.error("Push for %s timed out after %ss (run.timeoutPush)", source, timeout)
+            result = _empty_result(
+                f"push for {source}: expected to finish within run.timeoutPush {timeout}s, "
+                "got a timeout"
+            )
+        return PushReply(500 if result.err else 200, result.to_json())
+
+    # ------------------------------------------------------------------ modes
+
+    async def run_once(self) -> int:
+        """``agent run -o``: load, run every source once, no listener.
+
+        Returns:
+            0 when every source succeeded, 1 otherwise.
+        """
+        await self.load()
+        results = await self.init_runs()
+        failed = sorted(name for name, r in results.items() if r.err)
+        for name in failed:
+            logger.error("Source %s failed: %s", name, results[name].err)
+        return 1 if failed else 0
+
+    async def _start_delay(self) -> None:
+        delay = float(self.config.run.randomized_start_delay_sec or 0)
+        if delay <= 0:
+            return
+        seconds = secrets.randbelow(int(delay * 1000)) / 1000
+        logger.info("Waiting %.1fs (run.randomizedStartDelaySec) before starting sources", seconds)
+        if self._stop_event is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+
+    async def _tick(self, name: str) -> None:
+        if self._stopping or name not in self._sources:
+            return
+        try:
+            result = await self.tracked(self.run_source(name))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Source %s: periodic run crashed", name)
+            return
+        if result.err:
+            logger.error("Source %s: periodic run failed: %s", name, result.err)
+        if result.exit:
+            logger.info("Source %s: exit requested by an event receiver", name)
+            self.stop()
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to shut down (signal handlers call this)."""
+        self._stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def _schedule(self) -> Any:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        self._scheduler = scheduler
+        self._sync_jobs()
+        scheduler.start()
+        return scheduler
+
+    def _sync_jobs(self) -> None:
+        """Make the scheduler's jobs match the sources' ``runFrequency`` (start-up and SIGHUP)."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        wanted: dict[str, float] = {}
+        for name in self.source_names:
+            freq = float(self.config.sources[name].run_frequency or 0)
+            if freq > 0:
+                wanted[f"source:{name}"] = freq
+        for job in scheduler.get_jobs():
+            if job.id not in wanted or job.trigger.interval.total_seconds() != wanted[job.id]:
+                job.remove()
+        existing = {job.id for job in scheduler.get_jobs()}
+        for job_id, freq in sorted(wanted.items()):
+            if job_id in existing:
+                continue
+            name = job_id.removeprefix("source:")
+            scheduler.add_job(
+                self._tick,
+                "interval",
+                seconds=freq,
+                args=[name],
+                id=job_id,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=max(1, int(freq)),
+            )
+            logger.info("Source %s: running every %ss", name, freq)
+
+    async def reload(self, fresh: Config) -> list[str]:
+        """Apply a re-read config (SIGHUP) without disturbing running sources.
+
+        The new config is used by every later run (verify keys, exec, vars, source flags).
+        Sources keep their stored token and pattern; added sources are loaded and run once;
+        removed sources stop being scheduled. Listener settings need a restart (logged).
+
+        Args:
+            fresh: the re-read config.
+
+        Returns:
+            The top-level config sections that changed.
+
+        Raises:
+            ConfigError: the new config has a token source without a verifier (nothing applied).
+        """
+        from agent.state import SourceMeta
+
+        check_verifiers(fresh)
+        old, new = self.config.to_dict(), fresh.to_dict()
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if not changed:
+            return changed
+        listener = (
+            "listenAddress",
+            "maxBodyBytes",
+            "tlsDisable",
+            "tlsCertificatePath",
+            "tlsCertificateBase64",
+            "tlsKeyPath",
+            "tlsKeyBase64",
+        )
+        if any(old["run"].get(k) != new["run"].get(k) for k in listener):
+            logger.warning("SIGHUP: listener settings changed; restart the agent to apply them")
+        added = sorted(set(fresh.sources) - set(self._sources))
+        removed = sorted(set(self._sources) - set(fresh.sources))
+        self.config = fresh
+        for name in removed:
+            del self._sources[name]
+            logger.info("SIGHUP: source %s removed", name)
+        for name in added:
+            self._sources[name] = _SourceRuntime(name, SourceMeta())
+            await self._load_source(name)
+        self._sync_jobs()
+        for name in added:
+            logger.info("SIGHUP: source %s added", name)
+            result = await self.tracked(self.run_source(name, init=True))
+            if result.err:
+                logger.error("Source %s failed: %s", name, result.err)
+        return changed
+
+    async def _reload(self, loader: Callable[[], Config] | None) -> None:
+        from agent import sdnotify
+
+        if loader is None:
+            logger.info("SIGHUP: no config loader; ignoring")
+            return
+        sdnotify.reloading()
+        try:
+            fresh = await asyncio.to_thread(loader)
+            changed = await self.reload(fresh)
+        except AgentError as exc:
+            logger.error("SIGHUP: config not reloaded: %s", exc)
+            return
+        finally:
+            sdnotify.ready()
+        if changed:
+            logger.info("SIGHUP: config sections changed: %s", ", ".join(changed))
+        else:
+            logger.info("SIGHUP: config unchanged")
+
+    async def serve(
+        self,
+        *,
+        config_loader: Callable[[], Config] | None = None,
+        app_hook: Callable[[Daemon], Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Run the daemon until SIGTERM/SIGINT: load, start-up runs, listener, schedules.
+
+        Args:
+            config_loader: re-reads the config on SIGHUP (logged; applied at the next start).
+            app_hook: returns extra :func:`agent.server.create_app` keyword arguments
+                (``extra_routes``, ``fallback``, ``middlewares``) for other features.
+
+        Returns:
+            0 after a clean stop.
+
+        Raises:
+            ConfigError: a source has no verifier, or the listen address is invalid.
+            SourceError: the listener could not be started.
+        """
+        from agent import sdnotify
+
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: self._track_task(loop.create_task(self._reload(config_loader)))
+        )
+        runner: Any = None
+        scheduler: Any = None
+        try:
+            await self.load()
+            await self._start_delay()
+            if not self._stopping:
+                init = loop.create_task(self.init_runs())
+                stop_wait = loop.create_task(self._stop_event.wait())
+                await asyncio.wait({init, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+            if not self._stopping:
+                runner = await self._start_listener(app_hook)
+                sdnotify.ready()
+                sdnotify.status(f"running {len(self._sources)} source(s)")
+                scheduler = self._schedule()
+                watchdog = loop.create_task(self._watchdog())
+                await self._stop_event.wait()
+                watchdog.cancel()
+            logger.info("Stopping: no new requests; waiting for running sources")
+            sdnotify.stopping()
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+            if runner is not None:
+                for site in list(runner.sites):
+                    await site.stop()
+            await self._drain(SHUTDOWN_GRACE_SECONDS)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        logger.info("Stopped")
+        return 0
+
+    async def _watchdog(self) -> None:
+        from agent import sdnotify
+
+        interval = sdnotify.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            sdnotify.watchdog()
+            await asyncio.sleep(interval)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        logger.info("Received %s", sig.name)
+        self.stop()
+
+    async def _drain(self, grace: float) -> None:
+        pending = {t for t in self._inflight if not t.done()}
+        if not pending:
+            return
+        _, still = await asyncio.wait(pending, timeout=grace)
+        if still:
+            logger.error(
+                "%d run(s) still going after %ss; cancelling them (their state is not saved)",
+                len(still),
+                grace,
+            )
+            for task in still:
+                task.cancel()
+            await asyncio.wait(still, timeout=5)
+
+    async def _start_listener(self, app_hook: Callable[[Daemon], Mapping[str, Any]] | None) -> Any:
+        from aiohttp import web
+
+        from agent.server import create_app
+
+        run = self.config.run
+        if not run.listen_address:
+            logger.info("run.listenAddress is empty: not listening")
+            return None
+        host, port = parse_listen_address(run.listen_address)
+        extra: Mapping[str, Any] = app_hook(self) if app_hook else {}
+        app = create_app(self, max_body_bytes=int(run.max_body_bytes), **extra)
+        ssl_ctx = None if run.tls_disable else await asyncio.to_thread(_listener_ssl, self.config)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=5.0)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise SourceError(
+                f"run.listenAddress {run.listen_address}: expected to listen, got {exc.strerror}"
+            ) from exc
+        logger.info(
+            "Starting listener on %s (%s)",
+            run.listen_address,
+            "http" if ssl_ctx is None else "https",
+        )
+        return runner
+
+
+def run_daemon(
+    config: Config,
+    *,
+    once: bool = False,
+    config_loader: Callable[[], Config] | None = None,
+    disable_external: bool = False,
+) -> int:
+    """Entry point for ``agent run`` (blocking).
+
+    Args:
+        config: the loaded config.
+        once: ``-o``: run every source once and exit (1 if any failed).
+        config_loader: re-reads the config on SIGHUP.
+        disable_external: disable external Jsonnet natives.
+
+    Returns:
+        The exit code.
+    """
+
+    async def main() -> int:
+        daemon = Daemon(config, disable_external=disable_external)
+        if once:
+            return await daemon.run_once()
+        return await daemon.serve(config_loader=config_loader)
+
+    return asyncio.run(main())
+
+
+__all__ = [
+    "Daemon",
+    "EventDispatcher",
+    "StoredPattern",
+    "check_verifiers",
+    "parse_listen_address",
+    "run_daemon",
+    "same_pattern",
+]

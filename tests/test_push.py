@@ -1,0 +1,331 @@
+"""`agent push`: target selection, URLs, the ad-hoc pattern, build-once, signing, output, TLS.
+
+Targets are real aiohttp servers on 127.0.0.1 that record what they receive and answer a canned
+status and body; tokens are decoded to check what was signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agent.config import Config, config_from_dict
+from agent.errors import UsageError
+from agent.jsonnet import evaluate_text
+from agent.push import (
+    PushOutcome,
+    PushTarget,
+    ad_hoc_pattern_text,
+    ad_hoc_target,
+    format_outcome,
+    outcome_from_response,
+    push,
+    select_targets,
+)
+from agent.tlsutil import server_ssl_context
+from agent.tokens import decode_token
+
+RIGHT_PRIV = (
+    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
+)
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def test_changed_and_removed_lines_follow_the_target_header() -> None:
+    out = PushOutcome("web1", has_result=True, changed_ids=("a", "b"), removed_ids=("c",))
+    text = format_outcome(out, check=False, command_mode=False, color=False)
+    assert text == "web1:\n    Changed 2: a, b\n    Removed 1: c"
+
+
+def test_no_changes_when_both_lists_are_empty() -> None:
+    out = PushOutcome("web1", has_result=True)
+    assert format_outcome(out, check=False, command_mode=False, color=False) == (
+        "web1:\n    No changes"
+    )
+
+
+def test_failed_run_prints_error_then_what_it_changed() -> None:
+    out = PushOutcome("w", error="boom", has_result=True, changed_ids=("a",), removed_ids=("r",))
+    assert format_outcome(out, check=False, command_mode=False, color=False) == (
+        "w:\n    ERROR: boom\n    Changed 1: a\n    Removed 1: r"
+    )
+    colored = format_outcome(out, check=False, command_mode=False, color=True)
+    assert "\033[31mERROR: boom\033[0m" in colored
+
+
+def test_check_mode_prints_would_change_and_would_remove() -> None:
+    out = PushOutcome("w", has_result=True, changed_ids=("a", "b"), removed_ids=("c",))
+    assert format_outcome(out, check=True, command_mode=False, color=False) == (
+        "w:\n    Would change 2: a, b\n    Would remove 1: c"
+    )
+
+
+def test_command_mode_prints_change_outputs_indented() -> None:
+    out = PushOutcome(
+        "w", has_result=True, changed_ids=("etcha push",), changed_outputs=("line1\nline2",)
+    )
+    assert format_outcome(out, check=False, command_mode=True, color=False) == (
+        "w:\n    line1\n    line2"
+    )
+
+
+def test_transport_errors_print_only_the_error() -> None:
+    out = PushOutcome("w", error="error performing request: refused")
+    assert format_outcome(out, check=False, command_mode=False, color=False) == (
+        "w:\n    ERROR: error performing request: refused"
+    )
+
+
+def test_response_statuses_are_interpreted_like_etcha() -> None:
+    assert outcome_from_response("t", 404, b"").error == "push didn't match any sources"
+    assert outcome_from_response("t", 429, b"").error == "push destination is rate limiting"
+    assert outcome_from_response("t", 502, b"").error.startswith("error decoding response")
+    body = {"changedIDs": ["a"], "err": "failed", "removedIDs": None}
+    failed = outcome_from_response("t", 500, json.dumps(body).encode())
+    assert failed.error == "failed" and failed.changed_ids == ("a",) and failed.has_result
+    assert outcome_from_response("t", 200, b"null") == PushOutcome("t", has_result=True)
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def _config(targets: Mapping[str, Any], **build: Any) -> Config:
+    return config_from_dict(
+        {"build": {"signingKey": RIGHT_PRIV, **build}, "targets": dict(targets)}
+    )
+
+
+def test_targets_need_the_source_in_source_patterns_and_match_the_filter() -> None:
+    cfg = _config(
+        {
+            "web2": {"sourcePatterns": {"core": ""}, "insecure": True, "port": "5000"},
+            "web1": {"sourcePatterns": {"core": "other.jsonnet"}, "hostname": "10.0.0.1"},
+            "db": {"sourcePatterns": {"data": ""}},
+        }
+    )
+    names = [t.name for t in select_targets(cfg, "core")]
+    assert names == ["web1", "web2"]
+    web1, web2 = select_targets(cfg, "core")
+    assert web1.url("core") == "https://10.0.0.1:4000/etcha/v1/push/core"
+    assert web1.pattern == "other.jsonnet"
+    assert web2.url("core") == "http://web2:5000/etcha/v1/push/core"
+    assert [t.name for t in select_targets(cfg, "core", target_filter="2$")] == ["web2"]
+    assert select_targets(cfg, "nosuch") == []
+    with pytest.raises(UsageError, match="-n"):
+        select_targets(cfg, "core", target_filter="(")
+
+
+def test_url_carries_check_and_filter_as_query_parameters() -> None:
+    t = PushTarget("h", "https", "::1", "4000", "/etcha/v1/push")
+    assert t.url("core", check=True, parent_filter="^core > a") == (
+        "https://[::1]:4000/etcha/v1/push/core?check=true&filter=%5Ecore+%3E+a"
+    )
+
+
+def test_ad_hoc_host_is_https_unless_written_with_http() -> None:
+    assert ad_hoc_target("host1", port=None, path=None).url("s") == (
+        "https://host1:4000/etcha/v1/push/s"
+    )
+    t = ad_hoc_target("http://127.0.0.1:8080", port=None, path="/x/")
+    assert t.url("s") == "http://127.0.0.1:8080/x/s"
+    assert ad_hoc_target("http://127.0.0.1", port="9", path=None).url("s") == (
+        "http://127.0.0.1:9/etcha/v1/push/s"
+    )
+
+
+def test_ad_hoc_command_is_embedded_as_a_string_not_as_jsonnet() -> None:
+    nasty = "echo \"x\"}, {id: 'injected', change: 'rm -rf /'} + {a: std.native(\"x\")}\n\\"
+    rendered = evaluate_text(ad_hoc_pattern_text(nasty), "/main.jsonnet")
+    assert rendered == {"run": [{"always": True, "change": nasty, "id": "etcha push"}]}
+
+
+# ---------------------------------------------------------------------------- real pushes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def recording_target(
+    status: int, body: Any, seen: list[dict[str, Any]], *, tls: bool = False
+) -> AsyncIterator[int]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(
+            {
+                "path": request.path,
+                "query": dict(request.query),
+                "token": (await request.read()).decode(),
+            }
+        )
+        if body is None:
+            return web.Response(status=status)
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_post("/etcha/v1/push/{source}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = _free_port()
+    ctx: ssl.SSLContext | None = server_ssl_context() if tls else None
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+OK = {"changedIDs": ["a", "b"], "changedOutputs": ["", ""], "err": "", "exit": False}
+
+
+def test_build_runs_once_per_push_and_target_vars_are_signed(tmp_path: Path) -> None:
+    build_log = tmp_path / "build.log"
+    pattern = tmp_path / "p.jsonnet"
+    pattern.write_text(
+        "{build: [{id: 'b', always: true, change: 'echo built >> "
+        + str(build_log)
+        + "; echo manifest-line', onChange: ['etcha:buildManifest']}],"
+        " runVars: {base: 1, over: 'pattern'},"
+        " run: [{id: 'a', always: true, change: 'true'}]}"
+    )
+    seen: dict[str, list[dict[str, Any]]] = {"t1": [], "t2": [], "t3": []}
+
+    async def go() -> tuple[int, str]:
+        async with AsyncExitStack() as stack:
+            ports = {
+                name: await stack.enter_async_context(recording_target(200, OK, seen[name]))
+                for name in seen
+            }
+            targets = {
+                name: {
+                    "hostname": "127.0.0.1",
+                    "insecure": True,
+                    "port": str(port),
+                    "sourcePatterns": {"core": ""},
+                    "vars": {"over": name},
+                }
+                for name, port in ports.items()
+            }
+            cfg = _config(targets, pushMaxWorkers=2)
+            out = io.StringIO()
+            code = await push(cfg, "core", str(pattern), out=out, cwd=tmp_path)
+            return code, out.getvalue()
+
+    code, text = asyncio.run(go())
+    assert code == 0
+    assert build_log.read_text().splitlines() == ["built"]
+    assert text == (
+        "t1:\n    Changed 2: a, b\nt2:\n    Changed 2: a, b\nt3:\n    Changed 2: a, b\n"
+    )
+    for name, records in seen.items():
+        assert len(records) == 1
+        assert records[0]["path"] == "/etcha/v1/push/core"
+        assert records[0]["query"] == {}
+        claims = decode_token(records[0]["token"]).claims
+        assert claims["etchaRunVars"] == {"base": 1, "over": name}
+        assert claims["etchaBuildManifest"] == "manifest-line\n"
+
+
+def test_check_filter_failures_and_exit_code(tmp_path: Path) -> None:
+    seen_ok: list[dict[str, Any]] = []
+    seen_404: list[dict[str, Any]] = []
+
+    async def go() -> tuple[int, str]:
+        async with (
+            recording_target(200, {"changedIDs": ["x"], "removedIDs": ["y"]}, seen_ok) as ok,
+            recording_target(404, None, seen_404) as missing,
+        ):
+            dead = _free_port()
+            targets = {
+                name: {
+                    "hostname": "127.0.0.1",
+                    "insecure": True,
+                    "port": str(port),
+                    "sourcePatterns": {"core": ""},
+                }
+                for name, port in (("a-ok", ok), ("b-404", missing), ("c-dead", dead))
+            }
+            out = io.StringIO()
+            code = await push(
+                _config(targets), "core", "echo hi", check=True, parent_filter="^core", out=out
+            )
+            return code, out.getvalue()
+
+    code, text = asyncio.run(go())
+    assert code == 1
+    lines = text.splitlines()
+    assert lines[:4] == [
+        "a-ok:",
+        "    Would change 1: x",
+        "    Would remove 1: y",
+        "b-404:",
+    ]
+    assert lines[4] == "    ERROR: push didn't match any sources"
+    assert lines[5] == "c-dead:"
+    assert lines[6].startswith("    ERROR: error performing request:")
+    assert seen_ok[0]["query"] == {"check": "true", "filter": "^core"}
+    claims = decode_token(seen_ok[0]["token"]).claims
+    assert claims["etchaPattern"]["files"]["/main.jsonnet"].count("echo hi") == 1
+
+
+def test_command_mode_prints_the_change_outputs(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    body = {"changedIDs": ["etcha push"], "changedOutputs": ["hello\nworld"]}
+
+    async def go() -> tuple[int, str]:
+        async with recording_target(200, body, seen) as port:
+            out = io.StringIO()
+            code = await push(
+                _config({}), "core", "echo hello", host="http://127.0.0.1", port=str(port), out=out
+            )
+            return code, out.getvalue()
+
+    code, text = asyncio.run(go())
+    assert code == 0
+    assert text == "http://127.0.0.1:\n    hello\n    world\n"
+
+
+def test_tls_is_verified_by_default_and_skip_verify_turns_it_off(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def go() -> tuple[tuple[int, str], tuple[int, str]]:
+        async with recording_target(200, OK, seen, tls=True) as port:
+            strict_out, lax_out = io.StringIO(), io.StringIO()
+            strict = await push(
+                _config({}), "core", "true", host="127.0.0.1", port=str(port), out=strict_out
+            )
+            lax = await push(
+                _config({}, tlsSkipVerify=True),
+                "core",
+                "true",
+                host="127.0.0.1",
+                port=str(port),
+                out=lax_out,
+            )
+            return (strict, strict_out.getvalue()), (lax, lax_out.getvalue())
+
+    (strict, strict_text), (lax, _) = asyncio.run(go())
+    assert strict == 1
+    assert "ERROR: error performing request" in strict_text
+    assert "certificate" in strict_text.lower()
+    assert lax == 0
+    assert len(seen) == 1
+
+
+def test_no_matching_target_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="target"):
+        asyncio.run(push(_config({}), "core", "true", out=io.StringIO()))

@@ -1,0 +1,233 @@
+"""The aiohttp app of `agent run`: push route, statuses, bodies, limits and extension points.
+
+A real server on 127.0.0.1 (free port) with a recording PushHandler stands in for the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from agent.server import PushReply, create_app, query_flag
+
+
+@dataclass
+class Recorder:
+    """A PushHandler that records calls and answers a fixed reply."""
+
+    reply: PushReply
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle_push(
+        self,
+        source: str,
+        token: str,
+        *,
+        check: bool,
+        parent_id_filter: re.Pattern[str] | None,
+        remote: str,
+    ) -> PushReply:
+        self.calls.append(
+            {
+                "source": source,
+                "token": token,
+                "check": check,
+                "filter": parent_id_filter.pattern if parent_id_filter else None,
+                "remote": remote,
+            }
+        )
+        return self.reply
+
+
+RESULT: Mapping[str, Any] = {
+    "changedIDs": ["a", "b"],
+    "changedOutputs": ["x", "y"],
+    "err": "",
+    "exit": False,
+    "removedIDs": None,
+    "removedOutputs": None,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def request(
+    method: str, url: str, data: bytes | None = None, headers: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=data, headers=headers) as resp,
+    ):
+        return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+
+def test_push_success_answers_200_with_indented_result_json() -> None:
+    rec = Recorder(PushReply(200, RESULT))
+
+    async def go() -> tuple[int, str, str]:
+        async with serve(create_app(rec)) as base:
+            return await request("POST", f"{base}/etcha/v1/push/web", b"a.b.c\n")
+
+    status, ctype, body = asyncio.run(go())
+    assert status == 200
+    assert ctype.startswith("application/json")
+    assert json.loads(body) == RESULT
+    assert body.startswith('{\n  "changedIDs": [\n    "a",')
+    assert rec.calls[0]["source"] == "web"
+    assert rec.calls[0]["token"] == "a.b.c"
+    assert rec.calls[0]["check"] is False
+    assert rec.calls[0]["filter"] is None
+
+
+def test_push_failure_answers_500_with_result_json() -> None:
+    failed = dict(RESULT, err="command failed")
+    rec = Recorder(PushReply(500, failed))
+
+    async def go() -> tuple[int, str, str]:
+        async with serve(create_app(rec)) as base:
+            return await request("POST", f"{base}/etcha/v1/push/web", b"tok")
+
+    status, ctype, body = asyncio.run(go())
+    assert status == 500
+    assert ctype.startswith("application/json")
+    assert json.loads(body)["err"] == "command failed"
+
+
+def test_push_refusal_is_404_with_empty_body() -> None:
+    rec = Recorder(PushReply(404))
+
+    async def go() -> tuple[int, str, str]:
+        async with serve(create_app(rec)) as base:
+            return await request("POST", f"{base}/etcha/v1/push/nope", b"tok")
+
+    status, _, body = asyncio.run(go())
+    assert status == 404
+    assert body == ""
+
+
+def test_check_and_filter_query_reach_the_handler() -> None:
+    rec = Recorder(PushReply(200, RESULT))
+
+    async def go() -> None:
+        async with serve(create_app(rec)) as base:
+            await request("POST", f"{base}/etcha/v1/push/web?check=true&filter=%5Eweb", b"t")
+            await request("POST", f"{base}/etcha/v1/push/web?check=false", b"t")
+
+    asyncio.run(go())
+    assert rec.calls[0]["check"] is True
+    assert rec.calls[0]["filter"] == "^web"
+    assert rec.calls[1]["check"] is False
+
+
+def test_bad_filter_regex_is_400_and_nothing_runs() -> None:
+    rec = Recorder(PushReply(200, RESULT))
+
+    async def go() -> tuple[int, str, str]:
+        async with serve(create_app(rec)) as base:
+            return await request("POST", f"{base}/etcha/v1/push/web?filter=%28", b"t")
+
+    status, _, body = asyncio.run(go())
+    assert status == 400
+    assert "filter" in body
+    assert rec.calls == []
+
+
+def test_other_methods_on_the_push_path_are_405() -> None:
+    rec = Recorder(PushReply(200, RESULT))
+
+    async def go() -> list[int]:
+        async with serve(create_app(rec)) as base:
+            return [
+                (await request(m, f"{base}/etcha/v1/push/web"))[0] for m in ("GET", "PUT", "DELETE")
+            ]
+
+    assert asyncio.run(go()) == [405, 405, 405]
+    assert rec.calls == []
+
+
+def test_body_over_the_limit_is_413_by_content_length_and_by_stream() -> None:
+    rec = Recorder(PushReply(200, RESULT))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 40
+
+    async def go() -> tuple[int, int, int]:
+        async with serve(create_app(rec, max_body_bytes=100)) as base:
+            url = f"{base}/etcha/v1/push/web"
+            by_length = (await request("POST", url, b"x" * 101))[0]
+            at_limit = (await request("POST", url, b"x" * 100))[0]
+            async with aiohttp.ClientSession() as session, session.post(url, data=chunks()) as r:
+                by_stream = r.status
+            return by_length, at_limit, by_stream
+
+    by_length, at_limit, by_stream = asyncio.run(go())
+    assert by_length == 413
+    assert at_limit == 200
+    assert by_stream == 413
+    assert len(rec.calls) == 1
+
+
+def test_unknown_paths_fall_through_to_404_or_the_fallback() -> None:
+    rec = Recorder(PushReply(200, RESULT))
+
+    async def hook(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=f"hook {request.method} {request.path}")
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="metrics")
+
+    async def go() -> tuple[tuple[int, str, str], ...]:
+        async with serve(create_app(rec)) as base:
+            plain = await request("GET", f"{base}/anything")
+        app = create_app(
+            rec, fallback=hook, extra_routes=[("*", "/etcha/v1/system/metrics", metrics)]
+        )
+        async with serve(app) as base:
+            hooked = await request("PUT", f"{base}/deploy/x")
+            met = await request("GET", f"{base}/etcha/v1/system/metrics")
+            still_405 = await request("GET", f"{base}/etcha/v1/push/web")
+        return plain, hooked, met, still_405
+
+    plain, hooked, met, still_405 = asyncio.run(go())
+    assert plain[0] == 404
+    assert plain[2] == "404 page not found"
+    assert hooked[:1] == (200,)
+    assert hooked[2] == "hook PUT /deploy/x"
+    assert met[2] == "metrics"
+    assert still_405[0] == 405
+
+
+def test_query_flag_accepts_presence_and_rejects_false() -> None:
+    assert query_flag(None) is False
+    assert query_flag("") is True
+    assert query_flag("true") is True
+    assert query_flag("1") is True
+    assert query_flag("false") is False
+    assert query_flag("0") is False
