@@ -6,10 +6,15 @@ import argparse
 import asyncio
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agent.cli.common import load_config_for, looks_like_token, read_token_arg
 from agent.errors import UsageError, VerifyError
+
+if TYPE_CHECKING:
+    from agent.pattern import LoadedPattern
 
 _PATTERN_SUFFIXES = (".jsonnet", ".libsonnet", ".json")
 
@@ -45,12 +50,17 @@ def cmd_render(args: argparse.Namespace) -> int:
         loaded = load_from_token(verified, config=config, source=source, disable_external=disable)
     elif path.is_file():
         loaded = load_from_disk(path, config=config, source=source, disable_external=disable)
-    elif target.endswith(_PATTERN_SUFFIXES):
-        raise UsageError(f"render: pattern file {target} does not exist")
+    elif target.endswith((*_PATTERN_SUFFIXES, ".jwt")) or _looks_like_path(target):
+        raise UsageError(f"render: file {target} does not exist")
     else:
         loaded = load_from_text(target, config=config, source=source, disable_external=disable)
     print(dumps_indent(loaded.pattern.to_dict()))
     return 0
+
+
+def _looks_like_path(text: str) -> bool:
+    """A bare word such as ``out.jwt`` or ``dir/x`` is a missing file, not Jsonnet text."""
+    return bool(text) and not any(c in text for c in "{}[]()'\":+ \n")
 
 
 def cmd_local(args: argparse.Namespace) -> int:
@@ -68,22 +78,25 @@ async def _local(args: argparse.Namespace) -> int:
     source: str = args.source
     disable = bool(args.disable_external)
     target: str = args.target
-    if target.endswith(".jsonnet"):
-        path = Path(target)
-        if not path.is_file():
-            raise UsageError(f"local: pattern file {target} does not exist")
+    if target.endswith(".jsonnet") and not Path(target).is_file():
+        raise UsageError(f"local: pattern file {target} does not exist")
 
-        def load(run_vars: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+    def load(run_vars: Mapping[str, Any] | None = None) -> LoadedPattern:
+        if target.endswith(".jsonnet"):
             return load_from_disk(
-                path, config=config, source=source, run_vars=run_vars, disable_external=disable
+                Path(target),
+                config=config,
+                source=source,
+                run_vars=run_vars,
+                disable_external=disable,
             )
-    else:
-        text = "{run: [" + target + "]}"
-
-        def load(run_vars: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
-            return load_from_text(
-                text, config=config, source=source, run_vars=run_vars, disable_external=disable
-            )
+        return load_from_text(
+            "{run: [" + target + "]}",
+            config=config,
+            source=source,
+            run_vars=run_vars,
+            disable_external=disable,
+        )
 
     loaded = load()
     if loaded.pattern.build:

@@ -1,0 +1,117 @@
+"""Handlers for ``test``, ``lint`` and ``init`` (registered by :mod:`agent.cli.pattern`).
+
+Output: results and listings go to stdout; notes and the final ``ERROR: ...`` line go to stderr.
+Exit codes: 0 success, 1 test failures or lint findings (or any other error), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from agent.cli.common import load_config_for
+from agent.errors import UsageError
+
+__all__ = ["cmd_init", "cmd_lint", "cmd_test"]
+
+#: Above CRITICAL: nothing is logged.
+_SILENT = logging.CRITICAL + 10
+
+
+@contextmanager
+def _quiet_unless_debug(args: argparse.Namespace) -> Iterator[None]:
+    """Silence the ``agent`` loggers unless ``-l debug`` (Etcha's test and lint do the same)."""
+    root = logging.getLogger("agent")
+    previous = root.level
+    if getattr(args, "log_level", None) != "debug":
+        root.setLevel(_SILENT)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
+def _filter(text: str | None) -> re.Pattern[str] | None:
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise UsageError(f"test: -f {text!r} is not a valid regexp: {exc}") from exc
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Test patterns for idempotency: change, check, remove, check.
+
+    Prints ``<file>:<id>:`` and the messages of each failing command, then a summary line.
+    Returns 1 (``test failure``) when any command failed.
+    """
+    from agent.testmode import format_failures, run_pattern_tests
+
+    config = load_config_for(args)
+    flt = _filter(getattr(args, "filter", None))
+    with _quiet_unless_debug(args):
+        report = asyncio.run(
+            run_pattern_tests(
+                Path(args.path),
+                config=config,
+                build=bool(getattr(args, "build", False)),
+                parent_id_filter=flt,
+                disable_external=bool(getattr(args, "disable_external", False)),
+            )
+        )
+    for line in format_failures(report.failures):
+        print(line)
+    print(report.summary())
+    if not report.ok:
+        n = len(report.failures)
+        print(f"ERROR: test failure: {n} command{'' if n == 1 else 's'} failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    """Lint Jsonnet files: syntax, pattern validation, formatting (``-f``), script linters.
+
+    Prints each finding as ``file:line: message``, then a summary line. Returns 1 when there are
+    findings.
+    """
+    from agent.lint import lint_path
+
+    config = load_config_for(args)
+    with _quiet_unless_debug(args):
+        report = asyncio.run(
+            lint_path(
+                Path(args.path),
+                config=config,
+                check_format=bool(getattr(args, "check_format", False)),
+                disable_external=bool(getattr(args, "disable_external", False)),
+            )
+        )
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for finding in report.findings:
+        print(finding)
+    print(report.summary())
+    if not report.ok:
+        n = len(report.findings)
+        print(f"ERROR: lint failure: {n} finding{'' if n == 1 else 's'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Scaffold ``lib/``, ``patterns/`` and a README, and rewrite ``lib/etcha/``."""
+    from agent import __version__
+    from agent.scaffold import init_project
+
+    report = init_project(Path(getattr(args, "directory", ".") or "."), version=__version__)
+    for line in report.lines():
+        print(line)
+    return 0

@@ -1,0 +1,208 @@
+"""`agent lint`: syntax, pattern validation, formatting, external linters, exclusion."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.lint import Finding, _locate, find_lint_files
+
+needs_shellcheck = pytest.mark.skipif(
+    shutil.which("shellcheck") is None, reason="shellcheck is not installed"
+)
+needs_jsonnetfmt = pytest.mark.skipif(
+    shutil.which("jsonnetfmt") is None, reason="jsonnetfmt (Debian package jsonnet) not installed"
+)
+
+
+def run_agent(
+    *args: str, cwd: Path, path_env: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
+    if path_env is not None:
+        env["PATH"] = path_env
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+GOOD = """{
+  run: [
+    {
+      id: 'marker',
+      check: 'test -e /tmp/agent-lint-marker',
+      change: 'touch /tmp/agent-lint-marker',
+      remove: 'rm -f /tmp/agent-lint-marker',
+    },
+  ],
+}
+"""
+
+
+def test_clean_tree_has_no_findings_and_exits_0(tmp_path: Path) -> None:
+    write(tmp_path / "p" / "good.jsonnet", GOOD)
+    write(tmp_path / "p" / "lib.libsonnet", "function(x) { a: x }\n")
+    res = run_agent("lint", "p", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == "Linted 2 files: 0 findings"
+
+
+def test_libsonnet_syntax_error_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path / "p" / "bad.libsonnet", "{\n  a: 1,\n  b: ,\n}\n")
+    write(tmp_path / "p" / "unbound.libsonnet", "function(x)\n  { a: y }\n")
+    res = run_agent("lint", "p", cwd=tmp_path)
+    assert res.returncode == 1
+    assert 'p/bad.libsonnet:3: Unexpected: "," while parsing terminal' in res.stdout
+    assert "p/unbound.libsonnet:2: Unknown variable: y" in res.stdout
+    assert "lint failure: 2 findings" in res.stderr
+
+
+def test_jsonnet_render_error_names_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path / "p.jsonnet", "{\n  run: [\n    error 'boom',\n  ],\n}\n")
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "p.jsonnet:3: boom" in res.stdout
+
+
+def test_error_in_an_imported_library_points_at_the_library(tmp_path: Path) -> None:
+    write(tmp_path / "lib" / "bad.libsonnet", "{\n  a: x,\n}\n")
+    write(
+        tmp_path / "pat" / "p.jsonnet", "local b = import '../lib/bad.libsonnet';\n{run: [b.a]}\n"
+    )
+    res = run_agent("lint", "pat", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "lib/bad.libsonnet:2: Unknown variable: x (rendering pat/p.jsonnet)" in res.stdout
+
+
+def test_missing_import_is_reported(tmp_path: Path) -> None:
+    write(tmp_path / "p.jsonnet", "\nlocal x = import 'nothere.libsonnet';\n{run: [x]}\n")
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "p.jsonnet:2: couldn't find import nothere.libsonnet" in res.stdout
+
+
+def test_unknown_pattern_keys_are_findings(tmp_path: Path) -> None:
+    text = GOOD.replace("  run: [", "  runs: 1,\n  colour: 'x',\n  run: [", 1)
+    write(tmp_path / "p.jsonnet", text)
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "p.jsonnet:3: unknown pattern key 'colour'" in res.stdout
+    assert "p.jsonnet:2: unknown pattern key 'runs'" in res.stdout
+
+
+def test_command_validation_problems_are_one_finding_each(tmp_path: Path) -> None:
+    text = "{\n  run: [\n    { id: 'a', nope: 1 },\n    { id: 'b', onChange: ['zzz'] },\n  ],\n}\n"
+    write(tmp_path / "p.jsonnet", text)
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "p.jsonnet:3: run: command a: unknown field 'nope'" in res.stdout
+    assert "p.jsonnet:4: run: command b: onChange target zzz does not match any command" in (
+        res.stdout
+    )
+
+
+@needs_shellcheck
+def test_default_shellcheck_reports_with_file_and_command_id(tmp_path: Path) -> None:
+    text = "{\n  run: [\n    { id: 'sc', check: 'echo $foo', change: 'x=`ls`' },\n  ],\n}\n"
+    write(tmp_path / "p.jsonnet", text)
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "p.jsonnet:3: linter shellcheck failed for command 'sc' (exit status 1)" in res.stdout
+    assert "    In - line 1:" in res.stdout  # shellcheck's output, indented
+    assert "SC2086" in res.stdout and "SC2006" in res.stdout
+
+
+def test_linters_not_on_path_are_skipped_with_a_note(tmp_path: Path) -> None:
+    text = "{run: [{ id: 'sc', check: 'echo $foo', change: 'true' }]}\n"
+    write(tmp_path / "p.jsonnet", text)
+    res = run_agent("lint", "-f", "p.jsonnet", cwd=tmp_path, path_env=str(tmp_path / "empty"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "note: linter shellcheck skipped: shellcheck not found on PATH" in res.stderr
+    assert "note: formatting not checked: jsonnetfmt not found on PATH" in res.stderr
+
+
+def test_configured_linter_gets_joined_scripts_on_stdin(tmp_path: Path) -> None:
+    seen = tmp_path / "seen.txt"
+    config = {
+        "lint": {
+            "linters": {
+                "grepper": {
+                    "command": f"bash -c 'tee {seen} >/dev/null && ! grep -q forbidden {seen}'"
+                },
+            }
+        }
+    }
+    write(tmp_path / "agent.jsonnet", json.dumps(config))
+    text = json.dumps({"run": [{"id": "ok", "check": "forbidden", "change": "c2", "remove": "r3"}]})
+    write(tmp_path / "p.jsonnet", text)
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path, path_env=os.defpath)
+    assert seen.read_text() == "forbidden\nc2\nr3"
+    assert res.returncode == 1
+    assert "p.jsonnet:1: linter grepper failed for command 'ok' (exit status 1)" in res.stdout
+
+
+def test_exclude_regexp_skips_matching_files(tmp_path: Path) -> None:
+    write(tmp_path / "d" / "skipme.libsonnet", "{ a: , }\n")
+    write(tmp_path / "d" / "other.libsonnet", "{}\n")
+    assert run_agent("lint", "d", cwd=tmp_path).returncode == 1
+    res = run_agent("-x", "lint_exclude=skip", "lint", "d", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Linted 1 file: 0 findings" in res.stdout
+    found = find_lint_files(tmp_path / "d")
+    assert [p.name for p in found] == ["other.libsonnet", "skipme.libsonnet"]
+
+
+def test_config_file_is_excluded_by_default(tmp_path: Path) -> None:
+    write(tmp_path / "agent.jsonnet", "{}\n")  # not a pattern: it would be a finding
+    write(tmp_path / "p.jsonnet", GOOD)
+    res = run_agent("lint", ".", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Linted 1 file: 0 findings" in res.stdout
+
+
+@needs_jsonnetfmt
+def test_format_check_prints_a_diff_for_unformatted_files(tmp_path: Path) -> None:
+    write(tmp_path / "ok.libsonnet", "{\n  a: 1,\n}\n")
+    write(tmp_path / "ugly.libsonnet", '{\n  a: 1,\n     b:  "x"\n}\n')
+    res = run_agent("lint", "-f", ".", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "ugly.libsonnet:3: file is not formatted (jsonnetfmt); diff follows" in res.stdout
+    assert '    -     b:  "x"' in res.stdout
+    assert "    +  b: 'x'," in res.stdout
+    assert "ok.libsonnet" not in res.stdout
+    assert run_agent("lint", ".", cwd=tmp_path).returncode == 0  # without -f: no finding
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    res = run_agent("lint", "nope", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "error opening path nope" in res.stderr
+
+
+def test_finding_prints_as_file_line_message_with_indented_detail() -> None:
+    assert str(Finding("a.jsonnet", 3, "bad")) == "a.jsonnet:3: bad"
+    assert str(Finding("a", 1, "m", ("x", "y"))) == "a:1: m\n    x\n    y"
+
+
+def test_locate_finds_the_first_needle_that_appears() -> None:
+    text = "{\n  run: [\n    { id: 'x' },\n  ],\n}\n"
+    assert _locate(text, ["'x'"]) == 3
+    assert _locate(text, ["missing", "run:"]) == 2
+    assert _locate(text, ["missing"]) == 1
