@@ -100,7 +100,6 @@ def test_every_library_function_passes_agent_test(tmp_path: Path, names: tuple[s
     (s / "src.txt").write_text("copied\n")
     (s / "target").write_text("link target\n")
     (s / "lines.conf").write_text("other=1\n")
-    (s / "sources").mkdir()  # like /etc/apt/sources.list.d, which apt always has
     expected_patterns = 0
 
     def add(name: str, run: str) -> None:

@@ -21,7 +21,7 @@ function(name, key, repo=null, dir='/etc/apt/keyrings', listDir='/etc/apt/source
       file(path=keyPath, contents=key, id='%s key' % prefix, agentBin=agentBin)
   );
   [
-    keyCmd + { change: 'mkdir -p %s && %s' % [h.q(dir), super.change] } + triggers,
+    keyCmd { change: 'mkdir -p %s && %s' % [h.q(dir), super.change] } + triggers,
   ] + (
     if repo == null then [] else [
       file(
@@ -29,7 +29,7 @@ function(name, key, repo=null, dir='/etc/apt/keyrings', listDir='/etc/apt/source
         contents='deb [signed-by=%s] %s\n' % [keyPath, repo],
         id='%s list' % prefix,
         agentBin=agentBin,
-      ) + triggers,
+      ) { change: 'mkdir -p %s && %s' % [h.q(listDir), super.change] } + triggers,
     ]
   ) + [
     {
