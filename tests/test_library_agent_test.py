@@ -6,7 +6,8 @@ remove and check on them. Helpers run ``python -m agent`` through ``vars.agentBi
 
 Not run here, each for a stated reason:
 
-- ``apt``: installing and removing a package needs a package mirror; tests use loopback only.
+- ``apt``: installs and removes a real package, so it runs only with ``AGENT_TEST_NETWORK=1``
+  (CI sets it; the Debian mirror is reachable there).
 - ``aptKey``'s ``apt-get update`` step: same reason. The key and list files are tested, and the
   update step is swapped for a marker file to prove that it is triggered.
 - ``systemdUnit``: needs systemd as PID 1 and root (it enables and starts a real unit).
@@ -184,9 +185,20 @@ def test_user_change_that_ignores_the_shell_is_reported(
     assert f"patterns/user.jsonnet:user {user}:" in res.stdout
 
 
-@pytest.mark.skip(reason="apt installs and removes real packages: needs a package mirror")
-def test_apt() -> None:  # pragma: no cover - documented skip
-    raise AssertionError("not run")
+@pytest.mark.skipif(
+    os.environ.get("AGENT_TEST_NETWORK") != "1" or not IS_ROOT or shutil.which("apt-get") is None,
+    reason="apt installs and removes a real package: needs root, apt-get and a package mirror "
+    "(CI sets AGENT_TEST_NETWORK=1; set it to run here)",
+)
+def test_apt_passes_agent_test(tmp_path: Path) -> None:
+    proj, _ = project(tmp_path)
+    subprocess.run(["apt-get", "remove", "-y", "-qq", "sl"], capture_output=True, check=False)
+    pattern(proj, "apt", "[etcha.apt(packages='sl', update=true, purge=true)]")
+    res = run_agent("test", "patterns", cwd=proj)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "no failures" in res.stdout
+    probe = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "sl"], capture_output=True)
+    assert b"install ok installed" not in probe.stdout  # the remove phase took it away again
 
 
 @pytest.mark.skipif(
