@@ -295,7 +295,12 @@ _HTTP_CLIENT = (
 )
 _LINT = (
     _Field("exclude", "regex", "etcha.jsonnet|agent.jsonnet", "Files `agent lint` skips (regexp)."),
-    _Field("linters", "linters", _DEFAULT_LINTERS, "Name -> exec running a linter on stdin."),
+    _Field(
+        "linters",
+        "linters",
+        _DEFAULT_LINTERS,
+        "Name -> exec running a linter on stdin; null switches a linter off.",
+    ),
 )
 _RUN = (
     _Field("listenAddress", "str", ":4000", "Address the push/webhook listener binds."),
@@ -544,7 +549,8 @@ def _convert(f: _Field, value: Any) -> Any:
     if kind == "object":
         return _object(value)
     if kind == "linters":
-        obj = _object(value)
+        # A null entry switches a linter off (e.g. the default shellcheck), as in Etcha.
+        obj = {k: v for k, v in _object(value).items() if v is not None}
         for v in obj.values():
             _expect(v, isinstance(v, Mapping), "an object of exec objects (value)")
         return obj

@@ -298,7 +298,7 @@ def _render(
     view = {
         "exec": exec_.to_dict(),
         "vars": dict(vars_),
-        "targets": {name: t.to_dict() for name, t in config.targets.items()},
+        "targets": config.to_dict().get("targets", {}),
     }
     env = None if exec_.env_inherit is not False else dict(exec_.env or {})
     ctx = NativeContext(

@@ -820,3 +820,11 @@ def test_importing_config_loads_no_heavy_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     )
     assert proc.stdout.strip() == "[]"
+
+
+def test_null_linter_entry_switches_that_linter_off(tmp_path: Path) -> None:
+    from agent.config import config_from_dict
+
+    assert "shellcheck" in config_from_dict({}, cwd=tmp_path).lint.linters
+    off = config_from_dict({"lint": {"linters": {"shellcheck": None}}}, cwd=tmp_path)
+    assert dict(off.lint.linters) == {}
