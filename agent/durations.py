@@ -47,9 +47,7 @@ def parse_duration(text: str, *, name: str = "duration") -> float:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if pos != len(s) or pos == 0:
-        raise ConfigError(
-            f"{name}: expected a duration such as 30s, 5m or 1h30m, got {text!r}"
-        )
+        raise ConfigError(f"{name}: expected a duration such as 30s, 5m or 1h30m, got {text!r}")
     return total
 
 
