@@ -1,0 +1,154 @@
+"""The CLI edge: global flags, exit codes, one-line errors, lazy imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import __version__
+
+
+def agent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_version_via_console_script_and_module() -> None:
+    script = Path(sys.executable).parent / "agent"
+    out = subprocess.run([str(script), "version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"agent {__version__}"
+    assert agent("version").stdout == out.stdout
+
+
+@pytest.mark.parametrize("command", ["version", "jwt", "render"])
+def test_light_commands_do_not_import_the_daemon_stack(command: str, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from agent.cli import main\n"
+        f"args = {{'version': ['version'], 'jwt': ['jwt', 'missing.jwt'],"
+        f" 'render': ['render', '{{run: [{{id: \"a\", always: true}}]}}']}}['{command}']\n"
+        "main(args)\n"
+        "heavy = [m for m in ('aiohttp', 'apscheduler', 'prometheus_client') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert "HEAVY=\n" in res.stdout, res.stdout + res.stderr
+
+
+def test_no_command_is_a_usage_error() -> None:
+    res = agent()
+    assert res.returncode == 2
+    assert res.stderr.startswith("usage error:")
+
+
+def test_unknown_flag_is_a_usage_error() -> None:
+    res = agent("-q", "version")
+    assert res.returncode == 2 and "unrecognized arguments" in res.stderr
+
+
+def test_failure_is_one_line_without_traceback(tmp_path: Path) -> None:
+    res = agent("-c", str(tmp_path / "missing.jsonnet"), "show-config")
+    assert res.returncode == 1
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.startswith("ERROR: ") and "Traceback" not in res.stderr
+
+
+def test_debug_level_shows_the_traceback(tmp_path: Path) -> None:
+    res = agent("-l", "debug", "-c", str(tmp_path / "missing.jsonnet"), "show-config")
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr
+
+
+def _noisy(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return agent(*flags, "local", "{id: 'a', always: true, change: 'true'}", cwd=tmp_path)
+
+
+def test_log_level_none_silences_action_logs(tmp_path: Path) -> None:
+    assert "Always changed local > a" in _noisy(tmp_path).stderr
+    quiet = _noisy(tmp_path, "-l", "none")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout.strip() == "Changed 1: a"
+
+
+def test_log_level_error_hides_info(tmp_path: Path) -> None:
+    assert _noisy(tmp_path, "-l", "error").stderr == ""
+
+
+def test_json_log_format(tmp_path: Path) -> None:
+    res = _noisy(tmp_path, "-f", "json")
+    line = json.loads(res.stderr.strip().splitlines()[-1])
+    assert line["level"] == "info" and "Always changed local > a" in line["message"]
+    assert {"time", "logger"} <= set(line)
+
+
+def _stderr_on_a_tty(tmp_path: Path, *flags: str) -> str:
+    """Run a failing `local` with stderr on a pseudo-terminal; return what it printed there."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    try:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                *flags,
+                "local",
+                "{id: 'a', always: true, change: 'exit 1'}",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO once the terminal is drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode()
+
+
+def test_warnings_are_coloured_on_a_terminal_unless_no_color(tmp_path: Path) -> None:
+    assert "\033[" in _stderr_on_a_tty(tmp_path)
+    plain = _stderr_on_a_tty(tmp_path, "-n")
+    assert "\033[" not in plain and "Failed changing local > a" in plain
+
+
+def test_disable_external_natives_flag(tmp_path: Path) -> None:
+    text = "{run: [{id: std.native('getFile')('http://127.0.0.1:9/x', 'fallback'), always: true}]}"
+    res = agent("-d", "render", text, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["run"][0]["id"] == "fallback"
+    res = agent("-d", "render", text.replace("'fallback'", "null"), cwd=tmp_path)
+    assert res.returncode == 1 and "external native functions are disabled" in res.stderr
+
+
+def test_gen_keys_alias(tmp_path: Path) -> None:
+    res = agent("gen-keys", "named")
+    doc = json.loads(res.stdout)
+    assert doc["privateKey"].endswith(":named") and doc["publicKey"].endswith(":named")
