@@ -152,3 +152,18 @@ def test_gen_keys_alias(tmp_path: Path) -> None:
     res = agent("gen-keys", "named")
     doc = json.loads(res.stdout)
     assert doc["privateKey"].endswith(":named") and doc["publicKey"].endswith(":named")
+
+
+def test_config_cli_section_applies_unless_a_flag_overrides(tmp_path: Path) -> None:
+    (tmp_path / "agent.jsonnet").write_text("{cli: {logLevel: 'none'}}")
+    quiet = _noisy(tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    loud = _noisy(tmp_path, "-l", "info")
+    assert "Always changed local > a" in loud.stderr
+
+
+def test_config_cli_disable_external_native(tmp_path: Path) -> None:
+    (tmp_path / "agent.jsonnet").write_text("{cli: {disableExternalNative: true}}")
+    text = "{run: [{id: std.native('getFile')('http://127.0.0.1:9/x', null), always: true}]}"
+    res = agent("render", text, cwd=tmp_path)
+    assert res.returncode == 1 and "external native functions are disabled" in res.stderr

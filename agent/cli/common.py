@@ -15,12 +15,32 @@ def load_config_for(args: argparse.Namespace) -> Config:
     """Load the config the way every subcommand does: file, AGENT_CONFIG, AGENT_*, then -x."""
     from agent.config import load_config
 
-    return load_config(
+    config = load_config(
         path=getattr(args, "config_path", None),
         overrides=tuple(getattr(args, "overrides", ()) or ()),
         environ=os.environ,
         cwd=Path.cwd(),
     )
+    _apply_cli_section(args, config)
+    return config
+
+
+def _apply_cli_section(args: argparse.Namespace, config: Config) -> None:
+    """The config's ``cli`` section applies where the command line did not say otherwise."""
+    cli = config.cli
+    if cli.disable_external_native:
+        args.disable_external = True
+    level = getattr(args, "log_level", None) or cli.log_level or None
+    fmt = getattr(args, "log_format", None) or cli.log_format or None
+    no_color = bool(getattr(args, "no_color", False) or cli.no_color)
+    if (level, fmt, no_color) != (
+        getattr(args, "log_level", None),
+        getattr(args, "log_format", None),
+        getattr(args, "no_color", False),
+    ):
+        from agent.logs import setup
+
+        setup(level or "info", fmt or "human", no_color)
 
 
 #: Upper bound on a token read from a file or URL by the CLI.
