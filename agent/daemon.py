@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from agent.config import Config
     from agent.engine import CommandObserver, Result, RunOutcome
     from agent.model import Command, Exec
-    from agent.state import SourceMeta, StateStore
+    from agent.state import ReplayCache, SourceMeta, StateStore
     from agent.tokens import VerifiedToken
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ T = TypeVar("T")
 
 #: How long shutdown waits for in-flight runs before cancelling them.
 SHUTDOWN_GRACE_SECONDS = 30.0
+#: Most push jtis remembered for replay protection (entries also expire with their token).
+REPLAY_CACHE_CAP = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,7 @@ class Daemon:
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
         self._scheduler: Any = None
+        self._replay: ReplayCache | None = None  # push jtis (trust policy), loaded in load()
 
     # ------------------------------------------------------------------ accessors
 
@@ -315,6 +318,7 @@ class Daemon:
             ConfigError: a token-accepting source has no verifier (nothing is loaded then).
         """
         check_verifiers(self.config)
+        await self._load_policy()
         for name in self.source_names:
             await self._load_source(name)
 
@@ -350,9 +354,12 @@ class Daemon:
                 exc.reason,
                 exc,
             )
+            self._count_verify_failure(name, exc.reason)
             return
         except AgentError as exc:
             logger.error("Source %s: cached token could not be verified: %s", name, exc)
+            return
+        if not self._policy_ok(name, token, "restore", high_water_iat=stored.meta.high_water_iat):
             return
         try:
             loaded = await asyncio.to_thread(
@@ -510,10 +517,13 @@ class Daemon:
                 logger.error(
                     "Source %s: token from %s did not verify (%s: %s)", name, shown, exc.reason, exc
                 )
+                self._count_verify_failure(name, exc.reason)
                 continue
             except AgentError as exc:
                 logger.error("Source %s: token from %s could not be verified: %s", name, shown, exc)
                 continue
+            if not self._policy_ok(name, token, f"pull from {shown}"):
+                continue  # the last good pattern keeps running
             pulled = _Pulled(token, fetched.etag, fetched.last_modified)
             rt.pulled = pulled
             return pulled
@@ -572,6 +582,8 @@ class Daemon:
             contextlib.nullcontext() if src.run_multi else rt.lock
         )
         async with lock:
+            if token is not None and not self._policy_ok(name, token, f"{trigger} (under lock)"):
+                return _empty_result(f"source {name}: token refused by the trust policy")
             old = rt.pattern if token is not None else None
             check_mode = check or src.check_only
             outcome: RunOutcome | None = None
@@ -630,6 +642,105 @@ class Daemon:
         await asyncio.to_thread(self.state.save, name, token.raw, new_meta)
         rt.meta = new_meta
 
+    # ------------------------------------------------------------------ trust policy
+
+    async def _load_policy(self) -> None:
+        """Start-up: warn about verify keys near ``notAfter``; restore the push replay cache."""
+        from agent.policy import expiring_keys
+        from agent.state import ReplayCache
+
+        for key in expiring_keys(self.config):
+            label = key.key_id or "(no id)"
+            when = key.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if key.seconds_left < 0:
+                logger.warning("%s: key %s retired at %s (notAfter)", key.where, label, when)
+            else:
+                days = key.seconds_left / 86400
+                logger.warning(
+                    "%s: key %s retires at %s (notAfter, in %.1f days)",
+                    key.where,
+                    label,
+                    when,
+                    days,
+                )
+        if self._replay is None:
+            self._replay = ReplayCache(REPLAY_CACHE_CAP)
+            try:
+                entries = await asyncio.to_thread(self.state.load_replay)
+            except AgentError as exc:
+                logger.error("Replay cache not restored: %s", exc)
+                return
+            self._replay.restore(entries)
+
+    def _count_verify_failure(self, source: str, reason: str) -> None:
+        """Count a refusal in ``agent_verify_failures_total`` when a metrics hook is attached."""
+        metrics = getattr(self, "metrics", None)
+        hook = getattr(metrics, "verify_failure", None)
+        if callable(hook):
+            hook(source, reason)
+
+    def _refused(self, source: str, exc: VerifyError, via: str) -> None:
+        """One log line and one metric for a trust-policy refusal."""
+        key_id = getattr(exc, "key_id", "") or "(unknown)"
+        logger.error(
+            "Source %s: %s refused (reason %s, key %s): %s", source, via, exc.reason, key_id, exc
+        )
+        self._count_verify_failure(source, exc.reason)
+
+    def _policy_ok(
+        self,
+        name: str,
+        token: VerifiedToken,
+        via: str,
+        *,
+        high_water_iat: int | None = None,
+    ) -> bool:
+        """Apply the trust policy to an accepted token (restore: rollback only); log refusals."""
+        from agent.policy import PolicyError, check_rollback, check_token
+
+        src = self.config.sources.get(name)
+        rt = self._sources.get(name)
+        mark = (
+            high_water_iat
+            if high_water_iat is not None
+            else (rt.meta.high_water_iat if rt else None)
+        )
+        try:
+            if via == "restore":  # allowlist and key windows were applied by verify
+                check_rollback(token, src, source_name=name, high_water_iat=mark)
+            else:
+                check_token(token, config=self.config, source=name, high_water_iat=mark)
+        except PolicyError as exc:
+            self._refused(name, exc, via)
+            return False
+        return True
+
+    async def _push_policy_ok(self, source: str, token: VerifiedToken, remote: str) -> bool:
+        """The push checks (policy, required jti/exp, replay); persists the replay cache."""
+        from agent.policy import PolicyError, check_push
+        from agent.state import ReplayCache
+
+        rt = self._sources[source]
+        if self._replay is None:
+            self._replay = ReplayCache(REPLAY_CACHE_CAP)
+        try:
+            check_push(
+                token,
+                config=self.config,
+                source=source,
+                high_water_iat=rt.meta.high_water_iat,
+                replay=self._replay,
+            )
+        except PolicyError as exc:
+            self._refused(source, exc, f"push from {remote}")
+            return False
+        if token.jti:
+            try:
+                await asyncio.to_thread(self.state.save_replay, self._replay.snapshot())
+            except AgentError as exc:
+                logger.error("Replay cache not saved (kept in memory): %s", exc)
+        return True
+
     async def _dispatch(self, name: str, outcome: RunOutcome) -> bool:
         if self.events is None:
             return False
@@ -685,10 +796,13 @@ class Daemon:
                 exc.reason,
                 exc,
             )
+            self._count_verify_failure(source, exc.reason)
             return PushReply(404)
         except AgentError as exc:
             logger.error("Push from %s for %s refused: %s", remote, source, exc)
             return PushReply(404)
+        if not await self._push_policy_ok(source, verified, remote):
+            return PushReply(404)  # byte-identical to every other refusal: no oracle
         timeout = float(self.config.run.timeout_push or 0) or None
         task = asyncio.get_running_loop().create_task(
             self.diff_exec(

@@ -8,7 +8,9 @@ Flow (reference etcha-run.md §6.6 with SPEC 14 fixes):
    argument. A value ending in ``.jsonnet`` is a pattern path; anything else is an ad-hoc command,
    embedded **as a JSON string** in ``{run:[{always:true, change:<cmd>, id:"etcha push"}]}``.
 3. Build commands run **once per distinct pattern per push**, not once per target. Signing happens
-   once per distinct set of target ``vars`` (they are laid over the runVars).
+   once per distinct set of target ``vars`` (they are laid over the runVars). Every signed push
+   token gets a random ``jti`` and an ``exp`` of ``build.pushTokenExpiresIn`` (default 5m; a
+   shorter pattern ``expiresIn`` wins), for the receiver's replay protection; Etcha ignores both.
 4. At most ``build.pushMaxWorkers`` targets are pushed at once. Check mode and the parent-id filter
    travel as ``?check=true&filter=…``.
 5. Output: for each target, in name order, a ``<target>:`` line and 4-space-indented lines. Exit 1
@@ -27,6 +29,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -400,13 +403,31 @@ async def _sign(built: _Built, target: PushTarget, *, config: Config) -> str:
         run_vars=run_vars,
         version=__version__,
         audience=pattern.audience,
-        expires_in=pattern.expires_in,
+        expires_in=push_expires_in(config, pattern.expires_in),
         issuer=pattern.issuer,
         subject=pattern.subject,
-        jti=pattern.id,
+        jti=secrets.token_urlsafe(16),  # replay protection: each signed push is unique
         now=time.time(),
     )
     return await sign_claims(claims, config=config)
+
+
+def push_expires_in(config: Config, pattern_expires_in: float) -> float:
+    """Lifetime of a push token: ``build.pushTokenExpiresIn`` (default 5m), else the pattern's.
+
+    Args:
+        config: the loaded config.
+        pattern_expires_in: the pattern's own ``expiresIn`` (seconds, 0 = none).
+
+    Returns:
+        Seconds until ``exp``; a shorter pattern ``expiresIn`` wins.
+    """
+    configured = float(config.build.push_token_expires_in or 0)
+    if configured <= 0:
+        return pattern_expires_in
+    if pattern_expires_in > 0:
+        return min(configured, pattern_expires_in)
+    return configured
 
 
 async def _send(

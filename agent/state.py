@@ -20,7 +20,9 @@ Invariants:
   agent did): the metadata takes its defaults. An unreadable or malformed metadata file is logged
   and also defaults; it only ever holds hints, and the token file stays authoritative.
 
-:class:`ReplayCache` remembers token ids (``jti``) until they expire, with a hard cap on entries.
+:class:`ReplayCache` remembers token ids (``jti``) until they expire, with a hard cap on entries;
+its live entries can be persisted to ``<stateDir>/agent-replay.json`` (atomic, 0600) so a restart
+does not forget them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ MAX_STATE_BYTES = 8 * 1024 * 1024
 #: because a token stays acceptable that long after ``exp``).
 DEFAULT_REPLAY_LEEWAY = 30.0
 _META_VERSION = 1
+#: File in ``stateDir`` with accepted push jtis; cannot clash with ``<source>.jwt``/``.meta.json``.
+REPLAY_FILE = "agent-replay.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +270,47 @@ class StateStore:
             return None
         return StoredState(token=token, meta=self._load_meta(meta_path))
 
+    def replay_path(self) -> Path:
+        """Path of the persisted push replay cache (``agent-replay.json``; never a source file)."""
+        return self.state_dir / REPLAY_FILE
+
+    def save_replay(self, entries: list[tuple[str, float | None]]) -> None:
+        """Store the replay cache's live entries atomically (see :meth:`ReplayCache.snapshot`).
+
+        Args:
+            entries: ``(jti, forget_at)`` pairs; ``None`` for a token without ``exp``.
+
+        Raises:
+            SourceError: the file could not be written.
+        """
+        self._ensure_dir()
+        data = json.dumps({"version": _META_VERSION, "jtis": entries}).encode("utf-8")
+        self._write(self.replay_path(), data, "(replay cache)")
+
+    def load_replay(self) -> list[tuple[str, float | None]]:
+        """Read the persisted replay cache; a missing or malformed file gives ``[]`` (logged).
+
+        Returns:
+            ``(jti, forget_at)`` pairs as written by :meth:`save_replay`.
+        """
+        path = self.replay_path()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            logger.warning("Ignoring unreadable replay cache %s: %s", path, exc)
+            return []
+        items = data.get("jtis") if isinstance(data, dict) else None
+        out: list[tuple[str, float | None]] = []
+        for item in items if isinstance(items, list) else []:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                continue
+            until = item[1]
+            if until is None or (isinstance(until, int | float) and not isinstance(until, bool)):
+                out.append((item[0], None if until is None else float(until)))
+        return out
+
     def _load_meta(self, meta_path: Path) -> SourceMeta:
         try:
             text = meta_path.read_text(encoding="utf-8")
@@ -369,6 +414,29 @@ class ReplayCache:
             self._heap = [(v, k) for k, v in self._entries.items()]
             heapq.heapify(self._heap)
         return True
+
+    def snapshot(self, *, now: float | None = None) -> list[tuple[str, float | None]]:
+        """The live entries, oldest first, for persisting across restarts.
+
+        Args:
+            now: the current Unix time; defaults to the clock.
+
+        Returns:
+            ``(jti, forget_at)`` pairs; ``forget_at`` is ``None`` for a token without ``exp``.
+        """
+        t = self._clock() if now is None else now
+        self._expire(t)
+        return [(k, None if math.isinf(v) else v) for k, v in self._entries.items()]
+
+    def restore(self, entries: list[tuple[str, float | None]], *, now: float | None = None) -> None:
+        """Re-load entries from :meth:`snapshot` (expired ones are skipped).
+
+        Args:
+            entries: ``(jti, forget_at)`` pairs.
+            now: the current Unix time; defaults to the clock.
+        """
+        for jti, forget_at in entries:
+            self.remember(jti, None if forget_at is None else forget_at - self.leeway, now=now)
 
     def _expire(self, now: float) -> None:
         heap = self._heap

@@ -8,6 +8,15 @@ A token for a source is verified either by verify commands or by verify keys (SP
 - Otherwise the keys are ``run.verifyKeys`` followed by ``sources.<name>.verifyKeys``.
 
 Either way the result is a :class:`~agent.tokens.VerifiedToken`, the only type the renderer takes.
+
+Trust policy applied here (see :mod:`agent.policy` and docs/security.md):
+
+- A verify key is used only inside its ``notBefore``/``notAfter`` window, judged at ``now``.
+- With a non-empty ``sources.<name>.allowedKeys``, only listed keys (by configured id) are used.
+- When no usable key verified the token but a held-back key would have, the refusal names why:
+  ``key_not_allowed``, ``key_not_yet_valid`` or ``key_retired`` (a :class:`~agent.policy.
+  PolicyError` carrying the key id); otherwise the usual ``no_match``/``no_keys``.
+- A token accepted by verify commands has no key id, so a non-empty allowlist refuses it.
 """
 
 from __future__ import annotations
@@ -59,10 +68,10 @@ async def verify_for_source(
         now: the current time (for tests).
 
     Raises:
-        VerifyError: with ``reason`` no_keys, no_match, expired, not_yet_valid or malformed.
+        VerifyError: with ``reason`` no_keys, no_match, expired, not_yet_valid or malformed; or
+            a :class:`~agent.policy.PolicyError` with key_not_allowed, key_not_yet_valid or
+            key_retired.
     """
-    from agent.tokens import verify_token
-
     if len(token) > MAX_TOKEN_BYTES:
         raise VerifyError(
             f"token is {len(token)} bytes, more than the {MAX_TOKEN_BYTES} allowed", "malformed"
@@ -70,9 +79,73 @@ async def verify_for_source(
     src = config.sources.get(source)
     commands = (src.verify_commands if src is not None else ()) or config.run.verify_commands
     if commands:
-        return await _verify_with_commands(token, config=config, source=source, now=now)
-    keys = verify_keys_for(config, source)
-    return verify_token(token, keys, now=now)
+        verified = await _verify_with_commands(token, config=config, source=source, now=now)
+        from agent.policy import check_allowed_key
+
+        check_allowed_key(verified.key_id, src, source_name=source)
+        return verified
+    return _verify_with_keys(token, config=config, source=source, now=now)
+
+
+def _verify_with_keys(
+    token: str, *, config: Config, source: str, now: float | None
+) -> VerifiedToken:
+    """Verify with the usable keys; explain a miss by a held-back key (window, allowlist)."""
+    import time
+
+    from agent.keys import parse_verify_key
+    from agent.policy import PolicyError, key_window_reason
+    from agent.tokens import verify_token
+
+    current = time.time() if now is None else now
+    src = config.sources.get(source)
+    allowed = src.allowed_keys if src is not None else ()
+    entries = list(config.run.verify_keys) + list(src.verify_keys if src is not None else ())
+    usable: list[VerifyKey] = []
+    held: list[tuple[VerifyKey, str]] = []
+    for entry in entries:
+        key = parse_verify_key(entry.key)
+        if allowed and key.kid not in allowed:
+            held.append((key, "key_not_allowed"))
+            continue
+        reason = key_window_reason(entry, current)
+        if reason is not None:
+            held.append((key, reason))
+        else:
+            usable.append(key)
+    try:
+        return verify_token(token, usable, now=current)
+    except VerifyError as exc:
+        if exc.reason not in ("no_match", "no_keys") or not held:
+            raise
+        miss = exc
+    for key, reason in held:
+        try:
+            verify_token(token, [key], now=current)
+        except VerifyError as exc:
+            if exc.reason == "malformed":
+                raise
+            if exc.reason not in ("expired", "not_yet_valid"):
+                continue  # this key did not sign it either
+        what = {
+            "key_not_allowed": f"not in sources.{source}.allowedKeys {list(allowed)}",
+            "key_not_yet_valid": "not valid yet (notBefore)",
+            "key_retired": "retired (notAfter)",
+        }[reason]
+        label = repr(key.kid) if key.kid else "(no id)"
+        raise PolicyError(
+            f"source {source or '(none)'}: expected a token signed by a usable verify key, "
+            f"got one signed by key {label}, which is {what}",
+            reason,
+            key_id=key.kid,
+        ) from miss
+    if miss.reason == "no_keys":
+        raise VerifyError(
+            f"no verify key matched the token: all {len(held)} configured keys are held back "
+            "(window or allowedKeys) and none of them signed it",
+            "no_match",
+        ) from miss
+    raise miss
 
 
 async def _verify_with_commands(

@@ -1,0 +1,177 @@
+"""Trust policy end to end: a real `agent run` on 127.0.0.1 refuses a rollback and a replay.
+
+The daemon runs as a subprocess with ``run.tlsDisable``; pushes are raw HTTP POSTs of captured
+tokens and real ``agent push`` runs (which sign with a random jti and a 5 minute exp). Refusals are
+checked on the wire (the plain 404 every refusal gives), in the log, and across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.keys import parse_signing_key
+from agent.tokens import decode_token, etcha_claims, sign_token
+
+pytestmark = pytest.mark.integration
+
+RIGHT_PRIV = (
+    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
+)
+RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def wait_port(port: int, proc: subprocess.Popen[str], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}: {log.read_text()}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"daemon did not listen on {port}: {log.read_text()}")
+
+
+@contextmanager
+def daemon(tmp: Path, config: Path, port: int, name: str) -> Iterator[Path]:
+    log = tmp / f"{name}.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "-c", str(config), "run"],
+            cwd=tmp,
+            env=env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        wait_port(port, proc, log)
+        yield log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0, log.read_text()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+
+
+def server_config(tmp: Path, port: int, **source: Any) -> Path:
+    path = tmp / "server.json"
+    run = {
+        "listenAddress": f"127.0.0.1:{port}",
+        "stateDir": str(tmp / "state"),
+        "verifyKeys": [RIGHT_PUB],
+        "tlsDisable": True,
+    }
+    path.write_text(json.dumps({"run": run, "sources": {"web": {"allowPush": True, **source}}}))
+    return path
+
+
+def signed(tmp: Path, iat: float, name: str) -> str:
+    """An Etcha-style pattern token (no jti, no exp) issued at ``iat`` that touches ``name``."""
+    target = tmp / name
+    files = {"main.jsonnet": f"{{run: [{{id: '{name}', always: true, change: 'touch {target}'}}]}}"}
+    claims = etcha_claims(
+        pattern_entrypoint="main.jsonnet",
+        pattern_files=files,
+        build_manifest=name,
+        run_vars={},
+        version="test",
+        now=iat,
+    )
+    return sign_token(claims, parse_signing_key(RIGHT_PRIV))
+
+
+def post(port: int, token: str, source: str = "web") -> tuple[int, bytes, str]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/etcha/v1/push/{source}", data=token.encode(), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read(), resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+
+def agent_push(tmp: Path, port: int, pattern: Path) -> subprocess.CompletedProcess[str]:
+    client = tmp / "client.json"
+    client.write_text(json.dumps({"build": {"signingKey": RIGHT_PRIV}}))
+    host = ["-h", "http://127.0.0.1", "-p", str(port)]
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(client), "push", *host, "web", str(pattern)],
+        cwd=tmp,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_real_daemon_refuses_rollback_and_replay_across_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    config = server_config(tmp_path, port)
+    captured = signed(tmp_path, time.time() - 3600, "old")  # an attacker recorded this one
+    pattern = tmp_path / "new.jsonnet"
+    touch_new = f"touch {tmp_path / 'new'}"
+    pattern.write_text(f"{{run: [{{id: 'new', always: true, change: '{touch_new}'}}]}}\n")
+
+    with daemon(tmp_path, config, port, "first") as log:
+        assert post(port, captured)[0] == 200
+        assert (tmp_path / "old").exists()
+        (tmp_path / "old").unlink()
+        pushed = agent_push(tmp_path, port, pattern)
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        assert (tmp_path / "new").exists()
+        push_token = (tmp_path / "state" / "web.jwt").read_text().strip()
+        claims = decode_token(push_token).claims
+        assert claims["jti"] and claims["exp"] - claims["iat"] == 300  # the client's defaults
+
+        unknown = post(port, captured, source="nope")
+        assert unknown[0] == 404
+        assert post(port, captured) == unknown  # rollback: byte-identical 404
+        assert post(port, push_token) == unknown  # replay of the agent push token
+        assert not (tmp_path / "old").exists()
+    text = log.read_text()
+    assert "Source web: push from 127.0.0.1 refused (reason rollback, key reqYEklgP4)" in text
+    assert "Source web: push from 127.0.0.1 refused (reason replay, key reqYEklgP4)" in text
+
+    with daemon(tmp_path, config, port, "restarted") as log:
+        assert post(port, captured)[0] == 404
+        assert post(port, push_token)[0] == 404
+        assert not (tmp_path / "old").exists()
+    text = log.read_text()
+    assert "reason rollback" in text and "reason replay" in text
+
+    lenient = server_config(tmp_path, port, allowRollback=True)
+    with daemon(tmp_path, lenient, port, "lenient"):
+        assert post(port, captured)[0] == 200  # allowRollback: rolled back on purpose
+        assert (tmp_path / "old").exists()
+        assert post(port, push_token)[0] == 404  # replay protection still holds
