@@ -29,6 +29,12 @@ def register(sub: Any) -> None:
         help="decode and verify a JWT file or URL",
         description="Print the decoded claims as indented JSON; exit 1 if verification fails.",
     )
+    p.add_argument(
+        "-s",
+        dest="source",
+        default="",
+        help="verify as this source would: its verifyKeys/verifyCommands and trust policy",
+    )
     p.add_argument("path", help="JWT file path or http(s) URL")
     p.set_defaults(handler="agent.cli.keys_cmds:cmd_jwt")
 

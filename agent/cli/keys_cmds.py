@@ -43,17 +43,23 @@ def cmd_generate_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(token: str, config: Config) -> VerifiedToken:
-    """Verify ``token`` through the one verify entry point, with source ``""`` (like Etcha).
+def _verify(token: str, config: Config, source: str = "") -> VerifiedToken:
+    """Verify ``token`` through the one verify entry point for ``source`` (``""`` like Etcha).
+
+    The trust policy that needs no daemon state (allowlist, key windows, maxTokenAge) applies
+    too, so `agent jwt -s web` refuses what the daemon's ``web`` source would refuse.
 
     Raises:
-        VerifyError: the token did not verify.
+        VerifyError: the token did not verify, or the policy refused it.
     """
     import asyncio
 
+    from agent.policy import check_offline
     from agent.verify import verify_for_source
 
-    return asyncio.run(verify_for_source(token, config=config, source=""))
+    verified = asyncio.run(verify_for_source(token, config=config, source=source))
+    check_offline(verified, config=config, source=source)
+    return verified
 
 
 def _display_claims(decoded: DecodedToken) -> dict[str, Any]:
@@ -81,7 +87,7 @@ def cmd_jwt(args: argparse.Namespace) -> int:
         ConfigError: the config could not be loaded.
     """
     from agent.cli.common import load_config_for, read_token_arg
-    from agent.errors import AgentError
+    from agent.errors import AgentError, VerifyError
     from agent.gojson import dumps_indent
     from agent.tokens import decode_token
 
@@ -90,8 +96,10 @@ def cmd_jwt(args: argparse.Namespace) -> int:
     decoded = decode_token(token)
     error: AgentError | None = None
     try:
-        _verify(token, config)
-    except AgentError as exc:  # VerifyError, or a verify key that does not parse
+        _verify(token, config, getattr(args, "source", "") or "")
+    except VerifyError as exc:
+        error = VerifyError(f"{exc} (reason {exc.reason})", exc.reason)
+    except AgentError as exc:  # a verify key that does not parse
         error = exc
     print(dumps_indent(_display_claims(decoded)))
     if error is not None:
