@@ -57,7 +57,17 @@ _SECRET_PATHS = frozenset(
     }
 )
 #: Keys whose name matches _SECRET_NAME but whose value is not a secret.
-_NOT_SECRET_PATHS = frozenset({("build", "pushTokenExpiresIn")})
+_NOT_SECRET_PATHS = frozenset({("build", "pushTokenExpiresIn"), ("sources", "*", "maxTokenAge")})
+
+
+def _not_secret(path: tuple[str, ...]) -> bool:
+    """Schema durations whose names merely contain "token" ("*" matches any source name)."""
+    return any(
+        len(p) == len(path) and all(a in ("*", b) for a, b in zip(p, path, strict=True))
+        for p in _NOT_SECRET_PATHS
+    )
+
+
 _RATE = re.compile(r"^[0-9]+-[SMHD]$")
 _INT = re.compile(r"^[+-]?[0-9]+$")
 _INT64 = 2**63
@@ -649,9 +659,7 @@ def _mask(value: Any, path: tuple[str, ...]) -> Any:
         out: dict[str, Any] = {}
         for k, v in value.items():
             sub = (*path, k)
-            secret = (sub in _SECRET_PATHS or bool(_SECRET_NAME.search(k))) and (
-                sub not in _NOT_SECRET_PATHS
-            )
+            secret = (sub in _SECRET_PATHS or bool(_SECRET_NAME.search(k))) and not _not_secret(sub)
             out[k] = MASK if secret and v not in ("", None) else _mask(v, sub)
         return out
     if isinstance(value, list):

@@ -828,3 +828,15 @@ def test_null_linter_entry_switches_that_linter_off(tmp_path: Path) -> None:
     assert "shellcheck" in config_from_dict({}, cwd=tmp_path).lint.linters
     off = config_from_dict({"lint": {"linters": {"shellcheck": None}}}, cwd=tmp_path)
     assert dict(off.lint.linters) == {}
+
+
+def test_max_token_age_is_a_duration_not_a_secret(tmp_path: Path) -> None:
+    from agent.config import config_from_dict
+
+    cfg = config_from_dict(
+        {"sources": {"web": {"maxTokenAge": "168h"}}, "vars": {"apiToken": "hunter2"}},
+        cwd=tmp_path,
+    )
+    masked = cfg.masked_dict()
+    assert masked["sources"]["web"]["maxTokenAge"] == "168h"
+    assert masked["vars"]["apiToken"] == "***"
