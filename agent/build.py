@@ -11,13 +11,12 @@ output of the first ``etcha:jwt`` event is the token), then ``build.signingKey``
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.atomicio import atomic_write
 from agent.errors import AgentError, BuildError
 
 if TYPE_CHECKING:
@@ -168,29 +167,15 @@ async def build_token(
 
 
 def write_atomic(dest: Path, data: str, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``dest`` atomically: temp file in the same dir, fsync, rename.
+    """Write a built token atomically (see :mod:`agent.atomicio`).
 
     Raises:
         BuildError: the file could not be written; nothing partial is left behind.
     """
-    directory = dest.parent if str(dest.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=directory)
+        atomic_write(dest, data, mode=mode)
     except OSError as exc:
-        raise BuildError(f"error writing jwt {dest}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise BuildError(f"error writing jwt {dest}: {exc.strerror}") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise BuildError(f"error writing jwt {dest}: {exc.strerror or exc}") from exc
 
 
 async def build_to_file(

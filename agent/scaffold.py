@@ -17,14 +17,12 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
 
+from agent.atomicio import atomic_write
 from agent.errors import AgentError
 
 __all__ = ["InitReport", "init_project", "library_files", "native_header"]
@@ -138,18 +136,7 @@ def library_files(version: str) -> dict[str, str]:
 
 
 def _write_atomic(dest: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(dest, text, mode=0o644)
 
 
 def _mkdir(path: Path, created: list[Path]) -> None:

@@ -27,19 +27,17 @@ does not forget them.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.atomicio import atomic_write
 from agent.errors import SourceError
 
 logger = logging.getLogger(__name__)
@@ -143,37 +141,6 @@ def check_source_name(source: str) -> str:
             f"source name: expected a file-name-safe name without '/', '..' or NUL, got {shown!r}"
         )
     return source
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, replace, fsync dir).
-
-    Args:
-        path: destination; its directory must exist.
-        data: the complete new content.
-        mode: permission bits of the new file.
-
-    Raises:
-        OSError: the write failed; the destination is unchanged and the temp file is removed.
-    """
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class StateStore:
