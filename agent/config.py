@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.durations import parse_duration
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, ConfigError, json_kind
 
 logger = logging.getLogger(__name__)
 
@@ -430,27 +430,9 @@ class _Bad(Exception):
     """A value that does not fit its field; turned into a ConfigError naming key and origin."""
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
-
-
 def _expect(value: Any, ok: bool, expected: str) -> None:
     if not ok:
-        raise _Bad(f"expected {expected}, got {_type_name(value)}")
+        raise _Bad(f"expected {expected}, got {json_kind(value)}")
 
 
 def _str_list(value: Any) -> tuple[str, ...]:
@@ -510,7 +492,7 @@ def _verify_keys(value: Any) -> tuple[VerifyKeyEntry, ...]:
         else:
             key, not_before, not_after = item, None, None
         if not isinstance(key, str) or not key:
-            raise _Bad(f"expected item {index} to be a key string, got {_type_name(key)}")
+            raise _Bad(f"expected item {index} to be a key string, got {json_kind(key)}")
         if not_before and not_after and not_before > not_after:
             raise _Bad(f"item {index}: expected notBefore before notAfter")
         from agent.keys import parse_verify_key  # lazy: only when keys are configured
@@ -730,13 +712,13 @@ class _Layer:
         section, key = canonical
         holder = data.setdefault(section, {}) if section else data
         if not isinstance(holder, dict):
-            raise self.fail(section, f"expected an object, got {_type_name(holder)}")
+            raise self.fail(section, f"expected an object, got {json_kind(holder)}")
         holder[key] = winner
 
 
 def _check_record(layer: _Layer, data: Any, fields: Sequence[_Field], path: str) -> dict[str, Any]:
     if not isinstance(data, Mapping):
-        raise layer.fail(path, f"expected an object, got {_type_name(data)}")
+        raise layer.fail(path, f"expected an object, got {json_kind(data)}")
     by_key = {f.key: f for f in fields}
     for key, value in data.items():
         f = by_key.get(key)
@@ -759,7 +741,7 @@ def _normalize(data: Any, origin: str) -> dict[str, Any]:
     """
     layer = _Layer(origin)
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config in {origin}: expected an object, got {_type_name(data)}")
+        raise ConfigError(f"config in {origin}: expected an object, got {json_kind(data)}")
     d: dict[str, Any] = _plain(data, layer, "")
     # Sections given as null are "not given".
     for key in [k for k, v in d.items() if v is None and k not in _RECORDS]:
@@ -771,12 +753,12 @@ def _normalize(data: Any, origin: str) -> dict[str, Any]:
     if "jsonnet" in d:
         section = d.pop("jsonnet")
         if not isinstance(section, Mapping):
-            raise layer.fail("jsonnet", f"expected an object, got {_type_name(section)}")
+            raise layer.fail("jsonnet", f"expected an object, got {json_kind(section)}")
         for key in section:
             layer.warn_ignored(f"jsonnet.{key}")
     for section in ("run", "http", "httpServer", "build", "httpClient", "cli"):
         if section in d and not isinstance(d[section], dict):
-            raise layer.fail(section, f"expected an object, got {_type_name(d[section])}")
+            raise layer.fail(section, f"expected an object, got {json_kind(d[section])}")
     for key in _LISTENER_KEYS:
         layer.resolve_alias(
             d,
@@ -812,7 +794,7 @@ def _normalize(data: Any, origin: str) -> dict[str, Any]:
             _check_record(layer, value, _HTTP_CLIENT, key)
         elif key in _RAW_SECTIONS:
             if not isinstance(value, dict):
-                raise layer.fail(key, f"expected an object, got {_type_name(value)}")
+                raise layer.fail(key, f"expected an object, got {json_kind(value)}")
         elif key in _RECORDS:
             _normalize_records(layer, d, key)
         else:
@@ -827,13 +809,13 @@ def _normalize_records(layer: _Layer, d: dict[str, Any], section: str) -> None:
         del d[section]
         return
     if not isinstance(records, dict):
-        raise layer.fail(section, f"expected an object, got {_type_name(records)}")
+        raise layer.fail(section, f"expected an object, got {json_kind(records)}")
     for name, record in records.items():
         path = f"{section}.{name}"
         if record is None:
             continue
         if not isinstance(record, dict):
-            raise layer.fail(path, f"expected an object, got {_type_name(record)}")
+            raise layer.fail(path, f"expected an object, got {json_kind(record)}")
         if section == "sources":
             if "jwtRule" in record:
                 raise _jwt_rule_error(layer, f"{path}.jwtRule")
@@ -867,7 +849,7 @@ def _plain(value: Any, layer: _Layer, path: str) -> Any:
                 k = str(k)
             if not isinstance(k, str):
                 where = path or "config"
-                raise layer.fail(where, f"expected string keys, got {_type_name(k)}")
+                raise layer.fail(where, f"expected string keys, got {json_kind(k)}")
             out[k] = _plain(v, layer, f"{path}.{k}" if path else k)
         return out
     if isinstance(value, list | tuple):

@@ -87,3 +87,24 @@ class BuildError(AgentError):
 
 class SourceError(AgentError):
     """A source could not be pulled, pushed, stored or run."""
+
+
+def json_kind(value: object) -> str:
+    """Name a JSON value's type for "expected …, got …" messages (``"a string"``, ``"null"``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__

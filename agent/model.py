@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from agent.durations import parse_duration
-from agent.errors import CommandError, ConfigError
+from agent.errors import CommandError, ConfigError, json_kind
 
 __all__ = [
     "DEFAULT_EXEC",
@@ -86,22 +86,6 @@ _ENV_PREFIX_START = re.compile(r"^[0-9]")
 _ENV_PREFIX_CHARS = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 @dataclass(frozen=True, slots=True)
 class Exec:
     """How a script is run: every Etcha exec field plus ``timeout``; ``None`` means unset.
@@ -145,7 +129,7 @@ class Exec:
         if d is None:
             return cls()
         if not isinstance(d, Mapping):
-            raise CommandError(f"{where}: expected an exec object, got {_type_name(d)}")
+            raise CommandError(f"{where}: expected an exec object, got {json_kind(d)}")
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             spec = _EXEC_FIELDS.get(key)
@@ -228,17 +212,17 @@ class Exec:
 def _exec_value(value: Any, kind: str, where: str) -> Any:
     if kind == "bool":
         if not isinstance(value, bool):
-            raise CommandError(f"{where}: expected a bool, got {_type_name(value)}")
+            raise CommandError(f"{where}: expected a bool, got {json_kind(value)}")
         return value
     if kind == "str":
         if not isinstance(value, str):
-            raise CommandError(f"{where}: expected a string, got {_type_name(value)}")
+            raise CommandError(f"{where}: expected a string, got {json_kind(value)}")
         return value
     if kind == "strs":
         if value is None:
             return ()
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise CommandError(f"{where}: expected a list of strings, got {_type_name(value)}")
+            raise CommandError(f"{where}: expected a list of strings, got {json_kind(value)}")
         return tuple(value)
     # env
     if value is None:
@@ -246,7 +230,7 @@ def _exec_value(value: Any, kind: str, where: str) -> Any:
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        raise CommandError(f"{where}: expected an object of strings, got {_type_name(value)}")
+        raise CommandError(f"{where}: expected an object of strings, got {json_kind(value)}")
     return dict(value)
 
 
@@ -373,7 +357,7 @@ def _parse_list(value: Any, path: str, problems: list[str]) -> tuple[Command, ..
         return ()
     if not isinstance(value, list):
         where = f"commands of {path}" if path else "commands"
-        problems.append(f"{where}: expected a list, got {_type_name(value)}")
+        problems.append(f"{where}: expected a list, got {json_kind(value)}")
         return ()
     items: list[Any] = []
     _flatten(value, items)
@@ -395,7 +379,7 @@ def _label(item: Any, index: int, path: str) -> str:
 
 def _parse_one(item: Any, label: str, path: str, problems: list[str]) -> Command | None:
     if not isinstance(item, Mapping):
-        problems.append(f"{label}: expected an object, got {_type_name(item)}")
+        problems.append(f"{label}: expected an object, got {json_kind(item)}")
         return None
     ok = True
     for key in item:
@@ -409,7 +393,7 @@ def _parse_one(item: Any, label: str, path: str, problems: list[str]) -> Command
         if v is None:
             return ""
         if not isinstance(v, str):
-            problems.append(f"{label}: field {key}: expected a string, got {_type_name(v)}")
+            problems.append(f"{label}: field {key}: expected a string, got {json_kind(v)}")
             ok = False
             return ""
         return v
@@ -420,7 +404,7 @@ def _parse_one(item: Any, label: str, path: str, problems: list[str]) -> Command
         if v is None:
             return False
         if not isinstance(v, bool):
-            problems.append(f"{label}: field {key}: expected a bool, got {_type_name(v)}")
+            problems.append(f"{label}: field {key}: expected a bool, got {json_kind(v)}")
             ok = False
             return False
         return v
@@ -435,7 +419,7 @@ def _parse_one(item: Any, label: str, path: str, problems: list[str]) -> Command
         if isinstance(v, list) and all(isinstance(x, str) for x in v):
             return tuple(v)
         problems.append(
-            f"{label}: field {key}: expected a string or a list of strings, got {_type_name(v)}"
+            f"{label}: field {key}: expected a string or a list of strings, got {json_kind(v)}"
         )
         ok = False
         return ()

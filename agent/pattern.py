@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.durations import parse_duration
-from agent.errors import AgentError, PatternError
+from agent.errors import AgentError, PatternError, json_kind
 from agent.model import DEFAULT_EXEC, Command, Exec, parse_commands
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class Pattern:
         """
         if not isinstance(data, Mapping):
             raise PatternError(
-                f"{where}: expected the pattern to render to an object, got {_kind(data)}"
+                f"{where}: expected the pattern to render to an object, got {json_kind(data)}"
             )
         warnings: list[str] = []
         unknown = sorted(k for k in data if k not in PATTERN_KEYS)
@@ -118,7 +118,7 @@ class Pattern:
         else:
             raise PatternError(
                 f"{where}: audience: expected a string or a list of strings, got "
-                f"{_kind(audience_raw)}"
+                f"{json_kind(audience_raw)}"
             )
 
         expires_in = 0.0
@@ -133,7 +133,8 @@ class Pattern:
             raw = data["expiresIn"]
             if not isinstance(raw, str):
                 raise PatternError(
-                    f"{where}: expiresIn: expected a duration string such as 1h, got {_kind(raw)}"
+                    f"{where}: expiresIn: expected a duration string such as 1h, "
+                    f"got {json_kind(raw)}"
                 )
             if "expiresInSec" in data:
                 warnings.append(
@@ -147,14 +148,14 @@ class Pattern:
 
         run_vars = data.get("runVars") or {}
         if not isinstance(run_vars, Mapping):
-            raise PatternError(f"{where}: runVars: expected an object, got {_kind(run_vars)}")
+            raise PatternError(f"{where}: runVars: expected an object, got {json_kind(run_vars)}")
 
         def text(key: str) -> str:
             value = data.get(key)
             if value is None:
                 return ""
             if not isinstance(value, str):
-                raise PatternError(f"{where}: {key}: expected a string, got {_kind(value)}")
+                raise PatternError(f"{where}: {key}: expected a string, got {json_kind(value)}")
             return value
 
         def exec_of(key: str) -> Exec | None:
@@ -223,22 +224,6 @@ class LoadedPattern:
     run_exec: Exec
     build_exec: Exec
     warnings: tuple[str, ...] = ()
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
 
 
 def config_exec(config: Config) -> Exec:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import TokenError, VerifyError
+from agent.errors import TokenError, VerifyError, json_kind
 from agent.gojson import dumps_compact
 
 if TYPE_CHECKING:
@@ -221,24 +221,8 @@ def _json_object(data: bytes, name: str) -> dict[str, Any]:
     except (ValueError, RecursionError):
         raise _malformed(f"{name}: expected a JSON object, got invalid JSON") from None
     if not isinstance(value, dict):
-        raise _malformed(f"{name}: expected a JSON object, got {_kind(value)}")
+        raise _malformed(f"{name}: expected a JSON object, got {json_kind(value)}")
     return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +257,7 @@ def _split(token: str) -> _Parts:
     header = _json_object(_b64url_decode(header_b64, "header"), "header")
     alg = header.get("alg")
     if not isinstance(alg, str):
-        raise _malformed(f"header alg: expected a string, got {_kind(alg)}")
+        raise _malformed(f"header alg: expected a string, got {json_kind(alg)}")
     return _Parts(
         raw=token,
         header=header,
@@ -393,7 +377,7 @@ def _string_claim(claims: Mapping[str, Any], name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _malformed(f"claim {name}: expected a string, got {_kind(value)}")
+        raise _malformed(f"claim {name}: expected a string, got {json_kind(value)}")
     return value
 
 
@@ -402,7 +386,7 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _malformed(f"claim {name}: expected a number, got {_kind(value)}")
+        raise _malformed(f"claim {name}: expected a number, got {json_kind(value)}")
     return value
 
 
@@ -415,23 +399,23 @@ def _pattern(claims: Mapping[str, Any]) -> tuple[str, Mapping[str, str] | None]:
     if value is None:
         return "", None
     if not isinstance(value, dict):
-        raise _malformed(f"claim etchaPattern: expected an object, got {_kind(value)}")
+        raise _malformed(f"claim etchaPattern: expected an object, got {json_kind(value)}")
     entrypoint = value.get("entrypoint", "")
     if entrypoint is None:
         entrypoint = ""
     if not isinstance(entrypoint, str):
         raise _malformed(
-            f"claim etchaPattern.entrypoint: expected a string, got {_kind(entrypoint)}"
+            f"claim etchaPattern.entrypoint: expected a string, got {json_kind(entrypoint)}"
         )
     files = value.get("files")
     if files is None:
         return entrypoint, None
     if not isinstance(files, dict):
-        raise _malformed(f"claim etchaPattern.files: expected an object, got {_kind(files)}")
+        raise _malformed(f"claim etchaPattern.files: expected an object, got {json_kind(files)}")
     for content in files.values():
         if not isinstance(content, str):
             raise _malformed(
-                f"claim etchaPattern.files: expected string file contents, got {_kind(content)}"
+                f"claim etchaPattern.files: expected string file contents, got {json_kind(content)}"
             )
     return entrypoint, MappingProxyType(files)
 
@@ -445,7 +429,7 @@ def _run_vars(claims: Mapping[str, Any]) -> Mapping[str, Any]:
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, dict):
-        raise _malformed(f"claim {name}: expected an object, got {_kind(value)}")
+        raise _malformed(f"claim {name}: expected an object, got {json_kind(value)}")
     return MappingProxyType(value)
 
 
@@ -457,7 +441,7 @@ def _audience(claims: Mapping[str, Any]) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return tuple(value)
-    raise _malformed(f"claim aud: expected a string or a list of strings, got {_kind(value)}")
+    raise _malformed(f"claim aud: expected a string or a list of strings, got {json_kind(value)}")
 
 
 def _accept(

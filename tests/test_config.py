@@ -356,7 +356,7 @@ def test_jsonnet_error_is_a_config_error_naming_the_file(tmp_path: Path) -> None
 
 def test_config_file_must_be_an_object(tmp_path: Path) -> None:
     (tmp_path / "agent.json").write_text("[1]")
-    with pytest.raises(ConfigError, match=r"agent\.json: expected an object, got list"):
+    with pytest.raises(ConfigError, match=r"agent\.json: expected an object, got a list"):
         load(tmp_path)
 
 
@@ -410,16 +410,16 @@ def test_error_for_unknown_key_does_not_echo_the_value(tmp_path: Path) -> None:
     [
         (
             {"run": {"listenAddress": 5}},
-            '"run.listenAddress" in config: expected a string, got integer',
+            '"run.listenAddress" in config: expected a string, got an integer',
         ),
-        ({"run": 5}, '"run" in config: expected an object, got integer'),
+        ({"run": 5}, '"run" in config: expected an object, got an integer'),
         (
             {"sources": {"w": {"allowPush": "yes"}}},
-            '"sources.w.allowPush" in config: expected a boolean, got string',
+            '"sources.w.allowPush" in config: expected a boolean, got a string',
         ),
-        ({"sources": {"w": {"pullPaths": "/a"}}}, "expected a list of strings, got string"),
-        ({"sources": {"w": {"pullPaths": [1]}}}, "expected a list of strings (item), got integer"),
-        ({"sources": {"w": []}}, '"sources.w" in config: expected an object, got list'),
+        ({"sources": {"w": {"pullPaths": "/a"}}}, "expected a list of strings, got a string"),
+        ({"sources": {"w": {"pullPaths": [1]}}}, "expected a list of strings (item), got an integer"),
+        ({"sources": {"w": []}}, '"sources.w" in config: expected an object, got a list'),
         (
             {"sources": {"w": {"eventsSend": "("}}},
             '"sources.w.eventsSend" in config: expected a regular expression',
@@ -428,26 +428,26 @@ def test_error_for_unknown_key_does_not_echo_the_value(tmp_path: Path) -> None:
             {"sources": {"w": {"runFrequency": "often"}}},
             "expected a duration such as 30s, 5m or 1h30m, got 'often'",
         ),
-        ({"sources": {"w": {"commands": {"id": "a"}}}}, "expected a list of commands, got object"),
+        ({"sources": {"w": {"commands": {"id": "a"}}}}, "expected a list of commands, got an object"),
         (
             {"sources": {"w": {"exec": "bash"}}},
-            '"sources.w.exec" in config: expected an object, got string',
+            '"sources.w.exec" in config: expected an object, got a string',
         ),
         ({"run": {"rateLimiterRate": "10/min"}}, "expected a rate such as 10-M"),
         ({"run": {"timeoutPush": -1}}, "expected a non-negative duration"),
         ({"run": {"maxBodyBytes": 0}}, "expected an integer >= 1, got 0"),
-        ({"run": {"randomizedStartDelaySec": True}}, "expected an integer, got boolean"),
+        ({"run": {"randomizedStartDelaySec": True}}, "expected an integer, got a boolean"),
         ({"targets": {"t": {"port": "http"}}}, "expected a port between 1 and 65535, got 'http'"),
         ({"targets": {"t": {"port": 70000}}}, "expected a port between 1 and 65535"),
         (
             {"targets": {"t": {"sourcePatterns": {"a": 1}}}},
-            "expected an object of strings (value), got integer",
+            "expected an object of strings (value), got an integer",
         ),
         ({"cli": {"logLevel": "loud"}}, "expected one of debug, info, error, none, got 'loud'"),
         ({"lint": {"exclude": "["}}, '"lint.exclude" in config: expected a regular expression'),
         ({"lint": {"linters": {"x": "shellcheck"}}}, "expected an object of exec objects"),
-        ({"vars": [1]}, '"vars" in config: expected an object, got list'),
-        ({"exec": "bash"}, '"exec" in config: expected an object, got string'),
+        ({"vars": [1]}, '"vars" in config: expected an object, got a list'),
+        ({"exec": "bash"}, '"exec" in config: expected an object, got a string'),
         ({"build": {"pushTokenExpiresIn": "5 min"}}, '"build.pushTokenExpiresIn"'),
     ],
 )
@@ -464,7 +464,7 @@ def test_wrong_type_error_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(tmp_path)
     assert str(err.value) == (
-        f'config key "run.tlsDisable" in {path}: expected a boolean, got string'
+        f'config key "run.tlsDisable" in {path}: expected a boolean, got a string'
     )
 
 
@@ -667,8 +667,8 @@ def test_verify_keys_from_yaml_timestamps(tmp_path: Path) -> None:
         ),
         ([{"key": PUB1, "until": "x"}], "expected keys key, notBefore, notAfter, got 'until'"),
         ([{"notAfter": "2025-01-01T00:00:00Z"}], "item 0 to be a key string, got null"),
-        ([5], "item 0 to be a key string, got integer"),
-        ({"key": PUB1}, "expected a list of verify keys, got object"),
+        ([5], "item 0 to be a key string, got an integer"),
+        ({"key": PUB1}, "expected a list of verify keys, got an object"),
     ],
 )
 def test_bad_verify_keys_are_errors(keys: Any, message: str) -> None:

@@ -219,13 +219,13 @@ def test_unknown_field_is_an_error_naming_it() -> None:
 
 
 def test_wrong_field_type_is_an_error() -> None:
-    assert "command a: field always: expected a bool, got string" in errors_of(
+    assert "command a: field always: expected a bool, got a string" in errors_of(
         [{"id": "a", "always": "yes"}]
     )
 
 
 def test_non_object_entry_is_an_error() -> None:
-    assert "command #1: expected an object, got string" in errors_of(["a"])
+    assert "command #1: expected an object, got a string" in errors_of(["a"])
 
 
 def test_problems_are_collected() -> None:
@@ -304,7 +304,7 @@ def test_exec_unknown_field_is_an_error_naming_it() -> None:
 
 
 def test_exec_wrong_type_is_an_error() -> None:
-    with pytest.raises(CommandError, match="exec field sudo: expected a bool, got string"):
+    with pytest.raises(CommandError, match="exec field sudo: expected a bool, got a string"):
         Exec.from_dict({"sudo": "yes"}, where="x")
 
 

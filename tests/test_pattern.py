@@ -80,11 +80,11 @@ class TestPatternFromDict:
         ("data", "message"),
         [
             ([], "expected the pattern to render to an object, got a list"),
-            ({"audience": 3}, "audience: expected a string or a list of strings, got a number"),
+            ({"audience": 3}, "audience: expected a string or a list of strings, got an integer"),
             ({"expiresIn": "soon"}, "expiresIn: expected a duration"),
             ({"expiresInSec": -1}, "expiresInSec: expected a non-negative number"),
             ({"runVars": [1]}, "runVars: expected an object, got a list"),
-            ({"issuer": 1}, "issuer: expected a string, got a number"),
+            ({"issuer": 1}, "issuer: expected a string, got an integer"),
             ({"run": [{"check": "x"}]}, "id"),
             ({"runExec": {"comand": "x"}}, "comand"),
         ],
