@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from agent.config import Config
     from agent.engine import CommandObserver, Result, RunOutcome
+    from agent.metrics import Metrics
     from agent.model import Command, Exec
     from agent.state import ReplayCache, SourceMeta, StateStore
     from agent.tokens import VerifiedToken
@@ -100,10 +101,31 @@ class _Pulled:
 
 
 class EventDispatcher(Protocol):
-    """Dispatches a run's events to receiving sources (the events issue plugs in here)."""
+    """Dispatches a run's events to receiving sources (:class:`agent.events.Events`)."""
 
-    async def dispatch(self, daemon: Daemon, source: str, outcome: RunOutcome) -> bool:
+    async def dispatch(
+        self,
+        daemon: Daemon,
+        source: str,
+        outcome: RunOutcome,
+        *,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> bool:
         """Run receivers for ``outcome``'s events; return the Result ``exit`` flag."""
+        ...
+
+    async def fire(
+        self,
+        daemon: Daemon,
+        source: str,
+        name: str,
+        output: str,
+        *,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> bool:
+        """Fire a system event (``pull``, ``push``) about ``source``; return the exit flag."""
         ...
 
 
@@ -265,8 +287,10 @@ class Daemon:
         config: the loaded config.
         state: the state store (default: ``StateStore(config.run.state_dir)``).
         observer: metrics hook passed to every command run.
-        events: event dispatcher (default: none; events are implemented elsewhere).
+        events: event dispatcher (default: none; :class:`agent.events.Events` in ``agent run``).
         disable_external: disable external Jsonnet natives when rendering tokens.
+        metrics: Prometheus metrics (runs, commands, pulls, verify failures); replaces
+            ``observer`` for command runs when set.
     """
 
     def __init__(
@@ -277,6 +301,7 @@ class Daemon:
         observer: CommandObserver | None = None,
         events: EventDispatcher | None = None,
         disable_external: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         from agent.state import SourceMeta, StateStore
 
@@ -285,6 +310,7 @@ class Daemon:
         self.observer = observer
         self.events = events
         self.disable_external = disable_external
+        self.metrics = metrics
         self._sources = {name: _SourceRuntime(name, SourceMeta()) for name in config.sources}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -471,8 +497,29 @@ class Daemon:
         import aiohttp
 
         src = self.config.sources[name]
+        previous = self._sources[name].pulled
         async with aiohttp.ClientSession() as session:
-            return await self._pull_paths(name, src.pull_paths, session)
+            pulled = await self._pull_paths(name, src.pull_paths, session)
+        await self._after_pull(name, previous, pulled)
+        return pulled
+
+    async def _after_pull(
+        self, name: str, previous: _Pulled | None, pulled: _Pulled | None
+    ) -> None:
+        """Count the pull in ``agent_pull_total`` and fire the ``pull`` system event."""
+        if pulled is None:
+            outcome = "error"
+        elif previous is not None and pulled.token is previous.token:
+            outcome = "not_modified"
+        else:
+            outcome = "fetched"
+        self._metric("pull", name, outcome)
+        if self.events is not None:
+            key_id = pulled.token.key_id if pulled is not None else ""
+            try:
+                await self.events.fire(self, name, "pull", outcome, public_key=key_id)
+            except AgentError as exc:
+                logger.error("Source %s: pull event failed: %s", name, exc)
 
     async def _pull_paths(
         self, name: str, paths: tuple[str, ...], session: aiohttp.ClientSession
@@ -539,6 +586,93 @@ class Daemon:
         parent_id_filter: re.Pattern[str] | None = None,
         trigger: str = "push",
         meta: SourceMeta | None = None,
+        remote: str = "",
+    ) -> Result:
+        """Diff-run a source (:meth:`_diff_exec`), then record metrics and fire ``push``.
+
+        ``etcha_sources_total`` rises by exactly one per run that had something to run (a token
+        or a stored pattern); ``etcha_sources_commands`` is set after a successful non-check
+        run; ``agent_pattern_expires_in_seconds`` follows the stored token. A non-check push of
+        a verified token fires the ``push`` system event with the Result as compact JSON.
+
+        Args:
+            name: the source.
+            token: a verified token, or ``None`` to run the stored pattern.
+            check: a check-mode request.
+            parent_id_filter: restrict runs to matching parent ids.
+            trigger: ``push``, ``pull`` or ``init``.
+            meta: metadata to store with ``token``.
+            remote: the pusher's address (metrics labels, ``ETCHA_EVENT_SRC``).
+
+        Returns:
+            The Result.
+        """
+        from agent.gojson import dumps_compact
+
+        runnable = token is not None or self.stored_pattern(name) is not None
+        result = await self._diff_exec(
+            name,
+            token,
+            check=check,
+            parent_id_filter=parent_id_filter,
+            trigger=trigger,
+            meta=meta,
+            remote=remote,
+        )
+        key_id = self._key_id(name, token)
+        if runnable:
+            self._metric("source_run", name, trigger, bool(result.err), key_id, remote)
+            if not result.err and not check:
+                self._metric(
+                    "set_source_commands",
+                    name,
+                    trigger,
+                    changed=len(result.changed_ids),
+                    removed=len(result.removed_ids),
+                    public_key=key_id,
+                    remote_addr=remote,
+                )
+            stored = self.stored_token(name)
+            self._metric("pattern_expiry", name, stored.exp if stored is not None else None)
+        if trigger == "push" and token is not None and not check and self.events is not None:
+            output = dumps_compact(result.to_json()).decode("utf-8")
+            try:
+                if await self.events.fire(
+                    self, name, "push", output, public_key=key_id, remote_addr=remote
+                ):
+                    result = dataclasses.replace(result, exit=True)
+            except AgentError as exc:
+                logger.error("Source %s: push event failed: %s", name, exc)
+        return result
+
+    def _key_id(self, name: str, token: VerifiedToken | None) -> str:
+        """The configured id of the key behind a run (the stored token's when ``token`` is None)."""
+        if token is None:
+            token = self.stored_token(name)
+        return token.key_id if token is not None else ""
+
+    def _metric(self, hook: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``self.metrics.<hook>`` when metrics are attached (and have that hook)."""
+        method = getattr(self.metrics, hook, None)
+        return method(*args, **kwargs) if callable(method) else None
+
+    def _observer_for(self, name: str, token: VerifiedToken | None, remote: str) -> Any:
+        """The command observer of one run: per-source metrics labels, else ``observer``."""
+        observer = self._metric(
+            "command_observer", name, public_key=self._key_id(name, token), remote_addr=remote
+        )
+        return observer if observer is not None else self.observer
+
+    async def _diff_exec(
+        self,
+        name: str,
+        token: VerifiedToken | None,
+        *,
+        check: bool = False,
+        parent_id_filter: re.Pattern[str] | None = None,
+        trigger: str = "push",
+        meta: SourceMeta | None = None,
+        remote: str = "",
     ) -> Result:
         """Render ``token`` (or take the stored pattern), diff against the stored one, run, save.
 
@@ -598,7 +732,7 @@ class Daemon:
                         no_remove=src.no_remove,
                         source=name,
                         parent_id_filter=parent_id_filter,
-                        observer=self.observer,
+                        observer=self._observer_for(name, token, remote),
                     )
                 except AgentError as exc:
                     logger.error("Source %s: run failed: %s", name, exc)
@@ -608,7 +742,8 @@ class Daemon:
                     logger.error("Source %s: run failed: %s", name, outcome.error)
                     if not check:
                         result = dataclasses.replace(
-                            result, exit=await self._dispatch(name, outcome)
+                            result,
+                            exit=await self._dispatch(name, outcome, token=token, remote=remote),
                         )
                     return result
                 if check:
@@ -625,7 +760,7 @@ class Daemon:
             if outcome is None:
                 return _empty_result()
             result = Result.from_outcome(outcome, check=check_mode)
-            exit_ = await self._dispatch(name, outcome)
+            exit_ = await self._dispatch(name, outcome, token=token, remote=remote)
             return dataclasses.replace(result, exit=exit_) if exit_ else result
 
     async def _save(self, name: str, token: VerifiedToken, meta: SourceMeta | None) -> None:
@@ -741,11 +876,15 @@ class Daemon:
                 logger.error("Replay cache not saved (kept in memory): %s", exc)
         return True
 
-    async def _dispatch(self, name: str, outcome: RunOutcome) -> bool:
+    async def _dispatch(
+        self, name: str, outcome: RunOutcome, *, token: VerifiedToken | None, remote: str
+    ) -> bool:
         if self.events is None:
             return False
         try:
-            return await self.events.dispatch(self, name, outcome)
+            return await self.events.dispatch(
+                self, name, outcome, public_key=self._key_id(name, token), remote_addr=remote
+            )
         except AgentError as exc:
             logger.error("Source %s: event dispatch failed: %s", name, exc)
             return False
@@ -806,7 +945,12 @@ class Daemon:
         timeout = float(self.config.run.timeout_push or 0) or None
         task = asyncio.get_running_loop().create_task(
             self.diff_exec(
-                source, verified, check=check, parent_id_filter=parent_id_filter, trigger="push"
+                source,
+                verified,
+                check=check,
+                parent_id_filter=parent_id_filter,
+                trigger="push",
+                remote=remote,
             )
         )
         self._inflight.add(task)
@@ -1123,13 +1267,24 @@ def run_daemon(
 
     Returns:
         The exit code.
+
+    Raises:
+        ConfigError: a webhook path under ``/etcha`` (and what :meth:`Daemon.serve` raises).
     """
+    from agent.events import Events
+    from agent.httpmw import app_extras
+    from agent.metrics import Metrics
+    from agent.webhooks import check_webhook_paths
+
+    check_webhook_paths(config)
 
     async def main() -> int:
-        daemon = Daemon(config, disable_external=disable_external)
+        daemon = Daemon(
+            config, disable_external=disable_external, events=Events(), metrics=Metrics()
+        )
         if once:
             return await daemon.run_once()
-        return await daemon.serve(config_loader=config_loader)
+        return await daemon.serve(config_loader=config_loader, app_hook=app_extras)
 
     return asyncio.run(main())
 
