@@ -418,7 +418,10 @@ def test_error_for_unknown_key_does_not_echo_the_value(tmp_path: Path) -> None:
             '"sources.w.allowPush" in config: expected a boolean, got a string',
         ),
         ({"sources": {"w": {"pullPaths": "/a"}}}, "expected a list of strings, got a string"),
-        ({"sources": {"w": {"pullPaths": [1]}}}, "expected a list of strings (item), got an integer"),
+        (
+            {"sources": {"w": {"pullPaths": [1]}}},
+            "expected a list of strings (item), got an integer",
+        ),
         ({"sources": {"w": []}}, '"sources.w" in config: expected an object, got a list'),
         (
             {"sources": {"w": {"eventsSend": "("}}},
@@ -428,7 +431,10 @@ def test_error_for_unknown_key_does_not_echo_the_value(tmp_path: Path) -> None:
             {"sources": {"w": {"runFrequency": "often"}}},
             "expected a duration such as 30s, 5m or 1h30m, got 'often'",
         ),
-        ({"sources": {"w": {"commands": {"id": "a"}}}}, "expected a list of commands, got an object"),
+        (
+            {"sources": {"w": {"commands": {"id": "a"}}}},
+            "expected a list of commands, got an object",
+        ),
         (
             {"sources": {"w": {"exec": "bash"}}},
             '"sources.w.exec" in config: expected an object, got a string',
