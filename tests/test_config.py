@@ -29,7 +29,7 @@ from agent.config import (
 from agent.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
-VECTORS = json.loads((REPO.parent / "shared" / "interop" / "vectors.json").read_text())
+VECTORS = json.loads((REPO / "tests" / "data" / "interop_vectors.json").read_text())
 PUB1 = VECTORS["keyPairs"][0]["publicKey"]
 PUB2 = VECTORS["keyPairs"][1]["publicKey"]
 PRIV1 = VECTORS["keyPairs"][0]["privateKey"]
