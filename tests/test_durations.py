@@ -1,0 +1,42 @@
+"""Go-style duration strings."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.durations import format_duration, parse_duration
+from agent.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("", 0),
+        ("0", 0),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("1.5s", 1.5),
+        ("+2m", 120),
+        ("100us", 1e-4),
+        ("10ns", 1e-8),
+        (" 2h ", 7200),
+    ],
+)
+def test_parses_go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5", "1d", "7 days", "-1s", "1h-5m", "s", "1h30", "abc"])
+def test_rejects_what_go_rejects(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"runFrequency: expected .*duration"):
+        parse_duration(text, name="runFrequency")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.012, "12ms"), (1.0, "1s"), (1.5, "1.5s"), (123, "2m3s")]
+)
+def test_formats_for_log_lines(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
