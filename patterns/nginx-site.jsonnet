@@ -1,0 +1,41 @@
+// A package, its config file, and a service reload when (and only when) the config changes.
+// onChange names the reload command's id; a command without a check runs only when triggered.
+local etcha = import '../lib/etcha/etcha.libsonnet';
+local sb = import 'sandbox.libsonnet';
+
+local conf = |||
+  server {
+    listen 80 default_server;
+    server_name _;
+    root /var/www/html;
+    location /healthz { return 200 "ok\n"; }
+  }
+|||;
+
+{
+  run: (
+    if sb.real then [etcha.apt(packages='nginx')] else [
+      etcha.dir(path=sb.root + '/etc/nginx/conf.d'),
+    ]
+  ) + [
+    etcha.file(
+      path=sb.root + '/etc/nginx/conf.d/site.conf',
+      contents=conf,
+      onChange=['reload nginx'],
+    ),
+    {
+      id: 'reload nginx',
+      change:
+        if sb.real then 'nginx -t && systemctl reload-or-restart nginx'
+        else 'date +%s >> ' + std.escapeStringBash(sb.root + '/reloads'),
+    },
+  ] + (
+    if sb.real then [
+      {
+        id: 'nginx running',
+        check: 'systemctl is-active --quiet nginx',
+        change: 'systemctl enable --now nginx',
+      },
+    ] else []
+  ),
+}

@@ -1,0 +1,117 @@
+"""The sample patterns in patterns/ pass `agent lint` and `agent test` in a sandbox directory.
+
+A project is made with `agent init`, the samples are copied into its patterns/, and the config
+sets ``vars.sandbox``: under `agent test` (``vars.test``) every path moves under it and the
+root-only parts (useradd, apt-get, systemctl, chown) are left out. On a host the same files
+render to the real paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "patterns"
+
+
+def agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    proj = tmp_path / "proj"
+    assert agent("init", str(proj), cwd=tmp_path).returncode == 0
+    for item in SAMPLES.iterdir():
+        shutil.copy2(item, proj / "patterns" / item.name)
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    cfg = {"vars": {"sandbox": str(sandbox), "agentBin": f"{sys.executable} -m agent"}}
+    (proj / "agent.jsonnet").write_text(json.dumps(cfg))
+    return proj
+
+
+def test_samples_cover_user_ssh_package_service_and_cron() -> None:
+    names = sorted(p.name for p in SAMPLES.glob("*.jsonnet"))
+    assert names == ["cron-backup.jsonnet", "nginx-site.jsonnet", "user-ssh.jsonnet"]
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck (.ci/run installs it)")
+def test_samples_pass_lint_with_format_check(project: Path) -> None:
+    res = agent("lint", "-f", "patterns", cwd=project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0 findings" in res.stdout
+
+
+def test_samples_pass_agent_test_in_a_sandbox(project: Path, tmp_path: Path) -> None:
+    res = agent("test", "patterns", cwd=project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "in 3 patterns: no failures" in res.stdout
+    sandbox = tmp_path / "sandbox"
+    # the config change triggered the reload command; the test removed what it created
+    assert (sandbox / "reloads").read_text().strip()
+    assert not (sandbox / "etc" / "cron.d").exists()
+    assert not (sandbox / "home" / "deploy" / ".ssh").exists()
+
+
+def test_agent_test_without_a_sandbox_refuses_to_render(project: Path) -> None:
+    (project / "agent.jsonnet").write_text("{}")
+    res = agent("test", "patterns/cron-backup.jsonnet", cwd=project)
+    assert res.returncode == 1
+    assert "agent test needs vars.sandbox" in res.stderr
+
+
+def test_samples_render_real_paths_and_root_parts_on_a_host(project: Path) -> None:
+    def ids(name: str) -> list[str]:
+        res = agent("render", f"patterns/{name}", cwd=project)
+        assert res.returncode == 0, res.stderr
+        return [c["id"] for c in json.loads(res.stdout)["run"]]
+
+    assert ids("user-ssh.jsonnet") == [
+        "user deploy",
+        "dir /home/deploy/.ssh",
+        "file /home/deploy/.ssh/authorized_keys",
+    ]
+    assert ids("nginx-site.jsonnet") == [
+        "apt nginx",
+        "file /etc/nginx/conf.d/site.conf",
+        "reload nginx",
+        "nginx running",
+    ]
+    assert ids("cron-backup.jsonnet") == [
+        "file /usr/local/sbin/backup-etc",
+        "file /etc/cron.d/backup-etc",
+    ]
+
+
+def test_config_change_triggers_reload_only_when_it_changes(project: Path, tmp_path: Path) -> None:
+    # Run the nginx sample for real in the sandbox (source "test" => sandboxed): the first run
+    # writes the config and reloads; the second changes nothing and does not reload.
+    cfg = json.loads((project / "agent.jsonnet").read_text())
+    cfg["sources"] = {"test": {}}
+    (project / "agent.jsonnet").write_text(json.dumps(cfg))
+    first = agent("local", "-s", "test", "patterns/nginx-site.jsonnet", cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert "reload nginx" in first.stdout
+    reloads = (tmp_path / "sandbox" / "reloads").read_text().splitlines()
+    second = agent("local", "-s", "test", "patterns/nginx-site.jsonnet", cwd=project)
+    assert second.returncode == 0, second.stderr
+    assert "reload nginx" not in second.stdout
+    assert (tmp_path / "sandbox" / "reloads").read_text().splitlines() == reloads
