@@ -329,3 +329,37 @@ def test_tls_is_verified_by_default_and_skip_verify_turns_it_off(tmp_path: Path)
 def test_no_matching_target_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="target"):
         asyncio.run(push(_config({}), "core", "true", out=io.StringIO()))
+
+
+def test_progress_line_only_with_several_targets(tmp_path: Path) -> None:
+    pattern = tmp_path / "p.jsonnet"
+    pattern.write_text("{run: [{id: 'a', always: true, change: 'true'}]}")
+
+    async def go(names: tuple[str, ...]) -> str:
+        seen: list[dict[str, Any]] = []
+        async with AsyncExitStack() as stack:
+            targets = {}
+            for name in names:
+                port = await stack.enter_async_context(recording_target(200, OK, seen))
+                targets[name] = {
+                    "hostname": "127.0.0.1",
+                    "insecure": True,
+                    "port": str(port),
+                    "sourcePatterns": {"core": ""},
+                }
+            progress = io.StringIO()
+            code = await push(
+                _config(targets),
+                "core",
+                str(pattern),
+                out=io.StringIO(),
+                progress=progress,
+                cwd=tmp_path,
+            )
+            assert code == 0
+            return progress.getvalue()
+
+    several = asyncio.run(go(("t1", "t2")))
+    assert "Pushing to 2 targets: 2/2 done" in several
+    assert several.endswith("\r\033[K")  # the line is cleared before the results print
+    assert asyncio.run(go(("t1",))) == ""
