@@ -23,57 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonkit import (
+    REPO,
+    RIGHT_PRIV,
+    RIGHT_PUB,
+    WRONG_PRIV,
+    agent,
+    free_port,
+    wait_port,
+    write_json,
+)
 
 from agent.build import build_token
 from agent.config import config_from_dict
 from agent.pattern import load_from_disk
 
 pytestmark = pytest.mark.integration
-
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
-WRONG_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIE6dSkW4jnn3tx119BKw8+zOmhJyzTOsBlWcjqaHxMcX:ZcxoeWfSRt"
-)
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    path.write_text(json.dumps(data, indent=2))
-    return path
-
-
-def agent(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def wait_port(port: int, proc: subprocess.Popen[str], log: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {log.read_text()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"daemon did not listen on {port}: {log.read_text()}")
 
 
 def wait_for(predicate: Any, timeout: float = 15, what: str = "condition") -> None:

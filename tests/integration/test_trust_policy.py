@@ -8,9 +8,7 @@ checked on the wire (the plain 404 every refusal gives), in the log, and across 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,39 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonkit import RIGHT_PRIV, RIGHT_PUB, env, free_port, wait_port
 
 from agent.keys import parse_signing_key
 from agent.tokens import decode_token, etcha_claims, sign_token
 
 pytestmark = pytest.mark.integration
-
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(REPO))
-
-
-def wait_port(port: int, proc: subprocess.Popen[str], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {log.read_text()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"daemon did not listen on {port}: {log.read_text()}")
 
 
 @contextmanager
