@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from agentcli import run_agent
 
 from agent.config import config_from_dict
 from agent.errors import BuildError, VerifyError
@@ -26,19 +25,7 @@ needs_openssl = pytest.mark.skipif(
 )
 
 
-def agent(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
-    base.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=base,
-        timeout=60,
-    )
+agent = run_agent
 
 
 @pytest.fixture

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from agentcli import run_agent
 
 from agent.keys import generate_keys, parse_signing_key
 from agent.tokens import etcha_claims, sign_token
 
-
-def agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+agent = run_agent
 
 
 def token_file(tmp_path: Path, private: str, *, iat: float) -> Path:

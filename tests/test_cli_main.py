@@ -9,20 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from agentcli import run_agent
 
 from agent import __version__
 
-
-def agent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+agent = run_agent
 
 
 def test_version_via_console_script_and_module() -> None:
