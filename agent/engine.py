@@ -283,7 +283,7 @@ class _Run:
                 if present != remove:  # change mode: check passed; remove mode: already absent
                     env[p + "_CHECK"] = "0"
                     self.observe(cmd, parent, "check", False)
-                    logger.debug("Checked %s [%s]", idstar, format_duration(res.duration))
+                    logger.info("Checked %s [%s]", idstar, format_duration(res.duration))
                     return out, None
                 if self.check:
                     would = f"Checked {idstar} [{format_duration(res.duration)}]"
@@ -346,7 +346,9 @@ class _Run:
                 done = f"Triggered {_join(parent, other.id)} via {cmd.id}.onFail"
             else:
                 continue
-            res, reason = await self.spawn(self.exec.override(other.exec), other.change, "")
+            res, reason = await self.spawn(
+                self.exec.override(other.exec), other.change, other.stdin
+            )
             o = Output(
                 id=other.id,
                 parent_id=parent,

@@ -158,3 +158,13 @@ def test_config_cli_disable_external_native(tmp_path: Path) -> None:
     text = "{run: [{id: std.native('getFile')('http://127.0.0.1:9/x', null), always: true}]}"
     res = agent("render", text, cwd=tmp_path)
     assert res.returncode == 1 and "external native functions are disabled" in res.stderr
+
+
+def test_error_line_follows_the_log_format_and_level(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.jsonnet")
+    as_json = agent("-f", "json", "-c", missing, "show-config")
+    assert as_json.returncode == 1
+    record = json.loads(as_json.stderr)
+    assert record["level"] == "error" and "missing.jsonnet" in record["message"]
+    silent = agent("-l", "none", "-c", missing, "show-config")
+    assert silent.returncode == 1 and silent.stderr == ""

@@ -157,6 +157,19 @@ def test_stdin_goes_to_check_and_change(tmp_path: Path) -> None:
     assert (tmp_path / "change").read_text() == "payload"
 
 
+def test_stdin_reaches_commands_run_after_a_failure(tmp_path: Path) -> None:
+    out = run(
+        [
+            {"id": "a", "always": True, "change": "exit 1", "onFail": ["c"]},
+            {"id": "b", "always": True, "stdin": "to-b", "change": f"cat > {tmp_path}/b"},
+            {"id": "c", "stdin": "to-c", "change": f"cat > {tmp_path}/c"},
+        ]
+    )
+    assert out.error is not None
+    assert (tmp_path / "b").read_text() == "to-b"
+    assert (tmp_path / "c").read_text() == "to-c"
+
+
 def test_failure_stops_the_list(tmp_path: Path) -> None:
     out = run(
         [
@@ -568,6 +581,7 @@ def test_each_action_logs_one_past_tense_line(caplog: pytest.LogCaptureFixture) 
             {"id": "a", "check": "false", "change": "true", "onChange": "b"},
             {"id": "b", "change": "true"},
             {"id": "c", "always": True, "change": "true"},
+            {"id": "z", "check": "true", "change": "false"},
         ],
         parent_id="src",
     )
@@ -584,6 +598,7 @@ def test_each_action_logs_one_past_tense_line(caplog: pytest.LogCaptureFixture) 
         "Changed src > a",
         "Triggered src > b via a",
         "Always changed src > c",
+        "Checked src > z",
         "Always removed e",
         "Removed d",
     ]

@@ -101,14 +101,36 @@ def configure_logging(level: str | None, fmt: str | None, no_color: bool) -> Non
     setup(level or "info", fmt or "human", no_color)
 
 
+def _print_error(message: str, level: str | None, fmt: str | None) -> None:
+    """The one error line: ``ERROR: …``; JSON with ``-f json``; nothing with ``-l none``."""
+    if level == "none":
+        return
+    if fmt == "json":
+        import json
+        import time
+
+        record = {
+            "level": "error",
+            "logger": "agent",
+            "message": message,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        print(json.dumps(record, sort_keys=True), file=sys.stderr)
+        return
+    print(f"ERROR: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = False
+    level: str | None = None
+    fmt: str | None = None
     try:
         parser = build_parser()
         args = parser.parse_args(args_list)
-        debug = args.log_level == "debug"
+        level, fmt = args.log_level, args.log_format
+        debug = level == "debug"
         configure_logging(args.log_level, args.log_format, args.no_color)
         handler = _resolve(args.handler)
         return handler(args)
@@ -121,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(exc)
         if exc.hint:
             msg = f"{msg} ({exc.hint})"
-        print(f"ERROR: {msg}", file=sys.stderr)
+        _print_error(msg, level, fmt)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
