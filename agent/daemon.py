@@ -76,6 +76,17 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 REPLAY_CACHE_CAP = 10_000
 
 
+def _raw_iat(raw: str) -> int | None:
+    """The ``iat`` of a stored token, decoded without trusting it (only to keep a mark)."""
+    from agent.tokens import decode_token
+
+    try:
+        iat = decode_token(raw).claims.get("iat")
+    except AgentError:
+        return None
+    return int(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredPattern:
     """The pattern a source last accepted (or its static commands).
@@ -371,6 +382,15 @@ class Daemon:
             return
         if stored is None:
             return
+        # The rollback mark survives even when the cached token is not restored (it expired,
+        # its key was removed, the policy refuses it): a later push or pull is still judged
+        # against it. The token file is written before the meta file, so the stored token's own
+        # iat also counts (a crash between the two writes, or a lost meta file).
+        stored_iat = _raw_iat(stored.token)
+        marks = [m for m in (stored.meta.high_water_iat, stored_iat) if m is not None]
+        from agent.state import SourceMeta
+
+        rt.meta = SourceMeta(high_water_iat=max(marks) if marks else None)
         try:
             token = await verify_for_source(stored.token, config=self.config, source=name)
         except VerifyError as exc:
@@ -400,7 +420,7 @@ class Daemon:
             return
         logger.info("Loading cached config for %s", name)
         rt.token = token
-        rt.meta = stored.meta
+        rt.meta = dataclasses.replace(stored.meta, high_water_iat=rt.meta.high_water_iat)
         rt.pattern = StoredPattern(loaded.pattern.run, loaded.run_exec, "cached")
         if stored.meta.etag or stored.meta.last_modified:
             rt.pulled = _Pulled(token, stored.meta.etag, stored.meta.last_modified)

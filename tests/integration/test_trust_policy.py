@@ -146,3 +146,18 @@ def test_real_daemon_refuses_rollback_and_replay_across_restarts(tmp_path: Path)
         assert post(port, captured)[0] == 200  # allowRollback: rolled back on purpose
         assert (tmp_path / "old").exists()
         assert post(port, push_token)[0] == 404  # replay protection still holds
+
+
+def test_rollback_mark_survives_a_lost_meta_file(tmp_path: Path) -> None:
+    """The token file is written before the meta file: its iat alone keeps the mark."""
+    port = free_port()
+    config = server_config(tmp_path, port)
+    now = time.time()
+    old, new = signed(tmp_path, now - 60, "old"), signed(tmp_path, now, "new")
+    with daemon(tmp_path, config, port, "first"):
+        assert post(port, new)[0] == 200
+    (tmp_path / "state" / "web.meta.json").unlink()
+    with daemon(tmp_path, config, port, "second") as log:
+        assert post(port, old)[0] == 404
+    assert "reason rollback" in log.read_text()
+    assert not (tmp_path / "old").exists()
