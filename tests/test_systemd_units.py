@@ -58,5 +58,12 @@ def test_service_contract_settings() -> None:
         assert line in text.splitlines(), line
     pull = (ROOT / "systemd" / "agent-pull.service").read_text()
     assert "ExecStart=/usr/bin/agent -c /etc/agent/agent.jsonnet run -o" in pull.splitlines()
+    assert "TimeoutStartSec=infinity" in text.splitlines()  # READY=1 follows the first runs
+    for unit in (text, pull):
+        settings = [line for line in unit.splitlines() if not line.startswith("#")]
+        # Hardening that would stop the agent from configuring its host is not set.
+        for forbidden in ("UMask=0077", "ProtectKernelModules=yes", "ProtectClock=yes"):
+            assert forbidden not in settings, forbidden
+        assert not any(line.startswith(("ProtectSystem=", "NoNewPrivileges=")) for line in settings)
     timer = (ROOT / "systemd" / "agent-pull.timer").read_text()
     assert "OnUnitActiveSec=5min" in timer.splitlines()
