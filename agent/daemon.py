@@ -30,7 +30,9 @@ files or version (``pullIgnoreVersion``). Every tick re-runs the checks (drift c
 
 Lifecycle: SIGTERM/SIGINT stop the listener, wait (bounded) for in-flight runs, and exit 0; state is
 written by each run as it finishes, so an interrupted run leaves the previous state in place.
-SIGHUP re-reads the config for the next start and logs what changed (running sources keep theirs).
+SIGHUP re-reads the config: later runs use it (keys, exec, vars, source flags), added sources are
+loaded and removed ones unscheduled, running sources keep their token and pattern, and the log
+says what changed. Listener settings (address, TLS, body limit) need a restart.
 
 Invariants: one :class:`asyncio.Lock` per source; without ``runMulti`` concurrent runs queue on it
 (never dropped). All mutable runtime state lives on a :class:`Daemon` instance.
@@ -1156,7 +1158,7 @@ class Daemon:
         """Run the daemon until SIGTERM/SIGINT: load, start-up runs, listener, schedules.
 
         Args:
-            config_loader: re-reads the config on SIGHUP (logged; applied at the next start).
+            config_loader: re-reads the config on SIGHUP (applied to later runs; see the module doc).
             app_hook: returns extra :func:`agent.server.create_app` keyword arguments
                 (``extra_routes``, ``fallback``, ``middlewares``) for other features.
 
