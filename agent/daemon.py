@@ -940,9 +940,12 @@ class Daemon:
         src = self.config.sources.get(source)
         if src is None:
             logger.error("Push from %s refused: unknown source %r", remote, source)
+            # Counted under source "" so a client cannot mint label values.
+            self._count_verify_failure("", "not_allowed")
             return PushReply(404)
         if not src.allow_push:
             logger.error("Push from %s refused: source %s does not allowPush", remote, source)
+            self._count_verify_failure(source, "not_allowed")
             return PushReply(404)
         if self._stopping:
             logger.error("Push from %s for %s refused: shutting down", remote, source)

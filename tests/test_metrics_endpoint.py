@@ -176,6 +176,10 @@ def test_counts_after_a_known_sequence_of_runs(tmp_path: Path) -> None:
             # refusals: unparseable body, unknown key
             assert await post(push, b"{not a jwt") == 404
             assert await post(push, (await sign(cfg, two, key=WRONG_PRIV)).encode()) == 404
+            # refusals before verification: a source without allowPush, an unknown source
+            no_push = base + "/etcha/v1/push/handler"
+            assert await post(no_push, (await sign(cfg, two)).encode()) == 404
+            assert await post(base + "/etcha/v1/push/nope", (await sign(cfg, two)).encode()) == 404
             # a webhook run
             assert await get(base + "/hook") == (200, "hi")
             # pulls: fetched, not_modified, error
@@ -215,6 +219,8 @@ def test_counts_after_a_known_sequence_of_runs(tmp_path: Path) -> None:
     verify = "agent_verify_failures_total"
     assert value(samples, verify, source="core", reason="malformed") == 1.0
     assert value(samples, verify, source="core", reason="no_match") == 1.0
+    assert value(samples, verify, source="handler", reason="not_allowed") == 1.0
+    assert value(samples, verify, source="", reason="not_allowed") == 1.0  # no client labels
     pulls = "agent_pull_total"
     for result in ("fetched", "not_modified", "error"):
         assert value(samples, pulls, source="puller", result=result) == 1.0
