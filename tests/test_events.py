@@ -174,9 +174,17 @@ def test_a_source_never_receives_its_own_events(tmp_path: Path) -> None:
         },
     )
 
+    # The pushed pattern (which replaces loop's commands) logs whenever it runs for an event,
+    # so a delivery of "a" back to loop itself would show up in the log.
+    log_on_event = {
+        "id": "log",
+        "always": True,
+        "change": f'if [ "$ETCHA_SOURCE_TRIGGER" = event ]; then {LOG_LINE}; fi',
+    }
+
     async def go() -> None:
         d = await started(cfg)
-        await push(d, "loop", [emit("1", "x", "a")])
+        await push(d, "loop", [emit("1", "x", "a"), log_on_event])
 
     asyncio.run(go())
     assert who(tmp_path) == [("zz", "a", "1")]
