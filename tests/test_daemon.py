@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import stat
@@ -670,8 +671,17 @@ def test_reload_refuses_a_config_without_verifiers(tmp_path: Path) -> None:
     assert asyncio.run(go()).config is cfg
 
 
-def test_randomized_start_delay_waits_less_than_the_bound(tmp_path: Path) -> None:
+def test_randomized_start_delay_waits_a_random_time_below_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = make_config(tmp_path, {}, run={"randomizedStartDelaySec": 1})
+    bounds: list[int] = []
+
+    def fake_randbelow(n: int) -> int:
+        bounds.append(n)
+        return 400  # ms
+
+    monkeypatch.setattr("agent.daemon.secrets.randbelow", fake_randbelow)
 
     async def go() -> float:
         d = Daemon(cfg)
@@ -679,4 +689,8 @@ def test_randomized_start_delay_waits_less_than_the_bound(tmp_path: Path) -> Non
         await d._start_delay()
         return time.monotonic() - start
 
-    assert asyncio.run(go()) < 1.2
+    with caplog.at_level(logging.INFO, logger="agent.daemon"):
+        waited = asyncio.run(go())
+    assert bounds == [1000]  # drawn below randomizedStartDelaySec, in ms
+    assert 0.35 <= waited < 1.0
+    assert "Waiting 0.4s (run.randomizedStartDelaySec)" in caplog.text
