@@ -770,7 +770,9 @@ class Daemon:
                     return result
                 if check:
                     return Result.from_outcome(outcome, check=True)
-            if token is not None and not src.no_restore:
+            # Check mode saves no state: a checkOnly source keeps the accepted pattern in memory
+            # (event and webhook handlers run it, as in Etcha) but writes nothing to stateDir.
+            if token is not None and not src.no_restore and not check_mode:
                 try:
                     await self._save(name, token, meta)
                 except AgentError as exc:

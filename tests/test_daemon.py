@@ -230,6 +230,7 @@ def test_check_only_source_reports_drift_without_changing(tmp_path: Path) -> Non
     assert reply.status == 200
     assert ids(reply, "changedIDs") == ["missing"]
     assert not missing.exists()
+    assert not (tmp_path / "state" / "audit.jwt").exists()  # check mode saves no state
 
 
 def test_no_remove_keeps_what_a_new_pattern_dropped(tmp_path: Path) -> None:

@@ -327,7 +327,8 @@ def test_push_rollback_refused_with_plain_404_survives_restart_and_allow_rollbac
             "nope", captured, check=False, parent_id_filter=None, remote="t"
         )
         assert (refused.status, refused.body) == (unknown.status, unknown.body) == (404, None)
-        assert metrics.failures == [("web", "rollback")]
+        # the refusal is counted; so is the unknown source (as source "", reason not_allowed)
+        assert metrics.failures == [("web", "rollback"), ("", "not_allowed")]
         assert d.stored_token("web") is not None
         assert d.stored_token("web").raw == newer  # type: ignore[union-attr]
         again = await started(cfg)  # restart: the mark came back from the state dir
