@@ -340,7 +340,12 @@ _SOURCE = (
     _Field("allowPush", "bool", False, "Accept pushed JWTs."),
     _Field("allowRollback", "bool", False, "Accept a JWT older than the current one."),
     _Field("allowedKeys", "strlist", [], "Key ids allowed to sign for this source (empty: any)."),
-    _Field("checkOnly", "bool", False, "Only run checks, never changes."),
+    _Field(
+        "checkOnly",
+        "bool",
+        False,
+        "Only run checks (drift is reported), never changes; saves no state.",
+    ),
     _Field("commands", "commands", [], "Static commands run when no pattern is set."),
     _Field("eventsReceive", "strlist", [], "Event names that trigger this source."),
     _Field("eventsReceiveExit", "bool", False, "Exit the daemon when an event is received."),
