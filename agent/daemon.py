@@ -1163,7 +1163,7 @@ class Daemon:
         """Run the daemon until SIGTERM/SIGINT: load, start-up runs, listener, schedules.
 
         Args:
-            config_loader: re-reads the config on SIGHUP (applied to later runs; see the module doc).
+            config_loader: re-reads the config on SIGHUP (applied to later runs; see module doc).
             app_hook: returns extra :func:`agent.server.create_app` keyword arguments
                 (``extra_routes``, ``fallback``, ``middlewares``) for other features.
 
