@@ -363,3 +363,41 @@ def test_progress_line_only_with_several_targets(tmp_path: Path) -> None:
     assert "Pushing to 2 targets: 2/2 done" in several
     assert several.endswith("\r\033[K")  # the line is cleared before the results print
     assert asyncio.run(go(("t1",))) == ""
+
+
+@pytest.mark.parametrize("trust", ["caFile", "tlsSkipVerify"])
+def test_http_client_settings_trust_a_self_signed_target(tmp_path: Path, trust: str) -> None:
+    from agent.tlsutil import self_signed
+
+    cert, key = self_signed(["localhost"], ["127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client = (
+        {"caFile": str(tmp_path / "cert.pem")} if trust == "caFile" else {"tlsSkipVerify": True}
+    )
+    seen: list[str] = []
+
+    async def go() -> tuple[int, str]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            seen.append(request.path)
+            return web.json_response(OK)
+
+        app = web.Application()
+        app.router.add_post("/etcha/v1/push/{source}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = _free_port()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+        try:
+            cfg = config_from_dict({"build": {"signingKey": RIGHT_PRIV}, "httpClient": client})
+            out = io.StringIO()
+            code = await push(cfg, "core", "true", host="127.0.0.1", port=str(port), out=out)
+            return code, out.getvalue()
+        finally:
+            await runner.cleanup()
+
+    code, text = asyncio.run(go())
+    assert code == 0, text
+    assert seen == ["/etcha/v1/push/core"]
