@@ -81,7 +81,7 @@ def test_parse_os_release_unquotes_and_skips_comments() -> None:
 def test_addresses_match_ip_command_when_available() -> None:
     ip = "/usr/sbin/ip" if Path("/usr/sbin/ip").exists() else "/sbin/ip"
     if not Path(ip).exists():
-        pytest.skip("no ip command to compare with")
+        pytest.skip("no ip command to compare with (.ci/run installs iproute2)")
     out = subprocess.run([ip, "-o", "addr"], capture_output=True, text=True, check=True).stdout
     v4, v6 = set(), set()
     for line in out.splitlines():
