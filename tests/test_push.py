@@ -401,3 +401,41 @@ def test_http_client_settings_trust_a_self_signed_target(tmp_path: Path, trust: 
     code, text = asyncio.run(go())
     assert code == 0, text
     assert seen == ["/etcha/v1/push/core"]
+
+
+def test_push_max_workers_bounds_concurrent_targets(tmp_path: Path) -> None:
+    pattern = tmp_path / "p.jsonnet"
+    pattern.write_text("{run: [{id: 'a', always: true, change: 'true'}]}")
+    state = {"now": 0, "peak": 0}
+
+    async def go() -> int:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            await asyncio.sleep(0.2)
+            state["now"] -= 1
+            return web.json_response(OK)
+
+        app = web.Application()
+        app.router.add_post("/etcha/v1/push/{source}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = _free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            targets = {
+                f"t{i}": {
+                    "hostname": "127.0.0.1",
+                    "insecure": True,
+                    "port": str(port),
+                    "sourcePatterns": {"core": ""},
+                }
+                for i in range(5)
+            }
+            cfg = _config(targets, pushMaxWorkers=2)
+            return await push(cfg, "core", str(pattern), out=io.StringIO(), cwd=tmp_path)
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(go()) == 0
+    assert state["peak"] == 2  # five targets, never more than two at once
