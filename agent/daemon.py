@@ -145,15 +145,48 @@ class EventDispatcher(Protocol):
 class _SourceRuntime:
     """Mutable per-source state, owned by one :class:`Daemon`."""
 
-    __slots__ = ("lock", "meta", "name", "pattern", "pulled", "token")
+    __slots__ = (
+        "lock",
+        "meta",
+        "name",
+        "pattern",
+        "pulled",
+        "save_lock",
+        "stale",
+        "static",
+        "token",
+    )
 
     def __init__(self, name: str, meta: SourceMeta) -> None:
         self.name = name
         self.lock = asyncio.Lock()
+        #: Serialises mark computation and state writes, also with ``runMulti``.
+        self.save_lock = asyncio.Lock()
         self.token: VerifiedToken | None = None
         self.meta = meta
         self.pattern: StoredPattern | None = None
+        #: The source's config commands, the pattern it falls back to when a token is withdrawn.
+        self.static: StoredPattern | None = None
         self.pulled: _Pulled | None = None
+        #: Whether the token in hand was over ``maxTokenAge`` at the last pull (freeze warning).
+        self.stale = False
+
+
+#: The id of the one command an ad-hoc push carries (``agent push src 'cmd'`` and Etcha's client).
+ADHOC_COMMAND_ID = "etcha push"
+
+
+def is_adhoc(commands: tuple[Command, ...]) -> bool:
+    """Whether a rendered pattern is an ad-hoc command line (SPEC 30): exactly one command,
+    with the id ``etcha push`` and no sub-commands. Such a pattern runs once: it is not diffed,
+    stored, re-run on ticks, and it does not move the rollback mark."""
+    return len(commands) == 1 and commands[0].id == ADHOC_COMMAND_ID and not commands[0].commands
+
+
+def _utc_text(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def same_pattern(a: VerifiedToken, b: VerifiedToken, *, ignore_version: bool) -> bool:
@@ -197,6 +230,39 @@ def check_verifiers(config: Config) -> None:
                 f"sources.{name}: accepts tokens ({how}) so it needs run.verifyKeys, "
                 f"sources.{name}.verifyKeys or verifyCommands, got none"
             )
+
+
+def check_state_dir(path: Path) -> None:
+    """Fail fast when ``run.stateDir`` cannot be created or written (before anything runs).
+
+    A daemon that cannot save what it accepted would forget it at the next restart, so this is
+    checked at start-up rather than at the first save. Creates the directory (0700) when missing
+    and writes and removes a probe file.
+
+    Args:
+        path: the resolved state directory.
+
+    Raises:
+        SourceError: naming the path and the OS error.
+    """
+    import os
+    import tempfile
+
+    if path.exists() and not path.is_dir():
+        raise SourceError(
+            f"run.stateDir {str(path)!r}: expected a directory, got a path that exists and is not "
+            "a directory"
+        )
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".agent-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SourceError(
+            f"run.stateDir {str(path)!r}: expected a directory the agent can create and write, "
+            f"got {exc.strerror or exc}"
+        ) from exc
 
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:
@@ -330,6 +396,9 @@ class Daemon:
         self._stop_event: asyncio.Event | None = None
         self._scheduler: Any = None
         self._replay: ReplayCache | None = None  # push jtis (trust policy), loaded in load()
+        self._replay_lock = asyncio.Lock()
+        self._replay_generation = 0  # bumped for every jti remembered
+        self._replay_saved = 0  # the generation the replay file on disk holds
 
     # ------------------------------------------------------------------ accessors
 
@@ -372,6 +441,7 @@ class Daemon:
             try:
                 cmds = parse_commands(list(src.commands), where=f"sources.{name}.commands")
                 rt.pattern = StoredPattern(cmds, source_exec(self.config, name), "static")
+                rt.static = rt.pattern
                 logger.info("Loading config commands for %s", name)
             except AgentError as exc:
                 logger.error("Source %s: static commands not loaded: %s", name, exc)
@@ -394,7 +464,11 @@ class Daemon:
 
         rt.meta = SourceMeta(high_water_iat=max(marks) if marks else None)
         try:
-            token = await verify_for_source(stored.token, config=self.config, source=name)
+            # SPEC 31: exp/nbf (and maxTokenAge) guarded the delivery; the stored token is
+            # re-admitted by signature, keys, key windows, allowedKeys and verifyCommands only.
+            token = await verify_for_source(
+                stored.token, config=self.config, source=name, check_times=False
+            )
         except VerifyError as exc:
             logger.error(
                 "Source %s: cached token no longer verifies (%s: %s); not running it",
@@ -421,6 +495,13 @@ class Daemon:
             logger.error("Source %s: cached token did not render: %s", name, exc)
             return
         logger.info("Loading cached config for %s", name)
+        if token.exp and token.exp < time.time():
+            logger.info(
+                "Source %s: the stored token expired at %s; it stays applied until a newer one "
+                "is accepted",
+                name,
+                _utc_text(token.exp),
+            )
         rt.token = token
         rt.meta = dataclasses.replace(stored.meta, high_water_iat=rt.meta.high_water_iat)
         rt.pattern = StoredPattern(loaded.pattern.run, loaded.run_exec, "cached")
@@ -490,7 +571,57 @@ class Daemon:
                 )
         if token is not None and token is rt.token and rt.pattern is not None:
             token = None  # the stored token: run its stored pattern (drift correction)
+        if token is None and not await self.readmit(name):
+            return _empty_result(f"source {name}: the stored token is no longer accepted")
         return await self.diff_exec(name, token, trigger=trigger, meta=self._meta_for(name, token))
+
+    async def readmit(self, name: str) -> bool:
+        """Re-admit the source's stored token before its pattern runs again (SPEC 31).
+
+        The token is verified against the current configuration (keys, key windows,
+        ``allowedKeys``, ``verifyCommands``) but not by ``exp``/``nbf``/``maxTokenAge``: those
+        guard delivery, not storage. A token that no longer passes is withdrawn: the source
+        falls back to its config commands (or nothing), the refusal is logged and counted with
+        its reason, and the rollback mark stays.
+
+        Args:
+            name: the source.
+
+        Returns:
+            Whether the source may run its stored pattern (``True`` without a stored token).
+        """
+        from agent.verify import verify_for_source
+
+        rt = self._sources.get(name)
+        if rt is None or rt.token is None:
+            return True
+        token = rt.token
+        try:
+            await verify_for_source(token.raw, config=self.config, source=name, check_times=False)
+        except VerifyError as exc:
+            if rt.token is token:
+                rt.token = None
+                rt.pattern = rt.static
+                rt.pulled = None
+            logger.error(
+                "Source %s: the stored token is no longer accepted (%s: %s); its pattern stops "
+                "running until a new one is accepted",
+                name,
+                exc.reason,
+                exc,
+            )
+            self._count_verify_failure(name, exc.reason)
+            return False
+        except AgentError as exc:
+            logger.error("Source %s: the stored token could not be verified again: %s", name, exc)
+            return False
+        return True
+
+    async def admitted_pattern(self, name: str) -> StoredPattern | None:
+        """The pattern events and webhooks may run now: the stored one, re-admitted first."""
+        if not await self.readmit(name):
+            return None
+        return self.stored_pattern(name)
 
     def _meta_for(self, name: str, token: VerifiedToken | None) -> SourceMeta | None:
         from agent.state import SourceMeta
@@ -572,6 +703,7 @@ class Daemon:
                     logger.info(
                         "Source %s: %s not modified; keeping the token in hand", name, shown
                     )
+                    self._check_freeze(name, current.token, f"pull from {shown} (not modified)")
                     return current
                 logger.error("Source %s: %s answered 304 but no token is in hand", name, shown)
                 continue
@@ -579,6 +711,7 @@ class Daemon:
             if current is not None and raw == current.token.raw:
                 pulled = _Pulled(current.token, fetched.etag, fetched.last_modified)
                 rt.pulled = pulled
+                self._check_freeze(name, current.token, f"pull from {shown} (same token)")
                 return pulled
             try:
                 token = await verify_for_source(raw, config=self.config, source=name)
@@ -593,11 +726,30 @@ class Daemon:
                 continue
             if not self._policy_ok(name, token, f"pull from {shown}"):
                 continue  # the last good pattern keeps running
+            rt.stale = False
             pulled = _Pulled(token, fetched.etag, fetched.last_modified)
             rt.pulled = pulled
             return pulled
         logger.error("Source %s: no valid token from any pull path", name)
         return None
+
+    def _check_freeze(self, name: str, token: VerifiedToken, via: str) -> None:
+        """Freeze protection on a pull that brought nothing new (304 or the same token).
+
+        A server that keeps serving one token past ``maxTokenAge`` is the freeze attack the
+        setting exists for: the refusal is logged and counted as ``stale`` on every such pull.
+        The token in hand is already applied and keeps running (SPEC 31).
+        """
+        from agent.policy import PolicyError, check_stale
+
+        rt = self._sources[name]
+        try:
+            check_stale(token, self.config.sources.get(name), source_name=name)
+        except PolicyError as exc:
+            rt.stale = True
+            self._refused(name, exc, via)
+            return
+        rt.stale = False
 
     async def diff_exec(
         self,
@@ -632,7 +784,7 @@ class Daemon:
         from agent.gojson import dumps_compact
 
         runnable = token is not None or self.stored_pattern(name) is not None
-        result = await self._diff_exec(
+        result, adhoc = await self._diff_exec(
             name,
             token,
             check=check,
@@ -644,7 +796,7 @@ class Daemon:
         key_id = self._key_id(name, token)
         if runnable:
             self._metric("source_run", name, trigger, bool(result.err), key_id, remote)
-            if not result.err and not check:
+            if not result.err and not check and not adhoc:
                 self._metric(
                     "set_source_commands",
                     name,
@@ -695,8 +847,12 @@ class Daemon:
         trigger: str = "push",
         meta: SourceMeta | None = None,
         remote: str = "",
-    ) -> Result:
+    ) -> tuple[Result, bool]:
         """Render ``token`` (or take the stored pattern), diff against the stored one, run, save.
+
+        An ad-hoc token (:func:`is_adhoc`) runs once under the source lock, as a first run of its
+        one command: nothing is diffed or removed, nothing is saved, and the source's stored token,
+        pattern and rollback mark stay as they were.
 
         Args:
             name: the source.
@@ -707,14 +863,14 @@ class Daemon:
             meta: metadata to store with ``token`` (pull validators).
 
         Returns:
-            The Result; ``err`` is set when rendering, a command or saving failed.
+            The Result (``err`` is set when rendering, a command or saving failed), and whether
+            the token was an ad-hoc command.
         """
-        from agent.engine import Result, diff_run
         from agent.pattern import load_from_token
 
-        src = self.config.sources[name]
         rt = self._sources[name]
         new: StoredPattern | None
+        adhoc = False
         if token is not None:
             try:
                 loaded = await asyncio.to_thread(
@@ -726,13 +882,45 @@ class Daemon:
                 )
             except AgentError as exc:
                 logger.error("Source %s: token did not render: %s", name, exc)
-                return _empty_result(str(exc))
+                return _empty_result(str(exc)), False
             new = StoredPattern(loaded.pattern.run, loaded.run_exec, trigger)
+            adhoc = is_adhoc(new.run)
         else:
             new = rt.pattern
             if new is None:
                 logger.debug("Source %s: no pattern with runnable commands", name)
-                return _empty_result()
+                return _empty_result(), False
+        result = await self._run_locked(
+            name,
+            token,
+            new,
+            adhoc=adhoc,
+            check=check,
+            parent_id_filter=parent_id_filter,
+            trigger=trigger,
+            meta=meta,
+            remote=remote,
+        )
+        return result, adhoc
+
+    async def _run_locked(
+        self,
+        name: str,
+        token: VerifiedToken | None,
+        new: StoredPattern,
+        *,
+        adhoc: bool,
+        check: bool,
+        parent_id_filter: re.Pattern[str] | None,
+        trigger: str,
+        meta: SourceMeta | None,
+        remote: str,
+    ) -> Result:
+        """Under the source lock: re-check the mark, diff-run ``new``, save, dispatch events."""
+        from agent.engine import Result, diff_run
+
+        src = self.config.sources[name]
+        rt = self._sources[name]
 
         lock: contextlib.AbstractAsyncContextManager[Any] = (
             contextlib.nullcontext() if src.run_multi else rt.lock
@@ -740,11 +928,16 @@ class Daemon:
         async with lock:
             if token is not None and not self._policy_ok(name, token, f"{trigger} (under lock)"):
                 return _empty_result(f"source {name}: token refused by the trust policy")
-            old = rt.pattern if token is not None else None
+            old = rt.pattern if token is not None and not adhoc else None
             check_mode = check or src.check_only
             outcome: RunOutcome | None = None
-            if not src.trigger_only:
+            if adhoc:
+                logger.info(
+                    "Running ad-hoc command for %s (%s); the stored pattern stays", name, trigger
+                )
+            elif not src.trigger_only:
                 logger.info("Diffing Pattern for %s (%s)", name, trigger)
+            if adhoc or not src.trigger_only:
                 try:
                     outcome = await diff_run(
                         new.run,
@@ -770,6 +963,10 @@ class Daemon:
                     return result
                 if check:
                     return Result.from_outcome(outcome, check=True)
+            if adhoc and outcome is not None:  # runs once: no save, the stored pattern stays
+                result = Result.from_outcome(outcome, check=check_mode)
+                exit_ = await self._dispatch(name, outcome, token=token, remote=remote)
+                return dataclasses.replace(result, exit=exit_) if exit_ else result
             # Check mode saves no state: a checkOnly source keeps the accepted pattern in memory
             # (event and webhook handlers run it, as in Etcha) but writes nothing to stateDir.
             if token is not None and not src.no_restore and not check_mode:
@@ -788,18 +985,25 @@ class Daemon:
             return dataclasses.replace(result, exit=exit_) if exit_ else result
 
     async def _save(self, name: str, token: VerifiedToken, meta: SourceMeta | None) -> None:
+        """Store ``token`` and move the rollback mark, serialised per source (also with runMulti).
+
+        The mark is computed under the save lock as the largest of the mark in memory now, the
+        mark ``meta`` carried (taken before the run) and the token's ``iat``, so a concurrent push
+        and pull, or ``allowRollback``, can never lower it.
+        """
+        from agent.policy import next_high_water
+
         rt = self._sources[name]
-        base = meta or dataclasses.replace(rt.meta, etag="", last_modified="")
-        iat = token.iat
-        high = base.high_water_iat
-        if iat is not None and (high is None or iat > high):
-            high = iat
-        new_meta: SourceMeta = dataclasses.replace(
-            base, high_water_iat=high, accepted_at=time.time()
-        )
-        logger.info("Saving JWT for %s", name)
-        await asyncio.to_thread(self.state.save, name, token.raw, new_meta)
-        rt.meta = new_meta
+        async with rt.save_lock:
+            base = meta or dataclasses.replace(rt.meta, etag="", last_modified="")
+            marks = [m for m in (rt.meta.high_water_iat, base.high_water_iat) if m is not None]
+            high = next_high_water(max(marks) if marks else None, token)
+            new_meta: SourceMeta = dataclasses.replace(
+                base, high_water_iat=high, accepted_at=time.time()
+            )
+            logger.info("Saving JWT for %s", name)
+            await asyncio.to_thread(self.state.save, name, token.raw, new_meta)
+            rt.meta = new_meta
 
     # ------------------------------------------------------------------ trust policy
 
@@ -894,11 +1098,33 @@ class Daemon:
             self._refused(source, exc, f"push from {remote}")
             return False
         if token.jti:
+            self._replay_generation += 1
+            await self._save_replay(self._replay_generation)
+        return True
+
+    async def _save_replay(self, generation: int) -> None:
+        """Write the replay cache so that a stale snapshot never replaces a newer one.
+
+        Writes are serialised on one lock and the snapshot is taken under it, after the wait:
+        each write holds every ``jti`` remembered before it. A caller whose generation an earlier
+        write already covered returns without writing (one write serves a burst of pushes).
+
+        Args:
+            generation: the cache generation this caller needs on disk.
+        """
+        if self._replay is None:
+            return
+        async with self._replay_lock:
+            if self._replay_saved >= generation:
+                return
+            current = self._replay_generation
+            snapshot = self._replay.snapshot()
             try:
-                await asyncio.to_thread(self.state.save_replay, self._replay.snapshot())
+                await asyncio.to_thread(self.state.save_replay, snapshot)
             except AgentError as exc:
                 logger.error("Replay cache not saved (kept in memory): %s", exc)
-        return True
+                return
+            self._replay_saved = current
 
     async def _dispatch(
         self, name: str, outcome: RunOutcome, *, token: VerifiedToken | None, remote: str
@@ -1304,6 +1530,9 @@ def run_daemon(
     from agent.webhooks import check_webhook_paths
 
     check_webhook_paths(config)
+    if once and not config.sources:
+        raise ConfigError("agent run -o: no sources configured (expected sources.<name>, got none)")
+    check_state_dir(Path(config.run.state_dir or "."))
 
     async def main() -> int:
         daemon = Daemon(
@@ -1320,7 +1549,9 @@ __all__ = [
     "Daemon",
     "EventDispatcher",
     "StoredPattern",
+    "check_state_dir",
     "check_verifiers",
+    "is_adhoc",
     "parse_listen_address",
     "run_daemon",
     "same_pattern",

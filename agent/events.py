@@ -275,7 +275,7 @@ class Events:
             logger.info("Running source %s for event %s from ID %s", receiver, name, event_id)
             if daemon.config.sources[receiver].events_receive_exit:
                 exit_ = True
-            pattern = daemon.stored_pattern(receiver)
+            pattern = await daemon.admitted_pattern(receiver)
             if pattern is None or not pattern.run:
                 logger.info(
                     "No pattern with runnable commands for source %s to handle event %s",

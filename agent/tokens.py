@@ -445,9 +445,14 @@ def _audience(claims: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _accept(
-    parts: _Parts, claims: dict[str, Any], *, key_id: str, now: float | None
+    parts: _Parts,
+    claims: dict[str, Any],
+    *,
+    key_id: str,
+    now: float | None,
+    check_times: bool = True,
 ) -> VerifiedToken:
-    """Type-check the claims, check exp/nbf, and build the VerifiedToken."""
+    """Type-check the claims, check exp/nbf (unless ``check_times`` is off), build the token."""
     exp = _time_claim(claims, "exp")
     nbf = _time_claim(claims, "nbf")
     iat = _time_claim(claims, "iat")
@@ -472,6 +477,8 @@ def _accept(
         sub=_string_claim(claims, "sub"),
         _origin=_ORIGIN,
     )
+    if not check_times:
+        return token
     current = _now() if now is None else now
     if exp and current - LEEWAY_SECONDS > exp:
         raise VerifyError(
@@ -491,7 +498,7 @@ def _now() -> float:
 
 
 def verify_token(
-    token: str, keys: Sequence[VerifyKey], *, now: float | None = None
+    token: str, keys: Sequence[VerifyKey], *, now: float | None = None, check_times: bool = True
 ) -> VerifiedToken:
     """Verify ``token`` against ``keys`` (tried in order) and check its time claims.
 
@@ -499,6 +506,8 @@ def verify_token(
         token: a compact JWS (a trailing CR/LF is tolerated).
         keys: verify keys; keys whose type cannot produce the header ``alg`` are skipped.
         now: the current unix time (default: the clock).
+        check_times: check ``exp``/``nbf``. Off only to re-admit a token a source already
+            accepted (SPEC 31: the time claims guard delivery, not storage).
 
     Returns:
         The verified token; ``key_id`` is the matching key's configured id.
@@ -528,15 +537,18 @@ def verify_token(
             "no_match",
         )
     claims = _json_object(payload, "payload")
-    return _accept(parts, claims, key_id=matched.kid, now=now)
+    return _accept(parts, claims, key_id=matched.kid, now=now, check_times=check_times)
 
 
-def accept_command_token(token: str, *, now: float | None = None) -> VerifiedToken:
+def accept_command_token(
+    token: str, *, now: float | None = None, check_times: bool = True
+) -> VerifiedToken:
     """Accept a token that verify commands vouched for: decode and check claims, no signature.
 
     Args:
         token: the token printed by the verify command (``etcha:jwt``).
         now: the current unix time (default: the clock).
+        check_times: check ``exp``/``nbf`` (see :func:`verify_token`).
 
     Returns:
         The token, with ``key_id`` ``""``.
@@ -546,4 +558,4 @@ def accept_command_token(token: str, *, now: float | None = None) -> VerifiedTok
     """
     parts = _split(token)
     claims = _json_object(_b64url_decode(parts.payload_b64, "payload"), "payload")
-    return _accept(parts, claims, key_id="", now=now)
+    return _accept(parts, claims, key_id="", now=now, check_times=check_times)

@@ -57,7 +57,12 @@ def has_verifier(config: Config, source: str) -> bool:
 
 
 async def verify_for_source(
-    token: str, *, config: Config, source: str, now: float | None = None
+    token: str,
+    *,
+    config: Config,
+    source: str,
+    now: float | None = None,
+    check_times: bool = True,
 ) -> VerifiedToken:
     """Verify ``token`` for ``source`` with its verify commands or verify keys.
 
@@ -65,7 +70,11 @@ async def verify_for_source(
         token: the raw JWT.
         config: the loaded config.
         source: the source name (``""`` for CLI commands).
-        now: the current time (for tests).
+        now: the current time (for tests); key windows are always judged at it.
+        check_times: check the token's ``exp``/``nbf``. The daemon turns this off only to
+            re-admit a token the source already accepted (restore and every later run of it):
+            the time claims guard delivery, not storage (SPEC 31). Signature, keys, key windows,
+            ``allowedKeys`` and verify commands are checked either way.
 
     Raises:
         VerifyError: with ``reason`` no_keys, no_match, expired, not_yet_valid or malformed; or
@@ -79,16 +88,18 @@ async def verify_for_source(
     src = config.sources.get(source)
     commands = (src.verify_commands if src is not None else ()) or config.run.verify_commands
     if commands:
-        verified = await _verify_with_commands(token, config=config, source=source, now=now)
+        verified = await _verify_with_commands(
+            token, config=config, source=source, now=now, check_times=check_times
+        )
         from agent.policy import check_allowed_key
 
         check_allowed_key(verified.key_id, src, source_name=source)
         return verified
-    return _verify_with_keys(token, config=config, source=source, now=now)
+    return _verify_with_keys(token, config=config, source=source, now=now, check_times=check_times)
 
 
 def _verify_with_keys(
-    token: str, *, config: Config, source: str, now: float | None
+    token: str, *, config: Config, source: str, now: float | None, check_times: bool = True
 ) -> VerifiedToken:
     """Verify with the usable keys; explain a miss by a held-back key (window, allowlist)."""
     import time
@@ -114,7 +125,7 @@ def _verify_with_keys(
         else:
             usable.append(key)
     try:
-        return verify_token(token, usable, now=current)
+        return verify_token(token, usable, now=current, check_times=check_times)
     except VerifyError as exc:
         if exc.reason not in ("no_match", "no_keys") or not held:
             raise
@@ -149,7 +160,7 @@ def _verify_with_keys(
 
 
 async def _verify_with_commands(
-    token: str, *, config: Config, source: str, now: float | None
+    token: str, *, config: Config, source: str, now: float | None, check_times: bool = True
 ) -> VerifiedToken:
     from agent.engine import Mode, run_commands
     from agent.model import Exec, parse_commands
@@ -178,7 +189,7 @@ async def _verify_with_commands(
         raise VerifyError(f"verifyCommands failed: {outcome.error}", "no_match")
     for name, output in outcome.events():
         if name == "jwt" and output.change_out.strip():
-            return accept_command_token(output.change_out.strip(), now=now)
+            return accept_command_token(output.change_out.strip(), now=now, check_times=check_times)
     raise VerifyError(
         "verifyCommands did not accept the token: no command fired etcha:jwt with output",
         "no_match",

@@ -253,7 +253,7 @@ class WebhookDispatcher:
 
         daemon = self.daemon
         path = request.path
-        pattern = daemon.stored_pattern(source)
+        pattern = await daemon.admitted_pattern(source)
         if pattern is None or not pattern.run:
             logger.error(
                 "Source %s: no pattern with runnable commands for webhook %s", source, path

@@ -584,14 +584,16 @@ def test_pull_over_http_uses_etag_and_a_304_skips_download_and_verification(
             a.unlink()
             assert (await d.run_source("p")).changed_ids == ("a",)  # 304, drift corrected
             assert state["requests"] == [None, '"v1"']
-            assert len(verified.read_text().splitlines()) == 1  # no verification on 304
+            # The 304 brought no body to verify; the one extra verify-command run is the stored
+            # token's re-admission before its pattern runs again (SPEC 31).
+            assert len(verified.read_text().splitlines()) == 2
             meta = json.loads((tmp_path / "state" / "p.meta.json").read_text())
             assert meta["etag"] == '"v1"'
             state["body"], state["etag"] = await sign(cfg, [file_cmd("b", b)]), '"v2"'
             result = await d.run_source("p")
             assert result.changed_ids == ("b",) and result.removed_ids == ("a",)
             assert state["requests"][-1] == '"v1"'
-            assert len(verified.read_text().splitlines()) == 2
+            assert len(verified.read_text().splitlines()) == 3  # the new body was verified
             stored = d.stored_token("p")
             assert stored is not None and stored.raw == state["body"]
 

@@ -185,13 +185,13 @@ def test_make_demo_runs_the_whole_tour_and_stops_cleanly(tmp_path: Path) -> None
 
 @needs_tools
 def test_example_failure_is_reported_and_daemon_is_stopped(tmp_path: Path) -> None:
-    # A file where the state directory should be: the daemon starts, the first push fails to
-    # save its state; the script must say so, exit 1, and leave no daemon behind.
+    # A file where the state directory should be: the daemon refuses to start (it could not
+    # keep what it accepts); the script must say so, exit 1, and leave no daemon behind.
     work = tmp_path / "work"
     work.mkdir()
     (work / "state").write_text("not a directory")
     res = run_script(EXAMPLES / "push" / "run.py", work)
     assert res.returncode == 1
-    assert "FAILED: agent -c client.jsonnet" in res.stderr
-    assert "state not saved" in res.stderr  # the daemon log is shown on failure
+    assert "--- daemon.log ---" in res.stderr  # the daemon log is shown on failure
+    assert "run.stateDir" in res.stderr and "is not a directory" in res.stderr
     assert processes_under(work) == []

@@ -87,16 +87,20 @@ def cmd_jwt(args: argparse.Namespace) -> int:
         ConfigError: the config could not be loaded.
     """
     from agent.cli.common import load_config_for, read_token_arg
-    from agent.errors import AgentError, VerifyError
+    from agent.errors import AgentError, ConfigError, VerifyError
     from agent.gojson import dumps_indent
     from agent.tokens import decode_token
 
     token = read_token_arg(args.path)
     config = load_config_for(args)
+    source = getattr(args, "source", "") or ""
+    if source and source not in config.sources:
+        known = ", ".join(sorted(config.sources)) or "none"
+        raise ConfigError(f'unknown source "{source}" (configured sources: {known})')
     decoded = decode_token(token)
     error: AgentError | None = None
     try:
-        _verify(token, config, getattr(args, "source", "") or "")
+        _verify(token, config, source)
     except VerifyError as exc:
         error = VerifyError(f"{exc} (reason {exc.reason})", exc.reason)
     except AgentError as exc:  # a verify key that does not parse
