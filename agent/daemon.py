@@ -1352,6 +1352,8 @@ class Daemon:
         for name in added:
             self._sources[name] = _SourceRuntime(name, SourceMeta())
             await self._load_source(name)
+        for name in sorted(set(self._sources) - set(added)):
+            await self.readmit(name)  # a removed or retired key withdraws the pattern now
         self._sync_jobs()
         for name in added:
             logger.info("SIGHUP: source %s added", name)

@@ -193,11 +193,30 @@ def test_removed_key_withdraws_the_stored_pattern_at_the_next_run(tmp_path: Path
         return tick, again, d.stored_pattern("web")
 
     tick, again, pattern = asyncio.run(go())
-    assert "no longer accepted" in tick.err
-    assert again.err == "" and again.changed_ids == ()  # withdrawn: nothing runs
+    assert tick.err == "" and tick.changed_ids == ()  # withdrawn at the reload: nothing runs
+    assert again.err == "" and again.changed_ids == ()
     assert pattern is None
     assert counter.read_text().splitlines() == ["run"]  # only the push ran it
     assert failures(metrics, "no_match") == 1
+
+
+def test_reload_that_keeps_the_key_keeps_the_stored_token(tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    cfg = make_config(tmp_path, {"web": {"allowPush": True}})
+    more = make_config(tmp_path, {"web": {"allowPush": True}, "other": {"commands": []}})
+
+    async def go() -> tuple[Any, Any]:
+        d = Daemon(cfg)
+        await d.load()
+        token = token_for([counter_cmd("c", counter)])
+        assert (await push(d, "web", token)).status == 200
+        await d.reload(more)
+        return await d.run_source("web"), d.stored_token("web")
+
+    tick, stored = asyncio.run(go())
+    assert stored is not None
+    assert tick.changed_ids == ("c",)
+    assert counter.read_text().splitlines() == ["run", "run"]
 
 
 def test_retired_key_stops_the_stored_pattern_and_counts_key_retired(
@@ -222,7 +241,7 @@ def test_retired_key_stops_the_stored_pattern_and_counts_key_retired(
 
     with caplog.at_level(logging.ERROR, logger="agent.daemon"):
         tick = asyncio.run(go())
-    assert tick.err
+    assert tick.changed_ids == ()
     assert counter.read_text().splitlines() == ["run"]
     assert failures(metrics, "key_retired") == 1
     assert "the stored token is no longer accepted (key_retired" in caplog.text
@@ -257,8 +276,7 @@ def test_withdrawn_token_falls_back_to_the_sources_config_commands(tmp_path: Pat
         d = Daemon(cfg)
         await d.load()
         assert (await push(d, "web", token_for([counter_cmd("p", pushed)]))).status == 200
-        await d.reload(rotated)
-        await d.run_source("web")  # refused: falls back
+        await d.reload(rotated)  # refused at re-admission: falls back
         await d.run_source("web")  # the static commands run
 
     asyncio.run(go())
@@ -295,7 +313,7 @@ def test_verify_commands_run_again_before_each_run_of_the_stored_token(tmp_path:
     refused = asyncio.run(go())
     assert len(verified.read_text().splitlines()) == 2  # the push, then the re-admission
     assert counter.read_text().splitlines() == ["run", "run"]
-    assert refused.err
+    assert refused.changed_ids == ()  # withdrawn when the reload re-admitted it
 
 
 # ---------------------------------------------------------------------------- ad-hoc commands
