@@ -104,6 +104,13 @@ class StoredPattern:
     origin: str
 
 
+class _RefusedUnderLock(AgentError):
+    """The trust policy refused a token on its re-check under the source lock (logged, counted).
+
+    A push answers it with the same empty 404 as every other refusal; a pull run reports it.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class _Pulled:
     """The last token a pull verified, with the validators that came with it."""
@@ -573,7 +580,12 @@ class Daemon:
             token = None  # the stored token: run its stored pattern (drift correction)
         if token is None and not await self.readmit(name):
             return _empty_result(f"source {name}: the stored token is no longer accepted")
-        return await self.diff_exec(name, token, trigger=trigger, meta=self._meta_for(name, token))
+        try:
+            return await self.diff_exec(
+                name, token, trigger=trigger, meta=self._meta_for(name, token)
+            )
+        except _RefusedUnderLock as exc:
+            return _empty_result(str(exc))
 
     async def readmit(self, name: str) -> bool:
         """Re-admit the source's stored token before its pattern runs again (SPEC 31).
@@ -927,7 +939,7 @@ class Daemon:
         )
         async with lock:
             if token is not None and not self._policy_ok(name, token, f"{trigger} (under lock)"):
-                return _empty_result(f"source {name}: token refused by the trust policy")
+                raise _RefusedUnderLock(f"source {name}: token refused by the trust policy")
             old = rt.pattern if token is not None and not adhoc else None
             check_mode = check or src.check_only
             outcome: RunOutcome | None = None
@@ -1210,6 +1222,8 @@ class Daemon:
         task.add_done_callback(self._inflight.discard)
         try:
             result = await asyncio.wait_for(asyncio.shield(task), timeout)
+        except _RefusedUnderLock:
+            return PushReply(404)  # byte-identical to every other refusal: no oracle
         except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

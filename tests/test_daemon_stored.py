@@ -528,3 +528,25 @@ def test_rollback_mark_is_the_max_of_the_stored_mark_and_never_goes_down(tmp_pat
     assert asyncio.run(go()) == now
     meta = json.loads((tmp_path / "state" / "web.meta.json").read_text())
     assert meta["high_water_iat"] == now
+
+
+def test_refusal_under_the_source_lock_is_the_uniform_empty_404(tmp_path: Path) -> None:
+    """An older token passes the first check, then waits for the lock behind a newer one."""
+    slow, old_out = tmp_path / "slow", tmp_path / "old"
+    cfg = make_config(tmp_path, {"web": {"allowPush": True}})
+    now = time.time()
+    newer = token_for([{"id": "slow", "always": True, "change": f"sleep 1; touch {slow}"}], iat=now)
+    older = token_for([counter_cmd("old", old_out)], iat=now - 10, manifest="older")
+
+    async def go() -> tuple[PushReply, PushReply]:
+        d = Daemon(cfg)
+        await d.load()
+        first = asyncio.create_task(push(d, "web", newer))
+        await asyncio.sleep(0.3)  # the newer run holds the lock; the mark is not moved yet
+        second = await push(d, "web", older)
+        return await first, second
+
+    first, second = asyncio.run(go())
+    assert first.status == 200
+    assert second == PushReply(404)  # no body: the same answer as every other refusal
+    assert not old_out.exists()
