@@ -198,6 +198,7 @@ class TargetConfig:
     """``targets.<name>``: a push destination."""
 
     name: str
+    fingerprint: str
     hostname: str
     insecure: bool
     path_push: str
@@ -367,6 +368,13 @@ _SOURCE = (
     _Field("webhookPaths", "strlist", [], "HTTP paths that run this source."),
 )
 _TARGET = (
+    _Field(
+        "fingerprint",
+        "fingerprint",
+        "",
+        "Pin the target's certificate: `sha256:<hex>` of its DER certificate, as "
+        "`agent fingerprint` prints it. Needs neither a CA nor tlsSkipVerify.",
+    ),
     _Field("hostname", "str", "", "Host pushed to.", default_doc="the target name"),
     _Field("insecure", "bool", False, "Use http instead of https."),
     _Field("pathPush", "str", "/etcha/v1/push", "Push path prefix."),
@@ -424,7 +432,44 @@ _KIND_DOC = {
     "linters": "object of exec objects",
     "port": "string or integer",
     "shell": "string or exec object",
+    "fingerprint": "string",
 }
+#: ``build.pushTargets.<name>``: Etcha's old form of ``targets`` (SPEC 18).
+_PUSH_TARGET = (
+    _Field("hostname", "str", "", ""),
+    _Field("insecure", "bool", False, ""),
+    _Field("path", "str", "", ""),
+    _Field("port", "port", "4000", ""),
+    _Field("sources", "strlist", [], ""),
+    _Field("vars", "object", {}, ""),
+)
+_FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def parse_fingerprint(text: str) -> str:
+    """Check a certificate fingerprint and return its canonical form.
+
+    Accepts ``sha256:`` and 64 hex digits, in either case, optionally separated by colons (as
+    ``openssl x509 -fingerprint -sha256`` prints them).
+
+    Args:
+        text: the fingerprint.
+
+    Returns:
+        ``sha256:<64 lowercase hex digits>``.
+
+    Raises:
+        ValueError: any other text; the message says what was expected.
+    """
+    prefix, sep, digits = text.strip().partition(":")
+    canonical = f"{prefix.lower()}:{digits.replace(':', '').lower()}" if sep else text
+    if not _FINGERPRINT.match(canonical):
+        raise ValueError(
+            "expected sha256:<64 hex digits> (the SHA-256 of the DER certificate, "
+            "as `agent fingerprint` prints it), got "
+            + (f"{len(digits.replace(':', ''))} characters after {prefix}:" if sep else "no prefix")
+        )
+    return canonical
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,6 +610,14 @@ def _convert(f: _Field, value: Any) -> Any:
         if not text.isdigit() or not 0 < int(text) < 65536:
             raise _Bad(f"expected a port between 1 and 65535, got {text!r}")
         return text
+    if kind == "fingerprint":
+        _expect(value, isinstance(value, str), "a string")
+        if value == "":
+            return ""
+        try:
+            return parse_fingerprint(value)
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
     if kind == "shell":
         if isinstance(value, Mapping):
             return _object(value)
@@ -770,10 +823,20 @@ def _normalize(data: Any, origin: str) -> dict[str, Any]:
             [(("run", key), False), (("http", key), True), (("httpServer", key), False)],
             ("run", key),
         )
-    for key in ("caFile", "tlsSkipVerify"):
-        layer.resolve_alias(
-            d, [(("build", key), False), (("httpClient", key), False)], ("build", key)
-        )
+    layer.resolve_alias(
+        d, [(("build", "caFile"), False), (("httpClient", "caFile"), False)], ("build", "caFile")
+    )
+    layer.resolve_alias(
+        d,
+        [
+            (("build", "pushTLSSkipVerify"), True),
+            (("build", "tlsSkipVerify"), False),
+            (("httpClient", "tlsSkipVerify"), False),
+        ],
+        ("build", "tlsSkipVerify"),
+    )
+    if isinstance(d.get("build"), dict) and "pushTargets" in d["build"]:
+        _push_targets(layer, d)
     for name in ("Metrics", "Pprof"):
         layer.resolve_alias(
             d,
@@ -806,6 +869,53 @@ def _normalize(data: Any, origin: str) -> dict[str, Any]:
             choices = [*_SECTIONS, *_RECORDS, *_RAW_SECTIONS, "httpClient", "httpServer"]
             raise layer.unknown(key, choices)
     return d
+
+
+def _push_targets(layer: _Layer, d: dict[str, Any]) -> None:
+    """Turn Etcha's old ``build.pushTargets`` into ``targets`` (a name in ``targets`` wins).
+
+    ``{name: {hostname, insecure, path, port, sources: [...], vars}}`` becomes ``targets.<name>``
+    with ``pathPush: path`` and ``sourcePatterns: {source: ""}`` for each listed source, so a push
+    of a listed source goes to the target with the pattern or command given on the command line.
+    """
+    build = d["build"]
+    old = build.pop("pushTargets")
+    if not build:
+        del d["build"]
+    logger.warning(
+        'config key "build.pushTargets" in %s is an old name; use "targets"', layer.origin
+    )
+    if old is None:
+        return
+    if not isinstance(old, dict):
+        raise layer.fail("build.pushTargets", f"expected an object, got {json_kind(old)}")
+    targets = d.setdefault("targets", {})
+    if targets is None:
+        targets = d["targets"] = {}
+    if not isinstance(targets, dict):
+        return  # _normalize_records reports it
+    for name, record in old.items():
+        path = f"build.pushTargets.{name}"
+        if record is None:
+            continue
+        rec = _check_record(layer, record, _PUSH_TARGET, path)
+        new: dict[str, Any] = {}
+        for key in ("hostname", "insecure", "port", "vars"):
+            if rec.get(key) is not None:
+                new[key] = rec[key]
+        if rec.get("path"):
+            new["pathPush"] = rec["path"]
+        new["sourcePatterns"] = {source: "" for source in rec.get("sources") or ()}
+        if name in targets:
+            logger.warning(
+                'config keys "%s" and "targets.%s" both set in %s; "targets.%s" wins',
+                path,
+                name,
+                layer.origin,
+                name,
+            )
+            continue
+        targets[name] = new
 
 
 def _normalize_records(layer: _Layer, d: dict[str, Any], section: str) -> None:
@@ -937,7 +1047,13 @@ def config_from_dict(
                 continue
             if not rec.get("hostname"):
                 rec = {**rec, "hostname": name}
-            targets[name] = _build_record(TargetConfig, _TARGET, rec, name=name)
+            target = _build_record(TargetConfig, _TARGET, rec, name=name)
+            if target.fingerprint and target.insecure:
+                raise layer.fail(
+                    f"targets.{name}.fingerprint",
+                    "expected an https target to pin a certificate, got insecure: true",
+                )
+            targets[name] = target
         no_system_ca = merged["httpClient"].get("noSystemCA")
         return Config(
             build=build,
@@ -1204,8 +1320,11 @@ def render_reference() -> str:
     ]
     for key in _LISTENER_KEYS:
         out.append(f"| `run.{key}`, `http.{key}` (old), `httpServer.{key}` | `run.{key}` |")
-    for key in ("caFile", "tlsSkipVerify"):
-        out.append(f"| `build.{key}`, `httpClient.{key}` | `build.{key}` |")
+    out.append("| `build.caFile`, `httpClient.caFile` | `build.caFile` |")
+    out.append(
+        "| `build.pushTLSSkipVerify` (old), `build.tlsSkipVerify`, `httpClient.tlsSkipVerify` "
+        "| `build.tlsSkipVerify` |"
+    )
     for name in ("Metrics", "Pprof"):
         old, new = f"run.system{name}Secret", f"run.system{name}Key"
         out.append(f"| `{old}` (old), `{new}` | `{new}` |")
@@ -1213,6 +1332,10 @@ def render_reference() -> str:
         "| `sources.*.runFrequencySec` (old, integer), `sources.*.runFrequency` "
         "| `sources.*.runFrequency` |",
         "| `targets.*.string` (old), `targets.*.port` | `targets.*.port` |",
+        "| `build.pushTargets.<name>` (old): `{hostname, insecure, path, port, sources: [...], "
+        "vars}` | `targets.<name>`: `path` → `pathPush`, each of `sources` → "
+        '`sourcePatterns: {<source>: ""}` (push the pattern or command given on the command '
+        "line); a name also in `targets` keeps the `targets` entry |",
         "",
         "## Accepted and ignored (with a warning)",
         "",

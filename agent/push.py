@@ -19,7 +19,10 @@ Flow (reference etcha-run.md §6.6 with SPEC 14 fixes):
 TLS verification is on by default; ``build.tlsSkipVerify`` or ``httpClient.tlsSkipVerify`` turn it
 off; ``httpClient.caFile`` (or ``build.caFile``) adds a CA; ``httpClient.noSystemCA`` drops the
 system store. A target with ``insecure: true``, or ``-h http://host``, uses plain HTTP (for a daemon
-with ``run.tlsDisable``).
+with ``run.tlsDisable``). A target with a ``fingerprint`` (``targets.<name>.fingerprint`` or
+``--fingerprint``) is pinned instead: the SHA-256 of the DER certificate it presents must equal the
+fingerprint, and neither a CA nor the host name is checked, so a daemon's self-signed certificate
+works the first time. A failed verification names the three ways to trust a target.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class PushTarget:
         path_push: push path prefix (``/etcha/v1/push``).
         pattern: the target's ``sourcePatterns`` entry for the source ("" = use the CLI argument).
         vars: target vars laid over the runVars when signing.
+        fingerprint: ``sha256:<hex>`` pinning the target's certificate ("" = verify as usual).
     """
 
     name: str
@@ -74,6 +78,7 @@ class PushTarget:
     path_push: str
     pattern: str = ""
     vars: Mapping[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
 
     def url(self, source: str, *, check: bool = False, parent_filter: str = "") -> str:
         """The push URL for ``source`` with the check/filter query (SPEC 14).
@@ -215,13 +220,16 @@ def _port_text(value: Any) -> str:
     return str(value)
 
 
-def ad_hoc_target(host: str, *, port: str | None, path: str | None) -> PushTarget:
+def ad_hoc_target(
+    host: str, *, port: str | None, path: str | None, fingerprint: str = ""
+) -> PushTarget:
     """The ``-h host`` target: https unless the host is written ``http://host``.
 
     Args:
         host: host name, address, or ``http(s)://host[:port]``.
         port: ``-p`` (default 4000, or the port in the URL).
         path: ``-u`` (default ``/etcha/v1/push``).
+        fingerprint: ``--fingerprint`` (canonical ``sha256:<hex>``, "" = none).
 
     Returns:
         The target.
@@ -247,6 +255,7 @@ def ad_hoc_target(host: str, *, port: str | None, path: str | None) -> PushTarge
         hostname=hostname,
         port=port or url_port or DEFAULT_PORT,
         path_push=path or DEFAULT_PUSH_PATH,
+        fingerprint=fingerprint,
     )
 
 
@@ -258,6 +267,7 @@ def select_targets(
     port: str | None = None,
     path: str | None = None,
     target_filter: str | None = None,
+    fingerprint: str | None = None,
 ) -> list[PushTarget]:
     """The targets a push goes to, sorted by name.
 
@@ -268,15 +278,44 @@ def select_targets(
         port: ``-p``: port for ``-h`` (and, when given, for config targets).
         path: ``-u``: push path for ``-h`` (and, when given, for config targets).
         target_filter: ``-n``: a regex searched (unanchored) in target names.
+        fingerprint: ``--fingerprint``: pin this certificate for every selected target (it
+            replaces the targets' own ``fingerprint``).
 
     Returns:
         The targets.
 
     Raises:
-        UsageError: ``target_filter`` is not a valid regex.
+        UsageError: ``target_filter`` is not a valid regex, ``fingerprint`` is malformed, or
+            ``fingerprint`` is given for a plain-HTTP target.
     """
+    pinned = ""
+    if fingerprint:
+        from agent.config import parse_fingerprint
+
+        try:
+            pinned = parse_fingerprint(fingerprint)
+        except ValueError as exc:
+            raise UsageError(f"--fingerprint: {exc}") from exc
+    targets = _select(config, source, host, port, path, target_filter, pinned)
+    for target in targets:
+        if pinned and target.scheme != "https":
+            raise UsageError(
+                f"--fingerprint: expected an https target to pin, got {target.name} over http"
+            )
+    return targets
+
+
+def _select(
+    config: Config,
+    source: str,
+    host: str | None,
+    port: str | None,
+    path: str | None,
+    target_filter: str | None,
+    pinned: str,
+) -> list[PushTarget]:
     if host:
-        return [ad_hoc_target(host, port=port, path=path)]
+        return [ad_hoc_target(host, port=port, path=path, fingerprint=pinned)]
     regex: re.Pattern[str] | None = None
     if target_filter:
         try:
@@ -302,6 +341,7 @@ def select_targets(
                 path_push=path or tc.path_push or DEFAULT_PUSH_PATH,
                 pattern=patterns[source] or "",
                 vars=dict(tc.vars or {}),
+                fingerprint=pinned or tc.fingerprint,
             )
         )
     return targets
@@ -430,20 +470,63 @@ def push_expires_in(config: Config, pattern_expires_in: float) -> float:
     return configured
 
 
+def tls_failure_message(target: PushTarget, reason: str) -> str:
+    """The error for a certificate the push client could not verify: names the three fixes.
+
+    Args:
+        target: the target.
+        reason: what the TLS library said (e.g. ``self-signed certificate``).
+
+    Returns:
+        One line naming ``httpClient.caFile``, ``fingerprint`` and ``httpClient.tlsSkipVerify``.
+    """
+    return (
+        f"TLS verification of {target.hostname}:{target.port} failed ({reason}). "
+        "To trust it: set httpClient.caFile to its CA (for an agent's self-signed certificate, "
+        "a copy of the target's <stateDir>/tls/cert.pem); or pin "
+        "the certificate with fingerprint (--fingerprint sha256:… or targets.<name>.fingerprint; "
+        "`agent fingerprint` on the target prints it, `agent run` logs it); or, least safe, set "
+        "httpClient.tlsSkipVerify: true"
+    )
+
+
+def fingerprint_mismatch_message(target: PushTarget, expected: bytes, got: bytes) -> str:
+    """The error for a pinned target that presented another certificate."""
+    return (
+        f"certificate fingerprint mismatch for {target.hostname}:{target.port}: expected "
+        f"sha256:{expected.hex()}, got sha256:{got.hex()} (a different certificate: "
+        "if the target's certificate was replaced on purpose, pin the new fingerprint)"
+    )
+
+
 async def _send(
     session: Any, target: PushTarget, url: str, token: str, *, timeout: float | None
 ) -> PushOutcome:
     import aiohttp
 
+    extra: dict[str, Any] = {}
+    if target.fingerprint:
+        extra["ssl"] = aiohttp.Fingerprint(bytes.fromhex(target.fingerprint.partition(":")[2]))
     try:
         async with session.post(
             url,
             data=token.encode("ascii", errors="replace"),
             headers={"Content-Type": "application/jwt"},
             timeout=aiohttp.ClientTimeout(total=timeout),
+            **extra,
         ) as resp:
             body = await resp.read()
             return outcome_from_response(target.name, resp.status, body)
+    except aiohttp.ServerFingerprintMismatch as exc:
+        return PushOutcome(
+            target.name, error=fingerprint_mismatch_message(target, exc.expected, exc.got)
+        )
+    except aiohttp.ClientConnectorCertificateError as exc:
+        cert_error = exc.certificate_error
+        reason = getattr(cert_error, "verify_message", "") or str(cert_error) or "unverified"
+        return PushOutcome(
+            target.name, error="error performing request: " + tls_failure_message(target, reason)
+        )
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
         return PushOutcome(target.name, error=f"error performing request: {reason}")
@@ -460,6 +543,7 @@ async def push(
     port: str | None = None,
     path: str | None = None,
     target_filter: str | None = None,
+    fingerprint: str | None = None,
     out: TextIO | None = None,
     progress: TextIO | None = None,
     color: bool = False,
@@ -478,6 +562,7 @@ async def push(
         port: ``-p``.
         path: ``-u``.
         target_filter: ``-n``.
+        fingerprint: ``--fingerprint``: pin this certificate (``sha256:<hex>``).
         out: where results go (stdout by default).
         progress: where a progress line goes when several targets (None = no progress line).
         color: colour ``ERROR:`` lines.
@@ -488,7 +573,7 @@ async def push(
         0 when every target succeeded, else 1.
 
     Raises:
-        UsageError: bad ``-f``/``-n`` regex, or no target matches.
+        UsageError: bad ``-f``/``-n`` regex or ``--fingerprint``, or no target matches.
     """
     import aiohttp
 
@@ -502,7 +587,13 @@ async def push(
                 f"-f: expected a regular expression, got {parent_filter!r}: {exc}"
             ) from exc
     targets = select_targets(
-        config, source, host=host, port=port, path=path, target_filter=target_filter
+        config,
+        source,
+        host=host,
+        port=port,
+        path=path,
+        target_filter=target_filter,
+        fingerprint=fingerprint,
     )
     if not targets:
         raise UsageError(

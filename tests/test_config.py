@@ -846,3 +846,179 @@ def test_max_token_age_is_a_duration_not_a_secret(tmp_path: Path) -> None:
     masked = cfg.masked_dict()
     assert masked["sources"]["web"]["maxTokenAge"] == "168h"
     assert masked["vars"]["apiToken"] == "***"
+
+
+# ------------------------------------------------------ target fingerprints and Etcha's old keys
+
+FP = "sha256:" + "ab" * 32
+
+
+def test_target_fingerprint_is_stored_in_canonical_form() -> None:
+    openssl_style = "SHA256:" + ":".join(["AB"] * 32)
+    c = config_from_dict({"targets": {"a": {"fingerprint": openssl_style}, "b": {}}})
+    assert c.targets["a"].fingerprint == FP
+    assert c.targets["b"].fingerprint == ""
+    assert c.to_dict()["targets"]["a"]["fingerprint"] == FP
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        ("ab" * 32, "got no prefix"),
+        ("sha1:" + "ab" * 20, "got 40 characters after sha1:"),
+        ("sha256:" + "ab" * 31, "got 62 characters after sha256:"),
+        ("sha256:" + "zz" * 32, "got 64 characters after sha256:"),
+    ],
+)
+def test_malformed_target_fingerprint_is_an_error_naming_the_key(value: str, got: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"targets": {"a": {"fingerprint": value}}}, origin="f.json")
+    message = str(err.value)
+    assert 'config key "targets.a.fingerprint" in f.json' in message
+    assert "expected sha256:<64 hex digits>" in message and got in message
+
+
+def test_fingerprint_on_an_insecure_target_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="expected an https target to pin a certificate"):
+        config_from_dict({"targets": {"a": {"fingerprint": FP, "insecure": True}}})
+
+
+def test_push_tls_skip_verify_is_an_old_name_of_tls_skip_verify(
+    warnings_log: pytest.LogCaptureFixture,
+) -> None:
+    c = config_from_dict({"build": {"pushTLSSkipVerify": True}}, origin="old.json")
+    assert c.build.tls_skip_verify and c.http_client.tls_skip_verify
+    assert warning_texts(warnings_log) == [
+        'config key "build.pushTLSSkipVerify" in old.json is an old name; use "build.tlsSkipVerify"'
+    ]
+
+
+def test_push_tls_skip_verify_loses_to_the_new_names_in_one_layer(
+    warnings_log: pytest.LogCaptureFixture,
+) -> None:
+    c = config_from_dict(
+        {"build": {"pushTLSSkipVerify": True}, "httpClient": {"tlsSkipVerify": False}}
+    )
+    assert not c.build.tls_skip_verify
+    assert any("both set" in t for t in warning_texts(warnings_log))
+
+
+def test_push_targets_become_targets_for_their_sources(
+    warnings_log: pytest.LogCaptureFixture,
+) -> None:
+    c = config_from_dict(
+        {
+            "build": {
+                "pushTargets": {
+                    "web1": {
+                        "hostname": "10.0.0.5",
+                        "insecure": True,
+                        "path": "/push",
+                        "port": 4100,
+                        "sources": ["core", "web"],
+                        "vars": {"role": "web"},
+                    },
+                    "db1": {"sources": ["db"]},
+                }
+            }
+        },
+        origin="etcha.jsonnet",
+    )
+    web1, db1 = c.targets["web1"], c.targets["db1"]
+    assert (web1.hostname, web1.insecure, web1.path_push, web1.port) == (
+        "10.0.0.5",
+        True,
+        "/push",
+        "4100",
+    )
+    assert dict(web1.source_patterns) == {"core": "", "web": ""}
+    assert dict(web1.vars) == {"role": "web"}
+    assert (db1.hostname, db1.port, db1.path_push) == ("db1", "4000", "/etcha/v1/push")
+    assert dict(db1.source_patterns) == {"db": ""}
+    assert warning_texts(warnings_log) == [
+        'config key "build.pushTargets" in etcha.jsonnet is an old name; use "targets"'
+    ]
+
+
+def test_targets_entry_wins_over_push_targets_of_the_same_name(
+    warnings_log: pytest.LogCaptureFixture,
+) -> None:
+    c = config_from_dict(
+        {
+            "build": {"pushTargets": {"t": {"port": 1, "sources": ["a"]}}},
+            "targets": {"t": {"port": 2, "sourcePatterns": {"b": ""}}},
+        }
+    )
+    assert c.targets["t"].port == "2" and dict(c.targets["t"].source_patterns) == {"b": ""}
+    assert any(
+        '"build.pushTargets.t" and "targets.t" both set' in t for t in warning_texts(warnings_log)
+    )
+
+
+def test_push_targets_keys_are_checked_under_their_old_path() -> None:
+    with pytest.raises(ConfigError, match=r'unknown config key "build\.pushTargets\.t\.pathPush"'):
+        config_from_dict({"build": {"pushTargets": {"t": {"pathPush": "/x"}}}})
+    with pytest.raises(ConfigError, match=r'"build\.pushTargets\.t\.sources".*list of strings'):
+        config_from_dict({"build": {"pushTargets": {"t": {"sources": "core"}}}})
+
+
+def test_etcha_show_config_output_loads_with_the_old_name_warnings(tmp_path: Path) -> None:
+    sample = REPO / "tests" / "data" / "etcha-show-config.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(sample), "show-config"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AGENT_")},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    where = f"in {sample}"
+    assert proc.stderr.splitlines() == [
+        f'WARNING config key "license" {where} is accepted and ignored',
+        f'WARNING config key "licenseKey" {where} is accepted and ignored',
+        f'WARNING config key "run.systemMetricsSecret" {where} is an old name; '
+        'use "run.systemMetricsKey"',
+        f'WARNING config key "run.systemPprofSecret" {where} is an old name; '
+        'use "run.systemPprofKey"',
+        f'WARNING config key "cli.configPath" {where} is accepted and ignored',
+        f'WARNING config key "sources.core.runFrequencySec" {where} is an old name; '
+        'use "sources.core.runFrequency"',
+        f'WARNING config key "targets.host1.string" {where} is an old name; '
+        'use "targets.host1.port"',
+    ]
+    shown = json.loads(proc.stdout)
+    etcha = json.loads(sample.read_text())
+    assert shown["exec"] == etcha["exec"]
+    assert shown["lint"]["linters"] == etcha["lint"]["linters"]
+    assert shown["run"]["stateDir"] == "/var/lib/etcha"
+    assert shown["sources"]["core"]["allowPush"] is True
+    assert shown["sources"]["core"]["verifyKeys"] == etcha["sources"]["core"]["verifyKeys"]
+    assert shown["targets"]["host1"]["port"] == "4000"
+    assert shown["targets"]["host1"]["sourcePatterns"] == {"core": ""}
+    assert shown["vars"] == etcha["vars"]
+    # Etcha's exec (every container field, at its zero value) runs commands.
+    marker = tmp_path / "ran"
+    command = f"{{id: 'a', always: true, change: 'echo ok > {marker}'}}"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "-l",
+            "error",
+            "-c",
+            str(sample),
+            "local",
+            "-s",
+            "core",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AGENT_")},
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "Changed 1: a\n"), proc.stderr
+    assert marker.read_text() == "ok\n"

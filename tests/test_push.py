@@ -439,3 +439,188 @@ def test_push_max_workers_bounds_concurrent_targets(tmp_path: Path) -> None:
 
     assert asyncio.run(go()) == 0
     assert state["peak"] == 2  # five targets, never more than two at once
+
+
+# ------------------------------------------------------------------ certificate pinning
+
+
+def test_fingerprint_flag_is_canonical_and_pins_every_selected_target() -> None:
+    pinned = "sha256:" + "cd" * 32
+    own = "sha256:" + "ef" * 32
+    cfg = _config(
+        {
+            "a": {"sourcePatterns": {"core": ""}, "fingerprint": own},
+            "b": {"sourcePatterns": {"core": ""}},
+        }
+    )
+    assert [t.fingerprint for t in select_targets(cfg, "core")] == [own, ""]
+    flagged = select_targets(cfg, "core", fingerprint="SHA256:" + ":".join(["CD"] * 32))
+    assert [t.fingerprint for t in flagged] == [pinned, pinned]
+    (ad_hoc,) = select_targets(cfg, "core", host="h1", fingerprint=pinned)
+    assert ad_hoc.fingerprint == pinned
+    with pytest.raises(UsageError, match="--fingerprint: expected sha256:<64 hex digits>"):
+        select_targets(cfg, "core", host="h1", fingerprint="cd" * 32)
+    with pytest.raises(UsageError, match="expected an https target to pin"):
+        select_targets(cfg, "core", host="http://h1", fingerprint=pinned)
+
+
+@asynccontextmanager
+async def self_signed_target(seen: list[str], tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
+    """A TLS push target with a fresh self-signed certificate: yields (port, its fingerprint)."""
+    from agent.tlsutil import fingerprint_pem, self_signed
+
+    cert, key = self_signed()
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        return web.json_response(OK)
+
+    app = web.Application()
+    app.router.add_post("/etcha/v1/push/{source}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+    try:
+        yield port, fingerprint_pem(cert, what="test")
+    finally:
+        await runner.cleanup()
+
+
+def test_pinned_fingerprint_push_needs_no_ca_and_no_skip_verify(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def go() -> tuple[int, int, str]:
+        async with self_signed_target(seen, tmp_path) as (port, fp):
+            flag = await push(
+                _config({}),
+                "core",
+                "true",
+                host="127.0.0.1",
+                port=str(port),
+                fingerprint=fp,
+                out=io.StringIO(),
+            )
+            target = {
+                "t": {
+                    "hostname": "127.0.0.1",
+                    "port": port,
+                    "fingerprint": fp,
+                    "sourcePatterns": {"core": ""},
+                }
+            }
+            out = io.StringIO()
+            configured = await push(_config(target), "core", "true", out=out)
+            return flag, configured, out.getvalue()
+
+    flag, configured, text = asyncio.run(go())
+    assert (flag, configured) == (0, 0), text
+    assert seen == ["/etcha/v1/push/core", "/etcha/v1/push/core"]
+
+
+def test_wrong_fingerprint_is_refused_naming_expected_and_got(tmp_path: Path) -> None:
+    seen: list[str] = []
+    wrong = "sha256:" + "0" * 64
+
+    async def go() -> tuple[int, str, str]:
+        async with self_signed_target(seen, tmp_path) as (port, fp):
+            out = io.StringIO()
+            code = await push(
+                _config({}, tlsSkipVerify=True),  # a pin is checked even when skipping is set
+                "core",
+                "true",
+                host="127.0.0.1",
+                port=str(port),
+                fingerprint=wrong,
+                out=out,
+            )
+            return code, out.getvalue(), fp
+
+    code, text, actual = asyncio.run(go())
+    assert code == 1
+    assert seen == []
+    assert "certificate fingerprint mismatch for 127.0.0.1:" in text
+    assert f"expected {wrong}, got {actual}" in text
+
+
+def test_tls_verification_failure_names_the_three_fixes(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def go() -> tuple[int, str]:
+        async with self_signed_target(seen, tmp_path) as (port, _):
+            out = io.StringIO()
+            code = await push(
+                _config({}), "core", "true", host="127.0.0.1", port=str(port), out=out
+            )
+            return code, out.getvalue()
+
+    code, text = asyncio.run(go())
+    assert code == 1 and seen == []
+    assert "TLS verification of 127.0.0.1:" in text
+    assert "self-signed certificate" in text
+    for fix in ("httpClient.caFile", "fingerprint", "httpClient.tlsSkipVerify"):
+        assert fix in text, fix
+    assert len(text.splitlines()) == 2  # the target header and one error line
+
+
+# ------------------------------------------------------------------ Etcha's build.pushTargets
+
+
+def test_push_targets_route_a_push_to_the_targets_listing_the_source(tmp_path: Path) -> None:
+    seen: dict[str, list[dict[str, Any]]] = {"web": [], "db": []}
+
+    async def go() -> tuple[int, str]:
+        async with (
+            recording_target(200, OK, seen["web"]) as web_port,
+            recording_target(200, OK, seen["db"]) as db_port,
+        ):
+            cfg = config_from_dict(
+                {
+                    "build": {
+                        "signingKey": RIGHT_PRIV,
+                        "pushTargets": {
+                            "web": {
+                                "hostname": "127.0.0.1",
+                                "insecure": True,
+                                "port": web_port,
+                                "sources": ["core"],
+                                "vars": {"role": "web"},
+                            },
+                            "db": {
+                                "hostname": "127.0.0.1",
+                                "insecure": True,
+                                "port": db_port,
+                                "sources": ["data"],
+                            },
+                        },
+                    }
+                }
+            )
+            out = io.StringIO()
+            code = await push(cfg, "core", "true", out=out)
+            return code, out.getvalue()
+
+    code, text = asyncio.run(go())
+    assert code == 0
+    assert text.startswith("web:\n") and "db:" not in text
+    assert seen["db"] == []
+    assert [r["path"] for r in seen["web"]] == ["/etcha/v1/push/core"]
+    assert decode_token(seen["web"][0]["token"]).claims["etchaRunVars"] == {"role": "web"}
+
+
+def test_push_tls_skip_verify_old_name_turns_verification_off(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def go() -> int:
+        async with self_signed_target(seen, tmp_path) as (port, _):
+            cfg = config_from_dict({"build": {"signingKey": RIGHT_PRIV, "pushTLSSkipVerify": True}})
+            return await push(
+                cfg, "core", "true", host="127.0.0.1", port=str(port), out=io.StringIO()
+            )
+
+    assert asyncio.run(go()) == 0
+    assert seen == ["/etcha/v1/push/core"]

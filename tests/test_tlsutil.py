@@ -18,12 +18,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.errors import ConfigError
-from agent.tlsutil import self_signed, server_ssl_context
+from agent.tlsutil import (
+    PERSISTENT_VALIDITY,
+    ensure_listener_certificate,
+    fingerprint_pem,
+    listener_fingerprint,
+    self_signed,
+    server_ssl_context,
+)
 
 
 @asynccontextmanager
@@ -264,3 +271,127 @@ def test_unusable_machine_host_name_is_left_out_of_the_default_cert(
 def test_configured_hostname_that_is_not_idna_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="expected an ASCII or IDNA host name"):
         server_ssl_context(hostname="x" * 70 + ".example")
+
+
+# ------------------------------------------------------------- persistent listener certificate
+
+
+def _sha256_by_cryptography(cert_pem: bytes) -> str:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return "sha256:" + cert.fingerprint(hashes.SHA256()).hex()
+
+
+def test_fingerprint_is_sha256_of_the_der_certificate_in_lowercase_hex() -> None:
+    cert_pem, _ = self_signed()
+    got = fingerprint_pem(b"leading text\n" + cert_pem + cert_pem, what="x")
+    assert got == _sha256_by_cryptography(cert_pem)
+    assert got.startswith("sha256:") and len(got) == 7 + 64 and got == got.lower()
+
+
+def test_listener_certificate_is_generated_once_then_reused(tmp_path: Path) -> None:
+    tls = tmp_path / "state" / "tls"
+    first = ensure_listener_certificate(tls, ["myhost"])
+    again = ensure_listener_certificate(tls, ["myhost"])
+    assert first.created and not again.created
+    assert first.warnings == () and again.warnings == ()
+    assert again.fingerprint == first.fingerprint
+    assert first.fingerprint == _sha256_by_cryptography(first.cert_path.read_bytes())
+    assert (tls.stat().st_mode & 0o777) == 0o700
+    assert (first.key_path.stat().st_mode & 0o777) == 0o600
+    assert (first.cert_path.stat().st_mode & 0o777) == 0o644
+    cert = x509.load_pem_x509_certificate(first.cert_path.read_bytes())
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == PERSISTENT_VALIDITY
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "myhost" in san.get_values_for_type(x509.DNSName)
+    # The pair is usable by the stdlib server context the daemon builds.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(first.cert_path, first.key_path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("cert-garbage", "is not a PEM certificate"),
+        ("cert-truncated", "is not a PEM certificate"),
+        ("key-garbage", "is not an unencrypted PEM private key"),
+        ("key-missing", "key.pem is missing"),
+        ("cert-missing", "cert.pem is missing"),
+        ("key-other", "does not match"),
+    ],
+)
+def test_damaged_pair_is_regenerated_with_a_warning(
+    tmp_path: Path, damage: str, reason: str
+) -> None:
+    tls = tmp_path / "tls"
+    first = ensure_listener_certificate(tls)
+    what, how = damage.split("-")
+    path = first.cert_path if what == "cert" else first.key_path
+    if how == "garbage":
+        path.write_text("not pem\n")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif how == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(self_signed()[1])  # a valid key, but another certificate's
+    repaired = ensure_listener_certificate(tls)
+    assert repaired.created
+    assert len(repaired.warnings) == 1
+    assert reason in repaired.warnings[0]
+    assert "generated a new self-signed certificate" in repaired.warnings[0]
+    assert repaired.fingerprint != first.fingerprint
+    assert repaired.fingerprint == _sha256_by_cryptography(repaired.cert_path.read_bytes())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(repaired.cert_path, repaired.key_path)  # the new pair matches
+
+
+def test_certificate_close_to_expiry_is_replaced(tmp_path: Path) -> None:
+    tls = tmp_path / "tls"
+    first = ensure_listener_certificate(tls)
+    later = datetime.datetime.now(datetime.UTC) + PERSISTENT_VALIDITY - datetime.timedelta(days=7)
+    renewed = ensure_listener_certificate(tls, now=later)
+    assert renewed.created and renewed.fingerprint != first.fingerprint
+    assert "expires at" in renewed.warnings[0]
+
+
+def test_key_readable_by_others_is_made_private_with_a_warning(tmp_path: Path) -> None:
+    tls = tmp_path / "tls"
+    first = ensure_listener_certificate(tls)
+    first.key_path.chmod(0o644)
+    tls.chmod(0o755)
+    again = ensure_listener_certificate(tls)
+    assert not again.created and again.fingerprint == first.fingerprint
+    assert (again.key_path.stat().st_mode & 0o777) == 0o600
+    assert (tls.stat().st_mode & 0o777) == 0o700
+    assert "readable by others" in again.warnings[0]
+
+
+def test_unwritable_tls_directory_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory should be")
+    with pytest.raises(ConfigError, match=r"expected a writable directory .*state/tls"):
+        ensure_listener_certificate(blocker / "tls")
+
+
+def test_listener_fingerprint_reads_the_state_dir_certificate(tmp_path: Path) -> None:
+    cert = ensure_listener_certificate(tmp_path / "tls")
+    assert listener_fingerprint(state_dir=str(tmp_path)) == cert.fingerprint
+
+
+def test_listener_fingerprint_prefers_configured_material(tmp_path: Path) -> None:
+    ensure_listener_certificate(tmp_path / "tls")
+    cert_pem, _ = self_signed()
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    expected = _sha256_by_cryptography(cert_pem)
+    by_path = listener_fingerprint(cert_path=str(tmp_path / "c.pem"), state_dir=str(tmp_path))
+    b64 = base64.b64encode(cert_pem).decode()
+    assert by_path == expected
+    assert listener_fingerprint(cert_b64=b64, state_dir=str(tmp_path)) == expected
+
+
+def test_listener_fingerprint_without_a_certificate_says_to_start_run_once(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"expected a certificate at .*tls/cert\.pem") as err:
+        listener_fingerprint(state_dir=str(tmp_path))
+    assert err.value.hint is not None and "agent run" in err.value.hint

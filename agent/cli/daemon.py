@@ -1,4 +1,5 @@
-"""Registrar for the daemon subcommands: ``run`` (the agent daemon) and ``push`` (its client)."""
+"""Registrar for the daemon subcommands: ``run`` (the agent daemon), ``push`` (its client) and
+``fingerprint`` (the daemon's certificate, for clients to pin)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    """Add ``run`` and ``push`` to ``sub`` (an argparse subparsers action)."""
+    """Add ``run``, ``push`` and ``fingerprint`` to ``sub`` (an argparse subparsers action)."""
     p = sub.add_parser(
         "run",
         help="run sources: restore, pull, listen for pushes",
@@ -48,6 +49,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "-u", dest="path", default=None, metavar="PATH", help="push path (default /etcha/v1/push)"
     )
+    p.add_argument(
+        "--fingerprint",
+        dest="fingerprint",
+        default=None,
+        metavar="sha256:HEX",
+        help="pin the target's certificate (as `agent fingerprint` prints it on the target); "
+        "no CA or tlsSkipVerify needed",
+    )
     p.add_argument("source", help="source name on the targets")
     p.add_argument(
         "words",
@@ -56,3 +65,13 @@ def register(sub: Any) -> None:
         help="pattern path, or a command (the rest of the line)",
     )
     p.set_defaults(handler="agent.cli.daemon_cmds:cmd_push")
+
+    p = sub.add_parser(
+        "fingerprint",
+        help="print the SHA-256 fingerprint of this daemon's listener certificate",
+        description="Prints sha256:<hex> of the certificate `agent run` serves: "
+        "run.tlsCertificatePath or run.tlsCertificateBase64 when set, else the self-signed one "
+        "in <run.stateDir>/tls/ (created by the first `agent run`). Pin it on the pushing side "
+        "with targets.<name>.fingerprint or `agent push --fingerprint`.",
+    )
+    p.set_defaults(handler="agent.cli.daemon_cmds:cmd_fingerprint")

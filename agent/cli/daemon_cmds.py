@@ -1,4 +1,4 @@
-"""Handlers for ``agent run`` and ``agent push`` (imported only when those commands run)."""
+"""Handlers for ``agent run``, ``agent push`` and ``agent fingerprint`` (imported on use)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """``agent push [-c] [-f f] [-h host] [-p port] [-n re] [-u path] <source> [pattern|cmd]``."""
+    """``agent push [-c] [-f f] [-h host] [-p port] [-n re] [-u path] [--fingerprint fp] <source>
+    [pattern|cmd]``."""
     from agent.push import run_push_cli
 
     config = load_config_for(args)
@@ -42,7 +43,23 @@ def cmd_push(args: argparse.Namespace) -> int:
         port=args.port,
         path=args.path,
         target_filter=args.target_filter,
+        fingerprint=args.fingerprint,
         progress=sys.stderr if sys.stderr.isatty() else None,
         color=color,
         disable_external=bool(getattr(args, "disable_external", False)),
     )
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    """``agent fingerprint``: the listener certificate's ``sha256:<hex>``."""
+    from agent.tlsutil import listener_fingerprint
+
+    run = load_config_for(args).run
+    print(
+        listener_fingerprint(
+            cert_path=run.tls_certificate_path,
+            cert_b64=run.tls_certificate_base64,
+            state_dir=run.state_dir,
+        )
+    )
+    return 0

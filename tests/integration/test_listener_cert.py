@@ -1,0 +1,202 @@
+"""A real `agent run` on 127.0.0.1 keeps its self-signed certificate, and pushes pin it.
+
+Issue 11 point 6: the certificate survives restarts (same fingerprint, key 0600), the logged
+fingerprint is what `agent fingerprint` prints and what the listener presents, and `agent push`
+works the first time with `--fingerprint` (no CA, no tlsSkipVerify). Point 4: Etcha's old
+`build.pushTargets` and `build.pushTLSSkipVerify` load and route pushes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemonkit import REPO, RIGHT_PRIV, RIGHT_PUB, agent, free_port, wait_port, write_json
+
+pytestmark = pytest.mark.integration
+
+_LOGGED = re.compile(
+    r"Listener certificate fingerprint: (sha256:[0-9a-f]{64}) \(self-signed, (\w+)"
+)
+
+
+@contextmanager
+def daemon(tmp: Path, config: Path, port: int, name: str) -> Iterator[Path]:
+    """Run `agent run` until the block ends; yield its log file."""
+    log = tmp / f"{name}.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "-c", str(config), "run"],
+            cwd=tmp,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        wait_port(port, proc, log)
+        yield log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=20) == 0, log.read_text()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+
+
+def server_config(tmp: Path, port: int) -> Path:
+    """A host with TLS on (no certificate configured) and one push source."""
+    return write_json(
+        tmp / "server.json",
+        {
+            "run": {
+                "listenAddress": f"127.0.0.1:{port}",
+                "stateDir": str(tmp / "state"),
+                "verifyKeys": [RIGHT_PUB],
+            },
+            "sources": {"core": {"allowPush": True}},
+        },
+    )
+
+
+def presented_fingerprint(port: int) -> str:
+    pem = ssl.get_server_certificate(("127.0.0.1", port))
+    return "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def logged(log: Path) -> tuple[str, str]:
+    match = _LOGGED.search(log.read_text())
+    assert match, log.read_text()
+    return match.group(1), match.group(2)
+
+
+def test_certificate_survives_two_restarts_and_agent_fingerprint_prints_it(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = server_config(tmp_path, port)
+    seen: list[tuple[str, str, str]] = []
+    for start in range(3):
+        with daemon(tmp_path, config, port, f"start{start}") as log:
+            fingerprint, how = logged(log)
+            seen.append((fingerprint, how, presented_fingerprint(port)))
+    first = seen[0][0]
+    assert [s[1] for s in seen] == ["generated", "reused", "reused"]
+    assert all(s[0] == first and s[2] == first for s in seen)
+    tls = tmp_path / "state" / "tls"
+    assert (tls / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert tls.stat().st_mode & 0o777 == 0o700
+    printed = agent("-c", str(config), "fingerprint", cwd=tmp_path)
+    assert (printed.returncode, printed.stdout) == (0, first + "\n"), printed.stderr
+
+
+def test_agent_fingerprint_before_the_first_start_says_to_run_once(tmp_path: Path) -> None:
+    config = server_config(tmp_path, free_port())
+    proc = agent("-c", str(config), "fingerprint", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "tls/cert.pem" in proc.stderr and "start `agent run` once" in proc.stderr
+
+
+def test_corrupt_certificate_is_replaced_with_a_warning_not_a_crash(tmp_path: Path) -> None:
+    port = free_port()
+    config = server_config(tmp_path, port)
+    with daemon(tmp_path, config, port, "first") as log:
+        before, _ = logged(log)
+    (tmp_path / "state" / "tls" / "cert.pem").write_text("half-writ")
+    with daemon(tmp_path, config, port, "second") as log:
+        after, how = logged(log)
+        assert presented_fingerprint(port) == after
+    assert how == "generated" and after != before
+    assert "is not a PEM certificate; generated a new self-signed certificate" in log.read_text()
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    """A running host: (port, the fingerprint it logged)."""
+    port = free_port()
+    with daemon(tmp_path, server_config(tmp_path, port), port, "host") as log:
+        yield port, logged(log)[0]
+
+
+def push(tmp: Path, client: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    config = write_json(tmp / "client.json", client)
+    return agent("-c", str(config), "push", *args, cwd=tmp)
+
+
+SIGNING = {"build": {"signingKey": RIGHT_PRIV}}
+
+
+def test_push_with_the_fingerprint_works_without_ca_or_skip_verify(
+    tmp_path: Path, host: tuple[int, str]
+) -> None:
+    port, fingerprint = host
+    args = ("-h", "127.0.0.1", "-p", str(port), "--fingerprint", fingerprint, "core")
+    proc = push(tmp_path, SIGNING, *args, "echo pinned")
+    assert (proc.returncode, proc.stdout) == (0, "127.0.0.1:\n    pinned\n"), proc.stderr
+    target = {"hostname": "127.0.0.1", "port": port, "fingerprint": fingerprint}
+    client = {**SIGNING, "targets": {"h1": {**target, "sourcePatterns": {"core": ""}}}}
+    proc = push(tmp_path, client, "core", "echo from-config")
+    assert (proc.returncode, proc.stdout) == (0, "h1:\n    from-config\n"), proc.stderr
+
+
+def test_push_with_a_wrong_fingerprint_names_expected_and_got(
+    tmp_path: Path, host: tuple[int, str]
+) -> None:
+    port, fingerprint = host
+    wrong = "sha256:" + "1" * 64
+    proc = push(
+        tmp_path,
+        SIGNING,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--fingerprint",
+        wrong,
+        "core",
+        "true",
+    )
+    assert proc.returncode == 1
+    assert f"expected {wrong}, got {fingerprint}" in proc.stdout
+
+
+def test_push_without_trust_names_the_three_fixes(tmp_path: Path, host: tuple[int, str]) -> None:
+    port, _ = host
+    proc = push(tmp_path, SIGNING, "-h", "127.0.0.1", "-p", str(port), "core", "true")
+    assert proc.returncode == 1
+    assert "TLS verification of 127.0.0.1:" in proc.stdout
+    for fix in ("httpClient.caFile", "fingerprint", "httpClient.tlsSkipVerify"):
+        assert fix in proc.stdout, fix
+
+
+def test_etcha_push_targets_and_push_tls_skip_verify_route_a_push(
+    tmp_path: Path, host: tuple[int, str]
+) -> None:
+    port, _ = host
+    client = {
+        "build": {
+            "signingKey": RIGHT_PRIV,
+            "pushTLSSkipVerify": True,
+            "pushTargets": {
+                "web": {"hostname": "127.0.0.1", "port": port, "sources": ["core"]},
+                # Not listing core: pushing core must not reach it (it would fail: no listener).
+                "other": {"hostname": "127.0.0.1", "port": free_port(), "sources": ["data"]},
+            },
+        }
+    }
+    proc = push(tmp_path, client, "core", "echo old-form")
+    assert (proc.returncode, proc.stdout) == (0, "web:\n    old-form\n"), proc.stderr
+    assert '"build.pushTLSSkipVerify"' in proc.stderr and "old name" in proc.stderr
+    assert '"build.pushTargets"' in proc.stderr
