@@ -1,5 +1,7 @@
 // Install Debian packages with apt-get (a name or a list of names). Check: every package is
-// installed (dpkg-query). Remove: apt-get remove (purge=true: --purge).
+// installed (dpkg-query). Remove: dpkg --remove (purge=true: --purge) of exactly these packages.
+// Unlike apt-get remove, dpkg never removes other packages that depend on them: it refuses
+// ("dependency problems") and leaves everything installed.
 
 local h = import 'helpers.libsonnet';
 
@@ -21,5 +23,5 @@ function(packages, recommends=false, update=false, purge=false, id=null, onChang
               if recommends then '' else ' --no-install-recommends',
               quoted,
             ],
-    remove: '%s apt-get remove -y -q%s %s' % [env, if purge then ' --purge' else '', quoted],
+    remove: '%s dpkg %s %s' % [env, if purge then '--purge' else '--remove', quoted],
   } + h.onChange(onChange)
