@@ -176,7 +176,8 @@ def test_file_remove_with_contents_refuses_a_file_with_other_contents(tmp_path: 
     r = agent("file", "remove", "--", str(target), "", stdin=b"")
     assert r.returncode == 1  # '' = the empty file that change makes without contents
     assert target.exists()
-    assert agent("file", "remove", "--", str(target), "-", stdin=target.read_bytes()).returncode == 0
+    same = target.read_bytes()
+    assert agent("file", "remove", "--", str(target), "-", stdin=same).returncode == 0
     assert not target.exists()
 
 
