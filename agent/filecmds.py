@@ -7,6 +7,18 @@ Every helper takes a mode:
 - ``change``: make the target so. Idempotent: a second ``change`` does nothing and exits 0.
 - ``remove``: delete the target; exits 0 when it is already absent.
 
+Removal never destroys what the helper did not create. A remove deletes only the kind of thing its
+``change`` makes, in the state ``change`` leaves it, and otherwise fails (exit 1) naming what it
+found, with nothing deleted:
+
+- ``dir remove``: only an empty directory (``directory not empty`` otherwise); never a symlink.
+- ``file remove``: only a regular file or a symlink (the link, never its target). Given contents
+  (``-`` = stdin), only a regular file with exactly those contents.
+- ``copy remove``: only a regular file whose contents equal the source's.
+- ``link remove``: only a symlink that points at ``src``.
+- ``line remove``: only lines that ``change`` would leave as they are (the whole line is a match
+  whose replacement is the line itself) and lines equal to the replacement; the file stays.
+
 Invariants:
 
 - Contents are written atomically: a temp file in the same directory gets the data, the mode and
@@ -30,12 +42,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import errno
 import grp
 import os
 import pwd
 import re
 import secrets
-import shutil
 import stat
 import sys
 import tempfile
@@ -52,6 +65,8 @@ DEFAULT_FILE_PERMS = 0o644
 DEFAULT_DIR_PERMS = 0o755
 #: Upper bound for what ``copy`` reads from a source (bytes).
 MAX_COPY_BYTES = 256 * 1024 * 1024
+#: Permission bits ``copy`` takes from a local source (set-id and sticky bits are never copied).
+COPY_PERMS_MASK = 0o777
 #: Seconds before an HTTP source request gives up.
 HTTP_TIMEOUT = 60.0
 
@@ -312,17 +327,34 @@ def change_file(path: Path, contents: bytes | None, want: Ownership) -> bool:
     return True
 
 
-def remove_file(path: Path) -> bool:
-    """Delete the file (or symlink) at ``path``; True when something was removed.
+def remove_file(path: Path, contents: bytes | None = None) -> bool:
+    """Delete the regular file or symlink at ``path``; True when something was removed.
+
+    A symlink is unlinked, never followed. With ``contents``, only a regular file with exactly
+    those contents is removed: anything else was not written by the command that removes it.
+
+    Args:
+        path: the file.
+        contents: the contents the pattern wrote, or ``None`` to not compare.
 
     Raises:
-        CommandError: ``path`` is a directory or cannot be removed.
+        CommandError: ``path`` is a directory, a special file, a file with other contents (or a
+            symlink when ``contents`` is given), or cannot be removed. Nothing was removed.
     """
     st = _lstat(path)
     if st is None:
         return False
-    if stat.S_ISDIR(st.st_mode):
-        raise CommandError(f"{path}: expected a regular file, got a directory")
+    if contents is not None and not stat.S_ISREG(st.st_mode):
+        raise CommandError(f"{path}: expected a regular file, got {_kind(st)}; nothing was removed")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise CommandError(
+            f"{path}: expected a regular file or a symlink, got {_kind(st)}; nothing was removed"
+        )
+    if contents is not None and check_file(path, contents, Ownership()) is not None:
+        raise CommandError(
+            f"{path}: expected the contents the pattern wrote ({len(contents)} bytes), got"
+            f" other contents ({st.st_size} bytes); nothing was removed"
+        )
     try:
         path.unlink()
     except FileNotFoundError:
@@ -369,24 +401,48 @@ def change_dir(path: Path, want: Ownership) -> bool:
     return True
 
 
+def _count_entries(path: Path, limit: int = 1000) -> str:
+    """``"N entries"`` for a directory, counting at most ``limit``."""
+    count = 0
+    try:
+        with os.scandir(path) as entries:
+            for _ in entries:
+                count += 1
+                if count >= limit:
+                    return f"{limit} or more entries"
+    except OSError:
+        return "entries"
+    return "1 entry" if count == 1 else f"{count} entries"
+
+
 def remove_dir(path: Path) -> bool:
-    """Delete the directory ``path`` and everything in it (a symlink is unlinked, not followed).
+    """Delete the directory ``path`` only when it is empty; True when it was removed.
+
+    A directory with anything in it holds data the pattern may not have created, so it is left
+    alone (Etcha: ``directory not empty``). A symlink is not a directory that ``change`` made, so
+    it is left alone too, and so is its target.
 
     Raises:
-        CommandError: ``path`` is not a directory, or it cannot be removed.
+        CommandError: ``path`` is not empty, is not a directory, or cannot be removed. Nothing
+            was removed.
     """
     st = _lstat(path)
     if st is None:
         return False
+    if not stat.S_ISDIR(st.st_mode):
+        raise CommandError(f"{path}: expected a directory, got {_kind(st)}; nothing was removed")
     try:
-        if stat.S_ISLNK(st.st_mode):
-            path.unlink()
-        elif stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(path)
-        else:
-            raise CommandError(f"{path}: expected a directory, got {_kind(st)}")
+        os.rmdir(path)
+    except FileNotFoundError:
+        return False
     except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise CommandError(
+                f"{path}: directory not empty: expected an empty directory, got"
+                f" {_count_entries(path)}; nothing was removed"
+            ) from exc
         raise CommandError(f"{path}: cannot remove: {exc.strerror}") from exc
+    _fsync_dir(path.parent)
     return True
 
 
@@ -442,6 +498,24 @@ def read_source(
     return data
 
 
+def source_perms(src: str) -> int:
+    """The permission bits ``copy`` gives a destination when ``-p`` is not given.
+
+    A local source's permission bits (``0777`` mask: set-id and sticky bits are never copied, so
+    a copy made as root cannot become a set-uid program); ``0644`` for a URL.
+
+    Raises:
+        CommandError: the local source cannot be stat-ed.
+    """
+    if src.startswith(("http://", "https://")):
+        return DEFAULT_FILE_PERMS
+    try:
+        st = os.stat(src)
+    except OSError as exc:
+        raise CommandError(f"{src}: cannot read: {exc.strerror}") from exc
+    return stat.S_IMODE(st.st_mode) & COPY_PERMS_MASK
+
+
 # --------------------------------------------------------------------------------------------
 # line
 
@@ -491,8 +565,23 @@ def line_apply(text: str, match: str, replacement: str) -> str:
     return prefix + literal + ("" if literal.endswith("\n") else "\n")
 
 
+def _written_by_change(rx: re.Pattern[str], replacement: str, body: str) -> bool:
+    """True when ``body`` is, as a whole, a match that ``change`` would replace by itself."""
+    m = rx.search(body)
+    return (
+        m is not None
+        and m.span() == (0, len(body))
+        and expand_template(replacement, m).rstrip("\n") == body
+    )
+
+
 def line_remove(text: str, match: str, replacement: str) -> str:
-    """Return ``text`` without the lines that ``match`` matches or that equal the replacement.
+    """Return ``text`` without the lines that a ``change`` wrote.
+
+    A line goes when it equals the (group-less) replacement, as ``change`` appends it, or when the
+    whole line matches ``match`` and the replacement expands to the line itself, as ``change``
+    leaves a replaced line. Other lines stay, even when ``match`` finds something in them: a line
+    such as ``c=1`` for the replacement ``c=2`` is not what the pattern wrote.
 
     Raises:
         CommandError: ``match`` is not a valid regexp.
@@ -502,7 +591,7 @@ def line_remove(text: str, match: str, replacement: str) -> str:
     kept = []
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
-        if rx.search(body) or body == literal:
+        if body == literal or _written_by_change(rx, replacement, body):
             continue
         kept.append(line)
     return "".join(kept)
@@ -559,15 +648,28 @@ def change_link(src: str, dst: Path) -> bool:
     return True
 
 
-def remove_link(dst: Path) -> bool:
-    """Delete the symlink ``dst``; anything that is not a symlink is left alone.
+def remove_link(src: str, dst: Path) -> bool:
+    """Delete the symlink ``dst`` when it points at ``src``; True when it was removed.
+
+    The link's target is never touched. Anything else at ``dst`` (a regular file, a directory, a
+    symlink pointing elsewhere) was not made by ``change``, so it is left alone.
 
     Raises:
-        CommandError: the symlink cannot be removed.
+        CommandError: ``dst`` is not a symlink to ``src``, or it cannot be removed. Nothing was
+            removed.
     """
     st = _lstat(dst)
-    if st is None or not stat.S_ISLNK(st.st_mode):
+    if st is None:
         return False
+    if not stat.S_ISLNK(st.st_mode):
+        raise CommandError(
+            f"{dst}: expected a symlink to {src}, got {_kind(st)}; nothing was removed"
+        )
+    target = os.readlink(dst)
+    if target != src:
+        raise CommandError(
+            f"{dst}: expected a symlink to {src}, got a symlink to {target}; nothing was removed"
+        )
     try:
         dst.unlink()
     except OSError as exc:
@@ -633,9 +735,6 @@ def cmd_file(args: argparse.Namespace) -> int:
         CommandError: the change or removal failed.
     """
     path = Path(args.path)
-    if args.mode == "remove":
-        remove_file(path)
-        return 0
     contents: bytes | None
     if args.contents is None:
         contents = None
@@ -643,6 +742,9 @@ def cmd_file(args: argparse.Namespace) -> int:
         contents = _stdin_bytes()
     else:
         contents = os.fsencode(args.contents)
+    if args.mode == "remove":
+        remove_file(path, contents)
+        return 0
     want = ownership(args.owner, args.group, args.perms, DEFAULT_FILE_PERMS)
     return _run_mode(
         args.mode,
@@ -655,7 +757,7 @@ def cmd_file(args: argparse.Namespace) -> int:
 
 
 def cmd_dir(args: argparse.Namespace) -> int:
-    """``agent dir <mode> <path>``: manage a directory.
+    """``agent dir <mode> <path>``: manage a directory; ``remove`` removes only an empty one.
 
     Raises:
         CommandError: the change or removal failed.
@@ -678,6 +780,9 @@ def cmd_dir(args: argparse.Namespace) -> int:
 def cmd_copy(args: argparse.Namespace) -> int:
     """``agent copy <mode> <src> <dst | ->``: copy a local file or URL to ``dst`` or stdout.
 
+    Without ``-p`` the destination gets the source's permission bits (0644 for a URL), as Etcha.
+    ``remove`` deletes ``dst`` only when it still has the source's contents.
+
     Raises:
         UsageError: ``check``/``remove`` with ``-`` as destination.
         CommandError: the source cannot be read, or the destination cannot be written.
@@ -691,10 +796,13 @@ def cmd_copy(args: argparse.Namespace) -> int:
         return 0
     dst = Path(args.dst)
     if args.mode == "remove":
-        remove_file(dst)
+        if _lstat(dst) is not None:
+            remove_file(dst, read_source(args.src))
         return 0
     want = ownership(args.owner, args.group, args.perms, None)
     data = read_source(args.src)
+    if want.perms is None:
+        want = dataclasses.replace(want, perms=source_perms(args.src))
     return _run_mode(
         args.mode,
         "copy",
@@ -752,6 +860,8 @@ def cmd_line(args: argparse.Namespace) -> int:
 def cmd_link(args: argparse.Namespace) -> int:
     """``agent link <mode> <src> <dst>``: manage the symlink ``dst`` -> ``src``.
 
+    ``remove`` deletes only a symlink to ``src``, never its target or anything else at ``dst``.
+
     Raises:
         CommandError: the link cannot be made or removed.
     """
@@ -762,5 +872,5 @@ def cmd_link(args: argparse.Namespace) -> int:
         dst,
         lambda: check_link(args.src, dst),
         lambda: change_link(args.src, dst),
-        lambda: remove_link(dst),
+        lambda: remove_link(args.src, dst),
     )

@@ -142,6 +142,66 @@ def test_file_remove_deletes_and_succeeds_when_absent(tmp_path: Path) -> None:
     assert agent("file", "remove", str(target)).returncode == 0
 
 
+def test_file_remove_refuses_a_directory_and_deletes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "x"
+    (target / "sub").mkdir(parents=True)
+    (target / "sub" / "data").write_text("keep")
+    r = agent("file", "remove", str(target))
+    assert r.returncode == 1
+    assert one_line(r.stderr).endswith(
+        f"{target}: expected a regular file or a symlink, got a directory; nothing was removed"
+    )
+    assert (target / "sub" / "data").read_text() == "keep"
+
+
+def test_file_remove_refuses_a_special_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = agent("file", "remove", str(fifo))
+    assert r.returncode == 1
+    assert "expected a regular file or a symlink, got a special file" in one_line(r.stderr)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_file_remove_with_contents_refuses_a_file_with_other_contents(tmp_path: Path) -> None:
+    target = tmp_path / "x"
+    target.write_text("edited by someone else\n")
+    r = agent("file", "remove", "--", str(target), "-", stdin=b"written by the pattern\n")
+    assert r.returncode == 1
+    assert one_line(r.stderr).endswith(
+        f"{target}: expected the contents the pattern wrote (23 bytes), got other contents"
+        " (23 bytes); nothing was removed"
+    )
+    assert target.read_text() == "edited by someone else\n"
+    r = agent("file", "remove", "--", str(target), "", stdin=b"")
+    assert r.returncode == 1  # '' = the empty file that change makes without contents
+    assert target.exists()
+    same = target.read_bytes()
+    assert agent("file", "remove", "--", str(target), "-", stdin=same).returncode == 0
+    assert not target.exists()
+
+
+def test_file_remove_with_contents_refuses_a_symlink(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.write_text("a")
+    target = tmp_path / "x"
+    target.symlink_to(other)
+    r = agent("file", "remove", str(target), "a")
+    assert r.returncode == 1
+    assert "expected a regular file, got a symlink; nothing was removed" in one_line(r.stderr)
+    assert target.is_symlink() and other.read_text() == "a"
+
+
+def test_file_remove_unlinks_a_symlink_and_keeps_its_target(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.write_text("target data")
+    target = tmp_path / "x"
+    target.symlink_to(other)
+    assert agent("file", "remove", str(target)).returncode == 0
+    assert not target.is_symlink()
+    assert other.read_text() == "target data"
+
+
 def test_file_change_replaces_a_symlink_with_a_file(tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.write_text("other")
@@ -252,13 +312,49 @@ def test_dir_change_creates_parents_with_exact_perms_and_is_idempotent(tmp_path:
     assert mode_of(target) == 0o700
 
 
-def test_dir_remove_deletes_tree_and_succeeds_when_absent(tmp_path: Path) -> None:
+def test_dir_remove_deletes_an_empty_directory_and_succeeds_when_absent(tmp_path: Path) -> None:
     target = tmp_path / "d"
-    (target / "sub").mkdir(parents=True)
-    (target / "sub" / "f").write_text("x")
+    target.mkdir()
     assert agent("dir", "remove", str(target)).returncode == 0
     assert not target.exists()
     assert agent("dir", "remove", str(target)).returncode == 0
+
+
+def test_dir_remove_refuses_a_non_empty_directory_and_deletes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "d"
+    (target / "sub").mkdir(parents=True)
+    (target / "sub" / "f").write_text("someone's data")
+    (target / "top").write_text("more data")
+    r = agent("dir", "remove", str(target))
+    assert r.returncode == 1
+    assert one_line(r.stderr).endswith(
+        f"{target}: directory not empty: expected an empty directory, got 2 entries;"
+        " nothing was removed"
+    )
+    assert (target / "sub" / "f").read_text() == "someone's data"
+    assert (target / "top").read_text() == "more data"
+
+
+def test_dir_remove_refuses_a_symlink_and_keeps_it_and_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").write_text("x")
+    link = tmp_path / "d"
+    link.symlink_to(real)
+    r = agent("dir", "remove", str(link))
+    assert r.returncode == 1
+    assert "expected a directory, got a symlink; nothing was removed" in one_line(r.stderr)
+    assert link.is_symlink()
+    assert (real / "f").read_text() == "x"
+
+
+def test_dir_remove_refuses_a_regular_file(tmp_path: Path) -> None:
+    target = tmp_path / "d"
+    target.write_text("a file, not the directory")
+    r = agent("dir", "remove", str(target))
+    assert r.returncode == 1
+    assert "expected a directory, got a regular file; nothing was removed" in one_line(r.stderr)
+    assert target.read_text() == "a file, not the directory"
 
 
 def test_dir_refuses_a_file_in_the_way(tmp_path: Path) -> None:
@@ -327,24 +423,65 @@ def test_copy_local_file_check_change_idempotent_and_remove(tmp_path: Path) -> N
     inode = dst.stat().st_ino
     assert agent("copy", "change", str(src), str(dst)).returncode == 0
     assert dst.stat().st_ino == inode
-    src.write_bytes(b"changed")
-    assert agent("copy", "check", str(src), str(dst)).returncode == 1
     assert agent("copy", "remove", str(src), str(dst)).returncode == 0
     assert not dst.exists()
     assert agent("copy", "remove", str(src), str(dst)).returncode == 0
+    src.write_bytes(b"changed")
+    assert agent("copy", "check", str(src), str(dst)).returncode == 1
 
 
-def test_copy_keeps_existing_perms_unless_given(tmp_path: Path) -> None:
+def test_copy_remove_refuses_a_destination_with_other_contents(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    src.write_text("new")
+    src.write_text("from the pattern\n")
     dst = tmp_path / "dst"
-    dst.write_text("old")
-    dst.chmod(0o600)
     assert agent("copy", "change", str(src), str(dst)).returncode == 0
-    assert (dst.read_text(), mode_of(dst)) == ("new", 0o600)
+    dst.write_text("edited on the host\n")
+    r = agent("copy", "remove", str(src), str(dst))
+    assert r.returncode == 1
+    assert one_line(r.stderr).endswith(
+        f"{dst}: expected the contents the pattern wrote (17 bytes), got other contents"
+        " (19 bytes); nothing was removed"
+    )
+    assert dst.read_text() == "edited on the host\n"
+
+
+def test_copy_remove_refuses_a_directory(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_text("x")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "f").write_text("keep")
+    r = agent("copy", "remove", str(src), str(dst))
+    assert r.returncode == 1
+    assert "expected a regular file, got a directory; nothing was removed" in one_line(r.stderr)
+    assert (dst / "f").read_text() == "keep"
+
+
+def test_copy_change_gives_the_destination_the_source_permissions(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_text("secret")
+    src.chmod(0o600)
+    dst = tmp_path / "dst"
+    assert agent("copy", "change", str(src), str(dst)).returncode == 0
+    assert (dst.read_text(), mode_of(dst)) == ("secret", 0o600)
+    dst.chmod(0o644)
+    r = agent("copy", "check", str(src), str(dst))
+    assert r.returncode == 1
+    assert "permissions are 0644, expected 0600" in one_line(r.stderr)
+    assert agent("copy", "change", str(src), str(dst)).returncode == 0
+    assert mode_of(dst) == 0o600
     assert agent("copy", "check", "-p", "0640", str(src), str(dst)).returncode == 1
     assert agent("copy", "change", "-p", "0640", str(src), str(dst)).returncode == 0
     assert mode_of(dst) == 0o640
+
+
+def test_copy_never_copies_set_id_or_sticky_bits(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_text("#!/bin/sh\n")
+    src.chmod(0o6755)
+    dst = tmp_path / "dst"
+    assert agent("copy", "change", str(src), str(dst)).returncode == 0
+    assert mode_of(dst) == 0o755
 
 
 def test_copy_to_stdout(tmp_path: Path) -> None:
@@ -365,6 +502,16 @@ def test_copy_from_http_sends_fragment_headers(tmp_path: Path, http_base: str) -
     assert agent("copy", "check", url, str(dst)).returncode == 0
     r = agent("copy", "change", url, "-")
     assert r.stdout == b"remote contents\n"
+
+
+def test_copy_from_url_gives_the_destination_0644(tmp_path: Path, http_base: str) -> None:
+    dst = tmp_path / "dst"
+    url = f"{http_base}/data#X-Token:s3cret\r\nX-Other: two"
+    dst.write_bytes(b"remote contents\n")
+    dst.chmod(0o600)
+    assert agent("copy", "check", url, str(dst)).returncode == 1
+    assert agent("copy", "change", url, str(dst)).returncode == 0
+    assert mode_of(dst) == 0o644
 
 
 def test_copy_http_error_names_status_without_header_values(tmp_path: Path, http_base: str) -> None:
@@ -421,14 +568,29 @@ def test_line_keeps_file_mode(tmp_path: Path) -> None:
     assert (target.read_text(), mode_of(target)) == ("x=2\n", 0o600)
 
 
-def test_line_remove_deletes_matching_lines_and_check_fails_after(tmp_path: Path) -> None:
+def test_line_remove_deletes_the_lines_change_wrote_and_check_fails_after(tmp_path: Path) -> None:
     target = tmp_path / "conf"
-    target.write_text("keep\nc=1\nkeep2\n")
-    args = (str(target), "^c=.*", "c=2")
+    target.write_text("keep\nPermitRootLogin no\nkeep2\n")
+    args = (str(target), "^#?(PermitRootLogin) .*$", "${1} no")
+    assert agent("line", "check", *args).returncode == 0
     assert agent("line", "remove", *args).returncode == 0
     assert target.read_text() == "keep\nkeep2\n"
     assert agent("line", "check", *args).returncode == 1
+    appended = (str(target), "^c=.*", "c=2")
+    assert agent("line", "change", *appended).returncode == 0
+    assert agent("line", "remove", *appended).returncode == 0
+    assert target.read_text() == "keep\nkeep2\n"
     assert agent("line", "remove", str(tmp_path / "absent"), "x", "y").returncode == 0
+    assert not (tmp_path / "absent").exists()
+
+
+def test_line_remove_keeps_lines_the_pattern_did_not_write(tmp_path: Path) -> None:
+    target = tmp_path / "conf"
+    text = "c=1\n# c=2 is the default\nc=2 # tuned by hand\nc=2\n"
+    target.write_text(text)
+    assert agent("line", "remove", str(target), "c=.*", "c=2").returncode == 0
+    # c=1: change would rewrite it; the comment and the tuned line only contain a match.
+    assert target.read_text() == "c=1\n# c=2 is the default\nc=2 # tuned by hand\n"
 
 
 def test_line_missing_file_check_fails_and_change_creates_it(tmp_path: Path) -> None:
@@ -444,7 +606,7 @@ def test_line_on_stdin_prints_result_and_checks(tmp_path: Path) -> None:
     assert (r.returncode, r.stdout) == (0, b"hello\nwide\n")
     assert agent("line", "check", "-", "^(w)orld$", "${1}ide", stdin=text).returncode == 1
     assert agent("line", "check", "-", "^wide$", "wide", stdin=b"wide\n").returncode == 0
-    r = agent("line", "remove", "-", "^world$", "x", stdin=text)
+    r = agent("line", "remove", "-", "^world$", "world", stdin=text)
     assert r.stdout == b"hello\n"
 
 
@@ -490,12 +652,44 @@ def test_link_change_replaces_regular_file(tmp_path: Path) -> None:
     assert os.readlink(dst) == "t"
 
 
-def test_link_remove_deletes_only_symlinks_and_succeeds_when_absent(tmp_path: Path) -> None:
+def test_link_remove_deletes_the_symlink_keeps_its_target_and_succeeds_when_absent(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "t"
+    (target / "sub").mkdir(parents=True)
+    (target / "sub" / "f").write_text("data")
     dst = tmp_path / "ln"
-    dst.symlink_to("t")
-    assert agent("link", "remove", "t", str(dst)).returncode == 0
+    dst.symlink_to(target)
+    assert agent("link", "remove", str(target), str(dst)).returncode == 0
     assert not dst.is_symlink()
-    assert agent("link", "remove", "t", str(dst)).returncode == 0
+    assert (target / "sub" / "f").read_text() == "data"
+    assert agent("link", "remove", str(target), str(dst)).returncode == 0
+
+
+def test_link_remove_refuses_a_regular_file_or_directory_in_place_of_the_link(
+    tmp_path: Path,
+) -> None:
+    dst = tmp_path / "ln"
     dst.write_text("regular")
-    assert agent("link", "remove", "t", str(dst)).returncode == 0
+    r = agent("link", "remove", "t", str(dst))
+    assert r.returncode == 1
+    assert one_line(r.stderr).endswith(
+        f"{dst}: expected a symlink to t, got a regular file; nothing was removed"
+    )
     assert dst.read_text() == "regular"
+    dst.unlink()
+    dst.mkdir()
+    (dst / "f").write_text("x")
+    r = agent("link", "remove", "t", str(dst))
+    assert r.returncode == 1
+    assert "expected a symlink to t, got a directory; nothing was removed" in one_line(r.stderr)
+    assert (dst / "f").read_text() == "x"
+
+
+def test_link_remove_refuses_a_symlink_to_another_target(tmp_path: Path) -> None:
+    dst = tmp_path / "ln"
+    dst.symlink_to("elsewhere")
+    r = agent("link", "remove", "t", str(dst))
+    assert r.returncode == 1
+    assert "expected a symlink to t, got a symlink to elsewhere" in one_line(r.stderr)
+    assert os.readlink(dst) == "elsewhere"

@@ -4,14 +4,15 @@ A project is scaffolded with `agent init` into ``tmp_path``; one pattern per lib
 points all its paths inside the sandbox; `agent test` (a real subprocess) runs change, check,
 remove and check on them. Helpers run ``python -m agent`` through ``vars.agentBin``.
 
-Not run here, each for a stated reason:
+Tests that change the host outside the temp directory (users, groups, packages, units) run only
+with ``AGENT_TEST_SYSTEM=1`` (``.ci/run`` sets it; a developer's ``make test`` does not), as root:
 
-- ``apt``: installs and removes a real package, so it runs only with ``AGENT_TEST_NETWORK=1``
-  (CI sets it; the Debian mirror is reachable there).
-- ``aptKey``'s ``apt-get update`` step: same reason. The key and list files are tested, and the
+- ``apt``: installs and removes a real package, so it also needs ``AGENT_TEST_NETWORK=1`` (the
+  Debian mirror).
+- ``aptKey``'s ``apt-get update`` step is never run: the key and list files are tested, and the
   update step is swapped for a marker file to prove that it is triggered.
-- ``systemdUnit``: needs systemd as PID 1 and root (it enables and starts a real unit).
-- ``user``/``group``: need root (useradd/groupadd).
+- ``systemdUnit``: also needs systemd as PID 1 (it enables and starts a real unit).
+- ``user``/``group``: useradd/groupadd.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from pathlib import Path
 import pytest
 
 IS_ROOT = os.geteuid() == 0
+#: Tests may create users and groups, install packages and start units (CI only).
+SYSTEM = os.environ.get("AGENT_TEST_SYSTEM") == "1" and IS_ROOT
+SYSTEM_REASON = "changes the host: set AGENT_TEST_SYSTEM=1 and run as root"
 HAS_SHADOW = all(shutil.which(t) for t in ("useradd", "userdel", "groupadd", "groupdel"))
 PID1 = Path("/proc/1/comm").read_text().strip() if Path("/proc/1/comm").exists() else ""
 
@@ -83,7 +87,7 @@ def names() -> Iterator[tuple[str, str]]:
     suffix = secrets.token_hex(3)
     user, group = f"agtu{suffix}", f"agtg{suffix}"
     yield user, group
-    if IS_ROOT and HAS_SHADOW:
+    if SYSTEM and HAS_SHADOW:
         subprocess.run(["userdel", user], capture_output=True, check=False)
         subprocess.run(["groupdel", group], capture_output=True, check=False)
 
@@ -129,7 +133,7 @@ def test_every_library_function_passes_agent_test(tmp_path: Path, names: tuple[s
         f" dir={q(s / 'keyrings')}, listDir={q(s / 'sources')})]",
     )
     user, group = names
-    shadow = IS_ROOT and HAS_SHADOW
+    shadow = SYSTEM and HAS_SHADOW  # user and group only with AGENT_TEST_SYSTEM=1
     if shadow:
         add("group", f"[etcha.group(name={q(group)})]")
         add(
@@ -168,7 +172,8 @@ def test_broken_pattern_is_listed_by_file_and_id(tmp_path: Path) -> None:
     assert "test failure" in res.stderr
 
 
-@pytest.mark.skipif(not IS_ROOT or not HAS_SHADOW, reason="user/group need root and useradd")
+@pytest.mark.skipif(not SYSTEM, reason=f"useradd {SYSTEM_REASON}")
+@pytest.mark.skipif(not HAS_SHADOW, reason="useradd/userdel are not installed")
 def test_user_change_that_ignores_the_shell_is_reported(
     tmp_path: Path, names: tuple[str, str]
 ) -> None:
@@ -185,10 +190,11 @@ def test_user_change_that_ignores_the_shell_is_reported(
     assert f"patterns/user.jsonnet:user {user}:" in res.stdout
 
 
+@pytest.mark.skipif(not SYSTEM, reason=f"apt installs a real package, so it {SYSTEM_REASON}")
 @pytest.mark.skipif(
-    os.environ.get("AGENT_TEST_NETWORK") != "1" or not IS_ROOT or shutil.which("apt-get") is None,
-    reason="apt installs and removes a real package: needs root, apt-get and a package mirror "
-    "(CI sets AGENT_TEST_NETWORK=1; set it to run here)",
+    os.environ.get("AGENT_TEST_NETWORK") != "1" or shutil.which("apt-get") is None,
+    reason="apt needs apt-get and a package mirror: set AGENT_TEST_NETWORK=1"
+    " (CI sets it with AGENT_TEST_SYSTEM=1)",
 )
 def test_apt_passes_agent_test(tmp_path: Path) -> None:
     proj, _ = project(tmp_path)
@@ -201,9 +207,9 @@ def test_apt_passes_agent_test(tmp_path: Path) -> None:
     assert b"install ok installed" not in probe.stdout  # the remove phase took it away again
 
 
+@pytest.mark.skipif(not SYSTEM, reason=f"systemdUnit starts a real unit, so it {SYSTEM_REASON}")
 @pytest.mark.skipif(
-    PID1 != "systemd" or not IS_ROOT,
-    reason=f"systemdUnit needs systemd as PID 1 and root (PID 1 is {PID1 or 'unknown'})",
+    PID1 != "systemd", reason=f"systemdUnit needs systemd as PID 1 (PID 1 is {PID1 or 'unknown'})"
 )
 def test_systemd_unit_passes_agent_test(tmp_path: Path) -> None:
     proj, _ = project(tmp_path)

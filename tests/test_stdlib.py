@@ -4,10 +4,18 @@ Each library function is rendered with :func:`agent.jsonnet.evaluate_text`; the 
 are checked for shape, linted with shellcheck, and (where this host allows) run for real through
 the same phases as `agent test`: check fails, change, check passes, change again, remove, check
 fails.
+
+Every remove path also has a test showing what it refuses to delete: real files in a temp
+directory, the real remove run by dropping the command from a pattern (the engine's diff-run, as
+a push or pull of a new pattern does) or by running its remove script, then the data is checked.
+
+Tests that create users or groups, install packages or start units change the host: they run only
+with ``AGENT_TEST_SYSTEM=1`` (``.ci/run`` sets it), as root.
 """
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import os
 import pwd
@@ -22,8 +30,10 @@ from typing import Any
 
 import pytest
 
+from agent.engine import RunOutcome, diff_run
 from agent.errors import RenderError
 from agent.jsonnet import evaluate_text
+from agent.model import DEFAULT_EXEC, parse_commands
 
 LIB = Path(__file__).resolve().parent.parent / "agent" / "lib" / "etcha"
 AGENT_BIN = shlex.join([sys.executable, "-m", "agent"])
@@ -134,7 +144,25 @@ def shellcheck(cmds: list[dict[str, Any]]) -> None:
 needs_shellcheck = pytest.mark.skipif(
     SHELLCHECK is None, reason="shellcheck is not installed (apt-get install shellcheck)"
 )
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="managing users/groups needs root")
+SYSTEM = os.environ.get("AGENT_TEST_SYSTEM") == "1"
+needs_system = pytest.mark.skipif(
+    not SYSTEM or os.geteuid() != 0,
+    reason="changes the host (users, groups, packages or units): set AGENT_TEST_SYSTEM=1 and run"
+    " as root",
+)
+
+
+def drop(value: Any) -> RunOutcome:
+    """Replace a pattern made of ``value`` by an empty one: the diff-run removes every command."""
+    old = parse_commands(value if isinstance(value, list) else [value], where="old")
+    return asyncio.run(
+        diff_run([], old, exec=DEFAULT_EXEC, check=False, no_remove=False, source="test")
+    )
+
+
+def error_of(outcome: RunOutcome) -> str:
+    assert outcome.error is not None, outcome
+    return str(outcome.error)
 
 
 # ------------------------------------------------------------------------------ library layout
@@ -309,6 +337,148 @@ def test_symlink_real_cycle(tmp_path: Path) -> None:
     assert os.readlink(dst) == "/etc/hostname"
 
 
+# ----------------------------------------------------- what each remove path refuses to delete
+
+
+def test_dropped_dir_refuses_to_delete_a_non_empty_directory(tmp_path: Path) -> None:
+    target = tmp_path / "srv" / "app"
+    cmd = render(f"etcha.dir(path={q(target)})")
+    assert sh(cmd["change"], None, tmp_path).returncode == 0
+    (target / "uploads").mkdir()
+    (target / "uploads" / "photo.jpg").write_bytes(b"\xff\xd8 someone's photo")
+    err = error_of(drop(cmd))
+    assert f"{target}: directory not empty: expected an empty directory, got 1 entry" in err
+    assert (target / "uploads" / "photo.jpg").read_bytes() == b"\xff\xd8 someone's photo"
+    (target / "uploads" / "photo.jpg").unlink()
+    (target / "uploads").rmdir()
+    assert drop(cmd).error is None  # empty: what the pattern made goes
+    assert not target.exists() and target.parent.is_dir()
+
+
+def test_dropped_file_without_contents_refuses_to_delete_a_file_with_data(tmp_path: Path) -> None:
+    target = tmp_path / "app.db"
+    target.write_bytes(b"rows the application wrote")
+    cmd = render(f"etcha.file(path={q(target)}, mode='0640')")  # manages mode only
+    assert sh(cmd["change"], None, tmp_path).returncode == 0
+    err = error_of(drop(cmd))
+    assert "expected the contents the pattern wrote (0 bytes), got other contents (26 bytes)" in err
+    assert target.read_bytes() == b"rows the application wrote"
+
+
+def test_file_remove_refuses_an_edited_file_and_a_directory_in_its_place(tmp_path: Path) -> None:
+    target = tmp_path / "motd"
+    cmd = render(f"etcha.file(path={q(target)}, contents='managed\\n')")
+    assert sh(cmd["change"], cmd["stdin"], tmp_path).returncode == 0
+    target.write_text("edited by an operator\n")
+    assert drop(cmd).error is None  # the check fails: not the pattern's file, nothing removed
+    r = sh(cmd["remove"], cmd["stdin"], tmp_path)  # the script itself refuses too
+    assert r.returncode == 1
+    assert b"expected the contents the pattern wrote (8 bytes)" in r.stderr
+    assert target.read_text() == "edited by an operator\n"
+    target.unlink()
+    target.mkdir()
+    (target / "keep").write_text("x")
+    r = sh(cmd["remove"], cmd["stdin"], tmp_path)
+    assert r.returncode == 1
+    assert b"expected a regular file, got a directory; nothing was removed" in r.stderr
+    assert (target / "keep").read_text() == "x"
+
+
+def test_copy_remove_refuses_an_edited_destination(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_text("v1\n")
+    dst = tmp_path / "dst"
+    cmd = render(f"etcha.copy(src={q(src)}, dst={q(dst)})")
+    assert sh(cmd["change"], None, tmp_path).returncode == 0
+    dst.write_text("v1 plus a local fix\n")
+    assert drop(cmd).error is None
+    r = sh(cmd["remove"], None, tmp_path)
+    assert r.returncode == 1
+    assert b"got other contents (20 bytes); nothing was removed" in r.stderr
+    assert dst.read_text() == "v1 plus a local fix\n"
+
+
+def test_copy_without_mode_gives_the_source_permissions(tmp_path: Path) -> None:
+    src = tmp_path / "id_ed25519"
+    src.write_text("private\n")
+    src.chmod(0o600)
+    dst = tmp_path / "copy"
+    cmd = render(f"etcha.copy(src={q(src)}, dst={q(dst)})")
+    assert_idempotent(cmd, tmp_path)
+    assert sh(cmd["change"], None, tmp_path).returncode == 0
+    assert dst.stat().st_mode & 0o7777 == 0o600
+
+
+def test_line_remove_keeps_lines_the_pattern_did_not_write(tmp_path: Path) -> None:
+    target = tmp_path / "sshd_config"
+    target.write_text("PermitRootLogin no\n#PermitRootLogin yes (see ticket 42)\n")
+    cmd = render(
+        f"etcha.line(path={q(target)}, match='^#?(PermitRootLogin) .*', replacement='${{1}} no')"
+    )
+    r = sh(cmd["remove"], None, tmp_path)
+    assert r.returncode == 0, r.stderr
+    # The commented line matches, but change would rewrite it: the pattern did not write it.
+    assert target.read_text() == "#PermitRootLogin yes (see ticket 42)\n"
+
+
+def test_symlink_remove_keeps_the_target_and_refuses_a_directory_in_place(tmp_path: Path) -> None:
+    target = tmp_path / "releases" / "v2"
+    target.mkdir(parents=True)
+    (target / "app").write_text("binary")
+    dst = tmp_path / "current"
+    cmd = render(f"etcha.symlink(src={q(target)}, dst={q(dst)})")
+    assert sh(cmd["change"], None, tmp_path).returncode == 0
+    assert drop(cmd).error is None
+    assert not dst.is_symlink()
+    assert (target / "app").read_text() == "binary"  # the link went, never its target
+    dst.mkdir()
+    (dst / "local").write_text("data")
+    r = sh(cmd["remove"], None, tmp_path)
+    assert r.returncode == 1
+    assert b"expected a symlink to" in r.stderr and b"got a directory" in r.stderr
+    assert (dst / "local").read_text() == "data"
+
+
+def test_apt_key_remove_keeps_edited_key_and_list_files(tmp_path: Path) -> None:
+    keyring, lists = tmp_path / "keyrings", tmp_path / "sources"
+    lists.mkdir()
+    key, lst, _update = render(
+        f"etcha.aptKey(name='k', key='KEY\\n', repo='http://deb.example stable main',"
+        f" dir={q(keyring)}, listDir={q(lists)})"
+    )
+    for cmd in (key, lst):
+        assert sh(cmd["change"], cmd["stdin"], tmp_path).returncode == 0
+    (keyring / "k.asc").write_text("ROTATED KEY\n")
+    (lists / "k.list").write_text("deb http://mirror.local stable main\n")
+    for cmd in (key, lst):
+        r = sh(cmd["remove"], cmd["stdin"], tmp_path)
+        assert r.returncode == 1
+        assert b"nothing was removed" in r.stderr
+    assert (keyring / "k.asc").read_text() == "ROTATED KEY\n"
+    assert (lists / "k.list").read_text() == "deb http://mirror.local stable main\n"
+
+
+def test_systemd_unit_file_remove_keeps_an_edited_unit_file(tmp_path: Path) -> None:
+    unit_file, *_ = render(
+        f"etcha.systemdUnit(name='web.service', contents='[Service]\\n', dir={q(tmp_path)})"
+    )
+    path = tmp_path / "web.service"
+    path.write_text("[Service]\nExecStart=/usr/local/bin/web --tuned\n")
+    r = sh(unit_file["remove"], unit_file["stdin"], tmp_path)
+    assert r.returncode == 1  # and `systemctl daemon-reload` after `&&` never ran
+    assert b"nothing was removed" in r.stderr
+    assert path.read_text() == "[Service]\nExecStart=/usr/local/bin/web --tuned\n"
+
+
+def test_apt_remove_uses_dpkg_so_dependent_packages_are_never_removed() -> None:
+    cmd = render("etcha.apt(packages=['a', 'b'])")
+    assert cmd["remove"] == (
+        "dpkg --dry-run --remove 'a' 'b' >/dev/null"
+        " && DEBIAN_FRONTEND=noninteractive dpkg --remove 'a' 'b'"
+    )
+    assert "apt-get" not in cmd["remove"]
+
+
 @needs_shellcheck
 def test_file_helper_scripts_pass_shellcheck(tmp_path: Path) -> None:
     cmds = flatten(
@@ -345,7 +515,7 @@ def _free_id() -> int:
     return next(i for i in range(23000, 30000) if i not in used)
 
 
-@needs_root
+@needs_system
 def test_group_real_cycle_with_gid(unique_name: str, tmp_path: Path) -> None:
     gid = _free_id()
     cmd = render(f"etcha.group(name={q(unique_name)}, gid={gid})")
@@ -355,7 +525,7 @@ def test_group_real_cycle_with_gid(unique_name: str, tmp_path: Path) -> None:
     assert grp.getgrnam(unique_name).gr_gid == gid
 
 
-@needs_root
+@needs_system
 def test_group_gid_mismatch_is_fixed_by_change(unique_name: str, tmp_path: Path) -> None:
     subprocess.run(["groupadd", unique_name], check=True)
     gid = _free_id()
@@ -366,7 +536,7 @@ def test_group_gid_mismatch_is_fixed_by_change(unique_name: str, tmp_path: Path)
     assert grp.getgrnam(unique_name).gr_gid == gid
 
 
-@needs_root
+@needs_system
 def test_user_real_cycle_with_fields_and_groups(unique_name: str, tmp_path: Path) -> None:
     extra = f"{unique_name}g"
     setup = render(f"etcha.group(name={q(extra)})")
@@ -390,7 +560,7 @@ def test_user_real_cycle_with_fields_and_groups(unique_name: str, tmp_path: Path
     assert unique_name in grp.getgrnam(extra).gr_mem
 
 
-@needs_root
+@needs_system
 def test_user_field_mismatch_is_fixed_by_change(unique_name: str, tmp_path: Path) -> None:
     subprocess.run(["useradd", "-M", "-s", "/bin/sh", unique_name], check=True)
     cmd = render(f"etcha.user(name={q(unique_name)}, shell='/bin/bash')")
@@ -399,6 +569,51 @@ def test_user_field_mismatch_is_fixed_by_change(unique_name: str, tmp_path: Path
     assert r.returncode == 0, r.stderr
     assert sh(cmd["check"], None, tmp_path).returncode == 0
     assert pwd.getpwnam(unique_name).pw_shell == "/bin/bash"
+
+
+def _exists(lookup: Callable[[str], object], name: str) -> bool:
+    try:
+        lookup(name)
+    except KeyError:
+        return False
+    return True
+
+
+@needs_system
+def test_user_remove_keeps_the_home_directory_and_its_files(
+    unique_name: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    cmd = render(f"etcha.user(name={q(unique_name)}, home={q(home)}, createHome=true)")
+    assert sh(cmd["change"], None, tmp_path).returncode == 0
+    (home / "notes.txt").write_text("the user's work")
+    assert drop(cmd).error is None
+    assert not _exists(pwd.getpwnam, unique_name)
+    assert (home / "notes.txt").read_text() == "the user's work"
+
+
+@needs_system
+def test_user_remove_home_refuses_a_home_the_user_does_not_own(
+    unique_name: str, tmp_path: Path
+) -> None:
+    shared = tmp_path / "srv"
+    shared.mkdir()
+    (shared / "site.html").write_text("another service's data")  # owned by root
+    cmd = render(f"etcha.user(name={q(unique_name)}, home={q(shared)}, removeHome=true)")
+    assert sh(cmd["change"], None, tmp_path).returncode == 0
+    err = error_of(drop(cmd))
+    assert f"error removing id {cmd['id']}" in err or "not owned" in err, err
+    assert (shared / "site.html").read_text() == "another service's data"
+
+
+@needs_system
+def test_group_remove_refuses_the_primary_group_of_a_user(unique_name: str, tmp_path: Path) -> None:
+    cmd = render(f"etcha.group(name={q(unique_name)})")
+    assert sh(cmd["change"], None, tmp_path).returncode == 0
+    subprocess.run(["useradd", "-M", "-g", unique_name, unique_name], check=True)
+    error_of(drop(cmd))
+    assert _exists(grp.getgrnam, unique_name)
+    assert pwd.getpwnam(unique_name).pw_gid == grp.getgrnam(unique_name).gr_gid
 
 
 @needs_shellcheck
@@ -424,7 +639,9 @@ def test_apt_command_shape() -> None:
     assert "dpkg-query" in cmd["check"] and "'jq'" in cmd["check"]
     assert cmd["change"].startswith("apt-get update -q && ")
     assert "apt-get install -y -q --no-install-recommends" in cmd["change"]
-    assert "apt-get remove -y -q --purge 'jq'" in cmd["remove"]
+    assert cmd["remove"] == (
+        "dpkg --dry-run --purge 'jq' >/dev/null && DEBIAN_FRONTEND=noninteractive dpkg --purge 'jq'"
+    )
     many = render("etcha.apt(packages=['a', 'b'], recommends=true)")
     assert many["id"] == "apt a b"
     assert "--no-install-recommends" not in many["change"]
@@ -439,10 +656,11 @@ def test_apt_check_detects_installed_and_missing_packages(tmp_path: Path) -> Non
     assert sh(missing["check"], None, tmp_path).returncode != 0
 
 
+@needs_system
 @pytest.mark.skipif(
-    os.environ.get("AGENT_TEST_NETWORK") != "1" or os.geteuid() != 0,
-    reason="apt-get install/remove needs root and network access to a package mirror"
-    " (set AGENT_TEST_NETWORK=1 to run)",
+    os.environ.get("AGENT_TEST_NETWORK") != "1",
+    reason="apt-get install needs a package mirror: set AGENT_TEST_NETWORK=1 (and"
+    " AGENT_TEST_SYSTEM=1) to run",
 )
 def test_apt_real_cycle_installs_and_removes_a_package(tmp_path: Path) -> None:
     cmd = render("etcha.apt(packages='sl', update=true, purge=true)")
@@ -450,6 +668,47 @@ def test_apt_real_cycle_installs_and_removes_a_package(tmp_path: Path) -> None:
         assert_idempotent(cmd, tmp_path)
     finally:
         sh(cmd["remove"], None, tmp_path)
+
+
+def _deb(tmp: Path, name: str, depends: str | None = None) -> Path:
+    """Build an empty Debian package (no files, only control data) with dpkg-deb."""
+    root = tmp / name
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: agent tests <tests@example.invalid>\nDescription: agent test package\n"
+        + (f"Depends: {depends}\n" if depends else "")
+    )
+    out = tmp / f"{name}.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", str(root), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def _installed(name: str) -> bool:
+    probe = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, check=False
+    )
+    return probe.stdout == b"install ok installed"
+
+
+@needs_system
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_apt_remove_refuses_a_package_that_another_package_depends_on(tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    base, dependent = f"agent-test-base-{suffix}", f"agent-test-dependent-{suffix}"
+    debs = [_deb(tmp_path, base), _deb(tmp_path, dependent, depends=base)]
+    try:
+        subprocess.run(["dpkg", "-i", *map(str, debs)], check=True, capture_output=True)
+        cmd = render(f"etcha.apt(packages={q(base)})")
+        assert sh(cmd["check"], None, tmp_path).returncode == 0
+        error_of(drop(cmd))  # apt-get remove would have removed the dependent package too
+        assert _installed(base) and _installed(dependent)  # selections unchanged too
+    finally:
+        subprocess.run(["dpkg", "--purge", dependent, base], capture_output=True, check=False)
 
 
 @needs_shellcheck
@@ -520,6 +779,7 @@ def test_systemd_unit_scripts_pass_shellcheck() -> None:
     shellcheck(flatten(render("etcha.systemdUnit(name='a b.service', contents='[Unit]\\n')")))
 
 
+@needs_system
 @pytest.mark.skipif(NO_SYSTEMD, reason="systemd is not PID 1 here, so systemctl cannot run")
 def test_systemd_unit_executes(tmp_path: Path) -> None:
     name = f"agent-test-{uuid.uuid4().hex[:8]}.service"

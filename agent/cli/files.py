@@ -11,10 +11,12 @@ from typing import Any
 _MODES_ALL = ("check", "change", "remove")
 
 
-def _ownership_flags(p: argparse.ArgumentParser, default_perms: str | None) -> None:
+def _ownership_flags(
+    p: argparse.ArgumentParser, default_perms: str | None, default_text: str = ""
+) -> None:
     p.add_argument("-o", dest="owner", default="", metavar="OWNER", help="owner name or uid")
     p.add_argument("-g", dest="group", default="", metavar="GROUP", help="group name or gid")
-    default_text = f"default {default_perms}" if default_perms else "default: keep, 0644 if new"
+    default_text = f"default {default_perms}" if default_perms else default_text
     p.add_argument(
         "-p",
         dest="perms",
@@ -30,20 +32,26 @@ def register(sub: Any) -> None:
         "copy",
         help="copy a local file or http(s) URL to a path or stdout",
         description=(
-            "check: exit 0 when dst already has src's contents; change: copy src to dst ('-' ="
-            " stdout); remove: delete dst. URL headers go in the fragment: #Name:value\\r\\n..."
+            "check: exit 0 when dst already has src's contents and mode; change: copy src to dst"
+            " ('-' = stdout), with src's permission bits unless -p is given (0644 for a URL);"
+            " remove: delete dst only if it still has src's contents. URL headers go in the"
+            " fragment: #Name:value\\r\\n..."
         ),
     )
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
     p.add_argument("src", help="source path or http(s) URL")
     p.add_argument("dst", help="destination path, or - for stdout")
-    _ownership_flags(p, None)
+    _ownership_flags(p, None, "default: the source's, 0644 for a URL")
     p.set_defaults(handler="agent.filecmds:cmd_copy")
 
     p = sub.add_parser(
         "dir",
         help="manage a directory",
-        description="check/change/remove a directory with the given permissions and owner.",
+        description=(
+            "check/change/remove a directory with the given permissions and owner. remove"
+            " removes only an empty directory: anything else fails with 'directory not empty'"
+            " and nothing is deleted."
+        ),
     )
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
     p.add_argument("path", help="directory path")
@@ -55,7 +63,9 @@ def register(sub: Any) -> None:
         help="manage a file",
         description=(
             "check/change/remove a regular file with exact contents ('-' = stdin; omitted = any"
-            " contents), permissions and owner. Writes are atomic."
+            " contents), permissions and owner. Writes are atomic. remove deletes only a"
+            " regular file or a symlink (never its target); given contents, only a regular file"
+            " with exactly those contents."
         ),
     )
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
@@ -70,7 +80,9 @@ def register(sub: Any) -> None:
         description=(
             "Replace every match of the regexp (multi-line mode; ${1} expands groups), or append"
             " the replacement when nothing matches. check: exit 0 when change would do nothing."
-            " remove: delete matching lines. Path '-' reads stdin and prints the result."
+            " remove: delete the lines change wrote (whole-line matches whose replacement is"
+            " the line itself, and lines equal to the replacement). Path '-' reads stdin and"
+            " prints the result."
         ),
     )
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
@@ -82,7 +94,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "link",
         help="manage a symlink dst -> src",
-        description="check/change/remove the symlink dst pointing at src.",
+        description=(
+            "check/change/remove the symlink dst pointing at src. remove deletes only a symlink"
+            " to src, never its target or anything else at dst."
+        ),
     )
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
     p.add_argument("src", help="what the link points to")

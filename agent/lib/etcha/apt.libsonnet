@@ -1,5 +1,7 @@
 // Install Debian packages with apt-get (a name or a list of names). Check: every package is
-// installed (dpkg-query). Remove: apt-get remove (purge=true: --purge).
+// installed (dpkg-query). Remove: dpkg --remove (purge=true: --purge) of exactly these packages.
+// Unlike apt-get remove, dpkg never removes other packages that depend on them: it refuses
+// ("dependency problems") and leaves everything installed, selections included.
 
 local h = import 'helpers.libsonnet';
 
@@ -8,6 +10,7 @@ function(packages, recommends=false, update=false, purge=false, id=null, onChang
   assert std.length(names) > 0 : 'apt: packages must not be empty';
   local quoted = std.join(' ', [h.q(p) for p in names]);
   local env = 'DEBIAN_FRONTEND=noninteractive';
+  local action = if purge then '--purge' else '--remove';
   {
     id: if id == null then 'apt %s' % std.join(' ', names) else id,
     check: |||
@@ -21,5 +24,6 @@ function(packages, recommends=false, update=false, purge=false, id=null, onChang
               if recommends then '' else ' --no-install-recommends',
               quoted,
             ],
-    remove: '%s apt-get remove -y -q%s %s' % [env, if purge then ' --purge' else '', quoted],
+    // The dry run refuses first: a refused real run would still mark the package "deinstall".
+    remove: 'dpkg --dry-run %s %s >/dev/null && %s dpkg %s %s' % [action, quoted, env, action, quoted],
   } + h.onChange(onChange)

@@ -2,7 +2,8 @@
 // <listDir>/<name>.list: "deb [signed-by=<key file>] <repo>". key is the ASCII-armored key or an
 // http(s) URL to fetch it from. A change to either triggers apt-get update. Returns a list of
 // commands whose ids start with id (default "aptKey <name>"); onChange is added to the key and
-// list commands.
+// list commands. Remove deletes the key and list files only while they have the contents the
+// pattern wrote (see file and copy); the directories are never removed.
 
 local copy = import 'copy.libsonnet';
 local file = import 'file.libsonnet';

@@ -1,5 +1,6 @@
 // Copy a local file or an http(s) URL (headers in the fragment: #Name:value\r\n...) to dst.
-// mode/owner/group default to keeping what dst has (0644 for a new file).
+// mode defaults to the source's permission bits (0644 for a URL), as Etcha; owner/group default
+// to keeping what dst has. Remove deletes dst only while it still has the source's contents.
 
 local h = import 'helpers.libsonnet';
 

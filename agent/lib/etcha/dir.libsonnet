@@ -1,5 +1,6 @@
 // Manage a directory (created with missing parents): permissions and owner.
-// Remove deletes the directory and everything in it.
+// Remove deletes the directory only when it is empty; a directory with anything in it (or a
+// symlink in its place) fails the removal with "directory not empty" and nothing is deleted.
 
 local h = import 'helpers.libsonnet';
 

@@ -1,4 +1,7 @@
 // Manage a regular file: exact contents (null = any contents), permissions and owner.
+// Remove deletes only a regular file that still has the contents the pattern wrote (with
+// contents=null: an empty file, which is what change creates); a file with other contents, a
+// directory or a symlink in its place fails the removal and nothing is deleted.
 // The contents travel on the command's stdin, so size is not limited by the script length.
 // (A change run through another command's onFail gets no stdin; do not target file commands
 // from onFail.)
@@ -12,5 +15,5 @@ function(path, contents=null, mode='0644', owner='', group='', id=null, onChange
     id: if id == null then 'file %s' % path else id,
     check: '%s file check%s' % [bin, args],
     change: '%s file change%s' % [bin, args],
-    remove: '%s file remove -- %s' % [bin, h.q(path)],
+    remove: '%s file remove -- %s %s' % [bin, h.q(path), if contents == null then "''" else '-'],
   } + (if contents == null then {} else { stdin: contents }) + h.onChange(onChange)

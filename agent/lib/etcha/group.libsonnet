@@ -1,4 +1,5 @@
 // Manage a local group (getent/groupadd/groupmod/groupdel). gid null = any gid.
+// Remove deletes the group (groupdel); groupdel refuses the primary group of an existing user.
 
 local h = import 'helpers.libsonnet';
 

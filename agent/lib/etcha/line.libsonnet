@@ -1,6 +1,7 @@
 // Manage a line in a file by regexp (multi-line mode). Every match is replaced with replacement
 // (${1} or $name expand groups, $$ is a literal $); when nothing matches, replacement is
-// appended as a line. Remove deletes the matching lines and lines equal to the replacement.
+// appended as a line. Remove deletes only the lines change wrote: whole-line matches whose
+// replacement is the line itself, and lines equal to the replacement. The file stays.
 
 local h = import 'helpers.libsonnet';
 

@@ -1,4 +1,5 @@
-// Manage the symlink dst pointing at src. Remove deletes dst only if it is a symlink.
+// Manage the symlink dst pointing at src. Remove deletes dst only while it is a symlink to src,
+// never the link's target; anything else at dst fails the removal and nothing is deleted.
 
 local h = import 'helpers.libsonnet';
 

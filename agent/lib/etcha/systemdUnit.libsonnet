@@ -1,7 +1,8 @@
 // Manage a systemd unit: optionally its unit file (contents), its enabled and running state.
 // Writing the unit file reloads systemd and, with restart, restarts the unit. Returns a list of
 // commands whose ids start with id (default "systemdUnit <name>"); onChange is added to each
-// command that is not only triggered.
+// command that is not only triggered. Remove stops and disables the unit and deletes the unit
+// file only while it has the contents the pattern wrote (an edited unit file stays, see file).
 
 local file = import 'file.libsonnet';
 local h = import 'helpers.libsonnet';

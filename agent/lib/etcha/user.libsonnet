@@ -1,6 +1,8 @@
 // Manage a local user (getent/useradd/usermod/userdel). Fields left null are not managed.
 // gid is the primary group (name or number); groups are supplementary groups that the user must
-// be a member of (added, never removed). removeHome: userdel -r on remove.
+// be a member of (added, never removed). Remove deletes the account (userdel) and keeps the home
+// directory and every file. removeHome=true (userdel -r) also deletes the home directory and mail
+// spool, but userdel refuses a home that the user does not own or that another user shares.
 
 local h = import 'helpers.libsonnet';
 
