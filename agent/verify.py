@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from agent.errors import AgentError, VerifyError
+from agent.tokens import DEFAULT_MAX_TOKEN_BYTES
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
     from agent.tokens import VerifiedToken
 
 logger = logging.getLogger(__name__)
-
-#: Upper bound on a token's size, before anything else looks at it.
-MAX_TOKEN_BYTES = 8 * 1024 * 1024
 
 
 def verify_keys_for(config: Config, source: str) -> list[VerifyKey]:
@@ -57,7 +55,12 @@ def has_verifier(config: Config, source: str) -> bool:
 
 
 async def verify_for_source(
-    token: str, *, config: Config, source: str, now: float | None = None
+    token: str,
+    *,
+    config: Config,
+    source: str,
+    now: float | None = None,
+    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
 ) -> VerifiedToken:
     """Verify ``token`` for ``source`` with its verify commands or verify keys.
 
@@ -66,29 +69,33 @@ async def verify_for_source(
         config: the loaded config.
         source: the source name (``""`` for CLI commands).
         now: the current time (for tests).
+        max_bytes: longest accepted token (``run.maxTokenBytes``), checked before anything else,
+            so an oversized token never reaches a verify command.
 
     Raises:
         VerifyError: with ``reason`` no_keys, no_match, expired, not_yet_valid or malformed; or
             a :class:`~agent.policy.PolicyError` with key_not_allowed, key_not_yet_valid or
             key_retired.
     """
-    if len(token) > MAX_TOKEN_BYTES:
+    if len(token) > max_bytes:
         raise VerifyError(
-            f"token is {len(token)} bytes, more than the {MAX_TOKEN_BYTES} allowed", "malformed"
+            f"token is {len(token)} bytes, more than the {max_bytes} allowed", "malformed"
         )
     src = config.sources.get(source)
     commands = (src.verify_commands if src is not None else ()) or config.run.verify_commands
     if commands:
-        verified = await _verify_with_commands(token, config=config, source=source, now=now)
+        verified = await _verify_with_commands(
+            token, config=config, source=source, now=now, max_bytes=max_bytes
+        )
         from agent.policy import check_allowed_key
 
         check_allowed_key(verified.key_id, src, source_name=source)
         return verified
-    return _verify_with_keys(token, config=config, source=source, now=now)
+    return _verify_with_keys(token, config=config, source=source, now=now, max_bytes=max_bytes)
 
 
 def _verify_with_keys(
-    token: str, *, config: Config, source: str, now: float | None
+    token: str, *, config: Config, source: str, now: float | None, max_bytes: int
 ) -> VerifiedToken:
     """Verify with the usable keys; explain a miss by a held-back key (window, allowlist)."""
     import time
@@ -114,14 +121,14 @@ def _verify_with_keys(
         else:
             usable.append(key)
     try:
-        return verify_token(token, usable, now=current)
+        return verify_token(token, usable, now=current, max_bytes=max_bytes)
     except VerifyError as exc:
         if exc.reason not in ("no_match", "no_keys") or not held:
             raise
         miss = exc
     for key, reason in held:
         try:
-            verify_token(token, [key], now=current)
+            verify_token(token, [key], now=current, max_bytes=max_bytes)
         except VerifyError as exc:
             if exc.reason == "malformed":
                 raise
@@ -149,7 +156,7 @@ def _verify_with_keys(
 
 
 async def _verify_with_commands(
-    token: str, *, config: Config, source: str, now: float | None
+    token: str, *, config: Config, source: str, now: float | None, max_bytes: int
 ) -> VerifiedToken:
     from agent.engine import Mode, run_commands
     from agent.model import Exec, parse_commands
@@ -178,7 +185,7 @@ async def _verify_with_commands(
         raise VerifyError(f"verifyCommands failed: {outcome.error}", "no_match")
     for name, output in outcome.events():
         if name == "jwt" and output.change_out.strip():
-            return accept_command_token(output.change_out.strip(), now=now)
+            return accept_command_token(output.change_out.strip(), now=now, max_bytes=max_bytes)
     raise VerifyError(
         "verifyCommands did not accept the token: no command fired etcha:jwt with output",
         "no_match",
