@@ -432,6 +432,7 @@ async def _fetch_http(
             f"pull path {shown}: expected a valid URL, got an unparsable one"
         ) from exc
     auth = aiohttp.BasicAuth.from_url(url)  # user info goes to the configured origin only
+    home_headers = {**conditional, **({"Authorization": auth.encode()} if auth else {}), **custom}
     url = url.with_user(None).with_password(None)
     hops = 0
     try:
@@ -440,8 +441,7 @@ async def _fetch_http(
                 at_home = _origin(url) == home
                 async with session.get(
                     url,
-                    headers={**conditional, **custom} if at_home else dict(conditional),
-                    auth=auth if at_home else None,
+                    headers=home_headers if at_home else conditional,
                     ssl=ssl_arg,
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=seconds),

@@ -704,6 +704,7 @@ def _fuzz_text(mode: int, data: bytes) -> str:
     return f"{b64u(_fuzz_object(data[:half]))}.{b64u(_fuzz_object(data[half:]))}.{signature}"
 
 
+@pytest.mark.timeout(600)  # ~25 s of CPU here; a generous bound for slow, shared CI machines
 @settings(
     max_examples=FUZZ_EXAMPLES,
     deadline=None,

@@ -65,6 +65,7 @@ def read_token_arg(where: str, *, timeout: float = 10.0) -> str:
     from agent.tokens import DEFAULT_MAX_TOKEN_BYTES as limit
 
     if is_http(where):
+        import http.client
         import urllib.error
         import urllib.request
 
@@ -72,7 +73,7 @@ def read_token_arg(where: str, *, timeout: float = 10.0) -> str:
         try:
             with urllib.request.urlopen(where, timeout=timeout) as resp:  # noqa: S310
                 data: bytes = resp.read(limit + 1)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             # The exception text can quote the URL (http.client's "nonnumeric port: 'pw@h'"):
             # redact it, and do not chain it, so a traceback cannot show it either.
             raise SourceError(f"error opening src {shown}: {redact(str(exc), where)}") from None
