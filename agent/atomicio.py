@@ -4,14 +4,36 @@ A write goes to a temp file in the destination's directory, is fsynced, gets its
 the destination with ``os.replace`` and then the directory is fsynced. Readers see the old file
 or the new one, never a mix; on any failure the temp file is removed and the destination is
 unchanged.
+
+Temp files are named ``.<name>.<8 random characters>.agent-tmp`` (:func:`is_temp_name`), so the
+ones a crashed writer left behind are recognisable, and the writer holds an exclusive ``flock``
+on its temp file while it exists. :func:`remove_stale_temp_files` removes only files with that
+name whose lock it can take: a live writer's temp file is never touched, and nothing else is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import logging
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Suffix of every temp file :func:`atomic_write` creates.
+TEMP_SUFFIX = ".agent-tmp"
+# mkstemp's random part: 8 characters of [a-z0-9_].
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + r"$")
+# Before the distinctive suffix, temp files were ``.<name>.<random>.tmp``; recognised only for
+# state files (tokens, metadata, the replay cache) so an upgrade also clears old leftovers.
+_LEGACY_TEMP_NAME = re.compile(
+    r"^\.(?P<target>.+\.jwt|.+\.meta\.json|agent-replay\.json)\.[a-z0-9_]{8}\.tmp$"
+)
 
 
 def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
@@ -27,14 +49,16 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
+            # Held until the file is closed (after os.replace): marks the temp file as live.
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.fchmod(fh.fileno(), mode)
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -44,3 +68,67 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_write`'s temp files (or an older one's).
+
+    Args:
+        name: a file name, without directory.
+
+    Returns:
+        ``True`` for ``.<name>.<random>.agent-tmp`` (and the older ``.<state file>.<random>.tmp``).
+    """
+    return bool(_TEMP_NAME.match(name) or _LEGACY_TEMP_NAME.match(name))
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Remove the temp files crashed writers left in ``directory`` (not recursive).
+
+    Only regular files whose name passes :func:`is_temp_name` are candidates, and one is removed
+    only when its ``flock`` can be taken, i.e. no live writer holds it. Anything else (the state
+    files themselves, other files, directories, symlinks) is never touched.
+
+    Args:
+        directory: the directory to clean; a missing directory has nothing to clean.
+
+    Returns:
+        The removed files, sorted.
+
+    Raises:
+        OSError: the directory exists but cannot be listed.
+    """
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    removed: list[Path] = []
+    for name in sorted(names):
+        if not is_temp_name(name):
+            continue
+        path = Path(directory) / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:  # vanished, a symlink (ELOOP), unreadable: leave it
+            if exc.errno not in (errno.ENOENT, errno.ELOOP):
+                logger.warning("Cannot inspect temp file %s: %s", path, exc.strerror)
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer holds it
+            try:
+                same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                continue
+            if same:
+                os.unlink(path)
+                removed.append(path)
+        except OSError as exc:
+            logger.warning("Cannot remove stale temp file %s: %s", path, exc.strerror)
+        finally:
+            os.close(fd)
+    return removed

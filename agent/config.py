@@ -47,7 +47,12 @@ ENV_PREFIX = "AGENT_"
 #: What a secret value is replaced with by :meth:`Config.masked_dict`.
 MASK = "***"
 
-_SECRET_NAME = re.compile(r"password|secret|token", re.IGNORECASE)
+#: A key whose name contains one of these (case-insensitive) holds a secret, anywhere.
+_SECRET_WORDS = ("password", "secret", "token", "key", "credential", "auth", "private")
+_SECRET_NAME = re.compile("|".join(_SECRET_WORDS), re.IGNORECASE)
+#: Name parts that are public although they contain "key": ``publicKey``, ``verifyKeys``.
+_PUBLIC_NAME = re.compile(r"public[_-]?keys?|verify[_-]?keys?", re.IGNORECASE)
+#: Schema fields that are secrets whatever their name.
 _SECRET_PATHS = frozenset(
     {
         ("build", "signingKey"),
@@ -56,16 +61,17 @@ _SECRET_PATHS = frozenset(
         ("run", "tlsKeyBase64"),
     }
 )
-#: Keys whose name matches _SECRET_NAME but whose value is not a secret.
-_NOT_SECRET_PATHS = frozenset({("build", "pushTokenExpiresIn"), ("sources", "*", "maxTokenAge")})
+#: Field kinds that never hold a secret: numbers, booleans, durations, public keys, key ids.
+_PUBLIC_KINDS = frozenset(
+    {"bool", "int", "posint", "duration", "duration_opt", "rate", "choice", "port", "verifykeys"}
+)
+#: Schema string lists whose items are URLs or paths (masked as URLs, see agent.fetch.mask_url).
+_URL_FIELDS = frozenset({"pullPaths", "webhookPaths"})
 
 
-def _not_secret(path: tuple[str, ...]) -> bool:
-    """Schema durations whose names merely contain "token" ("*" matches any source name)."""
-    return any(
-        len(p) == len(path) and all(a in ("*", b) for a, b in zip(p, path, strict=True))
-        for p in _NOT_SECRET_PATHS
-    )
+def _secret_name(name: str) -> bool:
+    """Whether a key name marks a secret (``apiKey``, ``DB_PASSWORD``; not ``sshPublicKey``)."""
+    return bool(_SECRET_NAME.search(name)) and bool(_SECRET_NAME.search(_PUBLIC_NAME.sub("", name)))
 
 
 _RATE = re.compile(r"^[0-9]+-[SMHD]$")
@@ -119,14 +125,17 @@ class CLIConfig:
 
 @dataclass(frozen=True, slots=True)
 class HTTPClientConfig:
-    """``httpClient``: TLS settings for pull, push and ``getFile``.
+    """``httpClient``: TLS settings for pull, push and ``getFile``, and pull redirects.
 
     ``tls_skip_verify`` and ``ca_file`` are the same values as in :class:`BuildConfig`.
+    ``follow_cross_origin_redirects`` lets a pull follow a redirect to another origin (without
+    the custom headers, see :mod:`agent.fetch`).
     """
 
     ca_file: str
     no_system_ca: bool
     tls_skip_verify: bool
+    follow_cross_origin_redirects: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +238,7 @@ class Config:
             out[section] = _record_to_dict(getattr(self, _snake(section)), fields)
         out["httpClient"] = {
             "caFile": self.http_client.ca_file,
+            "followCrossOriginRedirects": self.http_client.follow_cross_origin_redirects,
             "noSystemCA": self.http_client.no_system_ca,
             "tlsSkipVerify": self.http_client.tls_skip_verify,
         }
@@ -242,11 +252,15 @@ class Config:
         """:meth:`to_dict` with every secret value replaced by ``"***"``.
 
         Masked: ``build.signingKey``, ``run.systemMetricsKey``, ``run.systemPprofKey``,
-        ``run.tlsKeyBase64`` and any key, anywhere, whose name contains ``password``, ``secret``
-        or ``token`` (case-insensitive). Empty values stay empty so "unset" remains visible.
+        ``run.tlsKeyBase64``; every key, anywhere (vars, exec env, commands, nested), whose name
+        contains ``password``, ``secret``, ``token``, ``key``, ``credential``, ``auth`` or
+        ``private`` (case-insensitive), except public-key names (``publicKey``, ``verifyKeys``)
+        and schema fields that cannot hold a secret (durations, sizes, booleans, key file paths,
+        key ids); and in every URL (pull paths, webhook paths, any string value) the user info,
+        query values and ``#Header:`` values. Empty values stay empty so "unset" remains visible.
+        Source, target and linter names are names, never masked.
         """
-        masked: dict[str, Any] = _mask(self.to_dict(), ())
-        return masked
+        return _mask_config(self.to_dict())
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,6 +316,13 @@ _CLI = (
     _Field("noColor", "bool", False, "No colour in output."),
 )
 _HTTP_CLIENT = (
+    _Field(
+        "followCrossOriginRedirects",
+        "bool",
+        False,
+        "Pulls follow a redirect to another origin, without the custom `#Header:` headers and "
+        "URL user info (default: refused; same-origin redirects are always followed).",
+    ),
     _Field("noSystemCA", "bool", False, "Trust only `caFile`, not the system CA store."),
 )
 _LINT = (
@@ -694,17 +715,75 @@ def _record_to_dict(record: Any, fields: Sequence[_Field]) -> dict[str, Any]:
     return {f.key: _to_json(f, getattr(record, _snake(f.key))) for f in fields}
 
 
-def _mask(value: Any, path: tuple[str, ...]) -> Any:
+def _field_is_secret(section: str, f: _Field) -> bool:
+    """A schema field is masked when listed, or when it is a free string with a secret name.
+
+    Paths to key files (``signingKeyPath``, ``tlsKeyPath``), key ids (``allowedKeys``) and
+    values of a public kind (durations such as ``maxTokenAge``, sizes, booleans, verify keys)
+    are not secrets, whatever their name.
+    """
+    if (section, f.key) in _SECRET_PATHS:
+        return True
+    if f.kind in _PUBLIC_KINDS or f.key.endswith(("Path", "File")) or f.key == "allowedKeys":
+        return False
+    return _secret_name(f.key)
+
+
+def _mask_record(value: Any, fields: Sequence[_Field], section: str) -> Any:
+    """Mask one typed record (a section, a source or a target) by its schema."""
+    if not isinstance(value, dict):
+        return _mask(value)
+    by_key = {f.key: f for f in fields}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        f = by_key.get(key)
+        if f is None:
+            out[key] = _mask({key: item})[key]
+        elif _field_is_secret(section, f):
+            out[key] = MASK if item not in ("", None) else item
+        elif f.kind in _PUBLIC_KINDS:
+            out[key] = item
+        elif f.kind in ("strmap", "linters"):  # keys are names (sources, linters), not settings
+            out[key] = {k: _mask(v) for k, v in item.items()} if isinstance(item, dict) else item
+        elif key in _URL_FIELDS and isinstance(item, list):
+            from agent.fetch import mask_url
+
+            out[key] = [mask_url(v) if isinstance(v, str) else _mask(v) for v in item]
+        else:
+            out[key] = _mask(item)
+    return out
+
+
+def _mask(value: Any) -> Any:
+    """Mask raw JSON (vars, env, exec, commands): secret-named keys, and URL secrets in strings."""
     if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            sub = (*path, k)
-            secret = (sub in _SECRET_PATHS or bool(_SECRET_NAME.search(k))) and not _not_secret(sub)
-            out[k] = MASK if secret and v not in ("", None) else _mask(v, sub)
-        return out
+        return {
+            k: MASK if _secret_name(k) and v not in ("", None) else _mask(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_mask(v, path) for v in value]
+        return [_mask(v) for v in value]
+    if isinstance(value, str):
+        from agent.fetch import mask_urls_in_text
+
+        return mask_urls_in_text(value)
     return value
+
+
+def _mask_config(data: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`Config.to_dict` output with every secret masked (see :meth:`Config.masked_dict`)."""
+    out: dict[str, Any] = {}
+    for section, value in data.items():
+        if section in _SECTIONS:
+            out[section] = _mask_record(value, _SECTIONS[section], section)
+        elif section == "httpClient":
+            out[section] = _mask_record(value, _HTTP_CLIENT, section)
+        elif section in _RECORDS and isinstance(value, dict):
+            fields = _RECORDS[section]
+            out[section] = {n: _mask_record(r, fields, section) for n, r in value.items()}
+        else:
+            out[section] = _mask(value)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -995,7 +1074,7 @@ def _defaults() -> dict[str, Any]:
     out: dict[str, Any] = {s: {f.key: _default(f) for f in fs} for s, fs in _SECTIONS.items()}
     for key, (default, _) in _RAW_SECTIONS.items():
         out[key] = copy.deepcopy(default)
-    out["httpClient"] = {"noSystemCA": False}
+    out["httpClient"] = {f.key: _default(f) for f in _HTTP_CLIENT}
     out["sources"] = {}
     out["targets"] = {}
     return out
@@ -1054,15 +1133,16 @@ def config_from_dict(
                     "expected an https target to pin a certificate, got insecure: true",
                 )
             targets[name] = target
-        no_system_ca = merged["httpClient"].get("noSystemCA")
+        client = merged["httpClient"]
         return Config(
             build=build,
             cli=_build_record(CLIConfig, _CLI, merged["cli"]),
             exec=dict(merged["exec"]),
             http_client=HTTPClientConfig(
                 ca_file=build.ca_file,
-                no_system_ca=bool(no_system_ca),
+                no_system_ca=bool(client.get("noSystemCA")),
                 tls_skip_verify=build.tls_skip_verify,
+                follow_cross_origin_redirects=bool(client.get("followCrossOriginRedirects")),
             ),
             lint=_build_record(LintConfig, _LINT, merged["lint"]),
             run=run,
@@ -1252,6 +1332,14 @@ def _table(fields: Sequence[_Field], prefix: str) -> list[str]:
     return lines
 
 
+def _secret_field_names() -> list[str]:
+    """Every schema field :meth:`Config.masked_dict` masks, as ``section.key`` paths."""
+    groups = [*_SECTIONS.items(), ("httpClient", _HTTP_CLIENT)]
+    names = [f"{s}.{f.key}" for s, fields in groups for f in fields if _field_is_secret(s, f)]
+    names += [f"{s}.*.{f.key}" for s, fs in _RECORDS.items() for f in fs if _field_is_secret(s, f)]
+    return names
+
+
 def render_reference() -> str:
     """The markdown of ``docs/configuration.md``, generated from the schema in this module."""
     out = [
@@ -1353,13 +1441,23 @@ def render_reference() -> str:
         "",
         "## Secrets in `show-config`",
         "",
-        "`agent show-config` prints the effective config with these values replaced by "
-        f"`{MASK}`: "
-        + ", ".join(f"`{'.'.join(p)}`" for p in sorted(_SECRET_PATHS))
-        + ", and every key anywhere (vars, exec env, ...) whose name contains `password`, "
-        "`secret` or `token` (case-insensitive), except "
-        + ", ".join(f"`{'.'.join(p)}`" for p in sorted(_NOT_SECRET_PATHS))
-        + ".",
+        f"`agent show-config` prints the effective config with these values replaced by `{MASK}`:",
+        "",
+        "- " + ", ".join(f"`{p}`" for p in _secret_field_names()) + ".",
+        "- Every key anywhere in `vars`, `exec` (its `env` too), commands and the other "
+        "free-form objects whose name contains "
+        + ", ".join(f"`{w}`" for w in _SECRET_WORDS)
+        + " (case-insensitive, nested), except public-key names: `publicKey`, `verifyKeys` "
+        "(and names such as `sshPublicKey`).",
+        "- In every URL (`sources.*.pullPaths`, `sources.*.webhookPaths`, and any `http(s)://` "
+        "URL inside another string value): the user info (`***@host`), each query value "
+        "(`?sig=***`) and each `#Name:value` header value (`#Authorization:***`). The "
+        "pull-path options `skipVerify`, `clientSkipVerify` and `clientTimeout` stay visible.",
+        "",
+        "Not masked, because they cannot hold a secret: durations, sizes and booleans (such as "
+        "`build.pushTokenExpiresIn` and `sources.*.maxTokenAge`), key file paths "
+        "(`build.signingKeyPath`, `run.tlsKeyPath`), key ids (`sources.*.allowedKeys`), the "
+        "public verify keys, and source, target and linter names. Empty values stay empty.",
         "",
     ]
     return "\n".join(out)

@@ -11,7 +11,9 @@ Invariants:
 
 - Every write is atomic: a temp file in the same directory, fsync of the file, ``os.replace``,
   fsync of the directory. A crash leaves either the old or the new file, never a half-written one,
-  and no temp file is left behind by a failed write.
+  and no temp file is left behind by a failed write. A killed writer can leave its temp file
+  (``.<file>.<random>.agent-tmp``); :meth:`StateStore.remove_stale_temp_files`, called at start-up,
+  removes those of every state file (tokens, metadata, the replay cache) and nothing else.
 - Files are created with mode 0600 (tokens can carry secrets in their run vars).
 - :meth:`StateStore.save` writes the token first and the metadata second, so metadata never
   describes a token that is not on disk.
@@ -38,14 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.atomicio import atomic_write
+from agent.atomicio import remove_stale_temp_files as _remove_stale_temp_files
 from agent.errors import SourceError
+from agent.tokens import DEFAULT_MAX_TOKEN_BYTES
 
 logger = logging.getLogger(__name__)
 
 #: Longest accepted source name; keeps ``<name>.meta.json`` and temp names under NAME_MAX (255).
 MAX_SOURCE_NAME = 200
-#: Largest token file :meth:`StateStore.load` reads (matches ``agent.verify.MAX_TOKEN_BYTES``).
-MAX_STATE_BYTES = 8 * 1024 * 1024
 #: Leeway added to ``exp`` before a remembered jti is forgotten (matches ``tokens.LEEWAY_SECONDS``,
 #: because a token stays acceptable that long after ``exp``).
 DEFAULT_REPLAY_LEEWAY = 30.0
@@ -148,10 +150,12 @@ class StateStore:
 
     Args:
         state_dir: the state directory; created (with parents, mode 0700) on the first write.
+        max_token_bytes: largest token file :meth:`load` reads (``run.maxTokenBytes``).
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> None:
         self.state_dir = Path(state_dir)
+        self.max_token_bytes = max_token_bytes
 
     def token_path(self, source: str) -> Path:
         """Path of the source's token file (raises SourceError for an unsafe name)."""
@@ -216,16 +220,16 @@ class StateStore:
         meta_path = self.meta_path(source)
         try:
             with token_path.open("rb") as fh:
-                raw = fh.read(MAX_STATE_BYTES + 1)
+                raw = fh.read(self.max_token_bytes + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SourceError(
                 f"state file {token_path}: expected a readable file, got {exc.strerror}"
             ) from exc
-        if len(raw) > MAX_STATE_BYTES:
+        if len(raw) > self.max_token_bytes:
             raise SourceError(
-                f"state file {token_path}: expected at most {MAX_STATE_BYTES} bytes, got more"
+                f"state file {token_path}: expected at most {self.max_token_bytes} bytes, got more"
             )
         try:
             token = raw.decode("utf-8").strip()
@@ -277,6 +281,29 @@ class StateStore:
             if until is None or (isinstance(until, int | float) and not isinstance(until, bool)):
                 out.append((item[0], None if until is None else float(until)))
         return out
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove the temp files that killed writers left in the state directory.
+
+        Only :func:`agent.atomicio.atomic_write` temp files (``.<file>.<random>.agent-tmp``, and
+        the older ``.<state file>.<random>.tmp``) that no live writer holds are removed; state
+        files and anything else stay. Each removal is logged. Call it at start-up.
+
+        Returns:
+            The removed files, sorted; ``[]`` when the directory does not exist yet.
+
+        Raises:
+            SourceError: the state directory exists but cannot be listed.
+        """
+        try:
+            removed = _remove_stale_temp_files(self.state_dir)
+        except OSError as exc:
+            raise SourceError(
+                f"state dir {self.state_dir}: expected a readable directory, got {exc.strerror}"
+            ) from exc
+        for path in removed:
+            logger.info("Removed a stale temporary state file %s", path.name)
+        return removed
 
     def _load_meta(self, meta_path: Path) -> SourceMeta:
         try:

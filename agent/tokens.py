@@ -10,6 +10,13 @@ Invariants:
 - Verification never raises anything but :class:`~agent.errors.VerifyError` (``reason`` one of
   ``no_keys``, ``no_match``, ``expired``, ``not_yet_valid``, ``malformed``); decoding never raises
   anything but :class:`~agent.errors.TokenError`. Messages never contain the token.
+- Every part is canonical base64url: a last character whose unused low bits are not zero is
+  ``malformed`` (Go's decoder accepts such tails, so one signature would have several spellings).
+  ECDSA high-S signatures are accepted (Go's signer does not normalise ``s``), so a token string
+  is still malleable: nothing may key on the raw string. Use ``jti``, the claims, or
+  :func:`token_identity` (a hash of header and payload only).
+- Tokens longer than ``max_bytes`` (default :data:`DEFAULT_MAX_TOKEN_BYTES`, the one default for
+  pull, push and verify) are ``malformed`` before any decoding.
 - ``alg`` must be ``EdDSA``, ``ES256`` or ``RS256``: ``none``, HMAC and unknown algs are malformed.
   Keys are tried in order; keys whose type cannot produce the header ``alg`` are skipped (so an
   HMAC/alg-confusion token never reaches a public key). ``kid`` is not used to pick a key.
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import time
@@ -46,8 +54,8 @@ except ImportError:  # pragma: no cover - exercised where pybase64 is absent
     _fast_b64decode = None
 
 __all__ = [
+    "DEFAULT_MAX_TOKEN_BYTES",
     "LEEWAY_SECONDS",
-    "MAX_TOKEN_BYTES",
     "SUPPORTED_ALGS",
     "DecodedToken",
     "VerifiedToken",
@@ -56,15 +64,19 @@ __all__ = [
     "encode_payload",
     "etcha_claims",
     "sign_token",
+    "token_identity",
     "verify_token",
 ]
 
 LEEWAY_SECONDS = 30
-#: Tokens longer than this are rejected before any decoding.
-MAX_TOKEN_BYTES = 8 * 1024 * 1024
+#: The one default size bound for a token (``run.maxTokenBytes``): pull, push and verify use it.
+DEFAULT_MAX_TOKEN_BYTES = 8 * 1024 * 1024
 SUPPORTED_ALGS = frozenset({"EdDSA", "ES256", "RS256"})
 
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: Mask of the unused low bits of the last character, by ``len(part) % 4`` (0 and 1 have none).
+_UNUSED_BITS = {2: 0x0F, 3: 0x03}
 _ORIGIN = object()  # the private constructor token of VerifiedToken
 
 
@@ -188,13 +200,29 @@ def _malformed(message: str) -> VerifyError:
     return VerifyError(f"malformed token: {message}", "malformed")
 
 
+def _check_canonical_tail(part: bytes, name: str) -> None:
+    """Refuse a base64url part whose last character has non-zero unused bits."""
+    unused = _UNUSED_BITS.get(len(part) % 4)
+    if unused is None:
+        return
+    value = _B64URL_ALPHABET.find(part[-1:])
+    if value >= 0 and value & unused:
+        raise _malformed(
+            f"{name}: expected canonical base64url (unused trailing bits zero), got non-zero bits"
+        )
+
+
 def _b64url_decode(part: bytes, name: str) -> bytes:
-    """Strict base64url without padding (Go's RawURLEncoding, which also rejects ``=``).
+    """Strict, canonical base64url without padding (Go's RawURLEncoding with Strict()).
+
+    A last character with non-zero unused bits is refused: Go's default decoder ignores those
+    bits, so ``...Q`` and ``...R`` would decode to the same signature.
 
     Uses pybase64 (SIMD) when it is installed, else :mod:`binascii`; both validate the alphabet.
     """
     if b"=" in part or b"+" in part or b"/" in part or len(part) % 4 == 1:
         raise _malformed(f"{name}: expected base64url without padding, got other characters")
+    _check_canonical_tail(part, name)
     padded = part + b"=" * (-len(part) % 4)
     try:
         if _fast_b64decode is not None:
@@ -235,11 +263,11 @@ class _Parts:
     signature_b64: bytes
 
 
-def _split(token: str) -> _Parts:
+def _split(token: str, max_bytes: int) -> _Parts:
     if not isinstance(token, str):
         raise _malformed(f"expected a string, got {type(token).__name__}")
-    if len(token) > MAX_TOKEN_BYTES:
-        raise _malformed(f"expected at most {MAX_TOKEN_BYTES} bytes, got {len(token)}")
+    if len(token) > max_bytes:
+        raise _malformed(f"expected at most {max_bytes} bytes, got {len(token)}")
     token = token.strip("\r\n")
     try:
         data = token.encode("ascii")
@@ -293,11 +321,12 @@ class DecodedToken:
     claims: Mapping[str, Any]
 
 
-def decode_token(token: str) -> DecodedToken:
+def decode_token(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> DecodedToken:
     """Decode a token's header and claims without verifying anything.
 
     Args:
         token: a compact JWS (a trailing newline is tolerated).
+        max_bytes: longest accepted token.
 
     Returns:
         The decoded header and claims.
@@ -306,7 +335,7 @@ def decode_token(token: str) -> DecodedToken:
         TokenError: (a :class:`~agent.errors.VerifyError` with reason ``malformed``) the token is
             not three base64url parts whose header and payload are JSON objects.
     """
-    parts = _split(token)
+    parts = _split(token, max_bytes)
     claims = _json_object(_b64url_decode(parts.payload_b64, "payload"), "payload")
     return DecodedToken(
         raw=token.strip("\r\n"),
@@ -498,7 +527,12 @@ def _now() -> float:
 
 
 def verify_token(
-    token: str, keys: Sequence[VerifyKey], *, now: float | None = None, check_times: bool = True
+    token: str,
+    keys: Sequence[VerifyKey],
+    *,
+    now: float | None = None,
+    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    check_times: bool = True,
 ) -> VerifiedToken:
     """Verify ``token`` against ``keys`` (tried in order) and check its time claims.
 
@@ -508,6 +542,7 @@ def verify_token(
         now: the current unix time (default: the clock).
         check_times: check ``exp``/``nbf``. Off only to re-admit a token a source already
             accepted (SPEC 31: the time claims guard delivery, not storage).
+        max_bytes: longest accepted token (``run.maxTokenBytes``).
 
     Returns:
         The verified token; ``key_id`` is the matching key's configured id.
@@ -517,7 +552,7 @@ def verify_token(
             size), ``no_keys`` (empty ``keys``), ``no_match`` (no key verified the signature),
             ``expired`` or ``not_yet_valid`` (outside exp/nbf with 30 s leeway).
     """
-    parts = _split(token)
+    parts = _split(token, max_bytes)
     _check_alg(parts.alg)
     if not keys:
         raise VerifyError("cannot verify JWT without verify keys: none are configured", "no_keys")
@@ -541,7 +576,11 @@ def verify_token(
 
 
 def accept_command_token(
-    token: str, *, now: float | None = None, check_times: bool = True
+    token: str,
+    *,
+    now: float | None = None,
+    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    check_times: bool = True,
 ) -> VerifiedToken:
     """Accept a token that verify commands vouched for: decode and check claims, no signature.
 
@@ -549,6 +588,7 @@ def accept_command_token(
         token: the token printed by the verify command (``etcha:jwt``).
         now: the current unix time (default: the clock).
         check_times: check ``exp``/``nbf`` (see :func:`verify_token`).
+        max_bytes: longest accepted token (``run.maxTokenBytes``).
 
     Returns:
         The token, with ``key_id`` ``""``.
@@ -556,6 +596,24 @@ def accept_command_token(
     Raises:
         VerifyError: ``malformed``, ``expired`` or ``not_yet_valid``.
     """
-    parts = _split(token)
+    parts = _split(token, max_bytes)
     claims = _json_object(_b64url_decode(parts.payload_b64, "payload"), "payload")
     return _accept(parts, claims, key_id="", now=now, check_times=check_times)
+
+
+def token_identity(token: str) -> str:
+    """A stable identity for a token: SHA-256 (hex) of ``header.payload``, signature excluded.
+
+    Signatures are malleable (an ECDSA ``s`` and ``n - s`` both verify), so two different raw
+    strings can carry the same signed content; key caches and comparisons on this, on ``jti`` or
+    on the claims, never on the raw token string.
+
+    Args:
+        token: a compact JWS (surrounding CR/LF is ignored); it is not decoded or verified.
+
+    Returns:
+        64 lowercase hex characters.
+    """
+    text = token.strip("\r\n")
+    signing_input, _, _ = text.rpartition(".")
+    return hashlib.sha256((signing_input or text).encode("utf-8", "surrogatepass")).hexdigest()

@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from agent.errors import AgentError, VerifyError
+from agent.tokens import DEFAULT_MAX_TOKEN_BYTES
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
     from agent.tokens import VerifiedToken
 
 logger = logging.getLogger(__name__)
-
-#: Upper bound on a token's size, before anything else looks at it.
-MAX_TOKEN_BYTES = 8 * 1024 * 1024
 
 
 def verify_keys_for(config: Config, source: str) -> list[VerifyKey]:
@@ -63,6 +61,7 @@ async def verify_for_source(
     source: str,
     now: float | None = None,
     check_times: bool = True,
+    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
 ) -> VerifiedToken:
     """Verify ``token`` for ``source`` with its verify commands or verify keys.
 
@@ -75,31 +74,51 @@ async def verify_for_source(
             re-admit a token the source already accepted (restore and every later run of it):
             the time claims guard delivery, not storage (SPEC 31). Signature, keys, key windows,
             ``allowedKeys`` and verify commands are checked either way.
+        max_bytes: longest accepted token (``run.maxTokenBytes``), checked before anything else,
+            so an oversized token never reaches a verify command.
 
     Raises:
         VerifyError: with ``reason`` no_keys, no_match, expired, not_yet_valid or malformed; or
             a :class:`~agent.policy.PolicyError` with key_not_allowed, key_not_yet_valid or
             key_retired.
     """
-    if len(token) > MAX_TOKEN_BYTES:
+    if len(token) > max_bytes:
         raise VerifyError(
-            f"token is {len(token)} bytes, more than the {MAX_TOKEN_BYTES} allowed", "malformed"
+            f"token is {len(token)} bytes, more than the {max_bytes} allowed", "malformed"
         )
     src = config.sources.get(source)
     commands = (src.verify_commands if src is not None else ()) or config.run.verify_commands
     if commands:
         verified = await _verify_with_commands(
-            token, config=config, source=source, now=now, check_times=check_times
+            token,
+            config=config,
+            source=source,
+            now=now,
+            max_bytes=max_bytes,
+            check_times=check_times,
         )
         from agent.policy import check_allowed_key
 
         check_allowed_key(verified.key_id, src, source_name=source)
         return verified
-    return _verify_with_keys(token, config=config, source=source, now=now, check_times=check_times)
+    return _verify_with_keys(
+        token,
+        config=config,
+        source=source,
+        now=now,
+        max_bytes=max_bytes,
+        check_times=check_times,
+    )
 
 
 def _verify_with_keys(
-    token: str, *, config: Config, source: str, now: float | None, check_times: bool = True
+    token: str,
+    *,
+    config: Config,
+    source: str,
+    now: float | None,
+    max_bytes: int,
+    check_times: bool = True,
 ) -> VerifiedToken:
     """Verify with the usable keys; explain a miss by a held-back key (window, allowlist)."""
     import time
@@ -125,14 +144,16 @@ def _verify_with_keys(
         else:
             usable.append(key)
     try:
-        return verify_token(token, usable, now=current, check_times=check_times)
+        return verify_token(
+            token, usable, now=current, max_bytes=max_bytes, check_times=check_times
+        )
     except VerifyError as exc:
         if exc.reason not in ("no_match", "no_keys") or not held:
             raise
         miss = exc
     for key, reason in held:
         try:
-            verify_token(token, [key], now=current)
+            verify_token(token, [key], now=current, max_bytes=max_bytes)
         except VerifyError as exc:
             if exc.reason == "malformed":
                 raise
@@ -160,7 +181,13 @@ def _verify_with_keys(
 
 
 async def _verify_with_commands(
-    token: str, *, config: Config, source: str, now: float | None, check_times: bool = True
+    token: str,
+    *,
+    config: Config,
+    source: str,
+    now: float | None,
+    max_bytes: int,
+    check_times: bool = True,
 ) -> VerifiedToken:
     from agent.engine import Mode, run_commands
     from agent.model import Exec, parse_commands
@@ -189,7 +216,9 @@ async def _verify_with_commands(
         raise VerifyError(f"verifyCommands failed: {outcome.error}", "no_match")
     for name, output in outcome.events():
         if name == "jwt" and output.change_out.strip():
-            return accept_command_token(output.change_out.strip(), now=now, check_times=check_times)
+            return accept_command_token(
+                output.change_out.strip(), now=now, max_bytes=max_bytes, check_times=check_times
+            )
     raise VerifyError(
         "verifyCommands did not accept the token: no command fired etcha:jwt with output",
         "no_match",

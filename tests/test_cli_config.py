@@ -124,3 +124,28 @@ def test_bad_config_exits_1_with_one_line_on_stderr(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(expected.format(dir=tmp_path)), lines[0]
+
+
+def test_show_config_masks_pull_credentials_and_secret_named_vars_and_env(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "vars:\n"
+        "  apiKey: SECRET-1-api\n"
+        "  sshPrivateKey: SECRET-2-ssh\n"
+        "  credentials: {user: u, pass: SECRET-3-cred}\n"
+        "  publicKey: visible-public\n"
+        "sources:\n"
+        "  web:\n"
+        "    pullPaths:\n"
+        '      - "https://deploy:SECRET-4-pw@h.example/t.jwt?sig=SECRET-5-sig'
+        '#Authorization: Bearer SECRET-6\\r\\nclientTimeout: 5"\n'
+    )
+    proc = run_agent(tmp_path, "show-config", env={"AGENT_vars_deployAuth": "SECRET-7-env"})
+    assert proc.returncode == 0, proc.stderr
+    assert "SECRET-" not in proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["vars"]["publicKey"] == "visible-public"
+    assert data["vars"]["deployAuth"] == "***" and data["vars"]["apiKey"] == "***"
+    assert data["sources"]["web"]["pullPaths"] == [
+        "https://***@h.example/t.jwt?sig=***#Authorization:***\r\nclientTimeout: 5"
+    ]

@@ -198,7 +198,7 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
     body = b""
 
     def do_GET(self) -> None:
-        if self.path != "/t.jwt":
+        if self.path.split("?", 1)[0] != "/t.jwt":
             self.send_error(404)
             return
         self.send_response(200)
@@ -319,3 +319,37 @@ def test_compare_unverifiable_or_unreadable_token_fails(pair: tuple[str, str], w
     assert out.stderr.startswith(f"ERROR: new JWT {new}: no verify key matched")
     missing = compare(public, str(work / "missing.jwt"), str(old), cwd=work)
     assert missing.returncode == 1 and missing.stderr.startswith("ERROR: error opening src")
+
+
+# --- URL secrets never reach an error (issue 12) -------------------------------------------------
+
+
+def _assert_no_url_secrets(text: str) -> None:
+    for secret in ("alice", "pw-secret", "sig=", "q-secret"):
+        assert secret not in text, text
+
+
+def test_jwt_url_error_names_the_url_without_user_info_or_query(
+    pair: tuple[str, str], token_server: str, work: Path
+) -> None:
+    port = token_server.rsplit(":", 1)[1]
+    for url in (
+        f"{token_server}/missing?sig=q-secret",
+        f"http://alice:pw-secret@127.0.0.1:{port}/missing?sig=q-secret",
+        "http://alice:pw-secret@127.0.0.1:notaport/t.jwt?sig=q-secret",
+    ):
+        out = run_agent("-x", f"run_verifyKeys={pair[1]}", "jwt", url, cwd=work)
+        assert out.returncode == 1
+        assert out.stderr.startswith("ERROR: error opening src http://127.0.0.1"), out.stderr
+        _assert_no_url_secrets(out.stderr + out.stdout)
+
+
+def test_compare_url_verify_error_names_the_url_without_query(
+    token_server: str, work: Path
+) -> None:
+    _, other_public = generate_keys("ed25519", "other")
+    url = f"{token_server}/t.jwt?sig=q-secret"
+    out = compare(other_public, url, url, cwd=work)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"ERROR: new JWT {token_server}/t.jwt: no verify key matched")
+    _assert_no_url_secrets(out.stderr)

@@ -1022,3 +1022,115 @@ def test_etcha_show_config_output_loads_with_the_old_name_warnings(tmp_path: Pat
     )
     assert (proc.returncode, proc.stdout) == (0, "Changed 1: a\n"), proc.stderr
     assert marker.read_text() == "ok\n"
+
+
+# ----------------------------------------------------------------------- secrets (issue 12)
+
+
+def test_masked_dict_hides_url_user_info_query_and_header_values_in_pull_paths() -> None:
+    pull = (
+        "https://deploy:P1-pw@git.example.com:8443/t.jwt?sig=P2-sig&se=2030"
+        "#Authorization:Bearer P3-bearer\r\nX-Api-Key:P4-key\r\nclientTimeout:5\r\nskipVerify:true"
+    )
+    c = config_from_dict({"sources": {"web": {"pullPaths": [pull, "/var/lib/t.jwt"]}}})
+    m = c.masked_dict()
+    assert "P1-" not in json.dumps(m) and "P2-" not in json.dumps(m)
+    assert m["sources"]["web"]["pullPaths"] == [
+        "https://***@git.example.com:8443/t.jwt?sig=***&se=***"
+        "#Authorization:***\r\nX-Api-Key:***\r\nclientTimeout:5\r\nskipVerify:true",
+        "/var/lib/t.jwt",
+    ]
+    assert c.sources["web"].pull_paths[0] == pull  # only the display is masked
+
+
+def test_masked_dict_hides_urls_inside_any_string_value() -> None:
+    c = config_from_dict(
+        {
+            "vars": {"endpoint": "https://u:U1-pw@h/x?token=U2-tok", "note": "plain"},
+            "sources": {
+                "web": {"commands": [{"id": "c", "change": "curl https://U3-tok@h/?k=U4-k"}]}
+            },
+        }
+    )
+    m = c.masked_dict()
+    assert not any(f"U{i}-" in json.dumps(m) for i in range(1, 5))
+    assert m["vars"] == {"endpoint": "https://***@h/x?token=***", "note": "plain"}
+    assert m["sources"]["web"]["commands"][0]["change"] == "curl https://***@h/?k=***"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "apiKey",
+        "API_KEY",
+        "sshPrivateKey",
+        "credentials",
+        "AWS_CREDENTIAL_FILE_BODY",
+        "basicAuth",
+        "Authorization",
+        "dbPassword",
+        "clientSecret",
+        "githubToken",
+        "PRIVATE",
+    ],
+)
+def test_masked_dict_hides_secret_named_keys_in_vars_env_and_nested(name: str) -> None:
+    c = config_from_dict(
+        {
+            "vars": {name: "V1-top", "nested": {"deeper": [{name: {"x": "V2-nested"}}]}},
+            "exec": {"env": {name: "V3-env"}},
+            "sources": {"web": {"vars": {name: "V4-src"}}},
+            "targets": {"t": {"vars": {name: "V5-tgt"}}},
+        }
+    )
+    m = c.masked_dict()
+    assert not any(f"V{i}-" in json.dumps(m) for i in range(1, 6)), json.dumps(m)
+    assert m["vars"][name] == MASK and m["exec"]["env"][name] == MASK
+    assert m["vars"]["nested"]["deeper"][0][name] == MASK
+
+
+def test_masked_dict_keeps_public_keys_and_names_visible() -> None:
+    c = config_from_dict(
+        {
+            "build": {"signingKeyPath": "/etc/agent/key", "pushTokenExpiresIn": "5m"},
+            "run": {
+                "tlsKeyPath": "/etc/tls.key",
+                "verifyKeys": [PUB1, {"key": PUB1, "notAfter": "2099-01-01T00:00:00Z"}],
+            },
+            "vars": {"publicKey": "pub-visible", "sshPublicKey": "ssh-visible", "monkey": ""},
+            "sources": {
+                "tokens": {
+                    "verifyKeys": [{"key": PUB1}],
+                    "allowedKeys": ["release"],
+                    "maxTokenAge": "1h",
+                }
+            },
+            "targets": {"keyserver": {"sourcePatterns": {"tokens": "main.jsonnet"}}},
+        }
+    )
+    m = c.masked_dict()
+    assert m["build"]["signingKeyPath"] == "/etc/agent/key"
+    assert m["build"]["pushTokenExpiresIn"] == "5m"
+    assert m["run"]["tlsKeyPath"] == "/etc/tls.key"
+    assert m["run"]["verifyKeys"] == [PUB1, {"key": PUB1, "notAfter": "2099-01-01T00:00:00Z"}]
+    assert m["vars"] == {"publicKey": "pub-visible", "sshPublicKey": "ssh-visible", "monkey": ""}
+    src = m["sources"]["tokens"]  # a source named "tokens" is a name, not a secret
+    assert src["verifyKeys"] == [PUB1]
+    assert src["allowedKeys"] == ["release"] and src["maxTokenAge"] == "1h"
+    assert m["targets"]["keyserver"]["sourcePatterns"] == {"tokens": "main.jsonnet"}
+
+
+def test_public_key_name_with_a_secret_word_is_still_masked() -> None:
+    m = config_from_dict({"vars": {"publicKeyToken": "W1-secret"}}).masked_dict()
+    assert m["vars"]["publicKeyToken"] == MASK
+
+
+def test_follow_cross_origin_redirects_defaults_to_false_and_round_trips() -> None:
+    default = config_from_dict({})
+    assert default.http_client.follow_cross_origin_redirects is False
+    assert default.to_dict()["httpClient"]["followCrossOriginRedirects"] is False
+    on = config_from_dict({"httpClient": {"followCrossOriginRedirects": True}})
+    assert on.http_client.follow_cross_origin_redirects is True
+    assert config_from_dict(on.to_dict()) == on
+    with pytest.raises(ConfigError, match=r"httpClient\.followCrossOriginRedirects"):
+        config_from_dict({"httpClient": {"followCrossOriginRedirects": "yes"}})

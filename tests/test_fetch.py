@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,11 +20,15 @@ from aiohttp import web
 
 from agent.errors import ConfigError, SourceError
 from agent.fetch import (
+    MAX_REDIRECTS,
     FetchResult,
     fetch_path,
     local_path,
     make_ssl_context,
+    mask_url,
+    mask_urls_in_text,
     parse_http_path,
+    redact,
     safe_url,
 )
 from agent.tlsutil import self_signed, server_ssl_context
@@ -444,3 +450,233 @@ def test_oversize_local_file_is_a_source_error(tmp_path: Path) -> None:
     f.write_bytes(b"x" * 2000)
     with pytest.raises(SourceError, match=r"expected at most 1000 bytes, got 2000"):
         _fetch_local(str(f), max_bytes=1000)
+
+
+# redirects (issue 12): same origin keeps the custom headers, another origin is refused or
+# followed without them
+
+
+def _redirect_app(rec: Recorder, location: Callable[[web.Request], str]) -> web.Application:
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        rec.requests.append({"path": request.path_qs, **request.headers})
+        raise web.HTTPFound(location(request))
+
+    async def token(request: web.Request) -> web.StreamResponse:
+        rec.requests.append({"path": request.path_qs, **request.headers})
+        return web.Response(text=TOKEN, headers={"ETag": ETAG})
+
+    app = web.Application()
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/loop/{n}", redirect)
+    app.router.add_get("/token.jwt", token)
+    return app
+
+
+def run_with_two_servers(
+    body: Callable[[aiohttp.ClientSession, str, str], Awaitable[Any]],
+    first: Callable[[str], Callable[[web.Request], str]],
+) -> tuple[Any, Recorder, Recorder]:
+    """Two servers on 127.0.0.1 (two ports: two origins); ``first`` builds the first's Location."""
+    rec_a, rec_b = Recorder(), Recorder()
+
+    async def main() -> Any:
+        other: list[str] = []
+        app_a = _redirect_app(rec_a, lambda request: first(other[0])(request))
+        app_b = _redirect_app(rec_b, lambda request: "/token.jwt")
+        async with serve(app_a) as port_a, serve(app_b) as port_b:
+            other.append(f"http://127.0.0.1:{port_b}")
+            async with aiohttp.ClientSession() as s:
+                return await body(s, f"http://127.0.0.1:{port_a}", other[0])
+
+    result = asyncio.run(main())
+    return result, rec_a, rec_b
+
+
+SECRET_PATH = "#X-Api-Key:key-secret\r\nAuthorization:Bearer bearer-secret"
+
+
+def test_same_origin_redirect_is_followed_with_custom_headers_and_user_info() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, other: str) -> Any:
+        url = base.replace("://", "://user:pw-secret@") + "/redirect" + SECRET_PATH
+        return await fetch_path(
+            url.replace("\r\nAuthorization:Bearer bearer-secret", ""), session=s
+        )
+
+    result, rec_a, rec_b = run_with_two_servers(body, lambda other: lambda r: "/token.jwt")
+    assert result.body == TOKEN and result.etag == ETAG
+    assert [r["path"] for r in rec_a.requests] == ["/redirect", "/token.jwt"]
+    for request in rec_a.requests:
+        assert request["X-Api-Key"] == "key-secret"
+        assert request["Authorization"] == "Basic " + base64.b64encode(b"user:pw-secret").decode()
+    assert rec_b.requests == []
+
+
+def test_cross_origin_redirect_is_refused_naming_both_origins_without_secrets() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, other: str) -> Any:
+        url = base.replace("://", "://user:pw-secret@") + "/redirect?sig=q-secret" + SECRET_PATH
+        return await fetch_path(url, session=s)
+
+    with pytest.raises(SourceError) as info:
+        run_with_two_servers(body, lambda other: lambda r: f"{other}/token.jwt?sig=next-secret")
+    msg = str(info.value)
+    ports = re.findall(r"http://127\.0\.0\.1:(\d+)", msg)
+    assert len(set(ports)) == 2, msg
+    assert "refused a redirect from origin http://127.0.0.1:" in msg
+    assert "httpClient.followCrossOriginRedirects" in msg
+    assert "secret" not in msg and "user" not in msg and "sig" not in msg
+
+
+def test_cross_origin_redirect_is_not_requested_when_refused() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, other: str) -> Any:
+        with pytest.raises(SourceError, match="refused a redirect"):
+            await fetch_path(f"{base}/redirect{SECRET_PATH}", session=s)
+
+    _, rec_a, rec_b = run_with_two_servers(body, lambda other: lambda r: f"{other}/token.jwt")
+    assert len(rec_a.requests) == 1 and rec_b.requests == []
+
+
+def test_cross_origin_redirect_is_followed_without_custom_headers_when_allowed() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, other: str) -> Any:
+        url = base.replace("://", "://user:pw-secret@") + "/redirect" + SECRET_PATH
+        return await fetch_path(url, session=s, etag='"old"', follow_cross_origin=True)
+
+    result, rec_a, rec_b = run_with_two_servers(body, lambda other: lambda r: f"{other}/redirect")
+    assert result.body == TOKEN
+    assert rec_a.requests[0]["X-Api-Key"] == "key-secret"
+    assert rec_a.requests[0]["Authorization"] == "Bearer bearer-secret"
+    # server b redirected to itself once, then answered; it never saw a custom header
+    assert [r["path"] for r in rec_b.requests] == ["/redirect", "/token.jwt"]
+    for request in rec_b.requests:
+        lowered = {k.lower() for k in request}
+        assert not lowered & {"x-api-key", "authorization"}, request
+        assert request["If-None-Match"] == '"old"'
+
+
+def test_redirect_back_to_the_configured_origin_sends_the_headers_again() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, other: str) -> Any:
+        return await fetch_path(
+            f"{base}/redirect{SECRET_PATH}", session=s, follow_cross_origin=True
+        )
+
+    rec_a, rec_b = Recorder(), Recorder()
+
+    async def main() -> Any:
+        ports: list[int] = []
+        app_a = _redirect_app(rec_a, lambda r: f"http://127.0.0.1:{ports[1]}/redirect")
+        app_b = _redirect_app(rec_b, lambda r: f"http://127.0.0.1:{ports[0]}/token.jwt")
+        async with serve(app_a) as port_a, serve(app_b) as port_b:
+            ports += [port_a, port_b]
+            async with aiohttp.ClientSession() as s:
+                return await body(s, f"http://127.0.0.1:{port_a}", "")
+
+    assert asyncio.run(main()).body == TOKEN
+    assert [r["path"] for r in rec_a.requests] == ["/redirect", "/token.jwt"]
+    assert all(r["X-Api-Key"] == "key-secret" for r in rec_a.requests)
+    assert "X-Api-Key" not in rec_b.requests[0]
+
+
+def test_redirect_loop_stops_after_max_redirects() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, other: str) -> Any:
+        return await fetch_path(f"{base}/loop/0", session=s)
+
+    def next_hop(other: str) -> Callable[[web.Request], str]:
+        return lambda r: f"/loop/{int(r.match_info['n']) + 1}"
+
+    with pytest.raises(SourceError, match=f"expected at most {MAX_REDIRECTS} redirects"):
+        run_with_two_servers(body, next_hop)
+
+
+def test_redirect_to_a_non_http_scheme_is_refused() -> None:
+    async def body(s: aiohttp.ClientSession, base: str, other: str) -> Any:
+        return await fetch_path(f"{base}/redirect", session=s, follow_cross_origin=True)
+
+    with pytest.raises(SourceError, match="expected a redirect to an http"):
+        run_with_two_servers(body, lambda other: lambda r: "file:///etc/passwd")
+
+
+# secrets never reach messages (issue 12)
+
+
+def test_connection_error_message_carries_no_user_info_query_or_headers() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            await fetch_path(
+                f"http://user:pw-secret@127.0.0.1:{port}/x?sig=q-secret{SECRET_PATH}",
+                session=s,
+                timeout=5,
+            )
+
+    with pytest.raises(SourceError, match="request failed") as info:
+        asyncio.run(main())
+    msg = str(info.value)
+    assert f"http://127.0.0.1:{port}/x" in msg
+    assert "secret" not in msg and "user" not in msg and "sig" not in msg
+
+
+def test_invalid_url_message_carries_no_user_info_or_query() -> None:
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            await fetch_path("http://user:pw-secret@127.0.0.1:99999/x?sig=q-secret", session=s)
+
+    with pytest.raises(SourceError) as info:
+        asyncio.run(main())
+    msg = str(info.value)
+    assert "secret" not in msg and "user" not in msg and "sig" not in msg
+
+
+def test_redact_removes_every_secret_part_of_a_url_from_text() -> None:
+    url = "https://alice:pw-secret@h:8443/p?sig=q-secret&x=1" + SECRET_PATH
+    text = (
+        f"failed {url}; nonnumeric port: 'pw-secret@h'; query sig=q-secret; "
+        "header Bearer bearer-secret; key-secret"
+    )
+    out = redact(text, url)
+    assert "secret" not in out and "alice" not in out
+    assert "https://h:8443/p" in out
+
+
+def test_mask_url_keeps_structure_and_hides_user_info_query_and_header_values() -> None:
+    url = (
+        "https://alice:pw@h:8443/t.jwt?sig=abc&v=1&bare"
+        "#Authorization:Bearer xyz\r\nX-Api-Key:k\r\nclientTimeout:5\r\nskipVerify:true"
+    )
+    assert mask_url(url) == (
+        "https://***@h:8443/t.jwt?sig=***&v=***&***"
+        "#Authorization:***\r\nX-Api-Key:***\r\nclientTimeout:5\r\nskipVerify:true"
+    )
+    assert mask_url("https://h/p") == "https://h/p"
+    assert mask_url("/var/lib/token.jwt?x=1") == "/var/lib/token.jwt?x=1"  # a local path
+
+
+def test_mask_urls_in_text_masks_urls_inside_other_strings() -> None:
+    text = "curl -fsS https://bot:tok@api.example.com/v1?token=abc -o /tmp/x && echo done"
+    assert mask_urls_in_text(text) == (
+        "curl -fsS https://***@api.example.com/v1?token=*** -o /tmp/x && echo done"
+    )
+    assert mask_urls_in_text("no urls here") == "no urls here"
+
+
+# one size bound (issue 12)
+
+
+def test_default_body_limit_is_the_token_size_bound(tmp_path: Path) -> None:
+    from agent.tokens import DEFAULT_MAX_TOKEN_BYTES
+
+    at_limit = tmp_path / "at.jwt"
+    at_limit.write_bytes(b"x" * DEFAULT_MAX_TOKEN_BYTES)
+    over = tmp_path / "over.jwt"
+    over.write_bytes(b"x" * (DEFAULT_MAX_TOKEN_BYTES + 1))
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            result = await fetch_path(str(at_limit), session=s)
+            assert result.body is not None and len(result.body) == DEFAULT_MAX_TOKEN_BYTES
+            with pytest.raises(SourceError, match=f"at most {DEFAULT_MAX_TOKEN_BYTES} bytes"):
+                await fetch_path(str(over), session=s)
+
+    asyncio.run(main())

@@ -254,3 +254,139 @@ def test_replay_cache_memory_bounded_with_10000_distinct_jtis() -> None:
 def test_replay_cache_requires_positive_cap() -> None:
     with pytest.raises(ValueError, match="cap"):
         ReplayCache(0)
+
+
+# --------------------------------------------------------------- stale temp files (issue 12)
+
+_CRASHING_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from agent.state import SourceMeta, StateStore
+
+def crash(src, dst):
+    os.kill(os.getpid(), signal.SIGKILL)  # killed after the temp file is written, before replace
+
+store = StateStore(Path(sys.argv[1]))
+which = sys.argv[2]
+os.replace = crash
+if which == "token":
+    store.save("web", "new-token", SourceMeta())
+elif which == "meta":
+    store.save_meta("web", SourceMeta(etag="new"))
+else:
+    store.save_replay([("jti-new", None)])
+"""
+
+
+def _crash_writer(state_dir: Path, which: str) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASHING_WRITER, str(state_dir), which],
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def test_start_up_cleanup_removes_temp_files_of_killed_writers_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path)
+    store.save("web", TOKEN, SourceMeta(etag="old"))
+    store.save_replay([("jti-old", None)])
+    state_files = {"web.jwt", "web.meta.json", "agent-replay.json"}
+    for which in ("token", "meta", "replay"):
+        _crash_writer(tmp_path, which)
+    leftovers = {p.name for p in tmp_path.iterdir()} - state_files
+    # one temp file per killed writer, each named after the state file it was replacing
+    targets = sorted(n.rsplit(".", 2)[0] for n in leftovers)
+    assert targets == [".agent-replay.json", ".web.jwt", ".web.meta.json"], leftovers
+    assert all(n.endswith(".agent-tmp") for n in leftovers)
+    unrelated = [
+        "notes.txt",
+        ".web.jwt.tmp",
+        ".web.jwt.abcd1234.agent-tmp.bak",
+        "web.jwt.abcd1234.agent-tmp",  # no leading dot: not ours
+        ".notes.txt.abcd1234.tmp",  # old-style name, but not of a state file
+    ]
+    for name in unrelated:
+        (tmp_path / name).write_text("keep me")
+    (tmp_path / ".dir.jwt.abcd1234.agent-tmp").mkdir()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.write_text("keep me")
+    (tmp_path / ".link.jwt.abcd1234.agent-tmp").symlink_to(outside)
+
+    removed = store.remove_stale_temp_files()
+
+    assert sorted(p.name for p in removed) == sorted(leftovers)
+    assert {p.name for p in tmp_path.iterdir()} == state_files | set(unrelated) | {
+        ".dir.jwt.abcd1234.agent-tmp",
+        ".link.jwt.abcd1234.agent-tmp",
+    }
+    assert outside.read_text() == "keep me"
+    loaded = store.load("web")
+    assert loaded is not None and loaded.token == TOKEN and loaded.meta.etag == "old"
+    assert store.load_replay() == [("jti-old", None)]
+    assert store.remove_stale_temp_files() == []
+
+
+def test_start_up_cleanup_removes_old_style_temp_files_of_state_files(tmp_path: Path) -> None:
+    for name in (
+        ".web.jwt.ab_d1234.tmp",
+        ".web.meta.json.x9y8z7w6.tmp",
+        ".agent-replay.json.a1b2c3d4.tmp",
+    ):
+        (tmp_path / name).write_text("half")
+    removed = StateStore(tmp_path).remove_stale_temp_files()
+    assert len(removed) == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_start_up_cleanup_keeps_a_temp_file_a_live_writer_holds(tmp_path: Path) -> None:
+    import fcntl
+
+    live = tmp_path / ".web.jwt.live1234.agent-tmp"
+    with live.open("wb") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        assert StateStore(tmp_path).remove_stale_temp_files() == []
+        assert live.exists()
+    assert StateStore(tmp_path).remove_stale_temp_files() == [live]
+    assert not live.exists()
+
+
+def test_start_up_cleanup_of_a_missing_state_dir_removes_nothing(tmp_path: Path) -> None:
+    assert StateStore(tmp_path / "not-yet").remove_stale_temp_files() == []
+
+
+def test_atomic_write_temp_files_are_recognisable(tmp_path: Path) -> None:
+    from agent.atomicio import is_temp_name
+
+    seen: list[str] = []
+    real_replace = os.replace
+
+    def spy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        seen.append(Path(src).name)
+        real_replace(src, dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", spy)
+        atomic_write(tmp_path / "web.meta.json", b"{}")
+    assert len(seen) == 1 and is_temp_name(seen[0]), seen
+    assert seen[0].startswith(".web.meta.json.") and seen[0].endswith(".agent-tmp")
+    assert not is_temp_name("web.meta.json") and not is_temp_name(".web.meta.json")
+
+
+def test_load_refuses_a_token_file_over_the_size_bound(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, max_token_bytes=64)
+    store.save("web", "x" * 64, SourceMeta())
+    loaded = store.load("web")
+    assert loaded is not None and len(loaded.token) == 64
+    store.save("big", "x" * 65, SourceMeta())
+    with pytest.raises(SourceError, match="expected at most 64 bytes"):
+        store.load("big")

@@ -43,10 +43,6 @@ def _apply_cli_section(args: argparse.Namespace, config: Config) -> None:
         setup(level or "info", fmt or "human", no_color)
 
 
-#: Upper bound on a token read from a file or URL by the CLI.
-MAX_TOKEN_BYTES = 8 * 1024 * 1024
-
-
 def looks_like_token(text: str) -> bool:
     """A compact JWS: three base64url parts separated by dots, nothing else."""
     parts = text.strip().split(".")
@@ -58,26 +54,36 @@ def looks_like_token(text: str) -> bool:
 def read_token_arg(where: str, *, timeout: float = 10.0) -> str:
     """Read a token from a file path or an http(s) URL (urllib: no aiohttp in the CLI path).
 
+    At most :data:`agent.tokens.DEFAULT_MAX_TOKEN_BYTES` are read. Messages name a URL without
+    its user info, query or header block, and never quote them (:func:`agent.fetch.redact`).
+
     Raises:
         SourceError: the file or URL could not be read, or is too large.
     """
     from agent.errors import SourceError
+    from agent.fetch import is_http, redact, safe_url
+    from agent.tokens import DEFAULT_MAX_TOKEN_BYTES as limit
 
-    if where.startswith(("http://", "https://")):
+    if is_http(where):
+        import http.client
         import urllib.error
         import urllib.request
 
+        shown = safe_url(where)
         try:
             with urllib.request.urlopen(where, timeout=timeout) as resp:  # noqa: S310
-                data: bytes = resp.read(MAX_TOKEN_BYTES + 1)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise SourceError(f"error opening src {where}: {exc}") from exc
+                data: bytes = resp.read(limit + 1)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            # The exception text can quote the URL (http.client's "nonnumeric port: 'pw@h'"):
+            # redact it, and do not chain it, so a traceback cannot show it either.
+            raise SourceError(f"error opening src {shown}: {redact(str(exc), where)}") from None
     else:
+        shown = where
         try:
             with open(where, "rb") as fh:
-                data = fh.read(MAX_TOKEN_BYTES + 1)
+                data = fh.read(limit + 1)
         except OSError as exc:
             raise SourceError(f"error opening src {where}: {exc.strerror}") from exc
-    if len(data) > MAX_TOKEN_BYTES:
-        raise SourceError(f"error opening src {where}: larger than {MAX_TOKEN_BYTES} bytes")
+    if len(data) > limit:
+        raise SourceError(f"error opening src {shown}: larger than {limit} bytes")
     return data.decode("utf-8", errors="replace").strip()

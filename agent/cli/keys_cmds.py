@@ -155,12 +155,14 @@ def compare_tokens(
 def _read_verified(where: str, which: str, config: Config) -> VerifiedToken:
     from agent.cli.common import read_token_arg
     from agent.errors import VerifyError
+    from agent.fetch import is_http, safe_url
 
     token = read_token_arg(where)
     try:
         return _verify(token, config)
     except VerifyError as exc:
-        raise VerifyError(f"{which} JWT {where}: {exc}", exc.reason) from exc
+        shown = safe_url(where) if is_http(where) else where
+        raise VerifyError(f"{which} JWT {shown}: {exc}", exc.reason) from exc
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
