@@ -1247,8 +1247,7 @@ class Daemon:
             await asyncio.wait(still, timeout=5)
 
     async def _start_listener(self, app_hook: Callable[[Daemon], Mapping[str, Any]] | None) -> Any:
-        from aiohttp import web
-
+        from agent.listener import ListenerLimits, start_listener
         from agent.server import create_app
 
         run = self.config.run
@@ -1257,15 +1256,26 @@ class Daemon:
             return None
         host, port = parse_listen_address(run.listen_address)
         extra: Mapping[str, Any] = app_hook(self) if app_hook else {}
-        app = create_app(self, max_body_bytes=int(run.max_body_bytes), **extra)
+        limits = ListenerLimits.from_run(run)
+        app = create_app(
+            self,
+            max_token_bytes=int(run.max_token_bytes),
+            max_body_bytes=int(run.max_body_bytes),
+            timeout_body=limits.timeout_body or None,
+            **extra,
+        )
         ssl_ctx = None if run.tls_disable else await asyncio.to_thread(_listener_ssl, self.config)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=5.0)
+        refused = getattr(self.metrics, "connection_refused", None)
         try:
-            await site.start()
+            runner = await start_listener(
+                app,
+                host,
+                port,
+                limits=limits,
+                ssl_context=ssl_ctx,
+                on_refused=refused if callable(refused) else None,
+            )
         except OSError as exc:
-            await runner.cleanup()
             raise SourceError(
                 f"run.listenAddress {run.listen_address}: expected to listen, got {exc.strerror}"
             ) from exc

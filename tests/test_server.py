@@ -179,7 +179,7 @@ def test_body_over_the_limit_is_413_by_content_length_and_by_stream() -> None:
             yield b"x" * 40
 
     async def go() -> tuple[int, int, int]:
-        async with serve(create_app(rec, max_body_bytes=100)) as base:
+        async with serve(create_app(rec, max_token_bytes=100)) as base:
             url = f"{base}/etcha/v1/push/web"
             by_length = (await request("POST", url, b"x" * 101))[0]
             at_limit = (await request("POST", url, b"x" * 100))[0]
