@@ -330,7 +330,10 @@ _LINT = (
 )
 _RUN = (
     _Field(
-        "keepaliveTimeout", "duration", "15s", "Idle time after which a kept-alive connection closes."
+        "keepaliveTimeout",
+        "duration",
+        "15s",
+        "Idle time after which a kept-alive connection closes.",
     ),
     _Field("listenAddress", "str", ":4000", "Address the push/webhook listener binds."),
     _Field(
@@ -359,9 +362,7 @@ _RUN = (
     _Field("systemMetricsKey", "str", "", "`?key=` enabling /etcha/v1/system/metrics (secret)."),
     _Field("systemPprofKey", "str", "", "`?key=` enabling /etcha/v1/system/pprof (secret)."),
     _Field("timeoutBody", "duration", "30s", "Time limit for reading a request body."),
-    _Field(
-        "timeoutHeaders", "duration", "10s", "Time limit for a request line and its headers."
-    ),
+    _Field("timeoutHeaders", "duration", "10s", "Time limit for a request line and its headers."),
     _Field("timeoutPush", "duration", "10m", "Time limit of a push run."),
     _Field("timeoutShell", "duration", "10m", "Time limit of a shell session."),
     _Field("timeoutWebhook", "duration", "10m", "Time limit of a webhook run."),

@@ -215,7 +215,9 @@ def metrics_handler(metrics: Metrics, key: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         given = request.query.get("key", "").encode("utf-8")
         if not hmac.compare_digest(given, expected):
-            logger.warning("Metrics request from %s refused: wrong key", escape(request.remote or ""))
+            logger.warning(
+                "Metrics request from %s refused: wrong key", escape(request.remote or "")
+            )
             return web.Response(status=401)
         body, content_type = metrics.render()
         return web.Response(status=200, body=body, headers={"Content-Type": content_type})

@@ -459,7 +459,7 @@ class _GuardedProtocol(asyncio.Protocol):
 class _GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a :class:`ConnectionGuard`."""
 
-    __slots__ = ("_guard", "_host", "_port", "_tls", "_previous_handler", "_handler_set")
+    __slots__ = ("_guard", "_handler_set", "_host", "_port", "_previous_handler", "_tls")
 
     def __init__(
         self,
@@ -481,7 +481,7 @@ class _GuardedSite(web.BaseSite):
     @property
     def name(self) -> str:
         scheme = "https" if self._tls is not None else "http"
-        return f"{scheme}://{self._host or '0.0.0.0'}:{self._port}"
+        return f"{scheme}://{self._host or '*'}:{self._port}"
 
     async def start(self) -> None:
         await super().start()

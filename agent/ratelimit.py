@@ -14,8 +14,8 @@ beyond it is the limited key whose window closes first dropped. Each key holds o
 (start, failures), so memory per key is constant whatever ``count`` is.
 
 Clients are keyed by :func:`client_key`: an IPv4 address as is, an IPv6 address by its /64
-network (one host usually owns a whole /64). The limiter is pure: time comes from the ``clock`` callable (monotonic seconds),
-nothing is global, and nothing here does I/O.
+network (one host usually owns a whole /64). The limiter is pure: time comes from the ``clock``
+callable (monotonic seconds), nothing is global, and nothing here does I/O.
 """
 
 from __future__ import annotations
