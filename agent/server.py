@@ -181,29 +181,44 @@ async def _read_whole(request: web.Request, limit: int, timeout: float | None) -
     return Body(bytes(buf))
 
 
-def body_refusal(body: Body, what: str, limit_name: str, limit: int) -> web.Response:
-    """Log why a body was refused and build the answer (413, 408 or 400; empty body).
+async def body_refusal(
+    request: web.Request, body: Body, what: str, limit_name: str, limit: int
+) -> web.StreamResponse:
+    """Log why a body was refused and answer it (413, 408 or 400; empty body).
+
+    A 413 leaves the connection to aiohttp, which drains what is left of the body for a while so
+    the client reads the answer. A 408 or 400 is written at once and the connection closed: a
+    client too slow to send its body gets no more time.
 
     Args:
+        request: the request.
         body: a refused body (``status`` set).
         what: e.g. ``"Push for web from 10.0.0.7"`` (already escaped).
         limit_name: the setting that bounds the body, e.g. ``run.maxTokenBytes``.
         limit: its value.
 
     Returns:
-        The response; a 408 or 400 also closes the connection.
+        The response (already sent for 408 and 400).
     """
     from aiohttp import web
 
     if body.status == 413:
         logger.error("%s refused: body exceeds %s %d", what, limit_name, limit)
-    elif body.status == 408:
+        return web.Response(status=413)
+    if body.status == 408:
         logger.error("%s refused: body not complete within run.timeoutBody", what)
     else:
         logger.error("%s refused: reading the body failed", what)
     response = web.Response(status=body.status)
-    if body.status != 413:
-        response.force_close()
+    response.force_close()
+    transport = request.transport
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass
+    if transport is not None:
+        transport.close()
     return response
 
 
@@ -221,7 +236,7 @@ async def _push(
 
     body = await read_body(request, limit=max_token, timeout=timeout_body)
     if body.status:
-        return body_refusal(body, what, "run.maxTokenBytes", max_token)
+        return await body_refusal(request, body, what, "run.maxTokenBytes", max_token)
 
     pattern_text = request.query.get("filter", "")
     parent_id_filter: re.Pattern[str] | None = None

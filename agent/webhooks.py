@@ -260,7 +260,7 @@ class WebhookDispatcher:
         timeout = float(config.run.timeout_body) or None
         body = await read_body(request, limit=max_body, timeout=timeout)
         if body.status:
-            return body_refusal(body, what, "run.maxBodyBytes", max_body)
+            return await body_refusal(request, body, what, "run.maxBodyBytes", max_body)
         try:
             with body_file(body.data) as file_name:
                 for source in sources:
