@@ -324,9 +324,7 @@ def test_a_limited_client_runs_no_verify_commands(tmp_path: Path) -> None:
         runs_after_flood = count.read_text().count("\n")
         valid_cmd = post(port, "/etcha/v1/push/cmd", sign(appending(ran)), source=attacker)[0]
         other_addr = post(port, "/etcha/v1/push/cmd", sign(appending(ran)))[0]
-        keyed = [
-            post(port, "/etcha/v1/push/keyed", b"bad", source=attacker)[0] for _ in range(4)
-        ]
+        keyed = [post(port, "/etcha/v1/push/keyed", b"bad", source=attacker)[0] for _ in range(4)]
         keyed_valid = post(port, "/etcha/v1/push/keyed", sign(appending(ran)), source=attacker)
     assert flood == [404] * 3 + [429] * 57
     assert runs_after_flood == 3  # only the three requests served before the limit
