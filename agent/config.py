@@ -37,6 +37,7 @@ from typing import Any
 
 from agent.durations import parse_duration
 from agent.errors import AgentError, ConfigError, json_kind
+from agent.tokens import DEFAULT_MAX_TOKEN_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +151,12 @@ class LintConfig:
 class RunConfig:
     """``run``: the daemon, its listener and the global verifiers."""
 
+    keepalive_timeout: float
     listen_address: str
     max_body_bytes: int
+    max_connections: int
+    max_connections_per_address: int
+    max_token_bytes: int
     push_require_exp: bool
     push_require_jti: bool
     randomized_start_delay_sec: int
@@ -159,6 +164,8 @@ class RunConfig:
     state_dir: str
     system_metrics_key: str = field(repr=False)
     system_pprof_key: str = field(repr=False)
+    timeout_body: float
+    timeout_headers: float
     timeout_push: float
     timeout_shell: float
     timeout_webhook: float
@@ -170,6 +177,7 @@ class RunConfig:
     verify_commands: tuple[Any, ...]
     verify_exec: Mapping[str, Any] | None
     verify_keys: tuple[VerifyKeyEntry, ...]
+    webhook_max_concurrent: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +343,29 @@ _LINT = (
     ),
 )
 _RUN = (
+    _Field(
+        "keepaliveTimeout",
+        "duration",
+        "15s",
+        "Idle time after which a kept-alive connection closes.",
+    ),
     _Field("listenAddress", "str", ":4000", "Address the push/webhook listener binds."),
-    _Field("maxBodyBytes", "posint", 4 * 1024 * 1024, "Largest request body accepted."),
+    _Field(
+        "maxBodyBytes", "posint", 4 * 1024 * 1024, "Largest webhook request body accepted (413)."
+    ),
+    _Field(
+        "maxConnections",
+        "posint",
+        256,
+        "Open listener connections in all (clamped below the file-descriptor limit).",
+    ),
+    _Field("maxConnectionsPerAddress", "posint", 32, "Open listener connections per client."),
+    _Field(
+        "maxTokenBytes",
+        "posint",
+        DEFAULT_MAX_TOKEN_BYTES,
+        "Largest JWT accepted: push bodies (413), pulled and verified tokens.",
+    ),
     _Field("pushRequireExp", "bool", False, "Reject pushed JWTs without an `exp` claim."),
     _Field("pushRequireJti", "bool", False, "Reject pushed JWTs without a `jti` claim."),
     _Field("randomizedStartDelaySec", "int", 0, "Random delay (seconds) before the first runs."),
@@ -346,6 +375,8 @@ _RUN = (
     _Field("stateDir", "str", "", "Directory for `<source>.jwt` state.", default_doc="cwd"),
     _Field("systemMetricsKey", "str", "", "`?key=` enabling /etcha/v1/system/metrics (secret)."),
     _Field("systemPprofKey", "str", "", "`?key=` enabling /etcha/v1/system/pprof (secret)."),
+    _Field("timeoutBody", "duration", "30s", "Time limit for reading a request body."),
+    _Field("timeoutHeaders", "duration", "10s", "Time limit for a request line and its headers."),
     _Field("timeoutPush", "duration", "10m", "Time limit of a push run."),
     _Field("timeoutShell", "duration", "10m", "Time limit of a shell session."),
     _Field("timeoutWebhook", "duration", "10m", "Time limit of a webhook run."),
@@ -357,6 +388,7 @@ _RUN = (
     _Field("verifyCommands", "commands", [], "Commands whose `jwt` event verifies tokens."),
     _Field("verifyExec", "exec", None, "Exec for verifyCommands."),
     _Field("verifyKeys", "verifykeys", [], "Public keys tried, in order, for every source."),
+    _Field("webhookMaxConcurrent", "posint", 4, "Webhook runs at once per source (429 beyond)."),
 )
 _SOURCE = (
     _Field("allowPush", "bool", False, "Accept pushed JWTs."),

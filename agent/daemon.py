@@ -439,7 +439,9 @@ class Daemon:
         from agent.state import SourceMeta, StateStore
 
         self.config = config
-        self.state = state or StateStore(Path(config.run.state_dir or "."))
+        self.state = state or StateStore(
+            Path(config.run.state_dir or "."), max_token_bytes=config.run.max_token_bytes
+        )
         self.observer = observer
         self.events = events
         self.disable_external = disable_external
@@ -480,6 +482,13 @@ class Daemon:
             ConfigError: a token-accepting source has no verifier (nothing is loaded then).
         """
         check_verifiers(self.config)
+        try:
+            removed = await asyncio.to_thread(self.state.remove_stale_temp_files)
+        except OSError as exc:
+            logger.warning("State directory: stale temporary files not removed: %s", exc)
+        else:
+            for path in removed:
+                logger.info("Removed a temporary file a crashed write left: %s", path)
         await self._load_policy()
         for name in self.source_names:
             await self._load_source(name)
@@ -753,6 +762,8 @@ class Daemon:
                     tls_skip_verify=client.tls_skip_verify,
                     ca_file=client.ca_file,
                     no_system_ca=client.no_system_ca,
+                    max_bytes=self.config.run.max_token_bytes,
+                    follow_cross_origin=client.follow_cross_origin_redirects,
                 )
             except AgentError as exc:
                 logger.error("Source %s: pull path %s failed: %s", name, shown, exc)
@@ -1536,8 +1547,7 @@ class Daemon:
             await asyncio.wait(still, timeout=5)
 
     async def _start_listener(self, app_hook: Callable[[Daemon], Mapping[str, Any]] | None) -> Any:
-        from aiohttp import web
-
+        from agent.listener import ListenerLimits, start_listener
         from agent.server import create_app
 
         run = self.config.run
@@ -1546,15 +1556,26 @@ class Daemon:
             return None
         host, port = parse_listen_address(run.listen_address)
         extra: Mapping[str, Any] = app_hook(self) if app_hook else {}
-        app = create_app(self, max_body_bytes=int(run.max_body_bytes), **extra)
+        limits = ListenerLimits.from_run(run)
+        app = create_app(
+            self,
+            max_token_bytes=int(run.max_token_bytes),
+            max_body_bytes=int(run.max_body_bytes),
+            timeout_body=limits.timeout_body or None,
+            **extra,
+        )
         ssl_ctx = None if run.tls_disable else await asyncio.to_thread(_listener_ssl, self.config)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=5.0)
+        refused = getattr(self.metrics, "connection_refused", None)
         try:
-            await site.start()
+            runner = await start_listener(
+                app,
+                host,
+                port,
+                limits=limits,
+                ssl_context=ssl_ctx,
+                on_refused=refused if callable(refused) else None,
+            )
         except OSError as exc:
-            await runner.cleanup()
             raise SourceError(
                 f"run.listenAddress {run.listen_address}: expected to listen, got {exc.strerror}"
             ) from exc

@@ -66,7 +66,8 @@ class Mode(StrEnum):
 class Output:
     """What one command did in a run (Etcha's ``Output``), filled in as the run proceeds.
 
-    ``change_out``/``remove_out``/``check_out`` are trimmed. ``events`` are the names emitted by
+    ``change_out``/``remove_out``/``check_out`` are trimmed; ``change_raw`` is the change output
+    exactly as the command wrote it (a webhook's reply). ``events`` are the names emitted by
     this output, in emission order.
     """
 
@@ -83,6 +84,7 @@ class Output:
     change_out: str = ""
     remove_out: str = ""
     events: tuple[str, ...] = ()
+    change_raw: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,7 @@ class _Run:
                         group_out.removed, group_out.remove_out = True, text
                     else:
                         group_out.changed, group_out.change_out = True, text
+                        group_out.change_raw = "\n".join(o.change_raw for o in done)
                     err = self.fire(cmd, i, ids, triggers, group_out, remove=remove)
                     if err is not None:
                         return acted, err
@@ -312,6 +315,7 @@ class _Run:
             out.remove_fail = reason is not None
         else:
             out.change_out = text
+            out.change_raw = res.output
             out.change_fail = reason is not None
         self.observe(cmd, parent, mode, reason is not None)
         duration = format_duration(res.duration)

@@ -6,15 +6,20 @@ Responsibility: aiohttp glue around :class:`agent.ratelimit.FailureRateLimiter` 
 
 Rate limiting:
 
-- Key = the client's socket address + the matched route pattern (``/etcha/v1/push/{source}``,
-  ``/etcha/v1/system/metrics``, or the catch-all for webhooks). ``X-Forwarded-For`` and
-  ``X-Real-IP`` are **not** trusted (Etcha honours them; anyone can forge them to dodge the limit).
+- Key = the client's socket address (:func:`agent.ratelimit.client_key`: IPv6 by /64) + the
+  matched route pattern (``/etcha/v1/push/{source}``, ``/etcha/v1/system/metrics``, or the
+  catch-all for webhooks). ``X-Forwarded-For`` and ``X-Real-IP`` are **not** trusted (Etcha
+  honours them; anyone can forge them to dodge the limit).
 - Only responses with status >= 300 are counted. Before handling, the key is peeked: a limited
-  key gets **429** with ``Retry-After`` (whole seconds) and an empty body.
-- **Verified pushes are never limited**: on the push route a limited client is still served, and
-  an answer that shows the token verified (200, or 500 with its Result JSON) is returned as is;
-  any refusal is replaced by the 429. So a rate-limited client's valid push gets 200, and only
-  refusals count and get 429.
+  key gets **429** with ``Retry-After`` (whole seconds) and an empty body, without calling the
+  handler, so a limited client causes no expensive work.
+- **The one exception, a key-signed push**: on the push route a limited client's body is read
+  and checked with :func:`quick_key_check` (the source accepts pushes, has no
+  ``verifyCommands``, and the signature verifies with its verify keys). Only then is the push
+  handled (full verification, trust policy, run); an answer that shows the token verified
+  (200, or 500 with its Result JSON) is returned as is, any refusal is replaced by the 429. So
+  an operator who shares an address with an attacker can still push, and ``verifyCommands``
+  never run for a limited client.
 - Every response that is not already streaming carries ``x-rate-limit-limit``,
   ``x-rate-limit-remaining`` and ``x-rate-limit-reset`` (Unix seconds).
 - Memory is bounded by the limiter's ``max_keys``.
@@ -35,9 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.ratelimit import DEFAULT_RATE, FailureRateLimiter, RateStatus
+from agent.errors import AgentError
+from agent.logs import escape
+from agent.ratelimit import DEFAULT_RATE, FailureRateLimiter, RateStatus, client_key
+from agent.tokens import DEFAULT_MAX_TOKEN_BYTES
 
 if TYPE_CHECKING:
+    from agent.config import Config
     from agent.daemon import Daemon
     from agent.metrics import Metrics
 
@@ -87,32 +96,85 @@ def _set_headers(
     response.headers["x-rate-limit-reset"] = str(math.ceil(now() + status.reset_after))
 
 
+def quick_key_check(config: Config, source: str, token: str) -> bool:
+    """The cheap check that may let a rate-limited client's push through.
+
+    Only a source that accepts pushes and is verified by keys qualifies: the token's signature
+    must verify with ``run.verifyKeys`` + ``sources.<source>.verifyKeys`` (and ``exp``/``nbf``
+    hold). A source verified by ``verifyCommands`` never qualifies, so a limited client never
+    makes the agent spawn a process. The full verification and trust policy still run after.
+
+    Args:
+        config: the current config.
+        source: the source name from the URL.
+        token: the request body.
+
+    Returns:
+        Whether the push may be handled.
+    """
+    from agent.tokens import verify_token
+    from agent.verify import verify_keys_for
+
+    src = config.sources.get(source)
+    if src is None or not src.allow_push:
+        return False
+    if src.verify_commands or config.run.verify_commands:
+        return False
+    try:
+        keys = verify_keys_for(config, source)
+        if not keys:
+            return False
+        verify_token(token, keys)
+    except AgentError:
+        return False
+    return True
+
+
 def rate_limit_middleware(
-    limiter: FailureRateLimiter, *, wall_clock: Callable[[], float] = time.time
+    limiter: FailureRateLimiter,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    config: Callable[[], Config] | None = None,
+    push_limit: int = DEFAULT_MAX_TOKEN_BYTES,
+    timeout_body: float | None = 30.0,
 ) -> Any:
     """The rate-limiting aiohttp middleware (see the module docstring).
 
     Args:
         limiter: the failure limiter (its own clock decides windows).
         wall_clock: Unix time, for ``x-rate-limit-reset``.
+        config: returns the current config, for :func:`quick_key_check`; without it a limited
+            client's push is always 429.
+        push_limit: ``run.maxTokenBytes`` (the push body bound).
+        timeout_body: ``run.timeoutBody``.
 
     Returns:
         An aiohttp middleware.
     """
+    from agent.server import read_body
 
     def too_many(key: str, status: RateStatus) -> web.Response:
-        logger.warning("Rate limiting remote address: %s", key)
+        logger.warning("Rate limiting remote address: %s", escape(key))
         response = web.Response(
             status=429, headers={"Retry-After": str(max(1, math.ceil(status.reset_after)))}
         )
         _set_headers(response, status, wall_clock)
         return response
 
+    async def limited_push_allowed(request: web.Request) -> bool:
+        if config is None:
+            return False
+        body = await read_body(request, limit=push_limit, timeout=timeout_body)
+        if body.status:
+            return False
+        token = body.data.decode("utf-8", errors="replace").strip()
+        return quick_key_check(config(), request.match_info.get("source", ""), token)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        key = f"{request.remote or ''} {route_of(request)}"
+        key = f"{client_key(request.remote or '')} {route_of(request)}"
         before = limiter.status(key)
-        if before.limited and not _is_push(request):
+        if before.limited and not (_is_push(request) and await limited_push_allowed(request)):
             return too_many(key, before)
         try:
             response = await handler(request)
@@ -153,7 +215,9 @@ def metrics_handler(metrics: Metrics, key: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         given = request.query.get("key", "").encode("utf-8")
         if not hmac.compare_digest(given, expected):
-            logger.warning("Metrics request from %s refused: wrong key", request.remote or "")
+            logger.warning(
+                "Metrics request from %s refused: wrong key", escape(request.remote or "")
+            )
             return web.Response(status=401)
         body, content_type = metrics.render()
         return web.Response(status=200, body=body, headers={"Content-Type": content_type})
@@ -177,13 +241,24 @@ def app_extras(daemon: Daemon) -> dict[str, Any]:
 
     run = daemon.config.run
     limiter = FailureRateLimiter.from_rate(run.rate_limiter_rate or DEFAULT_RATE)
+
+    def current_config() -> Config:
+        return daemon.config
+
     routes: list[tuple[str, str, Handler]] = []
     if run.system_metrics_key and daemon.metrics is not None:
         routes.append(("*", METRICS_PATH, metrics_handler(daemon.metrics, run.system_metrics_key)))
     return {
         "extra_routes": tuple(routes),
         "fallback": WebhookDispatcher(daemon).handle,
-        "middlewares": (rate_limit_middleware(limiter),),
+        "middlewares": (
+            rate_limit_middleware(
+                limiter,
+                config=current_config,
+                push_limit=int(run.max_token_bytes),
+                timeout_body=float(run.timeout_body) or None,
+            ),
+        ),
     }
 
 
@@ -191,6 +266,7 @@ __all__ = [
     "METRICS_PATH",
     "app_extras",
     "metrics_handler",
+    "quick_key_check",
     "rate_limit_middleware",
     "route_of",
 ]

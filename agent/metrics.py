@@ -10,7 +10,15 @@ Names and labels follow Etcha (reference etcha-run.md §8) with the labels its d
 - ``agent_verify_failures_total{source,reason}`` counter
 - ``agent_pattern_expires_in_seconds{source}`` gauge, computed at scrape time from ``exp``
 - ``agent_pull_total{source,result}`` counter, result ``fetched``/``not_modified``/``error``
+- ``agent_connections_refused_total{reason}`` counter, reason ``total`` (``run.maxConnections``)
+  or ``address`` (``run.maxConnectionsPerAddress``)
 - process, GC and platform collectors.
+
+Cardinality is bounded: no unauthenticated request input becomes a label value without a bound.
+``remote_addr`` keeps at most :data:`MAX_ADDRESS_LABELS` distinct addresses per instance; later
+new addresses are counted under ``remote_addr="other"``. Webhook runs carry no address
+(``remote_addr=""``); unknown source names from a push URL are counted under ``source=""`` (the
+daemon's side).
 
 Counters are rendered without prometheus_client's ``*_created`` series, as Etcha's Go client.
 
@@ -39,6 +47,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 PULL_RESULTS = frozenset({"fetched", "not_modified", "error"})
+REFUSAL_REASONS = frozenset({"total", "address"})
+#: Distinct ``remote_addr`` label values kept per instance; further addresses become "other".
+MAX_ADDRESS_LABELS = 64
+#: The ``remote_addr`` label value of addresses beyond :data:`MAX_ADDRESS_LABELS`.
+OTHER_ADDRESS = "other"
 COMMAND_MODES = frozenset({"check", "change", "remove"})
 
 
@@ -162,12 +175,49 @@ class Metrics:
             ["source", "result"],
             registry=reg,
         )
+        self._connections_refused = Counter(
+            "agent_connections_refused",
+            "Listener connections closed at once because a connection cap was reached.",
+            ["reason"],
+            registry=reg,
+        )
+        self._addresses: set[str] = set()
         self._expiry = _ExpiryCollector(clock)
         reg.register(self._expiry)
         if process_metrics:
             ProcessCollector(registry=reg)
             GCCollector(registry=reg)
             PlatformCollector(registry=reg)
+
+    def address_label(self, remote_addr: str) -> str:
+        """The bounded ``remote_addr`` label value for a client address.
+
+        Args:
+            remote_addr: the client address (``""`` for none).
+
+        Returns:
+            The address itself while fewer than :data:`MAX_ADDRESS_LABELS` distinct addresses
+            have been labelled (or it is one of them), else ``"other"``.
+        """
+        if not remote_addr or remote_addr in self._addresses:
+            return remote_addr
+        if len(self._addresses) >= MAX_ADDRESS_LABELS:
+            return OTHER_ADDRESS
+        self._addresses.add(remote_addr)
+        return remote_addr
+
+    def connection_refused(self, reason: str) -> None:
+        """Count a connection closed at once over a cap.
+
+        Args:
+            reason: ``total`` or ``address``.
+
+        Raises:
+            ValueError: an unknown reason.
+        """
+        if reason not in REFUSAL_REASONS:
+            raise ValueError(f"refusal reason: expected total or address, got {reason!r}")
+        self._connections_refused.labels(reason=reason).inc()
 
     def command_done(
         self,
@@ -202,7 +252,7 @@ class Metrics:
             mode=mode,
             parentID=parent_id,
             public_key=public_key,
-            remote_addr=remote_addr,
+            remote_addr=self.address_label(remote_addr),
             source=source,
         ).inc()
 
@@ -233,7 +283,7 @@ class Metrics:
             error=_flag(error),
             name=name,
             public_key=public_key,
-            remote_addr=remote_addr,
+            remote_addr=self.address_label(remote_addr),
             trigger=trigger,
         ).inc()
 
@@ -262,7 +312,7 @@ class Metrics:
                 mode=mode,
                 name=name,
                 public_key=public_key,
-                remote_addr=remote_addr,
+                remote_addr=self.address_label(remote_addr),
                 trigger=trigger,
             ).set(value)
 
@@ -275,7 +325,9 @@ class Metrics:
             public_key: the key that verified the shell request.
             remote_addr: the client address.
         """
-        self._shells.labels(name=name, public_key=public_key, remote_addr=remote_addr).inc(delta)
+        self._shells.labels(
+            name=name, public_key=public_key, remote_addr=self.address_label(remote_addr)
+        ).inc(delta)
 
     def verify_failure(self, source: str, reason: str) -> None:
         """Count a verification failure (``reason`` is ``VerifyError.reason``)."""

@@ -6,14 +6,21 @@ seconds. Before handling a request the server *peeks*: the key is limited while 
 in its open window **exceed** ``count``. With ``10-M``, 12 bad requests in a minute give
 1-11 served (403 etc.) and the 12th a 429.
 
-Invariants: at most ``max_keys`` keys are held (least-recently-failed evicted first, O(1));
-each key holds one fixed window (start, failures), so memory per key is constant whatever
-``count`` is. The limiter is pure: time comes from the ``clock`` callable (monotonic seconds),
-nothing is global, and nothing here does I/O.
+Invariants: at most ``max_keys`` keys that are not limited are held (least-recently-failed
+evicted first, O(1)). A key that is limited moves to a separate table and stays there until its
+window closes, whatever else is evicted, so a flood of fresh addresses cannot make the limiter
+forget an attacker. That table has its own cap (``max_limited``, default ``max_keys``); only
+beyond it is the limited key whose window closes first dropped. Each key holds one fixed window
+(start, failures), so memory per key is constant whatever ``count`` is.
+
+Clients are keyed by :func:`client_key`: an IPv4 address as is, an IPv6 address by its /64
+network (one host usually owns a whole /64). The limiter is pure: time comes from the ``clock``
+callable (monotonic seconds), nothing is global, and nothing here does I/O.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections import OrderedDict
@@ -49,6 +56,27 @@ def parse_rate(text: str, *, name: str = "run.rateLimiterRate") -> tuple[int, in
     return count, _PERIODS[m.group(2).upper()]
 
 
+def client_key(address: str) -> str:
+    """The key a client address is counted under (rate limits and connection caps).
+
+    Args:
+        address: the socket's peer address (IPv4, IPv6, possibly with a ``%zone``).
+
+    Returns:
+        IPv4 addresses unchanged (IPv4-mapped IPv6 as plain IPv4), IPv6 addresses as their
+        /64 network (``2001:db8:1:2::/64``), anything unparseable unchanged.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 @dataclass(frozen=True, slots=True)
 class RateStatus:
     """What the limiter knows about a key, for the ``x-rate-limit-*`` response headers.
@@ -72,11 +100,14 @@ class FailureRateLimiter:
     Args:
         count: failures allowed per window; the key is limited once it exceeds this.
         period: window length in seconds.
-        max_keys: the most keys held; the least recently failed is evicted beyond it.
+        max_keys: the most keys that are not limited; the least recently failed is evicted
+            beyond it.
+        max_limited: the most limited keys (default ``max_keys``); beyond it the one whose
+            window closes first is dropped.
         clock: monotonic seconds; for tests.
 
     Raises:
-        ValueError: a non-positive count, period or max_keys.
+        ValueError: a non-positive count, period, max_keys or max_limited.
     """
 
     def __init__(
@@ -85,19 +116,29 @@ class FailureRateLimiter:
         period: float,
         max_keys: int = 10_000,
         *,
+        max_limited: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if count < 1 or period <= 0 or max_keys < 1:
+        limited_cap = max_keys if max_limited is None else max_limited
+        if count < 1 or period <= 0 or max_keys < 1 or limited_cap < 1:
             raise ValueError(
-                "FailureRateLimiter: expected count >= 1, period > 0 and max_keys >= 1, got "
-                f"{count}, {period}, {max_keys}"
+                "FailureRateLimiter: expected count >= 1, period > 0, max_keys >= 1 and "
+                f"max_limited >= 1, got {count}, {period}, {max_keys}, {limited_cap}"
             )
         self.count = count
         self.period = float(period)
         self.max_keys = max_keys
+        self.max_limited = limited_cap
         self._clock = clock
         # key -> [window_start, failures]; order = least recently failed first
         self._windows: OrderedDict[str, list[float]] = OrderedDict()
+        # limited keys -> [window_start, failures]; order = window start (closes first first)
+        self._limited: OrderedDict[str, list[float]] = OrderedDict()
+
+    @property
+    def limited_count(self) -> int:
+        """How many keys are held as limited (closed windows may still be counted)."""
+        return len(self._limited)
 
     @classmethod
     def from_rate(cls, text: str, max_keys: int = 10_000) -> FailureRateLimiter:
@@ -106,16 +147,25 @@ class FailureRateLimiter:
         return cls(count, period, max_keys)
 
     def __len__(self) -> int:
-        return len(self._windows)
+        return len(self._windows) + len(self._limited)
 
     def _open_window(self, key: str, now: float) -> list[float] | None:
-        window = self._windows.get(key)
+        table = self._limited if key in self._limited else self._windows
+        window = table.get(key)
         if window is None:
             return None
         if now >= window[0] + self.period:
-            del self._windows[key]
+            del table[key]
             return None
         return window
+
+    def _drop_closed_limited(self, now: float) -> None:
+        """Forget limited keys whose window has closed (oldest windows first)."""
+        while self._limited:
+            key, window = next(iter(self._limited.items()))
+            if now < window[0] + self.period:
+                return
+            del self._limited[key]
 
     def is_limited(self, key: str) -> tuple[bool, float]:
         """Peek whether a key is limited, without counting anything.
@@ -159,9 +209,20 @@ class FailureRateLimiter:
         now = self._clock()
         window = self._open_window(key, now)
         if window is None:
-            self._windows[key] = [now, 1.0]
-            while len(self._windows) > self.max_keys:
-                self._windows.popitem(last=False)
+            window = [now, 1.0]
+            self._windows[key] = window
+        elif key in self._limited:
+            window[1] += 1
+            return
         else:
             window[1] += 1
             self._windows.move_to_end(key)
+        if window[1] > self.count:
+            # Limited: kept until its window closes, whatever else is evicted.
+            del self._windows[key]
+            self._drop_closed_limited(now)
+            self._limited[key] = window
+            while len(self._limited) > self.max_limited:
+                self._limited.popitem(last=False)
+        while len(self._windows) > self.max_keys:
+            self._windows.popitem(last=False)

@@ -25,7 +25,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from agent.errors import AgentError, VerifyError
-from agent.tokens import DEFAULT_MAX_TOKEN_BYTES
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -61,7 +60,7 @@ async def verify_for_source(
     source: str,
     now: float | None = None,
     check_times: bool = True,
-    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    max_bytes: int | None = None,
 ) -> VerifiedToken:
     """Verify ``token`` for ``source`` with its verify commands or verify keys.
 
@@ -74,7 +73,7 @@ async def verify_for_source(
             re-admit a token the source already accepted (restore and every later run of it):
             the time claims guard delivery, not storage (SPEC 31). Signature, keys, key windows,
             ``allowedKeys`` and verify commands are checked either way.
-        max_bytes: longest accepted token (``run.maxTokenBytes``), checked before anything else,
+        max_bytes: longest accepted token (default: ``run.maxTokenBytes``), checked first,
             so an oversized token never reaches a verify command.
 
     Raises:
@@ -82,6 +81,8 @@ async def verify_for_source(
             a :class:`~agent.policy.PolicyError` with key_not_allowed, key_not_yet_valid or
             key_retired.
     """
+    if max_bytes is None:
+        max_bytes = config.run.max_token_bytes
     if len(token) > max_bytes:
         raise VerifyError(
             f"token is {len(token)} bytes, more than the {max_bytes} allowed", "malformed"

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import Metrics
+from agent.metrics import MAX_ADDRESS_LABELS, Metrics
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -188,3 +188,42 @@ def test_counters_render_without_created_series() -> None:
     body, _ = m.render()
     assert b"agent_pull_total{" in body
     assert b"_created" not in body
+
+
+def test_client_address_labels_are_bounded() -> None:
+    m = Metrics(process_metrics=False)
+    for i in range(3000):
+        addr = f"10.0.{i // 256}.{i % 256}"
+        m.source_run("web", "push", False, "k", addr)
+        m.command_done(
+            id="a", parent_id="", mode="change", error=False, source="web", remote_addr=addr
+        )
+        m.set_source_commands("web", "push", changed=1, removed=0, remote_addr=addr)
+    addresses = {dict(labels).get("remote_addr") for (_, labels) in samples(m)} - {None}
+    assert len(addresses) == MAX_ADDRESS_LABELS + 1
+    assert "other" in addresses and "10.0.0.0" in addresses
+    assert (
+        value(
+            m,
+            "etcha_sources_total",
+            error="0",
+            name="web",
+            public_key="k",
+            remote_addr="other",
+            trigger="push",
+        )
+        == 3000 - MAX_ADDRESS_LABELS
+    )
+    assert m.address_label("10.0.0.5") == "10.0.0.5"  # a labelled address keeps its label
+    assert m.address_label("") == ""
+
+
+def test_refused_connections_are_counted_by_reason() -> None:
+    m = Metrics(process_metrics=False)
+    m.connection_refused("address")
+    m.connection_refused("address")
+    m.connection_refused("total")
+    assert value(m, "agent_connections_refused_total", reason="address") == 2
+    assert value(m, "agent_connections_refused_total", reason="total") == 1
+    with pytest.raises(ValueError, match="expected total or address"):
+        m.connection_refused("10.0.0.1")

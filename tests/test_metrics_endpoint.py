@@ -181,7 +181,7 @@ def test_counts_after_a_known_sequence_of_runs(tmp_path: Path) -> None:
             assert await post(no_push, (await sign(cfg, two)).encode()) == 404
             assert await post(base + "/etcha/v1/push/nope", (await sign(cfg, two)).encode()) == 404
             # a webhook run
-            assert await get(base + "/hook") == (200, "hi")
+            assert await get(base + "/hook") == (200, "hi\n")
             # pulls: fetched, not_modified, error
             token_file.write_text(await sign(cfg, [{"id": "p", "always": True, "change": "true"}]))
             await d.run_source("puller")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import ConfigError
-from agent.ratelimit import FailureRateLimiter, RateStatus, parse_rate
+from agent.ratelimit import FailureRateLimiter, RateStatus, client_key, parse_rate
 
 
 class Clock:
@@ -119,15 +119,63 @@ def test_memory_bounded_with_100000_distinct_addresses() -> None:
 
 
 def test_least_recently_failed_key_is_evicted_first() -> None:
-    limiter = FailureRateLimiter(1, 60, max_keys=2, clock=Clock())
+    limiter = FailureRateLimiter(5, 60, max_keys=2, clock=Clock())
     limiter.record_failure("old")
     limiter.record_failure("old")
     limiter.record_failure("other")
     limiter.record_failure("old")  # "old" is now the most recently used
     limiter.record_failure("new")  # evicts "other"
-    assert limiter.is_limited("old")[0] is True
-    assert limiter.status("other").remaining == 1
+    assert limiter.status("old").remaining == 2
+    assert limiter.status("other").remaining == 5
     assert len(limiter) == 2
+
+
+def test_limited_key_survives_a_flood_of_other_addresses_while_its_window_lasts() -> None:
+    clock = Clock()
+    limiter = FailureRateLimiter(10, 60, max_keys=10_000, clock=clock)
+    for _ in range(11):
+        limiter.record_failure("203.0.113.9")
+    assert limiter.is_limited("203.0.113.9")[0] is True
+    for i in range(20_000):  # twice max_keys fresh addresses, one failure each
+        limiter.record_failure(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+    assert limiter.is_limited("203.0.113.9")[0] is True
+    assert len(limiter) <= 10_001
+    clock.now += 60
+    assert limiter.is_limited("203.0.113.9")[0] is False
+
+
+def test_limited_keys_have_their_own_cap_dropping_the_oldest_window() -> None:
+    clock = Clock()
+    limiter = FailureRateLimiter(1, 60, max_keys=10, max_limited=3, clock=clock)
+    for name in ("a", "b", "c", "d"):
+        limiter.record_failure(name)
+        limiter.record_failure(name)
+        clock.now += 1
+    assert [limiter.is_limited(n)[0] for n in ("a", "b", "c", "d")] == [False, True, True, True]
+    assert limiter.limited_count == 3
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_client_key_groups_ipv6_by_64(address: str, key: str) -> None:
+    assert client_key(address) == key
+
+
+def test_ipv6_clients_in_one_64_share_a_limit() -> None:
+    limiter = FailureRateLimiter(2, 60, clock=Clock())
+    for host in ("::1", "::2", "::3"):
+        limiter.record_failure(client_key(f"2001:db8:0:1{host}"))
+    assert limiter.is_limited(client_key("2001:db8:0:1::99"))[0] is True
+    assert limiter.is_limited(client_key("2001:db8:0:2::1"))[0] is False
 
 
 def test_from_rate_and_bad_arguments() -> None:

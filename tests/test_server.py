@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 from collections.abc import AsyncIterator, Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from agent.server import PushReply, create_app, query_flag
@@ -179,7 +181,7 @@ def test_body_over_the_limit_is_413_by_content_length_and_by_stream() -> None:
             yield b"x" * 40
 
     async def go() -> tuple[int, int, int]:
-        async with serve(create_app(rec, max_body_bytes=100)) as base:
+        async with serve(create_app(rec, max_token_bytes=100)) as base:
             url = f"{base}/etcha/v1/push/web"
             by_length = (await request("POST", url, b"x" * 101))[0]
             at_limit = (await request("POST", url, b"x" * 100))[0]
@@ -231,3 +233,92 @@ def test_query_flag_accepts_presence_and_rejects_false() -> None:
     assert query_flag("1") is True
     assert query_flag("false") is False
     assert query_flag("0") is False
+
+
+async def send_in_pieces(port: int, body: bytes, piece: int, *, chunked: bool) -> bytes:
+    """POST ``body`` to the push path in ``piece``-byte writes; return the status line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    writer.write(f"POST /etcha/v1/push/web HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n".encode())
+    for i in range(0, len(body), piece):
+        part = body[i : i + piece]
+        writer.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    if chunked:
+        writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    await writer.wait_closed()
+    return status.strip()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("piece", [1024, 16 * 1024])
+def test_push_body_sent_in_pieces_is_read_whole(piece: int, chunked: bool) -> None:
+    rec = Recorder(PushReply(200, RESULT))
+    body = bytes(ord("a") + i % 26 for i in range(100_000))
+
+    async def go() -> bytes:
+        port = free_port()
+        runner = web.AppRunner(create_app(rec), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            return await send_in_pieces(port, body, piece, chunked=chunked)
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(go()) == b"HTTP/1.1 200 OK"
+    assert [c["token"] for c in rec.calls] == [body.decode()]
+
+
+def test_a_refused_reply_is_the_empty_404_whatever_its_status() -> None:
+    rec = Recorder(PushReply(500, {**RESULT, "err": "token refused under the lock"}, refused=True))
+
+    async def go() -> tuple[int, str, str]:
+        async with serve(create_app(rec)) as base:
+            return await request("POST", f"{base}/etcha/v1/push/web", b"token")
+
+    assert asyncio.run(go()) == (404, "", "")
+
+
+def test_push_log_lines_escape_the_source_name(caplog: pytest.LogCaptureFixture) -> None:
+    rec = Recorder(PushReply(404))
+
+    async def go() -> int:
+        async with serve(create_app(rec)) as base:
+            return (await request("POST", f"{base}/etcha/v1/push/a%0aFAKE%0d", b"x"))[0]
+
+    with caplog.at_level(logging.INFO, logger="agent.server"):
+        assert asyncio.run(go()) == 404
+    messages = [r.getMessage() for r in caplog.records if r.name == "agent.server"]
+    assert messages == ["Received push request for a\\nFAKE\\r from 127.0.0.1"]
+    assert rec.calls[0]["source"] == "a\nFAKE\r"
+
+
+def test_a_body_not_complete_within_timeout_body_is_408_and_closes() -> None:
+    rec = Recorder(PushReply(200, RESULT))
+
+    async def go() -> tuple[bytes, bytes]:
+        port = free_port()
+        runner = web.AppRunner(create_app(rec, timeout_body=0.5), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /etcha/v1/push/web HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n")
+            writer.write(b"\r\n" + b"x" * 10)
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 10)
+            rest = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return status.strip(), rest
+        finally:
+            await runner.cleanup()
+
+    status, rest = asyncio.run(go())
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert b"Connection: close" in rest
+    assert rec.calls == []

@@ -145,7 +145,7 @@ def test_webhooks_accept_any_method(tmp_path: Path, method: str) -> None:
             return await call(method, base + "/any")
 
     status, ctype, body = asyncio.run(go())
-    assert (status, body) == (200, method)
+    assert (status, body) == (200, method + "\n")
     assert ctype == "text/plain; charset=utf-8"
 
 
@@ -179,7 +179,7 @@ def test_sources_sharing_a_path_are_tried_alphabetically_first_answer_wins(
             return await call("POST", base + "/shared")
 
     status, _, body = asyncio.run(go())
-    assert (status, body) == (200, "from-c")
+    assert (status, body) == (200, "from-c\n")
     assert (tmp_path / "log").read_text() == "a\nb\n"
     assert not (tmp_path / "log.d").exists()
 
@@ -236,7 +236,7 @@ def test_webhook_uses_the_last_accepted_pattern_over_static_commands(tmp_path: P
                 assert r.status == 200
             return before, (await call("GET", base + "/p"))[2]
 
-    assert asyncio.run(go()) == ("static", "pushed")
+    assert asyncio.run(go()) == ("static\n", "pushed\n")
 
 
 def test_webhook_runs_do_not_dispatch_events(tmp_path: Path) -> None:
@@ -268,7 +268,7 @@ def test_webhook_runs_do_not_dispatch_events(tmp_path: Path) -> None:
         async with listener(cfg) as (_d, base):
             return await call("GET", base + "/e")
 
-    assert asyncio.run(go())[2] == "ok"
+    assert asyncio.run(go())[2] == "ok\n"
     assert not log.exists()
 
 
@@ -327,3 +327,94 @@ def test_header_and_query_encoding_follow_go() -> None:
     assert headers_text([("host", "h"), ("b", "2"), ("a", "1"), ("a", "0")]) == "A: 0\nA: 1\nB: 2"
     assert query_text([("b", "1"), ("a", "x y&z"), ("a", "é")]) == "a=x+y%26z&a=%C3%A9&b=1"
     assert query_text([]) == ""
+
+
+def test_webhook_reply_is_the_command_output_untrimmed(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        {
+            "hook": {"webhookPaths": ["/echo"], "commands": answer("e", "echo hook-body")},
+            "pad": {"webhookPaths": ["/pad"], "commands": answer("p", "printf '  padded\\n\\n'")},
+        },
+    )
+
+    async def go() -> list[str]:
+        async with listener(cfg) as (_d, base):
+            return [(await call("GET", base + p))[2] for p in ("/echo", "/pad")]
+
+    assert asyncio.run(go()) == ["hook-body\n", "  padded\n\n"]
+
+
+def test_webhook_body_file_holds_the_raw_body_and_is_removed_after_the_run(
+    tmp_path: Path,
+) -> None:
+    seen = tmp_path / "seen"
+    script = (
+        f'echo "$ETCHA_WEBHOOK_BODY_FILE" > {seen}; '
+        'stat -c %a "$ETCHA_WEBHOOK_BODY_FILE"; cat "$ETCHA_WEBHOOK_BODY_FILE"; echo; '
+        'echo "$ETCHA_WEBHOOK_BODY"'
+    )
+    cfg = make_config(tmp_path, {"hook": {"webhookPaths": ["/f"], "commands": answer("f", script)}})
+
+    async def go() -> tuple[int, str, str]:
+        async with listener(cfg) as (_d, base):
+            return await call("POST", base + "/f", data=b"small body")
+
+    status, _, body = asyncio.run(go())
+    assert status == 200
+    assert body == "600\nsmall body\nc21hbGwgYm9keQ==\n"
+    path = Path(seen.read_text().strip())
+    assert path.name.startswith("agent-webhook-")
+    assert not path.exists()
+
+
+def test_webhook_body_over_64_kib_is_only_in_the_file(tmp_path: Path) -> None:
+    script = 'echo "env=${#ETCHA_WEBHOOK_BODY}"; wc -c < "$ETCHA_WEBHOOK_BODY_FILE"'
+    cfg = make_config(
+        tmp_path, {"hook": {"webhookPaths": ["/big"], "commands": answer("b", script)}}
+    )
+    sizes = (64 * 1024, 64 * 1024 + 1, 200 * 1024)
+
+    async def go() -> list[tuple[int, str, str]]:
+        async with listener(cfg) as (_d, base):
+            return [await call("POST", base + "/big", data=b"x" * n) for n in sizes]
+
+    replies = asyncio.run(go())
+    assert [r[0] for r in replies] == [200, 200, 200]
+    # 64 KiB is still passed in the variable too (base64: 4 * ceil(n / 3) characters)
+    assert replies[0][2] == f"env={4 * -(-64 * 1024 // 3)}\n{64 * 1024}\n"
+    assert replies[1][2] == f"env=0\n{64 * 1024 + 1}\n"
+    assert replies[2][2] == f"env=0\n{200 * 1024}\n"
+
+
+def test_webhook_runs_beyond_webhook_max_concurrent_get_429(tmp_path: Path) -> None:
+    go_file, started = tmp_path / "go", tmp_path / "started"
+    started.mkdir()
+    script = f"touch {started}/$$; while [ ! -e {go_file} ]; do sleep 0.05; done; echo done"
+    cfg = make_config(
+        tmp_path,
+        {
+            "hook": {"webhookPaths": ["/w"], "commands": answer("w", script)},
+            "other": {"webhookPaths": ["/o"], "commands": answer("o", "echo other")},
+        },
+        webhookMaxConcurrent=2,
+    )
+
+    async def go() -> tuple[list[int], list[int], int, list[int]]:
+        async with listener(cfg) as (_d, base):
+            running = [asyncio.create_task(call("GET", base + "/w")) for _ in range(2)]
+            while len(list(started.iterdir())) < 2:
+                await asyncio.sleep(0.05)
+            over = [(await call("GET", base + "/w"))[0] for _ in range(2)]
+            other = (await call("GET", base + "/o"))[0]
+            go_file.touch()
+            first = [(await t)[0] for t in running]
+            again = [(await call("GET", base + "/w"))[0]]
+            return over, first, other, again
+
+    over, first, other, again = asyncio.run(go())
+    assert over == [429, 429]
+    assert other == 200  # the limit is per source
+    assert first == [200, 200]
+    assert again == [200]
+    assert len(list(started.iterdir())) == 3

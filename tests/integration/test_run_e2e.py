@@ -229,7 +229,7 @@ def test_pull_from_file_on_schedule_and_restart_restores_state(tmp_path: Path) -
 
 def test_oversized_body_gets_413(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(tmp_path, port, {"core": {"allowPush": True}}, maxBodyBytes=1024)
+    cfg = server_config(tmp_path, port, {"core": {"allowPush": True}}, maxTokenBytes=1024)
     with daemon(tmp_path, cfg, port) as (proc, log):
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/etcha/v1/push/core", data=b"x" * 4096, method="POST"
