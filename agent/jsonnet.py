@@ -15,10 +15,17 @@ Invariants and decisions:
 - Native functions receive only strings, numbers (as floats), booleans and null: gojsonnet's
   Python binding cannot pass arrays or objects (e.g. ``getEnv('K', [])`` fails with a message that
   says so). Fallbacks must therefore be scalars or null.
-- Python exceptions are never handed to the binding as messages: gojsonnet 0.22 appends garbage
-  bytes to an import-callback error text (sometimes failing UTF-8 decoding) and drops native
-  callback error texts altogether. Callbacks therefore record their message on the evaluation and
-  raise a fixed one; the recorded message replaces the engine's first line afterwards.
+- Python exceptions are never handed to the binding as messages. gojsonnet 0.22's Python binding
+  copies an import-callback error text into a buffer **without** a terminating NUL, and the Go side
+  reads it as a C string: it reads past the buffer into whatever the heap holds. The message then
+  carries garbage bytes, and when those are not UTF-8 the binding cannot build its exception text
+  and raises an empty ``RuntimeError`` (which used to surface as ``unknown error``). What the
+  heap holds depends on the process (user, environment, earlier allocations), so it looked like a
+  difference between root and other users. An empty text is copied as a NULL buffer, which the Go
+  side reads safely, so the import guard raises an exception with an **empty** message. Native
+  callback texts are dropped by the binding altogether. Callbacks therefore record their message
+  on the evaluation, and the recorded message replaces the engine's first line afterwards (or
+  stands alone when the engine's text is empty).
 - :func:`collect_files` finds dependencies *statically* (a Jsonnet lexer finds every ``import*``
   keyword followed by a string literal), like go-jsonnet's ``FindDependencies`` that Etcha uses.
   Imports in branches that are not evaluated are collected too, and collecting never calls a
@@ -82,11 +89,12 @@ NativeCallbacks = Mapping[str, tuple[tuple[str, ...], Callable[..., Any]]]
 MAX_FETCH_BYTES = 16 * 1024 * 1024
 """Largest file or HTTP body ``getFile`` accepts."""
 
-_CALLBACK_FAILED = "agent callback failed"
 _NATIVE_ARGS = (
     "native function call failed: expected string, number, boolean or null arguments "
     "(the Jsonnet binding cannot pass arrays or objects to native functions)"
 )
+_IMPORTER_ERROR = "RUNTIME ERROR: importer error"
+_NATIVE_FAILED = "failed to execute native callback"
 _RANDOM_ALPHABET = string.ascii_letters + string.digits
 _FIRST_SEGMENT = re.compile(r"^/[^/]*")
 _LOCATION = re.compile(r"^(?P<file>.+?):\d+:\d+")
@@ -183,7 +191,8 @@ def _guard_import(callback: ImportCallback, failure: _Failure) -> ImportCallback
             detail = _one_line(str(exc))
             extra = "" if detail.startswith("couldn't find import") else detail
             failure.import_detail = (rel, directory, extra)
-            raise RuntimeError(_CALLBACK_FAILED) from None
+            # An empty text: the binding copies a non-empty one without a NUL (module docstring).
+            raise RuntimeError() from None
 
     return guarded
 
@@ -202,28 +211,42 @@ def _guard_native(fn: Callable[..., Any], failure: _Failure) -> Callable[..., An
 def _render_error(
     filename: str, exc: RuntimeError | UnicodeDecodeError, f: _Failure
 ) -> RenderError:
-    if isinstance(exc, UnicodeDecodeError):
-        raw = exc.object
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    else:
-        text = str(exc)
+    text = _engine_text(exc)
     lines = [line.strip().replace("\t", " ") for line in text.strip().splitlines()]
     lines = [line for line in lines if line]
-    if not lines:
-        lines = ["unknown error"]
-    first = lines[0]
+    first = lines[0] if lines else ""
     # The binding may append garbage (even newlines) to the first line: keep the trace only.
     start = next((i for i, line in enumerate(lines) if i and _LOCATION.match(line)), len(lines))
     located = _LOCATION.match(lines[start]) if start < len(lines) else None
-    if f.import_detail is not None and first.startswith("RUNTIME ERROR: importer error"):
+    if f.import_detail is not None and (not lines or first.startswith(_IMPORTER_ERROR)):
         rel, directory, extra = f.import_detail
         importer = located.group("file") if located else (directory or "/")
         detail = f"couldn't find import {rel} from {importer}" + (f" ({extra})" if extra else "")
         lines = [f"RUNTIME ERROR: {detail}", *lines[start:]]
-    elif "failed to execute native callback" in first:
-        detail = f.native_detail or _NATIVE_ARGS
-        lines = [f"RUNTIME ERROR: {detail}", *lines[start:]]
+    elif f.native_detail is not None and (not lines or _NATIVE_FAILED in first):
+        lines = [f"RUNTIME ERROR: {f.native_detail}", *lines[start:]]
+    elif _NATIVE_FAILED in first:
+        lines = [f"RUNTIME ERROR: {_NATIVE_ARGS}", *lines[start:]]
+    if not lines:
+        lines = [
+            "the Jsonnet engine reported an error without a message "
+            "(expected a RUNTIME or STATIC ERROR text)"
+        ]
     return RenderError(f"error rendering {filename}: {' | '.join(lines[:3])}")
+
+
+def _engine_text(exc: BaseException) -> str:
+    """The engine's error text, also when the binding could not decode it.
+
+    When the text is not UTF-8 the binding raises an empty ``RuntimeError`` (its attempt to build
+    the message failed with a ``UnicodeDecodeError``, kept as the context) or, in other versions,
+    the ``UnicodeDecodeError`` itself: the raw bytes are decoded with replacement characters.
+    """
+    for candidate in (exc, exc.__context__, exc.__cause__):
+        if isinstance(candidate, UnicodeDecodeError):
+            raw = candidate.object
+            return bytes(raw).decode("utf-8", "replace")
+    return str(exc)
 
 
 def _one_line(message: str) -> str:
@@ -406,13 +429,15 @@ def collect_files(path: Path) -> tuple[str, dict[str, str]]:
 
 
 def _resolve_on_disk(rel: str, importer_dir: str, entry_dir: str) -> str | None:
+    """The first candidate path that exists (like go-jsonnet: a directory or an unreadable file
+    there is an error when it is read, not a reason to try the next candidate)."""
     if not rel:
         return None
     candidates = (
         [rel] if os.path.isabs(rel) else [os.path.join(d, rel) for d in (importer_dir, entry_dir)]
     )
     for candidate in candidates:
-        if os.path.isfile(candidate):
+        if os.path.exists(candidate):
             return os.path.normpath(candidate)
     return None
 
@@ -782,8 +807,13 @@ def _read_local(path: str) -> str:
         path = path[len("file://") :]
     elif path.startswith("file:"):
         path = path[len("file:") :]
-    with open(os.path.expanduser(path), "rb") as fh:
-        data = fh.read(MAX_FETCH_BYTES + 1)
+    try:
+        with open(os.path.expanduser(path), "rb") as fh:
+            data = fh.read(MAX_FETCH_BYTES + 1)
+    except OSError as exc:
+        raise RenderError(
+            f"getFile {path}: expected a readable file, got {exc.strerror or exc}"
+        ) from None
     if len(data) > MAX_FETCH_BYTES:
         raise RenderError(f"getFile {path}: expected at most {MAX_FETCH_BYTES} bytes, got more")
     return data.decode("utf-8", "replace")
