@@ -378,16 +378,22 @@ def _lex_block(text: str, i: int) -> tuple[str, int]:
 def collect_files(path: Path) -> tuple[str, dict[str, str]]:
     """Collect a pattern's entry file and its transitive imports into an ``etchaPattern`` set.
 
+    A relative import whose first segment is ``etcha`` (``import 'etcha/etcha.libsonnet'``) and
+    that does not resolve on disk resolves to the standard library shipped in the package
+    (``agent/lib/etcha/``). Such files are embedded like any other import, under the keys
+    ``/etcha/<file>``, so a host renders them from the token alone.
+
     Args:
         path: the entry Jsonnet file (relative paths are taken against the CWD).
 
     Returns:
         ``(entrypoint, files)``: keys are ``/`` + the path relative to the deepest common
-        directory (whole components) of all the files; values are the raw contents.
+        directory (whole components) of all the files from disk, and ``/etcha/<file>`` for the
+        package's standard library; values are the raw contents.
 
     Raises:
-        RenderError: the entry file or an import cannot be read; the message names the importer
-            and the import.
+        RenderError: the entry file or an import cannot be read; the message names the importer,
+            the import and the OS error.
     """
     entry = os.path.normpath(os.path.abspath(path))
     entry_dir = os.path.dirname(entry)
@@ -398,34 +404,128 @@ def collect_files(path: Path) -> tuple[str, dict[str, str]]:
             f"error reading pattern {entry}: expected a readable file, got {exc.strerror or exc}"
         ) from None
     contents: dict[str, bytes] = {entry: entry_bytes}
-    queue: list[str] = [entry]
-    scanned: set[str] = set()
+    stdlib: dict[str, bytes] = {}
+    # (importer, import path, the standard library file it must resolve to when rendered)
+    stdlib_imports: list[tuple[str, str, str]] = []
+    queue: list[tuple[bool, str]] = [(False, entry)]
+    scanned: set[tuple[bool, str]] = set()
     while queue:
-        current = queue.pop()
-        if current in scanned:
+        item = queue.pop()
+        if item in scanned:
             continue
-        scanned.add(current)
-        text = contents[current].decode("utf-8", "replace")
-        for keyword, rel, line in scan_imports(text):
+        scanned.add(item)
+        in_stdlib, current = item
+        data = stdlib[current] if in_stdlib else contents[current]
+        where = _stdlib_display(current) if in_stdlib else current
+        for keyword, rel, line in scan_imports(data.decode("utf-8", "replace")):
+            if in_stdlib:
+                lib_rel = _stdlib_path(posixpath.join(posixpath.dirname(current), rel))
+                if lib_rel is None or posixpath.isabs(rel):
+                    raise RenderError(
+                        f"couldn't find import {rel} from {where}:{line}: expected a file of "
+                        f"the standard library ({STDLIB_PREFIX}*)"
+                    )
+                _read_stdlib(lib_rel, rel, f"{where}:{line}", stdlib)
+                if keyword == "import":
+                    queue.append((True, lib_rel))
+                continue
             found = _resolve_on_disk(rel, os.path.dirname(current), entry_dir)
+            lib_rel = None if found is not None or os.path.isabs(rel) else _stdlib_path(rel)
+            if lib_rel is not None:
+                _read_stdlib(lib_rel, rel, f"{where}:{line}", stdlib)
+                stdlib_imports.append((current, rel, lib_rel))
+                if keyword == "import":
+                    queue.append((True, lib_rel))
+                continue
             if found is None:
                 raise RenderError(
-                    f"couldn't find import {rel} from {current}:{line}: "
-                    "expected a file relative to the importer or the pattern directory"
+                    f"couldn't find import {rel} from {where}:{line}: "
+                    "expected a file relative to the importer or the pattern directory, "
+                    f"or {STDLIB_PREFIX}<file> of the standard library"
                 )
             if found not in contents:
                 try:
                     contents[found] = Path(found).read_bytes()
                 except OSError as exc:
                     raise RenderError(
-                        f"error reading import {rel} from {current}:{line}: "
+                        f"error reading import {rel} from {where}:{line}: "
                         f"expected a readable file, got {exc.strerror or exc}"
                     ) from None
-            if keyword == "import" and found not in scanned:
-                queue.append(found)
+            if keyword == "import":
+                queue.append((False, found))
     base = os.path.commonpath([entry_dir, *contents])
     files = {_key(p, base): data.decode("utf-8", "replace") for p, data in contents.items()}
-    return _key(entry, base), files
+    for lib_rel, data in stdlib.items():
+        key = "/" + lib_rel
+        if key in files:
+            raise RenderError(
+                f"error collecting {entry}: {os.path.join(base, lib_rel)} and the standard "
+                f"library's {lib_rel} would both be stored as {key}; expected only one of them "
+                "(import the file on disk by a path that does not start with etcha/)"
+            )
+        files[key] = data.decode("utf-8", "replace")
+    entry_key = _key(entry, base)
+    _check_stdlib_imports(files, stdlib_imports, base, posixpath.dirname(entry_key))
+    return entry_key, files
+
+
+#: A relative import starting with this resolves to the package's standard library when it is
+#: not found on disk.
+STDLIB_PREFIX = "etcha/"
+
+
+def _stdlib_path(rel: str) -> str | None:
+    """``etcha/<file>`` cleaned, or ``None`` when ``rel`` does not name a library file."""
+    if not rel or rel.startswith("/"):
+        return None
+    clean = posixpath.normpath(rel)
+    if not clean.startswith(STDLIB_PREFIX) or clean == STDLIB_PREFIX.rstrip("/"):
+        return None
+    return clean
+
+
+def _stdlib_display(lib_rel: str) -> str:
+    return f"<agent standard library>/{lib_rel}"
+
+
+def _read_stdlib(lib_rel: str, rel: str, importer: str, into: dict[str, bytes]) -> None:
+    """Read ``agent/lib/<lib_rel>`` from the package data into ``into`` (once)."""
+    from importlib import resources
+
+    if lib_rel in into:
+        return
+    node = resources.files("agent").joinpath("lib", *lib_rel.split("/"))
+    try:
+        if not node.is_file():
+            raise RenderError(
+                f"couldn't find import {rel} from {importer}: expected a file relative to the "
+                f"importer or the pattern directory, or a file of the standard library "
+                f"({STDLIB_PREFIX}*), got no {lib_rel} in either"
+            )
+        into[lib_rel] = node.read_bytes()
+    except OSError as exc:
+        raise RenderError(
+            f"error reading the standard library's {lib_rel} (import {rel} from {importer}): "
+            f"expected a readable file, got {exc.strerror or exc}"
+        ) from None
+
+
+def _check_stdlib_imports(
+    files: Mapping[str, str],
+    imports: list[tuple[str, str, str]],
+    base: str,
+    entry_key_dir: str,
+) -> None:
+    """Every standard-library import must render (sandboxed) to the file collected for it."""
+    for importer, rel, lib_rel in imports:
+        importer_dir = posixpath.dirname(_key(importer, base))
+        got = resolve_in_files(files, importer_dir, rel, entry_key_dir)
+        if got != "/" + lib_rel:
+            raise RenderError(
+                f"error collecting import {rel} from {importer}: expected it to resolve to the "
+                f"standard library's /{lib_rel} when rendered, got {got}; import the file on "
+                "disk by another path"
+            )
 
 
 def _resolve_on_disk(rel: str, importer_dir: str, entry_dir: str) -> str | None:

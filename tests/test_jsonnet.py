@@ -304,6 +304,55 @@ def test_collect_files_unreadable_import_names_file_and_os_error(tmp_path: Path)
     )
 
 
+def test_collect_files_resolves_etcha_imports_to_the_packaged_library(tmp_path: Path) -> None:
+    from importlib import resources
+
+    entry = _write(
+        tmp_path,
+        "patterns/p.jsonnet",
+        "local etcha = import 'etcha/etcha.libsonnet';\n{run: [etcha.dir(path='/srv')]}",
+    )
+    entrypoint, files = collect_files(entry)
+    lib = resources.files("agent").joinpath("lib", "etcha")
+    assert entrypoint == "/p.jsonnet"
+    assert files["/etcha/etcha.libsonnet"] == lib.joinpath("etcha.libsonnet").read_text()
+    assert "/etcha/helpers.libsonnet" in files  # imported by the library itself
+    out = render_files(entrypoint, files, natives=_natives())
+    assert [c["id"] for c in out["run"]] == ["dir /srv"]
+
+
+def test_collect_files_prefers_an_etcha_directory_on_disk(tmp_path: Path) -> None:
+    entry = _write(tmp_path, "p.jsonnet", "import 'etcha/etcha.libsonnet'")
+    _write(tmp_path, "etcha/etcha.libsonnet", "{mine: true}")
+    entrypoint, files = collect_files(entry)
+    assert files == {
+        "/p.jsonnet": "import 'etcha/etcha.libsonnet'",
+        "/etcha/etcha.libsonnet": "{mine: true}",
+    }
+    assert render_files(entrypoint, files, natives=_natives()) == {"mine": True}
+
+
+def test_collect_files_unknown_library_file_names_import_and_importer(tmp_path: Path) -> None:
+    entry = _write(tmp_path, "p.jsonnet", "\nimport 'etcha/nope.libsonnet'")
+    with pytest.raises(RenderError) as err:
+        collect_files(entry)
+    assert err.value.message.startswith(
+        f"couldn't find import etcha/nope.libsonnet from {entry}:2: expected a file relative to "
+        "the importer or the pattern directory, or a file of the standard library (etcha/*)"
+    )
+
+
+def test_collect_files_refuses_a_disk_file_and_the_library_under_one_key(tmp_path: Path) -> None:
+    entry = _write(
+        tmp_path,
+        "patterns/p.jsonnet",
+        "[import 'etcha/etcha.libsonnet', import '../etcha/etcha.libsonnet']",
+    )
+    _write(tmp_path, "etcha/etcha.libsonnet", "{mine: true}")
+    with pytest.raises(RenderError, match=r"would both be stored as /etcha/etcha\.libsonnet"):
+        collect_files(entry)
+
+
 def test_collect_files_missing_entry_is_render_error(tmp_path: Path) -> None:
     with pytest.raises(RenderError, match=r"nope\.jsonnet"):
         collect_files(tmp_path / "nope.jsonnet")
