@@ -31,6 +31,11 @@ Invariants and decisions:
   Imports in branches that are not evaluated are collected too, and collecting never calls a
   native function (no HTTP, no DNS). Imports resolve like go-jsonnet's file importer: relative to
   the importing file's directory, then to the entry file's directory.
+- The standard library ships in the package (``agent/lib/etcha/``). When collecting from disk, a
+  relative import ``etcha/<file>`` that resolves to nothing on disk resolves to the package's
+  file; the library's own imports stay inside the library. Those files join the file set under
+  ``/etcha/<file>``, where the sandboxed resolution (and Etcha's) finds them from any importer,
+  so a token carries them like any import and a host never reads its own package's copy.
 - Key normalisation deliberately differs from Etcha's ``GetPath`` (§2.6, §9.19): the base is the
   deepest common directory computed on **whole path components**, not a string prefix, so
   ``/a/b`` is never taken as the parent of ``/a/bc/x.libsonnet`` and every key starts with ``/``.
