@@ -15,15 +15,27 @@ Invariants and decisions:
 - Native functions receive only strings, numbers (as floats), booleans and null: gojsonnet's
   Python binding cannot pass arrays or objects (e.g. ``getEnv('K', [])`` fails with a message that
   says so). Fallbacks must therefore be scalars or null.
-- Python exceptions are never handed to the binding as messages: gojsonnet 0.22 appends garbage
-  bytes to an import-callback error text (sometimes failing UTF-8 decoding) and drops native
-  callback error texts altogether. Callbacks therefore record their message on the evaluation and
-  raise a fixed one; the recorded message replaces the engine's first line afterwards.
+- Python exceptions are never handed to the binding as messages. gojsonnet 0.22's Python binding
+  copies an import-callback error text into a buffer **without** a terminating NUL, and the Go side
+  reads it as a C string: it reads past the buffer into whatever the heap holds. The message then
+  carries garbage bytes, and when those are not UTF-8 the binding cannot build its exception text
+  and raises an empty ``RuntimeError`` (which used to surface as ``unknown error``). What the
+  heap holds depends on the process (user, environment, earlier allocations), so it looked like a
+  difference between root and other users. An empty text is copied as a NULL buffer, which the Go
+  side reads safely, so the import guard raises an exception with an **empty** message. Native
+  callback texts are dropped by the binding altogether. Callbacks therefore record their message
+  on the evaluation, and the recorded message replaces the engine's first line afterwards (or
+  stands alone when the engine's text is empty).
 - :func:`collect_files` finds dependencies *statically* (a Jsonnet lexer finds every ``import*``
   keyword followed by a string literal), like go-jsonnet's ``FindDependencies`` that Etcha uses.
   Imports in branches that are not evaluated are collected too, and collecting never calls a
   native function (no HTTP, no DNS). Imports resolve like go-jsonnet's file importer: relative to
   the importing file's directory, then to the entry file's directory.
+- The standard library ships in the package (``agent/lib/etcha/``). When collecting from disk, a
+  relative import ``etcha/<file>`` that resolves to nothing on disk resolves to the package's
+  file; the library's own imports stay inside the library. Those files join the file set under
+  ``/etcha/<file>``, where the sandboxed resolution (and Etcha's) finds them from any importer,
+  so a token carries them like any import and a host never reads its own package's copy.
 - Key normalisation deliberately differs from Etcha's ``GetPath`` (§2.6, §9.19): the base is the
   deepest common directory computed on **whole path components**, not a string prefix, so
   ``/a/b`` is never taken as the parent of ``/a/bc/x.libsonnet`` and every key starts with ``/``.
@@ -82,11 +94,12 @@ NativeCallbacks = Mapping[str, tuple[tuple[str, ...], Callable[..., Any]]]
 MAX_FETCH_BYTES = 16 * 1024 * 1024
 """Largest file or HTTP body ``getFile`` accepts."""
 
-_CALLBACK_FAILED = "agent callback failed"
 _NATIVE_ARGS = (
     "native function call failed: expected string, number, boolean or null arguments "
     "(the Jsonnet binding cannot pass arrays or objects to native functions)"
 )
+_IMPORTER_ERROR = "RUNTIME ERROR: importer error"
+_NATIVE_FAILED = "failed to execute native callback"
 _RANDOM_ALPHABET = string.ascii_letters + string.digits
 _FIRST_SEGMENT = re.compile(r"^/[^/]*")
 _LOCATION = re.compile(r"^(?P<file>.+?):\d+:\d+")
@@ -183,7 +196,8 @@ def _guard_import(callback: ImportCallback, failure: _Failure) -> ImportCallback
             detail = _one_line(str(exc))
             extra = "" if detail.startswith("couldn't find import") else detail
             failure.import_detail = (rel, directory, extra)
-            raise RuntimeError(_CALLBACK_FAILED) from None
+            # An empty text: the binding copies a non-empty one without a NUL (module docstring).
+            raise RuntimeError() from None
 
     return guarded
 
@@ -202,28 +216,42 @@ def _guard_native(fn: Callable[..., Any], failure: _Failure) -> Callable[..., An
 def _render_error(
     filename: str, exc: RuntimeError | UnicodeDecodeError, f: _Failure
 ) -> RenderError:
-    if isinstance(exc, UnicodeDecodeError):
-        raw = exc.object
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    else:
-        text = str(exc)
+    text = _engine_text(exc)
     lines = [line.strip().replace("\t", " ") for line in text.strip().splitlines()]
     lines = [line for line in lines if line]
-    if not lines:
-        lines = ["unknown error"]
-    first = lines[0]
+    first = lines[0] if lines else ""
     # The binding may append garbage (even newlines) to the first line: keep the trace only.
     start = next((i for i, line in enumerate(lines) if i and _LOCATION.match(line)), len(lines))
     located = _LOCATION.match(lines[start]) if start < len(lines) else None
-    if f.import_detail is not None and first.startswith("RUNTIME ERROR: importer error"):
+    if f.import_detail is not None and (not lines or first.startswith(_IMPORTER_ERROR)):
         rel, directory, extra = f.import_detail
         importer = located.group("file") if located else (directory or "/")
         detail = f"couldn't find import {rel} from {importer}" + (f" ({extra})" if extra else "")
         lines = [f"RUNTIME ERROR: {detail}", *lines[start:]]
-    elif "failed to execute native callback" in first:
-        detail = f.native_detail or _NATIVE_ARGS
-        lines = [f"RUNTIME ERROR: {detail}", *lines[start:]]
+    elif f.native_detail is not None and (not lines or _NATIVE_FAILED in first):
+        lines = [f"RUNTIME ERROR: {f.native_detail}", *lines[start:]]
+    elif _NATIVE_FAILED in first:
+        lines = [f"RUNTIME ERROR: {_NATIVE_ARGS}", *lines[start:]]
+    if not lines:
+        lines = [
+            "the Jsonnet engine reported an error without a message "
+            "(expected a RUNTIME or STATIC ERROR text)"
+        ]
     return RenderError(f"error rendering {filename}: {' | '.join(lines[:3])}")
+
+
+def _engine_text(exc: BaseException) -> str:
+    """The engine's error text, also when the binding could not decode it.
+
+    When the text is not UTF-8 the binding raises an empty ``RuntimeError`` (its attempt to build
+    the message failed with a ``UnicodeDecodeError``, kept as the context) or, in other versions,
+    the ``UnicodeDecodeError`` itself: the raw bytes are decoded with replacement characters.
+    """
+    for candidate in (exc, exc.__context__, exc.__cause__):
+        if isinstance(candidate, UnicodeDecodeError):
+            raw = candidate.object
+            return bytes(raw).decode("utf-8", "replace")
+    return str(exc)
 
 
 def _one_line(message: str) -> str:
@@ -355,16 +383,22 @@ def _lex_block(text: str, i: int) -> tuple[str, int]:
 def collect_files(path: Path) -> tuple[str, dict[str, str]]:
     """Collect a pattern's entry file and its transitive imports into an ``etchaPattern`` set.
 
+    A relative import whose first segment is ``etcha`` (``import 'etcha/etcha.libsonnet'``) and
+    that does not resolve on disk resolves to the standard library shipped in the package
+    (``agent/lib/etcha/``). Such files are embedded like any other import, under the keys
+    ``/etcha/<file>``, so a host renders them from the token alone.
+
     Args:
         path: the entry Jsonnet file (relative paths are taken against the CWD).
 
     Returns:
         ``(entrypoint, files)``: keys are ``/`` + the path relative to the deepest common
-        directory (whole components) of all the files; values are the raw contents.
+        directory (whole components) of all the files from disk, and ``/etcha/<file>`` for the
+        package's standard library; values are the raw contents.
 
     Raises:
-        RenderError: the entry file or an import cannot be read; the message names the importer
-            and the import.
+        RenderError: the entry file or an import cannot be read; the message names the importer,
+            the import and the OS error.
     """
     entry = os.path.normpath(os.path.abspath(path))
     entry_dir = os.path.dirname(entry)
@@ -375,44 +409,140 @@ def collect_files(path: Path) -> tuple[str, dict[str, str]]:
             f"error reading pattern {entry}: expected a readable file, got {exc.strerror or exc}"
         ) from None
     contents: dict[str, bytes] = {entry: entry_bytes}
-    queue: list[str] = [entry]
-    scanned: set[str] = set()
+    stdlib: dict[str, bytes] = {}
+    # (importer, import path, the standard library file it must resolve to when rendered)
+    stdlib_imports: list[tuple[str, str, str]] = []
+    queue: list[tuple[bool, str]] = [(False, entry)]
+    scanned: set[tuple[bool, str]] = set()
     while queue:
-        current = queue.pop()
-        if current in scanned:
+        item = queue.pop()
+        if item in scanned:
             continue
-        scanned.add(current)
-        text = contents[current].decode("utf-8", "replace")
-        for keyword, rel, line in scan_imports(text):
+        scanned.add(item)
+        in_stdlib, current = item
+        data = stdlib[current] if in_stdlib else contents[current]
+        where = _stdlib_display(current) if in_stdlib else current
+        for keyword, rel, line in scan_imports(data.decode("utf-8", "replace")):
+            if in_stdlib:
+                lib_rel = _stdlib_path(posixpath.join(posixpath.dirname(current), rel))
+                if lib_rel is None or posixpath.isabs(rel):
+                    raise RenderError(
+                        f"couldn't find import {rel} from {where}:{line}: expected a file of "
+                        f"the standard library ({STDLIB_PREFIX}*)"
+                    )
+                _read_stdlib(lib_rel, rel, f"{where}:{line}", stdlib)
+                if keyword == "import":
+                    queue.append((True, lib_rel))
+                continue
             found = _resolve_on_disk(rel, os.path.dirname(current), entry_dir)
+            lib_rel = None if found is not None or os.path.isabs(rel) else _stdlib_path(rel)
+            if lib_rel is not None:
+                _read_stdlib(lib_rel, rel, f"{where}:{line}", stdlib)
+                stdlib_imports.append((current, rel, lib_rel))
+                if keyword == "import":
+                    queue.append((True, lib_rel))
+                continue
             if found is None:
                 raise RenderError(
-                    f"couldn't find import {rel} from {current}:{line}: "
-                    "expected a file relative to the importer or the pattern directory"
+                    f"couldn't find import {rel} from {where}:{line}: "
+                    "expected a file relative to the importer or the pattern directory, "
+                    f"or {STDLIB_PREFIX}<file> of the standard library"
                 )
             if found not in contents:
                 try:
                     contents[found] = Path(found).read_bytes()
                 except OSError as exc:
                     raise RenderError(
-                        f"error reading import {rel} from {current}:{line}: "
+                        f"error reading import {rel} from {where}:{line}: "
                         f"expected a readable file, got {exc.strerror or exc}"
                     ) from None
-            if keyword == "import" and found not in scanned:
-                queue.append(found)
+            if keyword == "import":
+                queue.append((False, found))
     base = os.path.commonpath([entry_dir, *contents])
     files = {_key(p, base): data.decode("utf-8", "replace") for p, data in contents.items()}
-    return _key(entry, base), files
+    for lib_rel, data in stdlib.items():
+        key = "/" + lib_rel
+        if key in files:
+            raise RenderError(
+                f"error collecting {entry}: {os.path.join(base, lib_rel)} and the standard "
+                f"library's {lib_rel} would both be stored as {key}; expected only one of them "
+                "(import the file on disk by a path that does not start with etcha/)"
+            )
+        files[key] = data.decode("utf-8", "replace")
+    entry_key = _key(entry, base)
+    _check_stdlib_imports(files, stdlib_imports, base, posixpath.dirname(entry_key))
+    return entry_key, files
+
+
+#: A relative import starting with this resolves to the package's standard library when it is
+#: not found on disk.
+STDLIB_PREFIX = "etcha/"
+
+
+def _stdlib_path(rel: str) -> str | None:
+    """``etcha/<file>`` cleaned, or ``None`` when ``rel`` does not name a library file."""
+    if not rel or rel.startswith("/"):
+        return None
+    clean = posixpath.normpath(rel)
+    if not clean.startswith(STDLIB_PREFIX) or clean == STDLIB_PREFIX.rstrip("/"):
+        return None
+    return clean
+
+
+def _stdlib_display(lib_rel: str) -> str:
+    return f"<agent standard library>/{lib_rel}"
+
+
+def _read_stdlib(lib_rel: str, rel: str, importer: str, into: dict[str, bytes]) -> None:
+    """Read ``agent/lib/<lib_rel>`` from the package data into ``into`` (once)."""
+    from importlib import resources
+
+    if lib_rel in into:
+        return
+    node = resources.files("agent").joinpath("lib", *lib_rel.split("/"))
+    try:
+        if not node.is_file():
+            raise RenderError(
+                f"couldn't find import {rel} from {importer}: expected a file relative to the "
+                f"importer or the pattern directory, or a file of the standard library "
+                f"({STDLIB_PREFIX}*), got no {lib_rel} in either"
+            )
+        into[lib_rel] = node.read_bytes()
+    except OSError as exc:
+        raise RenderError(
+            f"error reading the standard library's {lib_rel} (import {rel} from {importer}): "
+            f"expected a readable file, got {exc.strerror or exc}"
+        ) from None
+
+
+def _check_stdlib_imports(
+    files: Mapping[str, str],
+    imports: list[tuple[str, str, str]],
+    base: str,
+    entry_key_dir: str,
+) -> None:
+    """Every standard-library import must render (sandboxed) to the file collected for it."""
+    for importer, rel, lib_rel in imports:
+        importer_dir = posixpath.dirname(_key(importer, base))
+        got = resolve_in_files(files, importer_dir, rel, entry_key_dir)
+        if got != "/" + lib_rel:
+            raise RenderError(
+                f"error collecting import {rel} from {importer}: expected it to resolve to the "
+                f"standard library's /{lib_rel} when rendered, got {got}; import the file on "
+                "disk by another path"
+            )
 
 
 def _resolve_on_disk(rel: str, importer_dir: str, entry_dir: str) -> str | None:
+    """The first candidate path that exists (like go-jsonnet: a directory or an unreadable file
+    there is an error when it is read, not a reason to try the next candidate)."""
     if not rel:
         return None
     candidates = (
         [rel] if os.path.isabs(rel) else [os.path.join(d, rel) for d in (importer_dir, entry_dir)]
     )
     for candidate in candidates:
-        if os.path.isfile(candidate):
+        if os.path.exists(candidate):
             return os.path.normpath(candidate)
     return None
 
@@ -782,8 +912,13 @@ def _read_local(path: str) -> str:
         path = path[len("file://") :]
     elif path.startswith("file:"):
         path = path[len("file:") :]
-    with open(os.path.expanduser(path), "rb") as fh:
-        data = fh.read(MAX_FETCH_BYTES + 1)
+    try:
+        with open(os.path.expanduser(path), "rb") as fh:
+            data = fh.read(MAX_FETCH_BYTES + 1)
+    except OSError as exc:
+        raise RenderError(
+            f"getFile {path}: expected a readable file, got {exc.strerror or exc}"
+        ) from None
     if len(data) > MAX_FETCH_BYTES:
         raise RenderError(f"getFile {path}: expected at most {MAX_FETCH_BYTES} bytes, got more")
     return data.decode("utf-8", "replace")

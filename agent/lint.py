@@ -21,9 +21,15 @@ Invariants and decisions:
 - External linters come from ``lint.linters`` (name → exec object). Each command's
   ``check``, ``change`` and ``remove`` are joined with newlines and fed on stdin to the linter,
   run through :mod:`agent.shell` with ``script=""`` (the exec's command line is the whole argv).
-  A linter whose program is not on PATH (or whose ``containerImage`` has no runtime) is skipped
-  with a note. A non-zero exit is a finding naming the linter and the command id, with the
+  A linter whose program is not on PATH (or whose ``containerImage`` has no runtime) cannot
+  check anything: that is one finding (on the linted path, without a line) saying how to
+  install it or switch it off (``lint.linters.<name>: null``), so a missing ``shellcheck`` never
+  passes silently. A non-zero exit is a finding naming the linter and the command id, with the
   linter's output as detail lines.
+- Patterns render as under ``agent test``: source ``test`` and ``vars.testDir``, a private
+  temporary directory made for the lint run and removed afterwards (nothing runs in it).
+- An unknown top-level pattern key is a finding that suggests the nearest known key
+  (``unknown key "runn" (did you mean "run"?)``, :func:`difflib.get_close_matches`).
 - Line numbers come from the Jsonnet engine for render/syntax errors. For problems found in the
   rendered JSON (which has no positions) the line is where the key or command id first appears
   in the file, else 1.
@@ -83,7 +89,7 @@ class Finding:
 
     Args:
         file: the file, as walked (or the imported file the engine named).
-        line: 1-based line number.
+        line: 1-based line number; 0 for a finding about the whole path (printed without one).
         message: one line.
         detail: extra lines (a diff, a linter's output), printed indented.
     """
@@ -94,7 +100,11 @@ class Finding:
     detail: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        head = f"{self.file}:{self.line}: {self.message}"
+        head = (
+            f"{self.file}:{self.line}: {self.message}"
+            if self.line > 0
+            else f"{self.file}: {self.message}"
+        )
         if not self.detail:
             return head
         return "\n".join([head, *(f"    {d}" for d in self.detail)])
@@ -293,7 +303,7 @@ def _pattern_findings(file: Path, message: str, source: str) -> list[Finding]:
 
 def _warning_finding(file: Path, warning: str, source: str) -> Finding:
     text = _strip_where(warning, str(file))
-    m = re.search(r"unknown pattern key '([^']*)'", text)
+    m = re.match(r'unknown key "([^"]*)"', text)
     needles = [f"{m.group(1)}:", *_quoted(m.group(1))] if m is not None else []
     return Finding(_display(file), _locate(source, needles), text)
 
@@ -404,17 +414,19 @@ async def _format_finding(file: Path, source: str) -> Finding | None:
     )
 
 
-def _syntax_check(file: Path) -> None:
-    """Parse ``file`` fully and evaluate only its top-level value (functions are fine)."""
+def _syntax_check(entrypoint: str, files: Mapping[str, str]) -> None:
+    """Parse the entry file fully and evaluate only its top-level value (functions are fine).
+
+    The file is evaluated from its collected file set (imports resolve as in a token, the
+    standard library included); external natives are off.
+    """
     import json
 
-    from agent.jsonnet import evaluate_text
+    from agent.jsonnet import NativeContext, make_natives, render_files
 
-    abs_file = os.path.abspath(file)
-    evaluate_text(
-        f"std.type(import {json.dumps(abs_file)})",
-        os.path.join(os.path.dirname(abs_file), "<lint>"),
-    )
+    key = "/<lint>"
+    table = {**files, key: f"std.type(import {json.dumps(entrypoint)})"}
+    render_files(key, table, natives=make_natives(NativeContext(disable_external=True)))
 
 
 async def lint_path(
@@ -439,17 +451,27 @@ async def lint_path(
         SourceError: ``path`` does not exist.
         ConfigError: ``lint.exclude`` or a linter entry is invalid.
     """
-    from agent.jsonnet import collect_files
+    import tempfile
+
+    from agent.pattern import TEST_DIR_VAR
 
     exclude = _compile_exclude(config.lint.exclude)
     files = find_lint_files(path, exclude)
     notes: list[str] = []
+    findings: list[Finding] = []
     linters: dict[str, Exec] = {}
     for name in sorted(config.lint.linters):
         ex = _linter_exec(name, config.lint.linters[name])
         why = _unavailable(ex)
         if why is not None:
-            notes.append(f"linter {name} skipped: {why}")
+            findings.append(
+                Finding(
+                    _display(path),
+                    0,
+                    f"linter {name} could not run: {why} (install it, or switch it off in the "
+                    f"config with lint.linters.{name}: null)",
+                )
+            )
             continue
         linters[name] = ex
     fmt = check_format and shutil.which("jsonnetfmt") is not None
@@ -458,36 +480,54 @@ async def lint_path(
             "formatting not checked: jsonnetfmt not found on PATH (Debian package jsonnet)"
         )
 
-    findings: list[Finding] = []
-    for file in files:
-        source = _read_text(file)
-        mapper = _Mapper(file, None)
-        file_findings: list[Finding] = []
-        try:
-            entrypoint, _ = collect_files(file)
-            mapper = _Mapper(file, entrypoint)
-        except RenderError as exc:
-            file_findings.append(_render_finding(file, exc.message, mapper))
-        if not file_findings:
-            if file.name.endswith(".jsonnet"):
-                file_findings.extend(
-                    await _lint_pattern(file, source, config, mapper, linters, disable_external)
-                )
-            else:
-                try:
-                    _syntax_check(file)
-                except RenderError as exc:
-                    file_findings.append(_render_finding(file, exc.message, mapper))
-        if fmt:
-            f = await _format_finding(file, source)
-            if f is not None:
-                file_findings.append(f)
-        for f in file_findings:
-            if f not in findings:
-                findings.append(f)
+    with tempfile.TemporaryDirectory(prefix="agent-lint-") as test_dir:
+        for file in files:
+            for f in await _lint_file(
+                file, config, linters, disable_external, fmt, {TEST_DIR_VAR: test_dir}
+            ):
+                if f not in findings:
+                    findings.append(f)
     return LintReport(
         files=tuple(_display(f) for f in files), findings=tuple(findings), notes=tuple(notes)
     )
+
+
+async def _lint_file(
+    file: Path,
+    config: Config,
+    linters: Mapping[str, Exec],
+    disable_external: bool,
+    fmt: bool,
+    extra_vars: Mapping[str, Any],
+) -> list[Finding]:
+    """The findings of one file."""
+    from agent.jsonnet import collect_files
+
+    source = _read_text(file)
+    mapper = _Mapper(file, None)
+    out: list[Finding] = []
+    try:
+        entrypoint, files = collect_files(file)
+        mapper = _Mapper(file, entrypoint)
+    except RenderError as exc:
+        out.append(_render_finding(file, exc.message, mapper))
+    else:
+        if file.name.endswith(".jsonnet"):
+            out.extend(
+                await _lint_pattern(
+                    file, source, config, mapper, linters, disable_external, extra_vars
+                )
+            )
+        else:
+            try:
+                _syntax_check(entrypoint, files)
+            except RenderError as exc:
+                out.append(_render_finding(file, exc.message, mapper))
+    if fmt:
+        f = await _format_finding(file, source)
+        if f is not None:
+            out.append(f)
+    return out
 
 
 async def _lint_pattern(
@@ -497,12 +537,17 @@ async def _lint_pattern(
     mapper: _Mapper,
     linters: Mapping[str, Exec],
     disable_external: bool,
+    extra_vars: Mapping[str, Any],
 ) -> list[Finding]:
     from agent.pattern import load_from_disk
 
     try:
         loaded = load_from_disk(
-            file, config=config, source=LINT_SOURCE, disable_external=disable_external
+            file,
+            config=config,
+            source=LINT_SOURCE,
+            extra_vars=extra_vars,
+            disable_external=disable_external,
         )
     except RenderError as exc:
         return [_render_finding(file, exc.message, mapper)]

@@ -49,6 +49,20 @@ PATTERN_KEYS = frozenset(
 )
 
 
+#: The var naming the scratch directory ``agent test`` and ``agent lint`` give each pattern.
+TEST_DIR_VAR = "testDir"
+
+
+def unknown_key_message(key: str) -> str:
+    """``unknown key "runn" (did you mean "run"?)``, the suggestion only when one is close."""
+    import difflib
+    import json
+
+    close = difflib.get_close_matches(key, sorted(PATTERN_KEYS), n=1)
+    hint = f" (did you mean {json.dumps(close[0])}?)" if close else ""
+    return f"unknown key {json.dumps(key)}{hint}"
+
+
 @dataclass(frozen=True, slots=True)
 class Pattern:
     """A rendered Pattern.
@@ -103,7 +117,7 @@ class Pattern:
         warnings: list[str] = []
         unknown = sorted(k for k in data if k not in PATTERN_KEYS)
         for key in unknown:
-            msg = f"{where}: unknown pattern key {key!r}"
+            msg = f"{where}: {unknown_key_message(key)}"
             if strict:
                 raise PatternError(msg, hint="known keys: " + ", ".join(sorted(PATTERN_KEYS)))
             warnings.append(msg)

@@ -35,10 +35,11 @@ README = """\
 This project holds patterns for `agent`, a GitOps configuration agent (Etcha-compatible).
 
 - `patterns/`: pattern files (`*.jsonnet`), each rendering to `{run: [...], build: [...]}`.
-- `lib/`: Jsonnet libraries. `lib/etcha/` is the agent's standard library; `agent init`
+- `lib/`: Jsonnet libraries. `lib/etcha/` is a copy of the agent's standard library; `agent init`
   rewrites it, so keep your own libraries elsewhere under `lib/`.
 
-A pattern using the standard library:
+A pattern using this copy of the standard library (`import 'etcha/etcha.libsonnet'` uses the one
+shipped with the agent instead; both are embedded in the tokens `agent build` signs):
 
 ```jsonnet
 local etcha = import '../lib/etcha/etcha.libsonnet';

@@ -22,6 +22,10 @@ Invariants:
   accumulate per id in this order.
 - Patterns render with the source ``test`` (so ``vars.test`` is true and ``sources.test`` applies).
   A pattern that does not render aborts the whole test with that error, as in Etcha.
+- Each pattern also gets ``vars.testDir`` (``sources.test.vars`` may override it): a fresh
+  private directory (0700, under ``$TMPDIR``) made for that pattern and deleted with everything
+  in it after its test, so a pattern can keep every path it manages under it (see
+  ``patterns/sandbox.libsonnet``).
 - Build commands are tested only when asked (``-b``, the docs' meaning; SPEC 11), with the
   pattern's ``buildExec``; run commands always, with its ``runExec``.
 - Failures are keyed ``<file>:<command id>``; the file is the path as walked from the argument.
@@ -32,12 +36,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import SourceError
+from agent.pattern import TEST_DIR_VAR
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -49,6 +55,7 @@ __all__ = [
     "MSG_CHECK_AFTER_REMOVE",
     "MSG_CHECK_NOT_FAILED",
     "MSG_REMOVE_ERRORS",
+    "TEST_DIR_VAR",
     "TEST_SOURCE",
     "IdempotencyReport",
     "check_idempotency",
@@ -224,21 +231,26 @@ async def run_pattern_tests(
     failures: dict[str, tuple[str, ...]] = {}
     count = 0
     for file in files:
-        loaded = load_from_disk(
-            file, config=config, source=TEST_SOURCE, disable_external=disable_external
-        )
-        lists: list[tuple[Sequence[Command], Exec]] = []
-        if build:
-            lists.append((loaded.pattern.build, loaded.build_exec))
-        lists.append((loaded.pattern.run, loaded.run_exec))
         merged: dict[str, list[str]] = {}
-        for cmds, ex in lists:
-            if not cmds:
-                continue
-            count += count_commands(cmds)
-            res = await check_idempotency(cmds, exec=ex, parent_id_filter=parent_id_filter)
-            for cid, msgs in res.items():
-                merged.setdefault(cid, []).extend(msgs)
+        with tempfile.TemporaryDirectory(prefix="agent-test-") as test_dir:
+            loaded = load_from_disk(
+                file,
+                config=config,
+                source=TEST_SOURCE,
+                extra_vars={TEST_DIR_VAR: test_dir},
+                disable_external=disable_external,
+            )
+            lists: list[tuple[Sequence[Command], Exec]] = []
+            if build:
+                lists.append((loaded.pattern.build, loaded.build_exec))
+            lists.append((loaded.pattern.run, loaded.run_exec))
+            for cmds, ex in lists:
+                if not cmds:
+                    continue
+                count += count_commands(cmds)
+                res = await check_idempotency(cmds, exec=ex, parent_id_filter=parent_id_filter)
+                for cid, msgs in res.items():
+                    merged.setdefault(cid, []).extend(msgs)
         for cid, msgs in merged.items():
             failures[f"{file}:{cid}"] = tuple(msgs)
     return IdempotencyReport(

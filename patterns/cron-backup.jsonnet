@@ -1,6 +1,6 @@
 // A nightly cron job: the script it runs (0755) and its /etc/cron.d entry (0644, owned by
 // root, as cron requires). Removing the pattern removes both.
-local etcha = import '../lib/etcha/etcha.libsonnet';
+local etcha = import 'etcha/etcha.libsonnet';
 local sb = import 'sandbox.libsonnet';
 
 local script = |||

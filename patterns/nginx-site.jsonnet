@@ -1,6 +1,6 @@
 // A package, its config file, and a service reload when (and only when) the config changes.
 // onChange names the reload command's id; a command without a check runs only when triggered.
-local etcha = import '../lib/etcha/etcha.libsonnet';
+local etcha = import 'etcha/etcha.libsonnet';
 local sb = import 'sandbox.libsonnet';
 
 local conf = |||

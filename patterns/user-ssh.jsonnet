@@ -1,6 +1,6 @@
 // A deploy user with SSH keys: the account, ~/.ssh (0700) and authorized_keys (0600).
 // Keys come from vars.deployKeys (set them per source or target), or the example key below.
-local etcha = import '../lib/etcha/etcha.libsonnet';
+local etcha = import 'etcha/etcha.libsonnet';
 local sb = import 'sandbox.libsonnet';
 
 local vars = std.native('getConfig')().vars;

@@ -332,3 +332,51 @@ def test_build_token_rejects_an_unwritable_destination(
         from agent.build import write_atomic
 
         write_atomic(tmp_path / "missing-dir" / "x", "data")
+
+
+STDLIB_PATTERN = """local etcha = import 'etcha/etcha.libsonnet';
+{run: [etcha.file(path='/srv/motd', contents='hello\\n')]}
+"""
+
+
+def test_build_embeds_the_packaged_standard_library(tmp_path: Path, keys: tuple[str, str]) -> None:
+    from importlib import resources
+
+    project(tmp_path, {"build": {"signingKey": keys[0]}}, STDLIB_PATTERN)
+    res = agent("build", "p.jsonnet", "out.jwt", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    token = verify_token((tmp_path / "out.jwt").read_text(), [parse_verify_key(keys[1])])
+    lib = resources.files("agent").joinpath("lib", "etcha")
+    assert token.pattern_entrypoint == "/p.jsonnet"
+    assert token.pattern_files["/p.jsonnet"] == STDLIB_PATTERN
+    for name in ("etcha.libsonnet", "file.libsonnet", "helpers.libsonnet", "native.libsonnet"):
+        assert token.pattern_files[f"/etcha/{name}"] == lib.joinpath(name).read_text()
+    assert not (tmp_path / "lib").exists()
+
+
+def test_a_host_renders_a_stdlib_token_from_the_token_alone(
+    tmp_path: Path, keys: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib import resources
+
+    from agent.pattern import load_from_token
+
+    laptop, host = tmp_path / "laptop", tmp_path / "host"
+    laptop.mkdir()
+    host.mkdir()
+    project(laptop, {"build": {"signingKey": keys[0]}}, STDLIB_PATTERN)
+    assert agent("build", "p.jsonnet", str(host / "t.jwt"), cwd=laptop).returncode == 0
+    (host / "agent.jsonnet").write_text(json.dumps({"run": {"verifyKeys": [keys[1]]}}))
+    res = agent("render", "t.jwt", cwd=host)
+    assert res.returncode == 0, res.stderr
+    assert [c["id"] for c in json.loads(res.stdout)["run"]] == ["file /srv/motd"]
+    # In-process, with the package's library unreachable: the token's copy is all it uses.
+    token = verify_token((host / "t.jwt").read_text(), [parse_verify_key(keys[1])])
+
+    def no_package_data(*args: object) -> object:
+        raise AssertionError("a host read the package's standard library")
+
+    monkeypatch.setattr(resources, "files", no_package_data)
+    config = config_from_dict({}, cwd=host)
+    loaded = load_from_token(token, config=config, source="web")
+    assert [c.id for c in loaded.pattern.run] == ["file /srv/motd"]

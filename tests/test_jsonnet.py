@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 from pathlib import Path
 
 import _gojsonnet
 import pytest
 
+from agent import jsonnet as jsonnet_mod
 from agent.errors import RenderError
 from agent.jsonnet import (
     NativeContext,
@@ -68,6 +71,72 @@ def test_failing_import_callback_message_is_clean_every_time() -> None:
             "RUNTIME ERROR: couldn't find import nope.libsonnet from /a/main.jsonnet |" in message
         )
         assert message.isprintable()
+
+
+def _poison_small_heap_chunks() -> None:
+    """Leave freed malloc chunks full of 0xff bytes (not UTF-8) for the next small allocations.
+
+    This is what a busy process (another user, another environment, earlier work) may hold: the
+    binding's import error path reads past its message buffer into such bytes.
+    """
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.malloc_usable_size.restype = ctypes.c_size_t
+    libc.malloc_usable_size.argtypes = [ctypes.c_void_p]
+    chunks = []
+    for size in range(1, 80):
+        for _ in range(16):
+            chunk = libc.malloc(size)
+            ctypes.memset(chunk, 0xFF, libc.malloc_usable_size(chunk))
+            chunks.append(chunk)
+    for chunk in chunks:
+        libc.free(chunk)
+
+
+def test_import_error_is_clean_when_the_heap_holds_non_utf8_bytes() -> None:
+    # Root cause of "unknown error" for unprivileged users: the binding copied the callback's
+    # error text without a NUL, go-jsonnet read on into the heap, and non-UTF-8 bytes there made
+    # the binding raise an empty RuntimeError. Poisoning the heap reproduces it as any user.
+    def callback(directory: str, rel: str) -> tuple[str, bytes]:
+        _poison_small_heap_chunks()
+        raise RenderError(f"couldn't find import {rel}: expected a file in the pattern")
+
+    with pytest.raises(RenderError) as err:
+        evaluate_text(
+            "{\n  a: import 'nope.libsonnet',\n}", "/p/main.jsonnet", import_callback=callback
+        )
+    message = str(err.value)
+    assert message.startswith(
+        "error rendering /p/main.jsonnet: RUNTIME ERROR: couldn't find import nope.libsonnet "
+        "from /p/main.jsonnet"
+    ), message
+    assert "/p/main.jsonnet:2" in message
+    assert "unknown error" not in message and message.isprintable()
+
+
+def test_import_guard_gives_the_binding_a_text_it_copies_safely() -> None:
+    # A non-empty text would be read past its end (garbage, or a UnicodeDecodeError, or on
+    # Python 3.11.2 an empty RuntimeError); an empty one is copied as NULL and read as "".
+    def callback(directory: str, rel: str) -> tuple[str, bytes]:
+        _poison_small_heap_chunks()
+        raise RenderError(f"couldn't find import {rel}")
+
+    guarded = jsonnet_mod._guard_import(callback, jsonnet_mod._Failure())
+    with pytest.raises(RuntimeError) as err:
+        _gojsonnet.evaluate_snippet("/m.jsonnet", "import 'x.libsonnet'", import_callback=guarded)
+    assert type(err.value) is RuntimeError
+    assert str(err.value).startswith("RUNTIME ERROR: importer error: \n\t/m.jsonnet:1:1-")
+
+
+def test_engine_error_without_text_says_so() -> None:
+    failure = jsonnet_mod._Failure()
+    err = jsonnet_mod._render_error("/m.jsonnet", RuntimeError(), failure)
+    assert err.message == (
+        "error rendering /m.jsonnet: the Jsonnet engine reported an error without a message "
+        "(expected a RUNTIME or STATIC ERROR text)"
+    )
 
 
 def test_failing_native_callback_message_reaches_the_error() -> None:
@@ -207,6 +276,81 @@ def test_collect_files_missing_import_names_importer_and_import(tmp_path: Path) 
     message = str(err.value)
     assert "missing.libsonnet" in message
     assert f"{tmp_path}/lib/a.libsonnet:2" in message
+
+
+def test_collect_files_directory_where_an_import_file_is_expected_names_file_and_os_error(
+    tmp_path: Path,
+) -> None:
+    # Fails the same way for root: permissions are not what makes a directory unreadable.
+    entry = _write(tmp_path, "main.jsonnet", "\nlocal a = import 'conf.libsonnet';\na")
+    (tmp_path / "conf.libsonnet").mkdir()
+    with pytest.raises(RenderError) as err:
+        collect_files(entry)
+    assert err.value.message == (
+        f"error reading import conf.libsonnet from {entry}:2: "
+        "expected a readable file, got Is a directory"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_collect_files_unreadable_import_names_file_and_os_error(tmp_path: Path) -> None:
+    entry = _write(tmp_path, "main.jsonnet", "import 'secret.libsonnet'")
+    _write(tmp_path, "secret.libsonnet", "{}").chmod(0)
+    with pytest.raises(RenderError) as err:
+        collect_files(entry)
+    assert err.value.message == (
+        f"error reading import secret.libsonnet from {entry}:1: "
+        "expected a readable file, got Permission denied"
+    )
+
+
+def test_collect_files_resolves_etcha_imports_to_the_packaged_library(tmp_path: Path) -> None:
+    from importlib import resources
+
+    entry = _write(
+        tmp_path,
+        "patterns/p.jsonnet",
+        "local etcha = import 'etcha/etcha.libsonnet';\n{run: [etcha.dir(path='/srv')]}",
+    )
+    entrypoint, files = collect_files(entry)
+    lib = resources.files("agent").joinpath("lib", "etcha")
+    assert entrypoint == "/p.jsonnet"
+    assert files["/etcha/etcha.libsonnet"] == lib.joinpath("etcha.libsonnet").read_text()
+    assert "/etcha/helpers.libsonnet" in files  # imported by the library itself
+    out = render_files(entrypoint, files, natives=_natives())
+    assert [c["id"] for c in out["run"]] == ["dir /srv"]
+
+
+def test_collect_files_prefers_an_etcha_directory_on_disk(tmp_path: Path) -> None:
+    entry = _write(tmp_path, "p.jsonnet", "import 'etcha/etcha.libsonnet'")
+    _write(tmp_path, "etcha/etcha.libsonnet", "{mine: true}")
+    entrypoint, files = collect_files(entry)
+    assert files == {
+        "/p.jsonnet": "import 'etcha/etcha.libsonnet'",
+        "/etcha/etcha.libsonnet": "{mine: true}",
+    }
+    assert render_files(entrypoint, files, natives=_natives()) == {"mine": True}
+
+
+def test_collect_files_unknown_library_file_names_import_and_importer(tmp_path: Path) -> None:
+    entry = _write(tmp_path, "p.jsonnet", "\nimport 'etcha/nope.libsonnet'")
+    with pytest.raises(RenderError) as err:
+        collect_files(entry)
+    assert err.value.message.startswith(
+        f"couldn't find import etcha/nope.libsonnet from {entry}:2: expected a file relative to "
+        "the importer or the pattern directory, or a file of the standard library (etcha/*)"
+    )
+
+
+def test_collect_files_refuses_a_disk_file_and_the_library_under_one_key(tmp_path: Path) -> None:
+    entry = _write(
+        tmp_path,
+        "patterns/p.jsonnet",
+        "[import 'etcha/etcha.libsonnet', import '../etcha/etcha.libsonnet']",
+    )
+    _write(tmp_path, "etcha/etcha.libsonnet", "{mine: true}")
+    with pytest.raises(RenderError, match=r"would both be stored as /etcha/etcha\.libsonnet"):
+        collect_files(entry)
 
 
 def test_collect_files_missing_entry_is_render_error(tmp_path: Path) -> None:

@@ -98,13 +98,13 @@ def test_missing_import_is_reported(tmp_path: Path) -> None:
     assert "p.jsonnet:2: couldn't find import nothere.libsonnet" in res.stdout
 
 
-def test_unknown_pattern_keys_are_findings(tmp_path: Path) -> None:
-    text = GOOD.replace("  run: [", "  runs: 1,\n  colour: 'x',\n  run: [", 1)
+def test_unknown_pattern_keys_are_findings_naming_the_nearest_key(tmp_path: Path) -> None:
+    text = GOOD.replace("  run: [", "  runn: 1,\n  colour: 'x',\n  run: [", 1)
     write(tmp_path / "p.jsonnet", text)
     res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
     assert res.returncode == 1
-    assert "p.jsonnet:3: unknown pattern key 'colour'" in res.stdout
-    assert "p.jsonnet:2: unknown pattern key 'runs'" in res.stdout
+    assert 'p.jsonnet:2: unknown key "runn" (did you mean "run"?)\n' in res.stdout
+    assert 'p.jsonnet:3: unknown key "colour"\n' in res.stdout
 
 
 def test_command_validation_problems_are_one_finding_each(tmp_path: Path) -> None:
@@ -129,13 +129,38 @@ def test_default_shellcheck_reports_with_file_and_command_id(tmp_path: Path) -> 
     assert "SC2086" in res.stdout and "SC2006" in res.stdout
 
 
-def test_linters_not_on_path_are_skipped_with_a_note(tmp_path: Path) -> None:
-    text = "{run: [{ id: 'sc', check: 'echo $foo', change: 'true' }]}\n"
+def _path_without(tmp_path: Path, *names: str) -> str:
+    """A PATH with sh and the usual tools but none of ``names`` (symlinks to the real ones)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "bash", "env", "cat", "true"):
+        found = shutil.which(tool)
+        if found is not None and tool not in names:
+            (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+def test_missing_linter_is_a_finding_naming_the_fix(tmp_path: Path) -> None:
+    text = "{run: [{ id: 'sc', check: 'true', change: 'true' }]}\n"
     write(tmp_path / "p.jsonnet", text)
-    res = run_agent("lint", "-f", "p.jsonnet", cwd=tmp_path, path_env=str(tmp_path / "empty"))
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "note: linter shellcheck skipped: shellcheck not found on PATH" in res.stderr
+    path_env = _path_without(tmp_path, "shellcheck", "jsonnetfmt")
+    res = run_agent("lint", "-f", "p.jsonnet", cwd=tmp_path, path_env=path_env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stdout.splitlines() == [
+        "p.jsonnet: linter shellcheck could not run: shellcheck not found on PATH (install it, "
+        "or switch it off in the config with lint.linters.shellcheck: null)",
+        "Linted 1 file: 1 finding",
+    ]
     assert "note: formatting not checked: jsonnetfmt not found on PATH" in res.stderr
+
+
+def test_linter_switched_off_in_the_config_is_not_needed(tmp_path: Path) -> None:
+    write(tmp_path / "p.jsonnet", "{run: [{ id: 'sc', check: 'echo $foo', change: 'true' }]}\n")
+    write(tmp_path / "agent.jsonnet", json.dumps({"lint": {"linters": {"shellcheck": None}}}))
+    path_env = _path_without(tmp_path, "shellcheck")
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path, path_env=path_env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == "Linted 1 file: 0 findings"
 
 
 def test_configured_linter_gets_joined_scripts_on_stdin(tmp_path: Path) -> None:
@@ -206,3 +231,21 @@ def test_locate_finds_the_first_needle_that_appears() -> None:
     assert _locate(text, ["'x'"]) == 3
     assert _locate(text, ["missing", "run:"]) == 2
     assert _locate(text, ["missing"]) == 1
+
+
+def test_files_importing_the_packaged_library_lint_clean_without_a_lib_dir(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path / "p" / "site.libsonnet",
+        "(import 'etcha/etcha.libsonnet') + {motd(text):: self.file(path='/etc/motd', "
+        "contents=text)}\n",
+    )
+    write(
+        tmp_path / "p" / "motd.jsonnet",
+        "local site = import 'site.libsonnet';\n{run: [site.motd('hi\\n')]}\n",
+    )
+    write(tmp_path / "agent.jsonnet", json.dumps({"lint": {"linters": {"shellcheck": None}}}))
+    res = run_agent("lint", "p", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == "Linted 2 files: 0 findings"

@@ -312,6 +312,13 @@ def test_get_file_missing_uses_fallback_or_errors(tmp_path: Path) -> None:
         _render(f"std.native('getFile')('{missing}', null)")
 
 
+def test_get_file_on_a_directory_names_the_path_and_os_error(tmp_path: Path) -> None:
+    with pytest.raises(RenderError) as err:
+        _render(f"std.native('getFile')('{tmp_path}', null)")
+    assert f"getFile {tmp_path}: expected a readable file, got Is a directory" in str(err.value)
+    assert _render(f"std.native('getFile')('{tmp_path}', 'fb')") == "fb"
+
+
 def test_get_file_http_caches_within_one_render(http_server: _Served) -> None:
     src = f"[std.native('getFile')('{http_server.url}/c', null)," * 1
     src += f" std.native('getFile')('{http_server.url}/c', null)]"

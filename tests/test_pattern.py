@@ -70,11 +70,15 @@ class TestPatternFromDict:
 
     def test_unknown_key_is_a_warning_when_rendering(self) -> None:
         _, warnings = Pattern.from_dict({"rnu": []}, where="p.jsonnet")
-        assert warnings == ("p.jsonnet: unknown pattern key 'rnu'",)
+        assert warnings == ('p.jsonnet: unknown key "rnu" (did you mean "run"?)',)
 
     def test_unknown_key_is_an_error_when_strict(self) -> None:
-        with pytest.raises(PatternError, match="unknown pattern key 'rnu'"):
+        with pytest.raises(PatternError, match='unknown key "rnu"'):
             Pattern.from_dict({"rnu": []}, where="p.jsonnet", strict=True)
+
+    def test_unknown_key_without_a_close_known_key_has_no_suggestion(self) -> None:
+        _, warnings = Pattern.from_dict({"colour": "x"}, where="p.jsonnet")
+        assert warnings == ('p.jsonnet: unknown key "colour"',)
 
     @pytest.mark.parametrize(
         ("data", "message"),
@@ -172,7 +176,7 @@ class TestLoadFromDisk:
         path = write(tmp_path / "p.jsonnet", "{run: [{id: 'a', always: true}], bulid: []}")
         with caplog.at_level(logging.WARNING, logger="agent.pattern"):
             loaded = load_from_disk(path, config=cfg(), source="")
-        assert loaded.warnings and "unknown pattern key 'bulid'" in caplog.text
+        assert loaded.warnings and 'unknown key "bulid" (did you mean "build"?)' in caplog.text
 
     def test_text_renders_as_main_jsonnet(self) -> None:
         loaded = load_from_text("{run: [{id: 'x', always: true}]}", config=cfg(), source="s")

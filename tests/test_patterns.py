@@ -1,9 +1,10 @@
-"""The sample patterns in patterns/ pass `agent lint` and `agent test` in a sandbox directory.
+"""The sample patterns in patterns/ pass `agent lint` and `agent test` without touching the host.
 
-A project is made with `agent init`, the samples are copied into its patterns/, and the config
-sets ``vars.sandbox``: under `agent test` (``vars.test``) every path moves under it and the
-root-only parts (useradd, apt-get, systemctl, chown) are left out. On a host the same files
-render to the real paths.
+They import the standard library shipped in the package (``etcha/etcha.libsonnet``), so they
+work straight from a clone, without `agent init`. Under `agent test` (``vars.test``) every path
+moves under ``vars.sandbox`` when the config sets one, else under ``vars.testDir`` (a private
+temporary directory per pattern), and the root-only parts (useradd, apt-get, systemctl, chown)
+are left out. On a host the same files render to the real paths.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "patterns"
 
 
-def agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def agent(
+    *args: str, cwd: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
         cwd=cwd,
@@ -53,6 +57,42 @@ def test_samples_cover_user_ssh_package_service_and_cron() -> None:
     assert names == ["cron-backup.jsonnet", "nginx-site.jsonnet", "user-ssh.jsonnet"]
 
 
+@pytest.fixture
+def bare(tmp_path: Path) -> Path:
+    """A directory holding only a copy of patterns/: no lib/, no config, no `agent init`."""
+    root = tmp_path / "clone"
+    shutil.copytree(SAMPLES, root / "patterns")
+    return root
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck (.ci/run installs it)")
+def test_samples_pass_lint_without_init(bare: Path) -> None:
+    res = agent("lint", "patterns", cwd=bare)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == "Linted 4 files: 0 findings"
+    assert sorted(p.name for p in bare.iterdir()) == ["patterns"]
+
+
+def test_samples_pass_agent_test_without_init_in_private_temp_dirs(
+    bare: Path, tmp_path: Path
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    res = agent("test", "patterns", cwd=bare, extra_env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Tested 10 commands in 3 patterns: no failures" in res.stdout
+    # every path went into a per-pattern directory under TMPDIR, removed afterwards
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in bare.iterdir()) == ["patterns"]
+
+
+def test_render_with_vars_test_but_no_directory_refuses(bare: Path) -> None:
+    res = agent("render", "-s", "test", "patterns/cron-backup.jsonnet", cwd=bare)
+    assert res.returncode == 1
+    assert "vars.test needs vars.sandbox or vars.testDir" in res.stderr
+
+
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck (.ci/run installs it)")
 def test_samples_pass_lint_with_format_check(project: Path) -> None:
     res = agent("lint", "-f", "patterns", cwd=project)
@@ -69,13 +109,6 @@ def test_samples_pass_agent_test_in_a_sandbox(project: Path, tmp_path: Path) -> 
     assert (sandbox / "reloads").read_text().strip()
     assert not (sandbox / "etc" / "cron.d").exists()
     assert not (sandbox / "home" / "deploy" / ".ssh").exists()
-
-
-def test_agent_test_without_a_sandbox_refuses_to_render(project: Path) -> None:
-    (project / "agent.jsonnet").write_text("{}")
-    res = agent("test", "patterns/cron-backup.jsonnet", cwd=project)
-    assert res.returncode == 1
-    assert "agent test needs vars.sandbox" in res.stderr
 
 
 def test_samples_render_real_paths_and_root_parts_on_a_host(project: Path) -> None:

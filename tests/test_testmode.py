@@ -279,3 +279,28 @@ def test_cli_applies_the_exec_of_source_test(tmp_path: Path) -> None:
     res = run_agent("test", "p.jsonnet", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Tested 1 command in 1 pattern: no failures" in res.stdout
+
+
+def test_cli_gives_each_pattern_a_private_test_dir_and_removes_it(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    pattern = f"""
+    local d = std.native('getConfig')().vars.testDir;
+    local log = {json.dumps(str(log))};
+    {{run: [{{
+      id: 'x',
+      check: 'test -e %s/made' % d,
+      change: 'touch %s/made && stat -c %%a %s >> %s && echo %s >> %s' % [d, d, log, d, log],
+      remove: 'rm %s/made' % d,
+    }}]}}
+    """
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "a.jsonnet").write_text(pattern)
+    (tmp_path / "p" / "b.jsonnet").write_text(pattern)
+    res = run_agent("test", "p", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Tested 2 commands in 2 patterns: no failures" in res.stdout
+    lines = log.read_text().split()
+    assert lines[0] == lines[2] == "700"
+    first, second = Path(lines[1]), Path(lines[3])
+    assert first != second and first.is_absolute() and first.name.startswith("agent-test-")
+    assert not first.exists() and not second.exists()
