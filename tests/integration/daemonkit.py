@@ -35,8 +35,11 @@ def free_port() -> int:
 
 
 def env() -> dict[str, str]:
-    """The environment for `agent` subprocesses (this checkout first on the path)."""
-    return dict(os.environ, PYTHONPATH=str(REPO))
+    """The environment for `agent` subprocesses: this checkout first on the Python path, and the
+    interpreter's bin directory first on PATH, so the standard library's `agent file …` helper
+    scripts find this `agent`."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return dict(os.environ, PYTHONPATH=str(REPO), PATH=path)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:

@@ -9,7 +9,6 @@ works the first time with `--fingerprint` (no CA, no tlsSkipVerify). Point 4: Et
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import signal
 import ssl
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import REPO, RIGHT_PRIV, RIGHT_PUB, agent, free_port, wait_port, write_json
+from daemonkit import RIGHT_PRIV, RIGHT_PUB, agent, env, free_port, wait_port, write_json
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +37,7 @@ def daemon(tmp: Path, config: Path, port: int, name: str) -> Iterator[Path]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "-c", str(config), "run"],
             cwd=tmp,
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            env=env(),
             stdout=fh,
             stderr=subprocess.STDOUT,
             text=True,
@@ -200,3 +199,30 @@ def test_etcha_push_targets_and_push_tls_skip_verify_route_a_push(
     assert (proc.returncode, proc.stdout) == (0, "web:\n    old-form\n"), proc.stderr
     assert '"build.pushTLSSkipVerify"' in proc.stderr and "old name" in proc.stderr
     assert '"build.pushTargets"' in proc.stderr
+
+
+def test_stdlib_pattern_push_over_tls_succeeds_20_of_20(tmp_path: Path) -> None:
+    """Issue 12 point 1: a ~21 KB token (the packaged standard library) pushed over TLS arrives
+    in several TLS records; it failed 14 of 14 times when the body was read in one call."""
+    port = free_port()
+    config = server_config(tmp_path, port)
+    target = tmp_path / "motd"
+    pattern = tmp_path / "motd.jsonnet"
+    pattern.write_text(
+        "local etcha = import 'etcha/etcha.libsonnet';\n"
+        f"{{run: [etcha.file(path='{target}', contents='managed\\n')]}}\n"
+    )
+    client = write_json(tmp_path / "client.json", {"build": {"signingKey": RIGHT_PRIV}})
+    with daemon(tmp_path, config, port, "stdlib") as log:
+        fingerprint, _ = logged(log)
+        outcomes = []
+        for _ in range(20):
+            pushed = agent(
+                "-c", str(client), "push", "-h", "https://127.0.0.1", "-p", str(port),
+                "--fingerprint", fingerprint, "core", str(pattern), cwd=tmp_path,
+            )  # fmt: skip
+            outcomes.append((pushed.returncode, pushed.stderr.strip()))
+            target.unlink(missing_ok=True)
+        token = (tmp_path / "state" / "core.jwt").read_text()
+    assert len(token) > 16 * 1024  # more than one TLS record
+    assert outcomes == [(0, "")] * 20, outcomes
