@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy agent
+	$(BIN)/lint-imports
 
 unit: $(STAMP)
 	@$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo 'pytest collected no tests: failing' >&2; exit 1; fi; exit $$rc
@@ -33,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 docs: $(STAMP)
-	$(BIN)/python -m agent.docgen
+	$(BIN)/python -m agent.cli.docgen
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

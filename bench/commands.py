@@ -1,7 +1,7 @@
 """Benchmark: engine overhead over the raw process-spawn floor.
 
-A 100-command list runs through :func:`agent.engine.run_commands` and is compared with the same
-``bash -c`` scripts spawned one after another through :func:`agent.shell.run` with no engine
+A 100-command list runs through :func:`agent.run.engine.run_commands` and is compared with the same
+``bash -c`` scripts spawned one after another through :func:`agent.run.shell.run` with no engine
 logic (the floor).
 
 - ``noop``: every check passes (100 spawns).
@@ -18,9 +18,9 @@ import statistics
 import sys
 import time
 
-from agent import shell
-from agent.engine import Mode, run_commands
-from agent.model import DEFAULT_EXEC, Command
+from agent.run import shell
+from agent.run.engine import Mode, run_commands
+from agent.run.model import DEFAULT_EXEC, Command
 
 N = 100
 ROUNDS = 7

@@ -5,7 +5,7 @@
    the token to ``/etcha/v1/push/core`` over a kept-alive connection and waits for the Result.
    That is: verify, render (Jsonnet), diff, 10 checks, HTTP.
 2. The same 10 commands through ``agent local`` (a subprocess, as a user runs it: includes Python
-   start-up), and through :func:`agent.engine.run_commands` in this process (the pure command
+   start-up), and through :func:`agent.run.engine.run_commands` in this process (the pure command
    cost, no start-up).
 3. Idle RSS (``VmRSS`` from ``/proc/<pid>/status``) of a daemon with 3 sources configured
    (static commands, a push source and a file pull source), after its start-up runs.
@@ -33,10 +33,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.build import build_token  # noqa: E402
-from agent.config import config_from_dict  # noqa: E402
-from agent.engine import Mode, run_commands  # noqa: E402
-from agent.pattern import load_from_disk  # noqa: E402
+from agent.config.schema import config_from_dict  # noqa: E402
+from agent.pattern.load import load_from_disk  # noqa: E402
+from agent.run.engine import Mode, run_commands  # noqa: E402
+from agent.tools.build import build_token  # noqa: E402
 
 PRIV = "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
 PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _gojsonnet
 
-from agent.jsonnet import NativeContext, collect_files, make_natives, render_files
+from agent.jsonnet.engine import NativeContext, collect_files, make_natives, render_files
 
 TARGET = 1.20
 COMMANDS = 200

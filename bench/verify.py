@@ -2,7 +2,7 @@
 
 Run with ``.venv/bin/python bench/verify.py``. Prints two lines, each ending in PASS or FAIL:
 
-- ``verify``: tokens/s of :func:`agent.tokens.verify_token` on a ~20 KB EdDSA pattern token,
+- ``verify``: tokens/s of :func:`agent.jws.tokens.verify_token` on a ~20 KB EdDSA pattern token,
   against raw PyNaCl verification of the same signing input in the same run (target ratio
   >= 0.50).
 - ``startup``: median wall time of ``python -m agent version`` against ``python -c pass``
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nacl.signing
 
-from agent.keys import generate_keys, parse_signing_key, parse_verify_key
-from agent.tokens import etcha_claims, sign_token, verify_token
+from agent.jws.keys import generate_keys, parse_signing_key, parse_verify_key
+from agent.jws.tokens import etcha_claims, sign_token, verify_token
 
 VERIFY_TARGET = 0.50
 STARTUP_TARGET = 4.0
@@ -64,7 +64,7 @@ def _rate(fn: Callable[[], object], seconds: float = 1.0) -> float:
 
 
 def _b64_impl() -> str:
-    from agent import tokens
+    from agent.jws import tokens
 
     return "binascii" if tokens._fast_b64decode is None else "pybase64"
 

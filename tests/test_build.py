@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from agentcli import run_agent
 
-from agent.config import config_from_dict
-from agent.errors import BuildError, VerifyError
-from agent.keys import generate_keys, parse_verify_key
-from agent.tokens import verify_token
-from agent.verify import verify_for_source
+from agent.config.schema import config_from_dict
+from agent.core.errors import BuildError, VerifyError
+from agent.jws.keys import generate_keys, parse_verify_key
+from agent.jws.tokens import verify_token
+from agent.trust.verify import verify_for_source
 
 HAS_OPENSSL = shutil.which("openssl") is not None
 needs_openssl = pytest.mark.skipif(
@@ -254,7 +254,7 @@ class TestOpensslInterop:
 class TestVerifyEntryPoint:
     def test_source_keys_are_appended_to_run_keys(self, keys: tuple[str, str]) -> None:
         _other_priv, other_pub = generate_keys("ed25519", "other")
-        from agent.verify import verify_keys_for
+        from agent.trust.verify import verify_keys_for
 
         config = config_from_dict(
             {"run": {"verifyKeys": [other_pub]}, "sources": {"web": {"verifyKeys": [keys[1]]}}},
@@ -280,8 +280,8 @@ class TestVerifyEntryPoint:
     def test_source_verify_commands_replace_keys(
         self, keys: tuple[str, str], tmp_path: Path
     ) -> None:
-        from agent.build import build_token
-        from agent.pattern import load_from_text
+        from agent.pattern.load import load_from_text
+        from agent.tools.build import build_token
 
         build_cfg = config_from_dict({"build": {"signingKey": keys[0]}}, cwd=tmp_path)
         loaded = load_from_text(SIMPLE, config=build_cfg, source="")
@@ -329,7 +329,7 @@ def test_build_token_rejects_an_unwritable_destination(
     res = agent("build", "p.jsonnet", str(tmp_path / "missing-dir" / "t.jwt"), cwd=tmp_path)
     assert res.returncode == 1 and "error writing jwt" in res.stderr
     with pytest.raises(BuildError):
-        from agent.build import write_atomic
+        from agent.tools.build import write_atomic
 
         write_atomic(tmp_path / "missing-dir" / "x", "data")
 
@@ -359,7 +359,7 @@ def test_a_host_renders_a_stdlib_token_from_the_token_alone(
 ) -> None:
     from importlib import resources
 
-    from agent.pattern import load_from_token
+    from agent.pattern.load import load_from_token
 
     laptop, host = tmp_path / "laptop", tmp_path / "host"
     laptop.mkdir()

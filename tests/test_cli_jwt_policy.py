@@ -8,8 +8,8 @@ from pathlib import Path
 
 from agentcli import run_agent
 
-from agent.keys import generate_keys, parse_signing_key
-from agent.tokens import etcha_claims, sign_token
+from agent.jws.keys import generate_keys, parse_signing_key
+from agent.jws.tokens import etcha_claims, sign_token
 
 agent = run_agent
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.keys import generate_keys, parse_signing_key, parse_verify_key
-from agent.tokens import etcha_claims, sign_token
+from agent.jws.keys import generate_keys, parse_signing_key, parse_verify_key
+from agent.jws.tokens import etcha_claims, sign_token
 
 
 def run_agent(
@@ -251,7 +251,7 @@ def test_jwt_does_not_import_aiohttp_or_apscheduler(pair: tuple[str, str], work:
         for line in out.stderr.splitlines()
         if line.startswith("import time:")
     }
-    assert "agent.tokens" in imported  # the import log really is there
+    assert "agent.jws.tokens" in imported  # the import log really is there
     heavy = {
         m for m in imported if m.split(".")[0] in ("aiohttp", "apscheduler", "prometheus_client")
     }

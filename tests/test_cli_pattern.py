@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from agentcli import run_agent
 
-from agent.keys import generate_keys
+from agent.jws.keys import generate_keys
 
 agent = run_agent
 

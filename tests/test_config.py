@@ -1,4 +1,4 @@
-"""Tests for agent.config: schema, defaults, loading order, aliases, errors, masking, reference."""
+"""Tests for agent.config.schema: defaults, loading order, aliases, errors, masking, reference."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import (
+from agent.config.schema import (
     MASK,
     Config,
     VerifyKeyEntry,
@@ -26,7 +26,7 @@ from agent.config import (
     parse_override_value,
     render_reference,
 )
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((REPO / "tests" / "data" / "interop_vectors.json").read_text())
@@ -41,7 +41,7 @@ def warnings_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCapture
     agent_logger = logging.getLogger("agent")
     old = agent_logger.propagate
     agent_logger.propagate = True
-    caplog.set_level(logging.WARNING, logger="agent.config")
+    caplog.set_level(logging.WARNING, logger="agent.config.schema")
     try:
         yield caplog
     finally:
@@ -775,7 +775,7 @@ def test_masked_dict_leaves_unset_secrets_empty() -> None:
     ],
 )
 def test_format_duration_is_go_style_and_parses_back(seconds: float, text: str) -> None:
-    from agent.durations import parse_duration
+    from agent.core.durations import parse_duration
 
     assert format_go_duration(seconds) == text
     assert parse_duration(text) == pytest.approx(seconds)
@@ -787,7 +787,7 @@ def test_format_duration_is_go_style_and_parses_back(seconds: float, text: str) 
 def test_docs_configuration_md_is_generated_from_the_schema() -> None:
     doc = REPO / "docs" / "configuration.md"
     assert doc.read_text(encoding="utf-8") == render_reference(), (
-        "docs/configuration.md is stale: run `python -m agent.config`"
+        "docs/configuration.md is stale: run `python -m agent.config.schema`"
     )
 
 
@@ -806,7 +806,7 @@ def test_reference_lists_every_key() -> None:
 def test_regenerating_the_reference_writes_the_file(tmp_path: Path) -> None:
     out = tmp_path / "configuration.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.config", str(out)],
+        [sys.executable, "-m", "agent.config.schema", str(out)],
         capture_output=True,
         text=True,
         check=False,
@@ -818,8 +818,8 @@ def test_regenerating_the_reference_writes_the_file(tmp_path: Path) -> None:
 
 def test_importing_config_loads_no_heavy_modules() -> None:
     code = (
-        "import sys, agent.config\n"
-        "heavy = ('cryptography', 'aiohttp', 'yaml', '_gojsonnet', 'nacl', 'agent.keys')\n"
+        "import sys, agent.config.schema\n"
+        "heavy = ('cryptography', 'aiohttp', 'yaml', '_gojsonnet', 'nacl', 'agent.jws.keys')\n"
         "print([m for m in sys.modules if m.startswith(heavy)])\n"
     )
     proc = subprocess.run(
@@ -829,7 +829,7 @@ def test_importing_config_loads_no_heavy_modules() -> None:
 
 
 def test_null_linter_entry_switches_that_linter_off(tmp_path: Path) -> None:
-    from agent.config import config_from_dict
+    from agent.config.schema import config_from_dict
 
     assert "shellcheck" in config_from_dict({}, cwd=tmp_path).lint.linters
     off = config_from_dict({"lint": {"linters": {"shellcheck": None}}}, cwd=tmp_path)
@@ -837,7 +837,7 @@ def test_null_linter_entry_switches_that_linter_off(tmp_path: Path) -> None:
 
 
 def test_max_token_age_is_a_duration_not_a_secret(tmp_path: Path) -> None:
-    from agent.config import config_from_dict
+    from agent.config.schema import config_from_dict
 
     cfg = config_from_dict(
         {"sources": {"web": {"maxTokenAge": "168h"}}, "vars": {"apiToken": "hunter2"}},

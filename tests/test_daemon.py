@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.build import build_token
-from agent.config import Config, config_from_dict
-from agent.daemon import Daemon, check_verifiers, parse_listen_address, same_pattern
-from agent.errors import ConfigError
-from agent.keys import parse_signing_key
-from agent.pattern import load_from_text
-from agent.server import PushReply
-from agent.tokens import etcha_claims, sign_token, verify_token
+from agent.config.schema import Config, config_from_dict
+from agent.core.errors import ConfigError
+from agent.daemon.server import PushReply
+from agent.daemon.service import Daemon, check_verifiers, parse_listen_address, same_pattern
+from agent.jws.keys import parse_signing_key
+from agent.jws.tokens import etcha_claims, sign_token, verify_token
+from agent.pattern.load import load_from_text
+from agent.tools.build import build_token
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
@@ -480,7 +480,7 @@ def _claims_token(files: Mapping[str, str], *, version: str, manifest: str = "",
 
 
 def test_same_pattern_compares_manifest_files_and_version_not_run_vars() -> None:
-    keys = [__import__("agent.keys", fromlist=["x"]).parse_verify_key(RIGHT_PUB)]
+    keys = [__import__("agent.jws.keys", fromlist=["x"]).parse_verify_key(RIGHT_PUB)]
     now = time.time()
     files = {"/main.jsonnet": "{run: []}"}
     base = verify_token(_claims_token(files, version="v1", iat=now), keys)
@@ -687,7 +687,7 @@ def test_randomized_start_delay_waits_a_random_time_below_the_bound(
         bounds.append(n)
         return 400  # ms
 
-    monkeypatch.setattr("agent.daemon.secrets.randbelow", fake_randbelow)
+    monkeypatch.setattr("agent.daemon.service.secrets.randbelow", fake_randbelow)
 
     async def go() -> float:
         d = Daemon(cfg)
@@ -695,7 +695,7 @@ def test_randomized_start_delay_waits_a_random_time_below_the_bound(
         await d._start_delay()
         return time.monotonic() - start
 
-    with caplog.at_level(logging.INFO, logger="agent.daemon"):
+    with caplog.at_level(logging.INFO, logger="agent.daemon.service"):
         waited = asyncio.run(go())
     assert bounds == [1000]  # drawn below randomizedStartDelaySec, in ms
     assert 0.35 <= waited < 1.0

@@ -29,14 +29,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.config import Config, config_from_dict
-from agent.daemon import Daemon, is_adhoc
-from agent.keys import parse_signing_key
-from agent.metrics import Metrics
-from agent.model import parse_commands
-from agent.server import PushReply
-from agent.state import SourceMeta, StateStore
-from agent.tokens import decode_token, etcha_claims, sign_token
+from agent.config.schema import Config, config_from_dict
+from agent.daemon.metrics import Metrics
+from agent.daemon.server import PushReply
+from agent.daemon.service import Daemon, is_adhoc
+from agent.daemon.state import SourceMeta, StateStore
+from agent.jws.keys import parse_signing_key
+from agent.jws.tokens import decode_token, etcha_claims, sign_token
+from agent.run.model import parse_commands
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
@@ -134,7 +134,7 @@ def test_expired_stored_token_is_restored_logged_and_keeps_correcting_drift(
         tick = await d.run_source("web")
         return d.stored_token("web"), first, tick
 
-    with caplog.at_level(logging.INFO, logger="agent.daemon"):
+    with caplog.at_level(logging.INFO, logger="agent.daemon.service"):
         stored, first, tick = asyncio.run(go())
     assert stored is not None and stored.raw == raw
     assert first.err == "" and first.changed_ids == ("a",)
@@ -239,7 +239,7 @@ def test_retired_key_stops_the_stored_pattern_and_counts_key_retired(
         await d.reload(retired)
         return await d.run_source("web")
 
-    with caplog.at_level(logging.ERROR, logger="agent.daemon"):
+    with caplog.at_level(logging.ERROR, logger="agent.daemon.service"):
         tick = asyncio.run(go())
     assert tick.changed_ids == ()
     assert counter.read_text().splitlines() == ["run"]

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.diff import diff, has_work
-from agent.engine import diff_run
-from agent.model import Command, Exec, parse_commands
+from agent.run.diff import diff, has_work
+from agent.run.engine import diff_run
+from agent.run.model import Command, Exec, parse_commands
 
 CASES = sorted((Path(__file__).parent / "cases" / "diff").glob("*.json"))
 

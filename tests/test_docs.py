@@ -1,7 +1,7 @@
 """Generated docs are current, and every `agent …` command shown in the docs parses.
 
-- docs/cli.md must equal ``agent.docgen.render_cli_reference()`` and docs/configuration.md
-  ``agent.config.render_reference()`` (regenerate both with ``python -m agent.docgen``).
+- docs/cli.md must equal ``agent.cli.docgen.render_cli_reference()`` and docs/configuration.md
+  ``agent.config.schema.render_reference()`` (regenerate both with ``python -m agent.cli.docgen``).
 - Every shell line starting with ``agent`` inside a fenced block of the examples' READMEs and
   the user docs is parsed by the real argparse parser: the subcommand and its flags must exist.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import build_parser
-from agent.config import render_reference
-from agent.docgen import render_cli_reference
-from agent.errors import UsageError
+from agent.cli.docgen import render_cli_reference
+from agent.config.schema import render_reference
+from agent.core.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS_WITH_COMMANDS = sorted(
@@ -31,13 +31,13 @@ DOCS_WITH_COMMANDS = sorted(
 
 def test_cli_reference_is_generated_from_the_parser() -> None:
     assert (REPO / "docs" / "cli.md").read_text() == render_cli_reference(), (
-        "docs/cli.md is stale: run python -m agent.docgen"
+        "docs/cli.md is stale: run python -m agent.cli.docgen"
     )
 
 
 def test_configuration_reference_is_generated_from_the_config_schema() -> None:
     assert (REPO / "docs" / "configuration.md").read_text() == render_reference(), (
-        "docs/configuration.md is stale: run python -m agent.docgen"
+        "docs/configuration.md is stale: run python -m agent.cli.docgen"
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.durations import format_duration, parse_duration
-from agent.errors import ConfigError
+from agent.core.durations import format_duration, parse_duration
+from agent.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from agent.engine import Mode, Output, Result, RunOutcome, diff_run, run_commands
-from agent.errors import CommandError
-from agent.model import DEFAULT_EXEC, Exec, parse_commands
+from agent.core.errors import CommandError
+from agent.run.engine import Mode, Output, Result, RunOutcome, diff_run, run_commands
+from agent.run.model import DEFAULT_EXEC, Exec, parse_commands
 
 EX = DEFAULT_EXEC
 
@@ -362,7 +362,7 @@ def test_on_remove_triggers_earlier_commands(tmp_path: Path) -> None:
 
 
 def test_check_mode_runs_only_checks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="agent.engine")
+    caplog.set_level(logging.INFO, logger="agent.run.engine")
     out = run(
         [
             {
@@ -575,7 +575,7 @@ def test_stdout_and_stderr_events_print_trimmed_output(capsys: pytest.CaptureFix
 
 
 def test_each_action_logs_one_past_tense_line(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="agent.engine")
+    caplog.set_level(logging.INFO, logger="agent.run.engine")
     run(
         [
             {"id": "a", "check": "false", "change": "true", "onChange": "b"},
@@ -592,7 +592,7 @@ def test_each_action_logs_one_past_tense_line(caplog: pytest.LogCaptureFixture) 
         ],
         Mode.REMOVE,
     )
-    lines = [r.getMessage() for r in caplog.records if r.name == "agent.engine"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.run.engine"]
     pattern = r" \[\d+(ms|\.\d+s|s)\]$"
     expected = [
         "Changed src > a",

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.build import build_token
-from agent.config import Config, config_from_dict
-from agent.daemon import Daemon
-from agent.engine import Output
-from agent.events import Events, event_output, receivers_for
-from agent.pattern import load_from_text
-from agent.server import PushReply
+from agent.config.schema import Config, config_from_dict
+from agent.daemon.events import Events, event_output, receivers_for
+from agent.daemon.server import PushReply
+from agent.daemon.service import Daemon
+from agent.pattern.load import load_from_text
+from agent.run.engine import Output
+from agent.tools.build import build_token
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.errors import ConfigError, SourceError
-from agent.fetch import (
+from agent.core.errors import ConfigError, SourceError
+from agent.net.fetch import (
     MAX_REDIRECTS,
     FetchResult,
     fetch_path,
@@ -31,7 +31,7 @@ from agent.fetch import (
     redact,
     safe_url,
 )
-from agent.tlsutil import self_signed, server_ssl_context
+from agent.net.tlsutil import self_signed, server_ssl_context
 
 TOKEN = "header.payload.signature"
 ETAG = '"v1"'
@@ -665,7 +665,7 @@ def test_mask_urls_in_text_masks_urls_inside_other_strings() -> None:
 
 
 def test_default_body_limit_is_the_token_size_bound(tmp_path: Path) -> None:
-    from agent.tokens import DEFAULT_MAX_TOKEN_BYTES
+    from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 
     at_limit = tmp_path / "at.jwt"
     at_limit.write_bytes(b"x" * DEFAULT_MAX_TOKEN_BYTES)

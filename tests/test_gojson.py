@@ -1,4 +1,4 @@
-"""agent.gojson reproduces Go encoding/json (Go 1.22) bytes for map[string]any values."""
+"""agent.core.gojson reproduces Go encoding/json (Go 1.22) bytes for map[string]any values."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.gojson import GoJSONError, dumps_compact, dumps_indent
+from agent.core.gojson import GoJSONError, dumps_compact, dumps_indent
 
 
 def test_keys_sorted_at_every_level_and_compact() -> None:

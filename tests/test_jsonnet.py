@@ -10,9 +10,9 @@ from pathlib import Path
 import _gojsonnet
 import pytest
 
-from agent import jsonnet as jsonnet_mod
-from agent.errors import RenderError
-from agent.jsonnet import (
+from agent.core.errors import RenderError
+from agent.jsonnet import engine as jsonnet_mod
+from agent.jsonnet.engine import (
     NativeContext,
     Natives,
     collect_files,

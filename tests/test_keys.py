@@ -1,4 +1,4 @@
-"""agent.keys: Etcha key strings, every accepted material form, sign/verify, generation."""
+"""agent.jws.keys: Etcha key strings, every accepted material form, sign/verify, generation."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from agent.errors import KeyFormatError
-from agent.keys import (
+from agent.core.errors import KeyFormatError
+from agent.jws.keys import (
     ALGORITHMS,
     SigningKey,
     VerifyKey,
@@ -407,7 +407,7 @@ def test_importing_keys_and_parsing_ed25519_does_not_import_cryptography(
     interop: dict[str, Any],
 ) -> None:
     code = (
-        "import sys; from agent.keys import parse_signing_key, parse_verify_key;"
+        "import sys; from agent.jws.keys import parse_signing_key, parse_verify_key;"
         f"k = parse_signing_key({interop['keyPairs'][0]['privateKey']!r});"
         f"v = parse_verify_key({interop['publicKeys'][1]!r});"
         "assert v.verify(k.sign(b'x'), b'x') is False;"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.lint import Finding, _locate, find_lint_files
+from agent.tools.lint import Finding, _locate, find_lint_files
 
 needs_shellcheck = pytest.mark.skipif(
     shutil.which("shellcheck") is None, reason="shellcheck is not installed"

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.listener import (
+from agent.daemon.listener import (
     FD_RESERVE,
     ListenerLimits,
     LogThrottle,
@@ -25,7 +25,7 @@ from agent.listener import (
     fd_clamped,
     start_listener,
 )
-from agent.tlsutil import load_pem_pair, self_signed
+from agent.net.tlsutil import load_pem_pair, self_signed
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -233,7 +233,7 @@ def test_accept_errors_are_logged_at_most_once_a_second(caplog: pytest.LogCaptur
     emfile = OSError(errno.EMFILE, "Too many open files")
     context = {"message": "socket.accept() out of system resource", "exception": emfile}
     try:
-        with caplog.at_level(logging.ERROR, logger="agent.listener"):
+        with caplog.at_level(logging.ERROR, logger="agent.daemon.listener"):
             for _ in range(1000):
                 handler(loop, context)
             clock.now += 1.0
@@ -241,7 +241,7 @@ def test_accept_errors_are_logged_at_most_once_a_second(caplog: pytest.LogCaptur
             handler(loop, {"message": "something else", "exception": ValueError("x")})
     finally:
         loop.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "agent.listener"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.daemon.listener"]
     assert lines == [
         "Listener: accepting a connection failed: Too many open files "
         "(0 similar errors not logged)",

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import MAX_ADDRESS_LABELS, Metrics
+from agent.daemon.metrics import MAX_ADDRESS_LABELS, Metrics
 
 
 def samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -19,13 +19,13 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.build import build_token
-from agent.config import Config, config_from_dict
-from agent.daemon import Daemon
-from agent.events import Events
-from agent.httpmw import app_extras
-from agent.metrics import Metrics
-from agent.pattern import load_from_text
+from agent.config.schema import Config, config_from_dict
+from agent.daemon.events import Events
+from agent.daemon.httpmw import app_extras
+from agent.daemon.metrics import Metrics
+from agent.daemon.service import Daemon
+from agent.pattern.load import load_from_text
+from agent.tools.build import build_token
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
@@ -55,7 +55,7 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def listener(cfg: Config, metrics: Metrics) -> AsyncIterator[tuple[Daemon, str]]:
-    from agent.server import create_app
+    from agent.daemon.server import create_app
 
     d = Daemon(cfg, events=Events(), metrics=metrics)
     await d.load()

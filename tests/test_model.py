@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import CommandError
-from agent.model import (
+from agent.core.errors import CommandError
+from agent.run.model import (
     DEFAULT_EXEC,
     Command,
     Exec,

@@ -24,10 +24,10 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from agent import jsonnet
-from agent.errors import RenderError
-from agent.jsonnet import NativeContext, evaluate_text, make_natives, render_files
-from agent.sysinfo import go_arch
+from agent.core.errors import RenderError
+from agent.jsonnet import engine as jsonnet
+from agent.jsonnet.engine import NativeContext, evaluate_text, make_natives, render_files
+from agent.jsonnet.sysinfo import go_arch
 
 
 def _render(src: str, ctx: NativeContext | None = None, natives: Any = None) -> Any:
@@ -446,7 +446,7 @@ def test_get_record_system_resolver_reads_hosts_file() -> None:
 def test_rendering_with_natives_does_not_import_aiohttp_or_dns(http_server: _Served) -> None:
     code = (
         "import sys\n"
-        "from agent.jsonnet import NativeContext, make_natives, render_files\n"
+        "from agent.jsonnet.engine import NativeContext, make_natives, render_files\n"
         f"src = \"std.native('getFile')('{http_server.url}/x', null)\"\n"
         "print(render_files('main.jsonnet', {'main.jsonnet': src},"
         " natives=make_natives(NativeContext())))\n"

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from agent.build import build_token
-from agent.config import config_from_dict
-from agent.errors import PatternError, RenderError
-from agent.keys import generate_keys, parse_signing_key, parse_verify_key
-from agent.pattern import Pattern, load_from_disk, load_from_text, load_from_token, render_vars
-from agent.tokens import etcha_claims, sign_token, verify_token
+from agent.config.schema import config_from_dict
+from agent.core.errors import PatternError, RenderError
+from agent.jws.keys import generate_keys, parse_signing_key, parse_verify_key
+from agent.jws.tokens import etcha_claims, sign_token, verify_token
+from agent.pattern.load import Pattern, load_from_disk, load_from_text, load_from_token, render_vars
+from agent.tools.build import build_token
 
 
 def cfg(**data: Any) -> Any:
@@ -174,7 +174,7 @@ class TestLoadFromDisk:
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
         path = write(tmp_path / "p.jsonnet", "{run: [{id: 'a', always: true}], bulid: []}")
-        with caplog.at_level(logging.WARNING, logger="agent.pattern"):
+        with caplog.at_level(logging.WARNING, logger="agent.pattern.load"):
             loaded = load_from_disk(path, config=cfg(), source="")
         assert loaded.warnings and 'unknown key "bulid" (did you mean "build"?)' in caplog.text
 

@@ -21,11 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.config import Config, config_from_dict
-from agent.daemon import Daemon
-from agent.errors import VerifyError
-from agent.keys import generate_keys, parse_signing_key
-from agent.policy import (
+from agent.config.schema import Config, config_from_dict
+from agent.core.errors import VerifyError
+from agent.daemon.server import PushReply
+from agent.daemon.service import Daemon
+from agent.daemon.state import ReplayCache, StateStore
+from agent.jws.keys import generate_keys, parse_signing_key
+from agent.jws.tokens import VerifiedToken, etcha_claims, sign_token
+from agent.tools.push import push_expires_in
+from agent.trust.policy import (
     PolicyError,
     check_offline,
     check_push,
@@ -34,11 +38,7 @@ from agent.policy import (
     expiring_keys,
     next_high_water,
 )
-from agent.push import push_expires_in
-from agent.server import PushReply
-from agent.state import ReplayCache, StateStore
-from agent.tokens import VerifiedToken, etcha_claims, sign_token
-from agent.verify import verify_for_source
+from agent.trust.verify import verify_for_source
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"

@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.config import Config, config_from_dict
-from agent.errors import UsageError
-from agent.jsonnet import evaluate_text
-from agent.push import (
+from agent.config.schema import Config, config_from_dict
+from agent.core.errors import UsageError
+from agent.jsonnet.engine import evaluate_text
+from agent.jws.tokens import decode_token
+from agent.net.tlsutil import server_ssl_context
+from agent.tools.push import (
     PushOutcome,
     PushTarget,
     ad_hoc_pattern_text,
@@ -32,8 +34,6 @@ from agent.push import (
     push,
     select_targets,
 )
-from agent.tlsutil import server_ssl_context
-from agent.tokens import decode_token
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
@@ -367,7 +367,7 @@ def test_progress_line_only_with_several_targets(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("trust", ["caFile", "tlsSkipVerify"])
 def test_http_client_settings_trust_a_self_signed_target(tmp_path: Path, trust: str) -> None:
-    from agent.tlsutil import self_signed
+    from agent.net.tlsutil import self_signed
 
     cert, key = self_signed(["localhost"], ["127.0.0.1"])
     (tmp_path / "cert.pem").write_bytes(cert)
@@ -467,7 +467,7 @@ def test_fingerprint_flag_is_canonical_and_pins_every_selected_target() -> None:
 @asynccontextmanager
 async def self_signed_target(seen: list[str], tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
     """A TLS push target with a fresh self-signed certificate: yields (port, its fingerprint)."""
-    from agent.tlsutil import fingerprint_pem, self_signed
+    from agent.net.tlsutil import fingerprint_pem, self_signed
 
     cert, key = self_signed()
     (tmp_path / "cert.pem").write_bytes(cert)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.ratelimit import FailureRateLimiter, RateStatus, client_key, parse_rate
+from agent.core.errors import ConfigError
+from agent.daemon.ratelimit import FailureRateLimiter, RateStatus, client_key, parse_rate
 
 
 class Clock:

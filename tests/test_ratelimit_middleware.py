@@ -16,15 +16,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from agent.build import build_token
-from agent.config import Config, config_from_dict
-from agent.daemon import Daemon
-from agent.events import Events
-from agent.httpmw import app_extras, rate_limit_middleware
-from agent.metrics import Metrics
-from agent.pattern import load_from_text
-from agent.ratelimit import FailureRateLimiter
-from agent.server import create_app
+from agent.config.schema import Config, config_from_dict
+from agent.daemon.events import Events
+from agent.daemon.httpmw import app_extras, rate_limit_middleware
+from agent.daemon.metrics import Metrics
+from agent.daemon.ratelimit import FailureRateLimiter
+from agent.daemon.server import create_app
+from agent.daemon.service import Daemon
+from agent.pattern.load import load_from_text
+from agent.tools.build import build_token
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from agent import __version__
-from agent.scaffold import init_project, library_files, native_header
+from agent.tools.scaffold import init_project, library_files, native_header
 
 REQUIRED = (
     "file",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.keys import generate_keys
+from agent.jws.keys import generate_keys
 
 pytestmark = pytest.mark.integration
 

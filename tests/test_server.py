@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.server import PushReply, create_app, query_flag
+from agent.daemon.server import PushReply, create_app, query_flag
 
 
 @dataclass
@@ -291,9 +291,9 @@ def test_push_log_lines_escape_the_source_name(caplog: pytest.LogCaptureFixture)
         async with serve(create_app(rec)) as base:
             return (await request("POST", f"{base}/etcha/v1/push/a%0aFAKE%0d", b"x"))[0]
 
-    with caplog.at_level(logging.INFO, logger="agent.server"):
+    with caplog.at_level(logging.INFO, logger="agent.daemon.server"):
         assert asyncio.run(go()) == 404
-    messages = [r.getMessage() for r in caplog.records if r.name == "agent.server"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "agent.daemon.server"]
     assert messages == ["Received push request for a\\nFAKE\\r from 127.0.0.1"]
     assert rec.calls[0]["source"] == "a\nFAKE\r"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import CommandError
-from agent.model import DEFAULT_EXEC, Exec
-from agent.shell import ShellResult, build_argv, expand_vars, process_env, run
+from agent.core.errors import CommandError
+from agent.run.model import DEFAULT_EXEC, Exec
+from agent.run.shell import ShellResult, build_argv, expand_vars, process_env, run
 
 SH = Exec(allow_override=True, command="/bin/sh -c", env_inherit=True)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import SourceError
-from agent.state import ReplayCache, SourceMeta, StateStore, StoredState, atomic_write
+from agent.core.errors import SourceError
+from agent.daemon.state import ReplayCache, SourceMeta, StateStore, StoredState, atomic_write
 
 TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJpYXQiOjF9.c2ln"
 
@@ -261,7 +261,7 @@ def test_replay_cache_requires_positive_cap() -> None:
 _CRASHING_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from agent.state import SourceMeta, StateStore
+from agent.daemon.state import SourceMeta, StateStore
 
 def crash(src, dst):
     os.kill(os.getpid(), signal.SIGKILL)  # killed after the temp file is written, before replace
@@ -365,7 +365,7 @@ def test_start_up_cleanup_of_a_missing_state_dir_removes_nothing(tmp_path: Path)
 
 
 def test_atomic_write_temp_files_are_recognisable(tmp_path: Path) -> None:
-    from agent.atomicio import is_temp_name
+    from agent.core.atomicio import is_temp_name
 
     seen: list[str] = []
     real_replace = os.replace

@@ -1,6 +1,6 @@
 """Behaviour of the Jsonnet standard library in agent/lib/etcha (what `agent init` writes).
 
-Each library function is rendered with :func:`agent.jsonnet.evaluate_text`; the commands it makes
+Each library function is rendered with :func:`agent.jsonnet.engine.evaluate_text`; the commands
 are checked for shape, linted with shellcheck, and (where this host allows) run for real through
 the same phases as `agent test`: check fails, change, check passes, change again, remove, check
 fails.
@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from agent.engine import RunOutcome, diff_run
-from agent.errors import RenderError
-from agent.jsonnet import evaluate_text
-from agent.model import DEFAULT_EXEC, parse_commands
+from agent.core.errors import RenderError
+from agent.jsonnet.engine import evaluate_text
+from agent.run.engine import RunOutcome, diff_run
+from agent.run.model import DEFAULT_EXEC, parse_commands
 
 LIB = Path(__file__).resolve().parent.parent / "agent" / "lib" / "etcha"
 AGENT_BIN = shlex.join([sys.executable, "-m", "agent"])
@@ -217,7 +217,7 @@ def test_index_exposes_every_library_function() -> None:
 def test_every_library_file_renders_as_a_valid_run_list_for_the_command_model(
     tmp_path: Path,
 ) -> None:
-    from agent.model import parse_commands
+    from agent.run.model import parse_commands
 
     dir_id = q(f"dir {tmp_path / 'd'}")
     run = render(

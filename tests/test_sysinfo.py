@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import sysinfo
+from agent.jsonnet import sysinfo
 
 _KEYS = {
     "cpuLogical",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import SourceError
-from agent.model import DEFAULT_EXEC, parse_commands
-from agent.testmode import (
+from agent.core.errors import SourceError
+from agent.run.model import DEFAULT_EXEC, parse_commands
+from agent.tools.testmode import (
     MSG_CHANGE_ERRORS,
     MSG_CHECK_AFTER_CHANGE,
     MSG_CHECK_AFTER_REMOVE,

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.errors import ConfigError
-from agent.tlsutil import (
+from agent.core.errors import ConfigError
+from agent.net.tlsutil import (
     PERSISTENT_VALIDITY,
     ensure_listener_certificate,
     fingerprint_pem,
@@ -105,7 +105,7 @@ def test_self_signed_rejects_a_bad_ip() -> None:
 
 
 def test_default_context_is_self_signed_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="agent.tlsutil"):
+    with caplog.at_level(logging.INFO, logger="agent.net.tlsutil"):
         ctx = server_ssl_context(hostname="build-host")
     assert "Generating self-signed certificate for listener" in caplog.text
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2

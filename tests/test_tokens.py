@@ -1,4 +1,4 @@
-"""agent.tokens: Etcha-compatible signing, decoding and hardened verification."""
+"""agent.jws.tokens: Etcha-compatible signing, decoding and hardened verification."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.errors import TokenError, VerifyError
-from agent.keys import SigningKey, VerifyKey, generate_keys, parse_signing_key, parse_verify_key
-from agent.tokens import (
+from agent.core.errors import TokenError, VerifyError
+from agent.jws.keys import SigningKey, VerifyKey, generate_keys, parse_signing_key, parse_verify_key
+from agent.jws.tokens import (
     DEFAULT_MAX_TOKEN_BYTES,
     LEEWAY_SECONDS,
     DecodedToken,
@@ -749,7 +749,7 @@ def test_single_character_mutations_never_verify_or_crash(index: int, char: str)
 def test_stdlib_base64_fallback_behaves_like_pybase64(
     monkeypatch: pytest.MonkeyPatch, ed: tuple[SigningKey, VerifyKey]
 ) -> None:
-    import agent.tokens
+    import agent.jws.tokens
 
     token = sign_token({"etchaRunVars": {"k": "v" * 1000}}, ed[0])
     header, payload, signature = token.split(".")
@@ -771,7 +771,7 @@ def test_stdlib_base64_fallback_behaves_like_pybase64(
             return exc.reason
 
     fast = [outcome(c) for c in cases]
-    monkeypatch.setattr(agent.tokens, "_fast_b64decode", None)
+    monkeypatch.setattr(agent.jws.tokens, "_fast_b64decode", None)
     assert [outcome(c) for c in cases] == fast
     assert fast == [repr(["etchaRunVars"]), *["malformed"] * 4, "no_match", "no_match", "malformed"]
 
@@ -868,8 +868,8 @@ def test_size_bound_is_a_parameter_of_verify_and_decode(ed: tuple[SigningKey, Ve
 def test_verify_for_source_takes_the_size_bound(ed: tuple[SigningKey, VerifyKey]) -> None:
     import asyncio
 
-    from agent.config import config_from_dict
-    from agent.verify import verify_for_source
+    from agent.config.schema import config_from_dict
+    from agent.trust.verify import verify_for_source
 
     private, public = generate_keys("ed25519", "src")
     token = sign_token({"etchaRunVars": {"blob": "x" * 1000}}, parse_signing_key(private))

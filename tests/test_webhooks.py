@@ -17,16 +17,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.build import build_token
-from agent.config import Config, config_from_dict
-from agent.daemon import Daemon
-from agent.errors import ConfigError
-from agent.events import Events
-from agent.httpmw import app_extras
-from agent.metrics import Metrics
-from agent.pattern import load_from_text
-from agent.server import create_app
-from agent.webhooks import canonical_header, check_webhook_paths, headers_text, query_text
+from agent.config.schema import Config, config_from_dict
+from agent.core.errors import ConfigError
+from agent.daemon.events import Events
+from agent.daemon.httpmw import app_extras
+from agent.daemon.metrics import Metrics
+from agent.daemon.server import create_app
+from agent.daemon.service import Daemon
+from agent.daemon.webhooks import canonical_header, check_webhook_paths, headers_text, query_text
+from agent.pattern.load import load_from_text
+from agent.tools.build import build_token
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"

@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from agent.errors import AgentError, UsageError
+from agent.core.errors import AgentError, UsageError
 
 #: Modules that register subcommands. Each defines ``register(subparsers) -> None``.
 _REGISTRARS = (
@@ -96,7 +96,7 @@ def _resolve(handler: str) -> Handler:
 
 def configure_logging(level: str | None, fmt: str | None, no_color: bool) -> None:
     """Configure the ``agent`` logger once, on stderr."""
-    from agent.logs import setup
+    from agent.core.logs import setup
 
     setup(level or "info", fmt or "human", no_color)
 

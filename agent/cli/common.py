@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from agent.config.schema import Config
 
 
 def load_config_for(args: argparse.Namespace) -> Config:
     """Load the config the way every subcommand does: file, AGENT_CONFIG, AGENT_*, then -x."""
-    from agent.config import load_config
+    from agent.config.schema import load_config
 
     config = load_config(
         path=getattr(args, "config_path", None),
@@ -38,7 +38,7 @@ def _apply_cli_section(args: argparse.Namespace, config: Config) -> None:
         getattr(args, "log_format", None),
         getattr(args, "no_color", False),
     ):
-        from agent.logs import setup
+        from agent.core.logs import setup
 
         setup(level or "info", fmt or "human", no_color)
 
@@ -54,15 +54,15 @@ def looks_like_token(text: str) -> bool:
 def read_token_arg(where: str, *, timeout: float = 10.0) -> str:
     """Read a token from a file path or an http(s) URL (urllib: no aiohttp in the CLI path).
 
-    At most :data:`agent.tokens.DEFAULT_MAX_TOKEN_BYTES` are read. Messages name a URL without
-    its user info, query or header block, and never quote them (:func:`agent.fetch.redact`).
+    At most :data:`agent.jws.tokens.DEFAULT_MAX_TOKEN_BYTES` are read. Messages name a URL without
+    its user info, query or header block, and never quote them (:func:`agent.net.fetch.redact`).
 
     Raises:
         SourceError: the file or URL could not be read, or is too large.
     """
-    from agent.errors import SourceError
-    from agent.fetch import is_http, redact, safe_url
-    from agent.tokens import DEFAULT_MAX_TOKEN_BYTES as limit
+    from agent.core.errors import SourceError
+    from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES as limit
+    from agent.net.fetch import is_http, redact, safe_url
 
     if is_http(where):
         import http.client

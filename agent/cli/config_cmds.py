@@ -1,6 +1,6 @@
 """Handler for ``agent show-config``: print the effective config with secrets masked.
 
-Invariant: only :meth:`agent.config.Config.masked_dict` output is printed, so no secret value
+Invariant: only :meth:`agent.config.schema.Config.masked_dict` output is printed, so no secret value
 (signing key, metrics key, TLS key, anything named like a password/secret/token) reaches stdout.
 """
 

@@ -4,7 +4,7 @@ Invariants:
 
 - These handlers never import aiohttp or apscheduler: tokens are read with
   :func:`agent.cli.common.read_token_arg` (urllib) and verified through
-  :func:`agent.verify.verify_for_source` with source ``""`` (run.verifyKeys, or verifyCommands
+  :func:`agent.trust.verify.verify_for_source` with source ``""`` (run.verifyKeys, or verifyCommands
   when configured), like Etcha's CLI.
 - ``jwt`` prints what it could decode to stdout even when verification fails, then fails with one
   error line (the CLI edge prints ``ERROR: <message>``) and exit code 1.
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.config import Config
-    from agent.tokens import DecodedToken, VerifiedToken
+    from agent.config.schema import Config
+    from agent.jws.tokens import DecodedToken, VerifiedToken
 
 
 def cmd_generate_keys(args: argparse.Namespace) -> int:
@@ -36,7 +36,7 @@ def cmd_generate_keys(args: argparse.Namespace) -> int:
     Raises:
         KeyFormatError: unknown algorithm or an unusable id.
     """
-    from agent.keys import generate_keys
+    from agent.jws.keys import generate_keys
 
     private, public = generate_keys(getattr(args, "algorithm", None) or "ed25519", args.name)
     print(json.dumps({"privateKey": private, "publicKey": public}, indent=2))
@@ -54,8 +54,8 @@ def _verify(token: str, config: Config, source: str = "") -> VerifiedToken:
     """
     import asyncio
 
-    from agent.policy import check_offline
-    from agent.verify import verify_for_source
+    from agent.trust.policy import check_offline
+    from agent.trust.verify import verify_for_source
 
     verified = asyncio.run(verify_for_source(token, config=config, source=source))
     check_offline(verified, config=config, source=source)
@@ -87,9 +87,9 @@ def cmd_jwt(args: argparse.Namespace) -> int:
         ConfigError: the config could not be loaded.
     """
     from agent.cli.common import load_config_for, read_token_arg
-    from agent.errors import AgentError, ConfigError, VerifyError
-    from agent.gojson import dumps_indent
-    from agent.tokens import decode_token
+    from agent.core.errors import AgentError, ConfigError, VerifyError
+    from agent.core.gojson import dumps_indent
+    from agent.jws.tokens import decode_token
 
     token = read_token_arg(args.path)
     config = load_config_for(args)
@@ -119,7 +119,7 @@ def _diff(old: str, new: str, label: str) -> str:
 
 
 def _pattern_text(token: VerifiedToken) -> str:
-    from agent.gojson import dumps_indent
+    from agent.core.gojson import dumps_indent
 
     if not token.pattern_entrypoint and token.pattern_files is None:
         return "null"
@@ -154,8 +154,8 @@ def compare_tokens(
 
 def _read_verified(where: str, which: str, config: Config) -> VerifiedToken:
     from agent.cli.common import read_token_arg
-    from agent.errors import VerifyError
-    from agent.fetch import is_http, safe_url
+    from agent.core.errors import VerifyError
+    from agent.net.fetch import is_http, safe_url
 
     token = read_token_arg(where)
     try:
@@ -180,7 +180,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         TokenError: the tokens do not match (the diff is printed to stdout first).
     """
     from agent.cli.common import load_config_for
-    from agent.errors import TokenError
+    from agent.core.errors import TokenError
 
     config = load_config_for(args)
     new = _read_verified(args.new, "new", config)

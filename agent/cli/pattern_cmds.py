@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.common import load_config_for, looks_like_token, read_token_arg
-from agent.errors import UsageError, VerifyError
+from agent.core.errors import UsageError, VerifyError
 
 if TYPE_CHECKING:
-    from agent.pattern import LoadedPattern
+    from agent.pattern.load import LoadedPattern
 
 _PATTERN_SUFFIXES = (".jsonnet", ".libsonnet", ".json")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Render a JWT (verified first), a pattern file, or Jsonnet text; print the pattern."""
-    from agent.gojson import dumps_indent
-    from agent.pattern import load_from_disk, load_from_text, load_from_token
-    from agent.verify import verify_for_source
+    from agent.core.gojson import dumps_indent
+    from agent.pattern.load import load_from_disk, load_from_text, load_from_token
+    from agent.trust.verify import verify_for_source
 
     config = load_config_for(args)
     target: str = args.target
@@ -69,10 +69,10 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 async def _local(args: argparse.Namespace) -> int:
-    from agent.build import collect_build
-    from agent.engine import Mode, Result, run_commands
-    from agent.pattern import load_from_disk, load_from_text
-    from agent.report import result_lines
+    from agent.pattern.load import load_from_disk, load_from_text
+    from agent.run.engine import Mode, Result, run_commands
+    from agent.tools.build import collect_build
+    from agent.tools.report import result_lines
 
     config = load_config_for(args)
     source: str = args.source
@@ -128,7 +128,7 @@ async def _local(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build and sign a pattern into a JWT file."""
-    from agent.build import build_to_file
+    from agent.tools.build import build_to_file
 
     config = load_config_for(args)
     path = Path(args.pattern)

@@ -33,9 +33,9 @@ from typing import Any
 import pytest
 from daemonkit import REPO, RIGHT_PRIV, RIGHT_PUB, free_port, wait_port, write_json
 
-from agent.build import build_token
-from agent.config import config_from_dict
-from agent.pattern import load_from_text
+from agent.config.schema import config_from_dict
+from agent.pattern.load import load_from_text
+from agent.tools.build import build_token
 
 pytestmark = pytest.mark.integration
 METRICS_KEY = "metrics-key"

@@ -34,9 +34,9 @@ from daemonkit import (
     write_json,
 )
 
-from agent.build import build_token
-from agent.config import config_from_dict
-from agent.pattern import load_from_disk
+from agent.config.schema import config_from_dict
+from agent.pattern.load import load_from_disk
+from agent.tools.build import build_token
 
 pytestmark = pytest.mark.integration
 

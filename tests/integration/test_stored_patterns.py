@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from daemonkit import RIGHT_PRIV, RIGHT_PUB, agent, env, free_port, wait_port
 
-from agent.keys import parse_signing_key
-from agent.state import StateStore
-from agent.tokens import decode_token, etcha_claims, sign_token
+from agent.daemon.state import StateStore
+from agent.jws.keys import parse_signing_key
+from agent.jws.tokens import decode_token, etcha_claims, sign_token
 
 pytestmark = pytest.mark.integration
 

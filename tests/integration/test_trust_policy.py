@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from daemonkit import RIGHT_PRIV, RIGHT_PUB, env, free_port, wait_port
 
-from agent.keys import parse_signing_key
-from agent.tokens import decode_token, etcha_claims, sign_token
+from agent.jws.keys import parse_signing_key
+from agent.jws.tokens import decode_token, etcha_claims, sign_token
 
 pytestmark = pytest.mark.integration
 

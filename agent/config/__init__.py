@@ -1,0 +1,1 @@
+"""The ``agent.config`` layer (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""The ``agent.core`` layer (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""The ``agent.daemon`` layer (see docs/ARCHITECTURE.md)."""

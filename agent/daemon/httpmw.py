@@ -1,0 +1,274 @@
+"""Listener extras: the failure rate limiter (SPEC 15) and the metrics endpoint (§6.3, §8).
+
+Responsibility: aiohttp glue around :class:`agent.daemon.ratelimit.FailureRateLimiter` and
+:class:`agent.daemon.metrics.Metrics`, and :func:`app_extras`, the ``app_hook`` of
+:meth:`agent.daemon.service.Daemon.serve` that adds them and the webhook dispatcher to the app.
+
+Rate limiting:
+
+- Key = the client's socket address (:func:`agent.daemon.ratelimit.client_key`: IPv6 by /64) + the
+  matched route pattern (``/etcha/v1/push/{source}``, ``/etcha/v1/system/metrics``, or the
+  catch-all for webhooks). ``X-Forwarded-For`` and ``X-Real-IP`` are **not** trusted (Etcha
+  honours them; anyone can forge them to dodge the limit).
+- Only responses with status >= 300 are counted. Before handling, the key is peeked: a limited
+  key gets **429** with ``Retry-After`` (whole seconds) and an empty body, without calling the
+  handler, so a limited client causes no expensive work.
+- **The one exception, a key-signed push**: on the push route a limited client's body is read
+  and checked with :func:`quick_key_check` (the source accepts pushes, has no
+  ``verifyCommands``, and the signature verifies with its verify keys). Only then is the push
+  handled (full verification, trust policy, run); an answer that shows the token verified
+  (200, or 500 with its Result JSON) is returned as is, any refusal is replaced by the 429. So
+  an operator who shares an address with an attacker can still push, and ``verifyCommands``
+  never run for a limited client.
+- Every response that is not already streaming carries ``x-rate-limit-limit``,
+  ``x-rate-limit-remaining`` and ``x-rate-limit-reset`` (Unix seconds).
+- Memory is bounded by the limiter's ``max_keys``.
+
+Metrics: ``/etcha/v1/system/metrics?key=<run.systemMetricsKey>`` (any method) serves the
+Prometheus text; the route exists only when a key is set (otherwise the path is a 404), and a
+missing or wrong key is **401** with an empty body (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from agent.core.errors import AgentError
+from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+from agent.core.logs import escape
+from agent.daemon.ratelimit import DEFAULT_RATE, FailureRateLimiter, RateStatus, client_key
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+    from agent.daemon.metrics import Metrics
+    from agent.daemon.service import Daemon
+
+logger = logging.getLogger(__name__)
+
+METRICS_PATH = "/etcha/v1/system/metrics"
+#: Name of the push resource in :func:`agent.daemon.server.create_app`.
+PUSH_ROUTE_NAME = "push"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_of(request: web.Request) -> str:
+    """The matched route pattern of a request (the path when nothing matched).
+
+    Args:
+        request: the request.
+
+    Returns:
+        e.g. ``/etcha/v1/push/{source}``.
+    """
+    resource = request.match_info.route.resource
+    if resource is None:
+        return request.path
+    return resource.canonical
+
+
+def _is_push(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return resource is not None and resource.name == PUSH_ROUTE_NAME
+
+
+def _verified_push(response: web.StreamResponse) -> bool:
+    """Whether a push answer shows the token verified and ran (200, or 500 with a Result)."""
+    if response.status < 300:
+        return True
+    return response.status == 500 and response.content_type == "application/json"
+
+
+def _set_headers(
+    response: web.StreamResponse, status: RateStatus, now: Callable[[], float]
+) -> None:
+    if response.prepared:
+        return
+    response.headers["x-rate-limit-limit"] = str(status.limit)
+    response.headers["x-rate-limit-remaining"] = str(status.remaining)
+    response.headers["x-rate-limit-reset"] = str(math.ceil(now() + status.reset_after))
+
+
+def quick_key_check(config: Config, source: str, token: str) -> bool:
+    """The cheap check that may let a rate-limited client's push through.
+
+    Only a source that accepts pushes and is verified by keys qualifies: the token's signature
+    must verify with ``run.verifyKeys`` + ``sources.<source>.verifyKeys`` (and ``exp``/``nbf``
+    hold). A source verified by ``verifyCommands`` never qualifies, so a limited client never
+    makes the agent spawn a process. The full verification and trust policy still run after.
+
+    Args:
+        config: the current config.
+        source: the source name from the URL.
+        token: the request body.
+
+    Returns:
+        Whether the push may be handled.
+    """
+    from agent.jws.tokens import verify_token
+    from agent.trust.verify import verify_keys_for
+
+    src = config.sources.get(source)
+    if src is None or not src.allow_push:
+        return False
+    if src.verify_commands or config.run.verify_commands:
+        return False
+    try:
+        keys = verify_keys_for(config, source)
+        if not keys:
+            return False
+        verify_token(token, keys)
+    except AgentError:
+        return False
+    return True
+
+
+def rate_limit_middleware(
+    limiter: FailureRateLimiter,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    config: Callable[[], Config] | None = None,
+    push_limit: int = DEFAULT_MAX_TOKEN_BYTES,
+    timeout_body: float | None = 30.0,
+) -> Any:
+    """The rate-limiting aiohttp middleware (see the module docstring).
+
+    Args:
+        limiter: the failure limiter (its own clock decides windows).
+        wall_clock: Unix time, for ``x-rate-limit-reset``.
+        config: returns the current config, for :func:`quick_key_check`; without it a limited
+            client's push is always 429.
+        push_limit: ``run.maxTokenBytes`` (the push body bound).
+        timeout_body: ``run.timeoutBody``.
+
+    Returns:
+        An aiohttp middleware.
+    """
+    from agent.daemon.server import read_body
+
+    def too_many(key: str, status: RateStatus) -> web.Response:
+        logger.warning("Rate limiting remote address: %s", escape(key))
+        response = web.Response(
+            status=429, headers={"Retry-After": str(max(1, math.ceil(status.reset_after)))}
+        )
+        _set_headers(response, status, wall_clock)
+        return response
+
+    async def limited_push_allowed(request: web.Request) -> bool:
+        if config is None:
+            return False
+        body = await read_body(request, limit=push_limit, timeout=timeout_body)
+        if body.status:
+            return False
+        token = body.data.decode("utf-8", errors="replace").strip()
+        return quick_key_check(config(), request.match_info.get("source", ""), token)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = f"{client_key(request.remote or '')} {route_of(request)}"
+        before = limiter.status(key)
+        if before.limited and not (_is_push(request) and await limited_push_allowed(request)):
+            return too_many(key, before)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 300:
+                limiter.record_failure(key)
+            if before.limited:
+                return too_many(key, limiter.status(key))
+            _set_headers(exc, limiter.status(key), wall_clock)
+            raise
+        if response.status >= 300:
+            limiter.record_failure(key)
+        if before.limited and not _verified_push(response):
+            return too_many(key, limiter.status(key))
+        _set_headers(response, limiter.status(key), wall_clock)
+        return response
+
+    return middleware
+
+
+def metrics_handler(metrics: Metrics, key: str) -> Handler:
+    """The ``/etcha/v1/system/metrics`` handler.
+
+    Args:
+        metrics: the daemon's metrics.
+        key: ``run.systemMetricsKey`` (non-empty).
+
+    Returns:
+        A handler answering 200 + Prometheus text for ``?key=<key>``, else 401 (empty body).
+
+    Raises:
+        ValueError: an empty key (the route must not exist then).
+    """
+    if not key:
+        raise ValueError("metrics key: expected a non-empty run.systemMetricsKey, got ''")
+    expected = key.encode("utf-8")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        given = request.query.get("key", "").encode("utf-8")
+        if not hmac.compare_digest(given, expected):
+            logger.warning(
+                "Metrics request from %s refused: wrong key", escape(request.remote or "")
+            )
+            return web.Response(status=401)
+        body, content_type = metrics.render()
+        return web.Response(status=200, body=body, headers={"Content-Type": content_type})
+
+    return handle
+
+
+def app_extras(daemon: Daemon) -> dict[str, Any]:
+    """The ``app_hook`` of :meth:`agent.daemon.service.Daemon.serve`: metrics, webhooks, rate
+    limiter.
+
+    Args:
+        daemon: the daemon (its config, metrics and stored patterns).
+
+    Returns:
+        ``extra_routes``, ``fallback`` and ``middlewares`` for
+        :func:`agent.daemon.server.create_app`.
+
+    Raises:
+        ConfigError: a malformed ``run.rateLimiterRate``.
+    """
+    from agent.daemon.webhooks import WebhookDispatcher
+
+    run = daemon.config.run
+    limiter = FailureRateLimiter.from_rate(run.rate_limiter_rate or DEFAULT_RATE)
+
+    def current_config() -> Config:
+        return daemon.config
+
+    routes: list[tuple[str, str, Handler]] = []
+    if run.system_metrics_key and daemon.metrics is not None:
+        routes.append(("*", METRICS_PATH, metrics_handler(daemon.metrics, run.system_metrics_key)))
+    return {
+        "extra_routes": tuple(routes),
+        "fallback": WebhookDispatcher(daemon).handle,
+        "middlewares": (
+            rate_limit_middleware(
+                limiter,
+                config=current_config,
+                push_limit=int(run.max_token_bytes),
+                timeout_body=float(run.timeout_body) or None,
+            ),
+        ),
+    }
+
+
+__all__ = [
+    "METRICS_PATH",
+    "app_extras",
+    "metrics_handler",
+    "quick_key_check",
+    "rate_limit_middleware",
+    "route_of",
+]

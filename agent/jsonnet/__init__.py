@@ -1,0 +1,1 @@
+"""The ``agent.jsonnet`` layer (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""The ``agent.jws`` layer (see docs/ARCHITECTURE.md)."""

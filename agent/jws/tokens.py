@@ -1,0 +1,620 @@
+"""JWT encoding, signing, decoding and verification (Etcha's compact JWS layout).
+
+``token = B64U(header) "." B64U(payload) "." B64U(signature)``, base64url without padding.
+
+Invariants:
+
+- Signing: the header is exactly ``{"alg":…,"kid":…,"typ":"JWT"}`` in that order, ``kid`` omitted
+  when the key has no id; the payload is :func:`agent.core.gojson.dumps_compact` of the claims, so a
+  token is byte-identical to Etcha's for the same claims, key and (Ed25519) signature.
+- Verification never raises anything but :class:`~agent.core.errors.VerifyError` (``reason`` one of
+  ``no_keys``, ``no_match``, ``expired``, ``not_yet_valid``, ``malformed``); decoding never raises
+  anything but :class:`~agent.core.errors.TokenError`. Messages never contain the token.
+- Every part is canonical base64url: a last character whose unused low bits are not zero is
+  ``malformed`` (Go's decoder accepts such tails, so one signature would have several spellings).
+  ECDSA high-S signatures are accepted (Go's signer does not normalise ``s``), so a token string
+  is still malleable: nothing may key on the raw string. Use ``jti``, the claims, or
+  :func:`token_identity` (a hash of header and payload only).
+- Tokens longer than ``max_bytes`` (default :data:`DEFAULT_MAX_TOKEN_BYTES`, the one default for
+  pull, push and verify) are ``malformed`` before any decoding.
+- ``alg`` must be ``EdDSA``, ``ES256`` or ``RS256``: ``none``, HMAC and unknown algs are malformed.
+  Keys are tried in order; keys whose type cannot produce the header ``alg`` are skipped (so an
+  HMAC/alg-confusion token never reaches a public key). ``kid`` is not used to pick a key.
+- The payload JSON of a token is parsed only after its signature verified.
+- exp/nbf are checked with :data:`LEEWAY_SECONDS` leeway; claim types are checked.
+- :class:`VerifiedToken` can only be constructed by :func:`verify_token` and
+  :func:`accept_command_token`.
+- The hot path is base64 (C) + ``json.loads`` + PyNaCl: no PyJWT, no per-character Python loops.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from agent.core.errors import TokenError, VerifyError, json_kind
+from agent.core.gojson import dumps_compact
+from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+
+if TYPE_CHECKING:
+    from agent.jws.keys import SigningKey, VerifyKey
+
+_fast_b64decode: Callable[..., bytes] | None
+try:  # optional SIMD base64: the stdlib decoder costs more than the Ed25519 check on big tokens
+    from pybase64 import b64decode as _fast_b64decode
+except ImportError:  # pragma: no cover - exercised where pybase64 is absent
+    _fast_b64decode = None
+
+__all__ = [
+    "DEFAULT_MAX_TOKEN_BYTES",
+    "LEEWAY_SECONDS",
+    "SUPPORTED_ALGS",
+    "DecodedToken",
+    "VerifiedToken",
+    "accept_command_token",
+    "decode_token",
+    "encode_payload",
+    "etcha_claims",
+    "sign_token",
+    "token_identity",
+    "verify_token",
+]
+
+LEEWAY_SECONDS = 30
+SUPPORTED_ALGS = frozenset({"EdDSA", "ES256", "RS256"})
+
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: Mask of the unused low bits of the last character, by ``len(part) % 4`` (0 and 1 have none).
+_UNUSED_BITS = {2: 0x0F, 3: 0x03}
+_ORIGIN = object()  # the private constructor token of VerifiedToken
+
+
+# --- Encoding ----------------------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def encode_payload(claims: Mapping[str, Any]) -> str:
+    """``B64U(payload JSON)``: the payload part of a token, as given to signing commands.
+
+    Args:
+        claims: the claim set.
+
+    Returns:
+        base64url (no padding) of the Go-compatible compact JSON.
+
+    Raises:
+        TokenError: the claims cannot be serialised.
+    """
+    from agent.core.gojson import GoJSONError
+
+    try:
+        return _b64url(dumps_compact(claims))
+    except GoJSONError as exc:
+        raise TokenError(f"jwt claims: {exc}") from exc
+
+
+def sign_token(claims: Mapping[str, Any], key: SigningKey) -> str:
+    """Sign ``claims`` with ``key`` into a compact JWS.
+
+    Args:
+        claims: the claim set (serialised with :func:`agent.core.gojson.dumps_compact`).
+        key: the signing key; its ``jws_alg`` and ``kid`` make the header.
+
+    Returns:
+        ``B64U(header).B64U(payload).B64U(signature)``.
+
+    Raises:
+        TokenError: the claims cannot be serialised.
+    """
+    header = b'{"alg":' + dumps_compact(key.jws_alg)
+    if key.kid:
+        header += b',"kid":' + dumps_compact(key.kid)
+    header += b',"typ":"JWT"}'
+    signing_input = _b64url(header) + "." + encode_payload(claims)
+    return signing_input + "." + _b64url(key.sign(signing_input.encode("ascii")))
+
+
+def etcha_claims(
+    *,
+    pattern_entrypoint: str,
+    pattern_files: Mapping[str, str] | None,
+    build_manifest: str,
+    run_vars: Mapping[str, Any],
+    version: str,
+    audience: Sequence[str] = (),
+    expires_in: float = 0,
+    issuer: str = "",
+    subject: str = "",
+    jti: str = "",
+    now: float,
+) -> dict[str, Any]:
+    """Etcha's claim set (reference §2.3), ready for :func:`sign_token`.
+
+    Args:
+        pattern_entrypoint: ``etchaPattern.entrypoint``.
+        pattern_files: ``etchaPattern.files``; with an empty entrypoint and ``None`` files,
+            ``etchaPattern`` is ``null``.
+        build_manifest: ``etchaBuildManifest`` (always present).
+        run_vars: ``etchaRunVars`` (always present, ``{}`` when empty).
+        version: ``etchaVersion`` (omitted when empty).
+        audience: ``aud``: omitted when empty, a string for one entry, a list for more.
+        expires_in: seconds until ``exp``; 0 omits ``exp``.
+        issuer: ``iss`` (omitted when empty).
+        subject: ``sub`` (omitted when empty).
+        jti: ``jti`` (omitted when empty).
+        now: the signing time (unix seconds); ``iat`` and ``nbf`` are ``int(now)``.
+
+    Returns:
+        A new dict of claims.
+    """
+    claims: dict[str, Any] = {
+        "etchaBuildManifest": build_manifest,
+        "etchaPattern": (
+            None
+            if not pattern_entrypoint and pattern_files is None
+            else {
+                "entrypoint": pattern_entrypoint,
+                "files": None if pattern_files is None else dict(pattern_files),
+            }
+        ),
+        "etchaRunVars": dict(run_vars),
+    }
+    if version:
+        claims["etchaVersion"] = version
+    aud = list(audience)
+    if len(aud) == 1:
+        claims["aud"] = aud[0]
+    elif aud:
+        claims["aud"] = aud
+    if expires_in:
+        claims["exp"] = int(now + expires_in)
+    claims["iat"] = int(now)
+    claims["nbf"] = int(now)
+    if issuer:
+        claims["iss"] = issuer
+    if jti:
+        claims["jti"] = jti
+    if subject:
+        claims["sub"] = subject
+    return claims
+
+
+# --- Decoding ----------------------------------------------------------------------------------
+
+
+def _malformed(message: str) -> VerifyError:
+    return VerifyError(f"malformed token: {message}", "malformed")
+
+
+def _check_canonical_tail(part: bytes, name: str) -> None:
+    """Refuse a base64url part whose last character has non-zero unused bits."""
+    unused = _UNUSED_BITS.get(len(part) % 4)
+    if unused is None:
+        return
+    value = _B64URL_ALPHABET.find(part[-1:])
+    if value >= 0 and value & unused:
+        raise _malformed(
+            f"{name}: expected canonical base64url (unused trailing bits zero), got non-zero bits"
+        )
+
+
+def _b64url_decode(part: bytes, name: str) -> bytes:
+    """Strict, canonical base64url without padding (Go's RawURLEncoding with Strict()).
+
+    A last character with non-zero unused bits is refused: Go's default decoder ignores those
+    bits, so ``...Q`` and ``...R`` would decode to the same signature.
+
+    Uses pybase64 (SIMD) when it is installed, else :mod:`binascii`; both validate the alphabet.
+    """
+    if b"=" in part or b"+" in part or b"/" in part or len(part) % 4 == 1:
+        raise _malformed(f"{name}: expected base64url without padding, got other characters")
+    _check_canonical_tail(part, name)
+    padded = part + b"=" * (-len(part) % 4)
+    try:
+        if _fast_b64decode is not None:
+            return _fast_b64decode(padded, altchars=b"-_", validate=True)
+        return binascii.a2b_base64(padded.translate(_URL_TO_STD), strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise _malformed(f"{name}: expected base64url without padding, got invalid data") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _json_object(data: bytes, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        raise _malformed(f"{name}: expected a JSON object, got invalid JSON") from None
+    if not isinstance(value, dict):
+        raise _malformed(f"{name}: expected a JSON object, got {json_kind(value)}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    raw: str
+    header: dict[str, Any]
+    alg: str
+    signing_input: bytes
+    payload_b64: bytes
+    signature_b64: bytes
+
+
+def _split(token: str, max_bytes: int) -> _Parts:
+    if not isinstance(token, str):
+        raise _malformed(f"expected a string, got {type(token).__name__}")
+    if len(token) > max_bytes:
+        raise _malformed(f"expected at most {max_bytes} bytes, got {len(token)}")
+    token = token.strip("\r\n")
+    try:
+        data = token.encode("ascii")
+    except UnicodeEncodeError:
+        raise _malformed("expected base64url text, got non-ASCII characters") from None
+    first = data.find(b".")
+    second = data.find(b".", first + 1) if first >= 0 else -1
+    if second < 0 or data.find(b".", second + 1) >= 0:
+        raise _malformed(f"expected 3 '.'-separated parts, got {data.count(b'.') + 1}")
+    header_b64 = data[:first]
+    payload_b64 = data[first + 1 : second]
+    signature_b64 = data[second + 1 :]
+    if not header_b64 or not payload_b64:
+        raise _malformed("expected a header and a payload, got an empty part")
+    header = _json_object(_b64url_decode(header_b64, "header"), "header")
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise _malformed(f"header alg: expected a string, got {json_kind(alg)}")
+    return _Parts(
+        raw=token,
+        header=header,
+        alg=alg,
+        signing_input=data[:second],
+        payload_b64=payload_b64,
+        signature_b64=signature_b64,
+    )
+
+
+def _check_alg(alg: str) -> None:
+    if alg in SUPPORTED_ALGS:
+        return
+    if alg.lower() == "none":
+        raise _malformed("header alg: unsigned tokens (alg none) are not accepted")
+    if alg.upper().startswith("HS"):
+        raise _malformed(f"header alg: HMAC tokens ({alg[:16]}) are not accepted")
+    raise _malformed(f"header alg: expected one of EdDSA, ES256, RS256, got {alg[:16]!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedToken:
+    """A token's header and claims, NOT verified: for display only.
+
+    Attributes:
+        raw: the token as given (CR/LF trimmed).
+        header: the header object.
+        claims: the payload object, keys in the order they appear in the token.
+    """
+
+    raw: str
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+
+def decode_token(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> DecodedToken:
+    """Decode a token's header and claims without verifying anything.
+
+    Args:
+        token: a compact JWS (a trailing newline is tolerated).
+        max_bytes: longest accepted token.
+
+    Returns:
+        The decoded header and claims.
+
+    Raises:
+        TokenError: (a :class:`~agent.core.errors.VerifyError` with reason ``malformed``) the token
+        is
+            not three base64url parts whose header and payload are JSON objects.
+    """
+    parts = _split(token, max_bytes)
+    claims = _json_object(_b64url_decode(parts.payload_b64, "payload"), "payload")
+    return DecodedToken(
+        raw=token.strip("\r\n"),
+        header=MappingProxyType(parts.header),
+        claims=MappingProxyType(claims),
+    )
+
+
+# --- Verification ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token whose signature (or verify commands) and time claims were accepted.
+
+    Only :func:`verify_token` and :func:`accept_command_token` can construct one; the pattern
+    renderer accepts nothing else.
+
+    Attributes:
+        raw: the token (CR/LF trimmed).
+        header: the header object.
+        claims: every claim, as decoded.
+        key_id: the configured id of the verify key that matched (``""`` for verify commands).
+        pattern_entrypoint: ``etchaPattern.entrypoint`` (``""`` when absent).
+        pattern_files: ``etchaPattern.files``, or ``None``.
+        run_vars: ``etchaRunVars``, else the old ``etchaRunEnv``, else ``{}``.
+        build_manifest: ``etchaBuildManifest``.
+        version: ``etchaVersion``.
+        iat: issued-at (unix seconds), exp: expiry, nbf: not-before; ``None`` when absent.
+        jti, iss, sub: the registered string claims (``""`` when absent).
+        aud: the audience as a tuple.
+    """
+
+    raw: str = field(repr=False)
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any] = field(repr=False)
+    key_id: str
+    pattern_entrypoint: str
+    pattern_files: Mapping[str, str] | None = field(repr=False)
+    run_vars: Mapping[str, Any] = field(repr=False)
+    build_manifest: str
+    version: str
+    iat: int | None
+    exp: int | None
+    nbf: int | None
+    jti: str
+    aud: tuple[str, ...]
+    iss: str
+    sub: str
+    _origin: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._origin is not _ORIGIN:
+            raise TypeError(
+                "VerifiedToken is built only by agent.jws.tokens.verify_token or "
+                "accept_command_token"
+            )
+
+
+def _utc(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return f"unix time {ts:g}"
+
+
+def _string_claim(claims: Mapping[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _malformed(f"claim {name}: expected a string, got {json_kind(value)}")
+    return value
+
+
+def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _malformed(f"claim {name}: expected a number, got {json_kind(value)}")
+    return value
+
+
+def _as_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _pattern(claims: Mapping[str, Any]) -> tuple[str, Mapping[str, str] | None]:
+    value = claims.get("etchaPattern")
+    if value is None:
+        return "", None
+    if not isinstance(value, dict):
+        raise _malformed(f"claim etchaPattern: expected an object, got {json_kind(value)}")
+    entrypoint = value.get("entrypoint", "")
+    if entrypoint is None:
+        entrypoint = ""
+    if not isinstance(entrypoint, str):
+        raise _malformed(
+            f"claim etchaPattern.entrypoint: expected a string, got {json_kind(entrypoint)}"
+        )
+    files = value.get("files")
+    if files is None:
+        return entrypoint, None
+    if not isinstance(files, dict):
+        raise _malformed(f"claim etchaPattern.files: expected an object, got {json_kind(files)}")
+    for content in files.values():
+        if not isinstance(content, str):
+            raise _malformed(
+                f"claim etchaPattern.files: expected string file contents, got {json_kind(content)}"
+            )
+    return entrypoint, MappingProxyType(files)
+
+
+def _run_vars(claims: Mapping[str, Any]) -> Mapping[str, Any]:
+    name = "etchaRunVars"
+    value = claims.get(name)
+    if value is None:
+        name = "etchaRunEnv"
+        value = claims.get(name)
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, dict):
+        raise _malformed(f"claim {name}: expected an object, got {json_kind(value)}")
+    return MappingProxyType(value)
+
+
+def _audience(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    value = claims.get("aud")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise _malformed(f"claim aud: expected a string or a list of strings, got {json_kind(value)}")
+
+
+def _accept(
+    parts: _Parts,
+    claims: dict[str, Any],
+    *,
+    key_id: str,
+    now: float | None,
+    check_times: bool = True,
+) -> VerifiedToken:
+    """Type-check the claims, check exp/nbf (unless ``check_times`` is off), build the token."""
+    exp = _time_claim(claims, "exp")
+    nbf = _time_claim(claims, "nbf")
+    iat = _time_claim(claims, "iat")
+    entrypoint, files = _pattern(claims)
+    run_vars = _run_vars(claims)
+    token = VerifiedToken(
+        raw=parts.raw,
+        header=MappingProxyType(parts.header),
+        claims=MappingProxyType(claims),
+        key_id=key_id,
+        pattern_entrypoint=entrypoint,
+        pattern_files=files,
+        run_vars=run_vars,
+        build_manifest=_string_claim(claims, "etchaBuildManifest"),
+        version=_string_claim(claims, "etchaVersion"),
+        iat=_as_int(iat),
+        exp=_as_int(exp),
+        nbf=_as_int(nbf),
+        jti=_string_claim(claims, "jti"),
+        aud=_audience(claims),
+        iss=_string_claim(claims, "iss"),
+        sub=_string_claim(claims, "sub"),
+        _origin=_ORIGIN,
+    )
+    if not check_times:
+        return token
+    current = _now() if now is None else now
+    if exp and current - LEEWAY_SECONDS > exp:
+        raise VerifyError(
+            f"token expired at {_utc(exp)} (now {_utc(current)}, leeway {LEEWAY_SECONDS}s)",
+            "expired",
+        )
+    if nbf is not None and nbf > current + LEEWAY_SECONDS:
+        raise VerifyError(
+            f"token not valid before {_utc(nbf)} (now {_utc(current)}, leeway {LEEWAY_SECONDS}s)",
+            "not_yet_valid",
+        )
+    return token
+
+
+def _now() -> float:
+    return time.time()
+
+
+def verify_token(
+    token: str,
+    keys: Sequence[VerifyKey],
+    *,
+    now: float | None = None,
+    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    check_times: bool = True,
+) -> VerifiedToken:
+    """Verify ``token`` against ``keys`` (tried in order) and check its time claims.
+
+    Args:
+        token: a compact JWS (a trailing CR/LF is tolerated).
+        keys: verify keys; keys whose type cannot produce the header ``alg`` are skipped.
+        now: the current unix time (default: the clock).
+        check_times: check ``exp``/``nbf``. Off only to re-admit a token a source already
+            accepted (SPEC 31: the time claims guard delivery, not storage).
+        max_bytes: longest accepted token (``run.maxTokenBytes``).
+
+    Returns:
+        The verified token; ``key_id`` is the matching key's configured id.
+
+    Raises:
+        VerifyError: ``malformed`` (shape, base64, JSON, alg none/HMAC/unknown, claim types,
+            size), ``no_keys`` (empty ``keys``), ``no_match`` (no key verified the signature),
+            ``expired`` or ``not_yet_valid`` (outside exp/nbf with 30 s leeway).
+    """
+    parts = _split(token, max_bytes)
+    _check_alg(parts.alg)
+    if not keys:
+        raise VerifyError("cannot verify JWT without verify keys: none are configured", "no_keys")
+    payload = _b64url_decode(parts.payload_b64, "payload")  # JSON is parsed once verified
+    signature = _b64url_decode(parts.signature_b64, "signature")
+    matched = None
+    for key in keys:
+        if key.accepts_alg(parts.alg) and key.verify(signature, parts.signing_input):
+            matched = key
+            break
+    if matched is None:
+        kid = parts.header.get("kid")
+        named = f" (token kid {kid[:32]!r})" if isinstance(kid, str) and kid else ""
+        raise VerifyError(
+            f"no verify key matched the {parts.alg} signature{named}: "
+            f"tried {sum(1 for k in keys if k.accepts_alg(parts.alg))} of {len(keys)} keys",
+            "no_match",
+        )
+    claims = _json_object(payload, "payload")
+    return _accept(parts, claims, key_id=matched.kid, now=now, check_times=check_times)
+
+
+def accept_command_token(
+    token: str,
+    *,
+    now: float | None = None,
+    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    check_times: bool = True,
+) -> VerifiedToken:
+    """Accept a token that verify commands vouched for: decode and check claims, no signature.
+
+    Args:
+        token: the token printed by the verify command (``etcha:jwt``).
+        now: the current unix time (default: the clock).
+        check_times: check ``exp``/``nbf`` (see :func:`verify_token`).
+        max_bytes: longest accepted token (``run.maxTokenBytes``).
+
+    Returns:
+        The token, with ``key_id`` ``""``.
+
+    Raises:
+        VerifyError: ``malformed``, ``expired`` or ``not_yet_valid``.
+    """
+    parts = _split(token, max_bytes)
+    claims = _json_object(_b64url_decode(parts.payload_b64, "payload"), "payload")
+    return _accept(parts, claims, key_id="", now=now, check_times=check_times)
+
+
+def token_identity(token: str) -> str:
+    """A stable identity for a token: SHA-256 (hex) of ``header.payload``, signature excluded.
+
+    Signatures are malleable (an ECDSA ``s`` and ``n - s`` both verify), so two different raw
+    strings can carry the same signed content; key caches and comparisons on this, on ``jti`` or
+    on the claims, never on the raw token string.
+
+    Args:
+        token: a compact JWS (surrounding CR/LF is ignored); it is not decoded or verified.
+
+    Returns:
+        64 lowercase hex characters.
+    """
+    text = token.strip("\r\n")
+    signing_input, _, _ = text.rpartition(".")
+    return hashlib.sha256((signing_input or text).encode("utf-8", "surrogatepass")).hexdigest()

@@ -1,0 +1,1 @@
+"""The ``agent.net`` layer (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""The ``agent.pattern`` layer (see docs/ARCHITECTURE.md)."""

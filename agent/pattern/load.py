@@ -1,0 +1,424 @@
+"""Typed Patterns, render vars, and loading a Pattern from disk or from a verified token.
+
+Invariants:
+
+- A Pattern is rendered from an in-memory file set, as Etcha does: from disk we first collect the
+  entry file and its imports (:func:`agent.jsonnet.engine.collect_files`), then render that set.
+- :func:`load_from_token` accepts only a :class:`~agent.jws.tokens.VerifiedToken`, so unsigned input
+  never reaches the renderer; rendering a token is sandboxed to its embedded files.
+- Vars merge order (later wins, per top-level key): runVars → config ``vars`` (plus build's
+  ``srcDir``/``srcPath``/``dstDir``/``dstPath``) → ``sources.<name>.vars``; then ``source``,
+  ``sysinfo`` and ``test`` are forced, and ``jwt`` holds the raw token when rendering from one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.config.execs import source_exec
+from agent.core.durations import parse_duration
+from agent.core.errors import AgentError, PatternError, json_kind
+from agent.run.model import Command, Exec, parse_commands
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+    from agent.jws.tokens import VerifiedToken
+
+logger = logging.getLogger(__name__)
+
+#: Keys a rendered Pattern may carry. Others are warnings when rendering, errors in lint.
+PATTERN_KEYS = frozenset(
+    {
+        "audience",
+        "build",
+        "buildExec",
+        "buildOutput",
+        "expiresIn",
+        "expiresInSec",
+        "id",
+        "issuer",
+        "run",
+        "runExec",
+        "runVars",
+        "subject",
+    }
+)
+
+
+#: The var naming the scratch directory ``agent test`` and ``agent lint`` give each pattern.
+TEST_DIR_VAR = "testDir"
+
+
+def unknown_key_message(key: str) -> str:
+    """``unknown key "runn" (did you mean "run"?)``, the suggestion only when one is close."""
+    import difflib
+    import json
+
+    close = difflib.get_close_matches(key, sorted(PATTERN_KEYS), n=1)
+    hint = f" (did you mean {json.dumps(close[0])}?)" if close else ""
+    return f"unknown key {json.dumps(key)}{hint}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A rendered Pattern.
+
+    Args:
+        audience: ``aud`` claim entries.
+        build: commands run by ``agent build`` before signing.
+        build_exec: exec override for build commands.
+        build_output: default destination of ``agent build``.
+        expires_in: seconds until the token expires (0 = never).
+        id: ``jti`` claim.
+        issuer: ``iss`` claim.
+        run: commands run on hosts.
+        run_exec: exec override for run commands.
+        run_vars: vars embedded in the token (``etchaRunVars``).
+        subject: ``sub`` claim.
+    """
+
+    audience: tuple[str, ...] = ()
+    build: tuple[Command, ...] = ()
+    build_exec: Exec | None = None
+    build_output: str = ""
+    expires_in: float = 0.0
+    id: str = ""
+    issuer: str = ""
+    run: tuple[Command, ...] = ()
+    run_exec: Exec | None = None
+    run_vars: Mapping[str, Any] = field(default_factory=dict)
+    subject: str = ""
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, *, where: str, strict: bool = False
+    ) -> tuple[Pattern, tuple[str, ...]]:
+        """Build a Pattern from rendered JSON.
+
+        Args:
+            data: the rendered value; must be an object.
+            where: the file or token it came from, for messages.
+            strict: unknown keys are errors (lint) instead of warnings.
+
+        Returns:
+            The Pattern and the warnings found.
+
+        Raises:
+            PatternError: the value is not a valid Pattern.
+        """
+        if not isinstance(data, Mapping):
+            raise PatternError(
+                f"{where}: expected the pattern to render to an object, got {json_kind(data)}"
+            )
+        warnings: list[str] = []
+        unknown = sorted(k for k in data if k not in PATTERN_KEYS)
+        for key in unknown:
+            msg = f"{where}: {unknown_key_message(key)}"
+            if strict:
+                raise PatternError(msg, hint="known keys: " + ", ".join(sorted(PATTERN_KEYS)))
+            warnings.append(msg)
+
+        audience_raw = data.get("audience")
+        if audience_raw is None:
+            audience: tuple[str, ...] = ()
+        elif isinstance(audience_raw, str):
+            audience = (audience_raw,) if audience_raw else ()
+        elif isinstance(audience_raw, list) and all(isinstance(a, str) for a in audience_raw):
+            audience = tuple(audience_raw)
+        else:
+            raise PatternError(
+                f"{where}: audience: expected a string or a list of strings, got "
+                f"{json_kind(audience_raw)}"
+            )
+
+        expires_in = 0.0
+        if "expiresInSec" in data and data["expiresInSec"] is not None:
+            sec = data["expiresInSec"]
+            if isinstance(sec, bool) or not isinstance(sec, int | float) or sec < 0:
+                raise PatternError(
+                    f"{where}: expiresInSec: expected a non-negative number, got {sec!r}"
+                )
+            expires_in = float(sec)
+        if "expiresIn" in data and data["expiresIn"] not in (None, ""):
+            raw = data["expiresIn"]
+            if not isinstance(raw, str):
+                raise PatternError(
+                    f"{where}: expiresIn: expected a duration string such as 1h, "
+                    f"got {json_kind(raw)}"
+                )
+            if "expiresInSec" in data:
+                warnings.append(
+                    f"{where}: both expiresIn and expiresInSec are set; using expiresIn "
+                    "(expiresInSec is the old form)"
+                )
+            try:
+                expires_in = parse_duration(raw, name=f"{where}: expiresIn")
+            except AgentError as exc:
+                raise PatternError(str(exc)) from exc
+
+        run_vars = data.get("runVars") or {}
+        if not isinstance(run_vars, Mapping):
+            raise PatternError(f"{where}: runVars: expected an object, got {json_kind(run_vars)}")
+
+        def text(key: str) -> str:
+            value = data.get(key)
+            if value is None:
+                return ""
+            if not isinstance(value, str):
+                raise PatternError(f"{where}: {key}: expected a string, got {json_kind(value)}")
+            return value
+
+        def exec_of(key: str) -> Exec | None:
+            value = data.get(key)
+            if value is None:
+                return None
+            try:
+                return Exec.from_dict(value, where=f"{where}: {key}")
+            except AgentError as exc:
+                raise PatternError(str(exc)) from exc
+
+        def cmds(key: str) -> tuple[Command, ...]:
+            value = data.get(key)
+            if value is None:
+                return ()
+            try:
+                return parse_commands(value, where=f"{where}: {key}")
+            except AgentError as exc:
+                raise PatternError(str(exc)) from exc
+
+        pattern = cls(
+            audience=audience,
+            build=cmds("build"),
+            build_exec=exec_of("buildExec"),
+            build_output=text("buildOutput"),
+            expires_in=expires_in,
+            id=text("id"),
+            issuer=text("issuer"),
+            run=cmds("run"),
+            run_exec=exec_of("runExec"),
+            run_vars=dict(run_vars),
+            subject=text("subject"),
+        )
+        return pattern, tuple(warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Pattern as JSON, for ``agent render``."""
+        from agent.run.model import commands_to_json
+
+        out: dict[str, Any] = {
+            "audience": list(self.audience),
+            "build": commands_to_json(self.build),
+            "buildOutput": self.build_output,
+            "expiresInSec": int(self.expires_in),
+            "id": self.id,
+            "issuer": self.issuer,
+            "run": commands_to_json(self.run),
+            "runVars": dict(self.run_vars),
+            "subject": self.subject,
+        }
+        if self.build_exec is not None:
+            out["buildExec"] = self.build_exec.to_dict()
+        if self.run_exec is not None:
+            out["runExec"] = self.run_exec.to_dict()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPattern:
+    """A Pattern with what it was rendered from and its resolved execs."""
+
+    pattern: Pattern
+    entrypoint: str
+    files: Mapping[str, str]
+    exec: Exec
+    run_exec: Exec
+    build_exec: Exec
+    warnings: tuple[str, ...] = ()
+
+
+def render_vars(
+    config: Config,
+    source: str,
+    run_vars: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    jwt: str | None = None,
+) -> dict[str, Any]:
+    """Assemble ``vars`` for rendering a pattern (see module docstring for the order)."""
+    from agent.jsonnet import sysinfo
+
+    merged: dict[str, Any] = dict(run_vars or {})
+    merged.update(config.vars)
+    if extra:
+        merged.update(extra)
+    src = config.sources.get(source)
+    if src is not None:
+        merged.update(src.vars)
+    merged["source"] = source
+    merged["sysinfo"] = sysinfo.collect()
+    merged["test"] = source == "test"
+    if jwt is not None:
+        merged["jwt"] = jwt
+    return merged
+
+
+def _render(
+    entrypoint: str,
+    files: Mapping[str, str],
+    *,
+    config: Config,
+    exec_: Exec,
+    vars_: Mapping[str, Any],
+    entry_dir: str,
+    disable_external: bool,
+) -> Any:
+    from agent.jsonnet.engine import NativeContext, make_natives, render_files
+
+    view = {
+        "exec": exec_.to_dict(),
+        "vars": dict(vars_),
+        "targets": config.to_dict().get("targets", {}),
+    }
+    env = None if exec_.env_inherit is not False else dict(exec_.env or {})
+    ctx = NativeContext(
+        config_view=view,
+        env=env,
+        disable_external=disable_external,
+        entry_dir=entry_dir,
+        http_timeout=10.0,
+        tls_skip_verify=config.http_client.tls_skip_verify,
+        ca_file=config.http_client.ca_file,
+    )
+    return render_files(entrypoint, files, natives=make_natives(ctx))
+
+
+def _finish(
+    data: Any,
+    *,
+    where: str,
+    entrypoint: str,
+    files: Mapping[str, str],
+    exec_: Exec,
+    strict: bool,
+) -> LoadedPattern:
+    pattern, warnings = Pattern.from_dict(data, where=where, strict=strict)
+    for w in warnings:
+        logger.warning("%s", w)
+    if not pattern.build and not pattern.run:
+        raise PatternError(f"{where}: received empty commands: the pattern has no build or run")
+    return LoadedPattern(
+        pattern=pattern,
+        entrypoint=entrypoint,
+        files=dict(files),
+        exec=exec_,
+        run_exec=exec_.override(pattern.run_exec),
+        build_exec=exec_.override(pattern.build_exec),
+        warnings=warnings,
+    )
+
+
+def load_from_disk(
+    path: Path,
+    *,
+    config: Config,
+    source: str,
+    run_vars: Mapping[str, Any] | None = None,
+    extra_vars: Mapping[str, Any] | None = None,
+    disable_external: bool = False,
+    strict: bool = False,
+) -> LoadedPattern:
+    """Collect a pattern's files from disk and render them.
+
+    Raises:
+        RenderError: the Jsonnet did not render (message names file:line).
+        PatternError: the result is not a valid Pattern.
+    """
+    from agent.jsonnet.engine import collect_files
+
+    entrypoint, files = collect_files(path)
+    exec_ = source_exec(config, source)
+    vars_ = render_vars(config, source, run_vars, extra_vars)
+    data = _render(
+        entrypoint,
+        files,
+        config=config,
+        exec_=exec_,
+        vars_=vars_,
+        entry_dir=str(path.resolve().parent),
+        disable_external=disable_external,
+    )
+    return _finish(
+        data, where=str(path), entrypoint=entrypoint, files=files, exec_=exec_, strict=strict
+    )
+
+
+def load_from_text(
+    text: str,
+    *,
+    config: Config,
+    source: str,
+    run_vars: Mapping[str, Any] | None = None,
+    disable_external: bool = False,
+) -> LoadedPattern:
+    """Render Jsonnet text given on the command line as ``/main.jsonnet``."""
+    exec_ = source_exec(config, source)
+    files = {"/main.jsonnet": text}
+    vars_ = render_vars(config, source, run_vars)
+    data = _render(
+        "/main.jsonnet",
+        files,
+        config=config,
+        exec_=exec_,
+        vars_=vars_,
+        entry_dir=os.getcwd(),
+        disable_external=disable_external,
+    )
+    return _finish(
+        data, where="<text>", entrypoint="/main.jsonnet", files=files, exec_=exec_, strict=False
+    )
+
+
+def load_from_token(
+    token: VerifiedToken,
+    *,
+    config: Config,
+    source: str,
+    disable_external: bool = False,
+) -> LoadedPattern:
+    """Render the pattern embedded in a verified token, sandboxed to its files.
+
+    Raises:
+        PatternError: the token carries no pattern, or it is not a valid Pattern.
+        RenderError: the embedded Jsonnet did not render.
+    """
+    from agent.jws.tokens import VerifiedToken
+
+    if not isinstance(token, VerifiedToken):  # the type is the guarantee; refuse anything else
+        raise TypeError("load_from_token needs a VerifiedToken")
+    files = token.pattern_files
+    if not files:
+        raise PatternError("token: received empty commands: the token has no etchaPattern files")
+    exec_ = source_exec(config, source)
+    vars_ = render_vars(config, source, token.run_vars, jwt=token.raw)
+    data = _render(
+        token.pattern_entrypoint,
+        files,
+        config=config,
+        exec_=exec_,
+        vars_=vars_,
+        entry_dir="",
+        disable_external=disable_external,
+    )
+    return _finish(
+        data,
+        where=f"token {token.pattern_entrypoint}",
+        entrypoint=token.pattern_entrypoint,
+        files=files,
+        exec_=exec_,
+        strict=False,
+    )

@@ -1,0 +1,1 @@
+"""The ``agent.run`` layer (see docs/ARCHITECTURE.md)."""

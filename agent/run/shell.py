@@ -1,0 +1,382 @@
+"""The one module that spawns processes.
+
+Responsibility: run one script under an :class:`~agent.run.model.Exec` and return a
+:class:`ShellResult`. Everything that starts a process (commands, checks, verify and signing
+commands, containers) goes through :func:`run`.
+
+Invariants:
+
+- argv is built by the pure :func:`build_argv`: ``exec.command`` split with shell quoting rules
+  (shlex) and the script appended as one last argument (none when the script is empty); an empty
+  command shlex-splits the script itself and runs it without a shell. Containers wrap the argv in
+  ``<docker|podman> run -i --rm ...``; ``sudo`` wraps it in ``sudo -E`` when not root.
+- The child never reads the agent's stdin: it gets the command's ``stdin`` text or /dev/null.
+- Output is stdout and stderr combined, capped at :data:`MAX_OUTPUT` bytes (the excess is
+  discarded and a truncation note appended).
+- Every child is the leader of a new session. On timeout (``exec.timeout``) or cancellation the
+  whole process group gets SIGTERM, then SIGKILL after :data:`KILL_GRACE` seconds.
+- ``${NAME}`` (braced form only) is pre-expanded from the command's environment; unknown names are
+  left as they are. When the program is a POSIX shell the shell performs this expansion itself
+  from the same environment, so values are never spliced into shell code (no injection through
+  check outputs); with no ``exec.command`` the expansion is done per argument after splitting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.core.errors import CommandError
+from agent.run.model import Exec
+
+__all__ = [
+    "KILL_GRACE",
+    "MAX_OUTPUT",
+    "ShellResult",
+    "build_argv",
+    "container_runtime",
+    "expand_vars",
+    "process_env",
+    "run",
+]
+
+MAX_OUTPUT = 4 * 1024 * 1024
+"""Bytes of combined output kept per process."""
+
+KILL_GRACE = 0.5
+"""Seconds between SIGTERM and SIGKILL of a timed-out process group."""
+
+PIPE_GRACE = 0.5
+"""Seconds to keep reading output after the process exited (a background child may hold it)."""
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish"})
+
+
+@dataclass(frozen=True, slots=True)
+class ShellResult:
+    """What a process did.
+
+    Attributes:
+        exit_code: the exit status; negative for a signal (``-9`` = SIGKILL).
+        output: combined stdout+stderr, decoded as UTF-8 (invalid bytes replaced), untrimmed.
+        duration: wall-clock seconds from spawn to exit.
+        timed_out: the process group was killed because ``exec.timeout`` expired.
+        truncated: output beyond :data:`MAX_OUTPUT` was discarded.
+    """
+
+    exit_code: int
+    output: str
+    duration: float
+    timed_out: bool = False
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the process exited 0 and did not time out."""
+        return self.exit_code == 0 and not self.timed_out
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    """Replace ``${NAME}`` with ``env[NAME]``; unknown names and ``$NAME`` are left untouched."""
+    if "${" not in text:
+        return text
+    return _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), text)
+
+
+def container_runtime() -> str | None:
+    """Return ``docker`` if it is on PATH, else ``podman``, else ``None``."""
+    for name in ("docker", "podman"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def _split(text: str, what: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise CommandError(f"error parsing {what}: expected shell-quoted words, got {exc}") from exc
+
+
+def build_argv(
+    ex: Exec,
+    script: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    runtime: str | None = None,
+    is_root: bool = True,
+) -> list[str]:
+    """Build the argv for running ``script`` under ``ex`` (pure; no lookups, no I/O).
+
+    Args:
+        ex: the resolved exec.
+        script: the script; appended as the last argument of ``ex.command`` (if non-empty).
+        env: the command env (exec env merged with accumulated vars), passed to containers as
+            ``-e K=V`` sorted by name.
+        runtime: the container runtime program, required when ``ex.container_image`` is set.
+        is_root: whether the agent runs as root (``sudo`` is only added when not).
+
+    Raises:
+        CommandError: unbalanced quotes, nothing to run, or a container without a runtime.
+
+    Returns:
+        The argv list.
+    """
+    if ex.command:
+        argv = _split(ex.command, "exec command")
+        if script:
+            argv.append(script)
+    else:
+        argv = _split(script, "script")
+    if ex.container_image:
+        if runtime is None:
+            raise CommandError(
+                "no container runtime found: expected docker or podman on PATH for "
+                f"containerImage {ex.container_image}"
+            )
+        c = [runtime, "run", "-i", "--rm"]
+        for k in sorted(env or {}):
+            c += ["-e", f"{k}={(env or {})[k]}"]
+        if ex.container_entrypoint:
+            c += ["--entrypoint", ex.container_entrypoint]
+        if ex.container_network:
+            c += ["--network", ex.container_network]
+        if ex.container_privileged:
+            c.append("--privileged")
+        if ex.container_pull:
+            c += ["--pull", ex.container_pull]
+        if ex.container_user:
+            c += ["-u", ex.container_user]
+        for v in ex.container_volumes or ():
+            c += ["-v", v]
+        if ex.container_work_dir:
+            c += ["-w", ex.container_work_dir]
+        c.append(ex.container_image)
+        argv = c + argv
+    if not argv:
+        raise CommandError("nothing to run: expected a script or an exec command, got neither")
+    if ex.sudo and not is_root:
+        argv = ["sudo", "-E", *argv]
+    return argv
+
+
+#: Prefix of the agent's own config variables, never passed to child processes.
+AGENT_ENV_PREFIX = "AGENT_"
+
+
+def process_env(ex: Exec, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the child process (a new dict every call).
+
+    ``envInherit`` true: the agent's environment, then the exec env, then ``env`` (later wins).
+    Otherwise only the exec env and ``env``, plus the agent's ``PATH`` when neither sets one.
+    The agent's own ``AGENT_*`` settings (which may hold a signing key) are never inherited,
+    as Etcha unsets its ``ETCHA_*`` settings.
+    """
+    out: dict[str, str] = (
+        {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)}
+        if ex.env_inherit
+        else {}
+    )
+    if ex.env:
+        out.update(ex.env)
+    if env:
+        out.update(env)
+    if "PATH" not in out:
+        out["PATH"] = os.environ.get("PATH", os.defpath)
+    return out
+
+
+def _lookup_user(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError as exc:
+        raise CommandError(f"error looking up user: {name}: expected an existing user") from exc
+
+
+def _lookup_group(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError as exc:
+        raise CommandError(f"error looking up group: {name}: expected an existing group") from exc
+
+
+def _expand_argv(
+    ex: Exec, script: str, env: Mapping[str, str]
+) -> tuple[str, Callable[[list[str]], list[str]]]:
+    """Decide where ``${NAME}`` expansion happens; return (script, argv post-processor)."""
+    if not ex.command:
+        # No shell: expand each argument after splitting, so values cannot add arguments.
+        return script, lambda argv: [expand_vars(a, env) for a in argv]
+    program = os.path.basename(_split(ex.command, "exec command")[0]) if ex.command.strip() else ""
+    if program in _SHELLS:
+        # The shell expands ${NAME} from the same environment, treating values as data.
+        return script, lambda argv: argv
+    return expand_vars(script, env), lambda argv: argv
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _kill_group(pid: int, exited: asyncio.Future[None]) -> None:
+    _signal_group(pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(exited), KILL_GRACE)
+    # Grandchildren may outlive the leader: kill what is left of the group regardless.
+    _signal_group(pid, signal.SIGKILL)
+    await exited
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Stream protocol that also reports the moment the child exits.
+
+    ``Process.wait()`` only returns once every pipe is closed, which a background grandchild
+    can delay forever; ``exited`` resolves when the child itself exits.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def _read(stream: asyncio.StreamReader, buf: bytearray, cap: int, seen: list[int]) -> None:
+    while True:
+        data = await stream.read(65536)
+        if not data:
+            return
+        room = cap - len(buf)
+        if room > 0:
+            buf += data[:room]
+        seen[0] += len(data)
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    stdin = proc.stdin
+    if stdin is None:
+        return
+    try:
+        stdin.write(data)
+        await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            stdin.close()
+
+
+async def run(
+    ex: Exec,
+    script: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: str = "",
+    max_output: int = MAX_OUTPUT,
+) -> ShellResult:
+    """Run ``script`` under ``ex`` and wait for it.
+
+    Args:
+        ex: the resolved exec (see :meth:`agent.run.model.Exec.override`).
+        script: the script text.
+        env: extra variables for this process (accumulated command vars); they win over the exec
+            env. The mapping is copied, never modified.
+        stdin: text fed to the process; ``""`` gives it /dev/null.
+        max_output: bytes of combined output kept.
+
+    Raises:
+        CommandError: the argv cannot be built, the user/group does not exist, ``exec.timeout``
+            is invalid, or the program cannot be started (not found, not permitted).
+
+    Returns:
+        The :class:`ShellResult`; a non-zero exit is a result, not an exception.
+    """
+    child_env = process_env(ex, env)
+    script, post = _expand_argv(ex, script, child_env)
+    container_env: dict[str, str] = {**(ex.env or {}), **(env or {})}
+    runtime = container_runtime() if ex.container_image else None
+    is_root = os.geteuid() == 0
+    argv = post(build_argv(ex, script, env=container_env, runtime=runtime, is_root=is_root))
+    timeout = ex.timeout_seconds
+    kwargs: dict[str, Any] = {}
+    if ex.user:
+        kwargs["user"] = _lookup_user(ex.user)
+    if ex.group:
+        kwargs["group"] = _lookup_group(ex.group)
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(loop),
+            *argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            cwd=ex.work_dir or None,
+            start_new_session=True,
+            **kwargs,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise CommandError(f"error running commands: {argv[0]}: {reason}") from exc
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    buf = bytearray()
+    seen = [0]
+    tasks: list[asyncio.Future[None]] = []
+    if proc.stdout is not None:
+        tasks.append(asyncio.ensure_future(_read(proc.stdout, buf, max_output, seen)))
+    if stdin:
+        tasks.append(asyncio.ensure_future(_feed(proc, stdin.encode())))
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(asyncio.shield(protocol.exited), timeout or None)
+        except TimeoutError:
+            timed_out = True
+            await _kill_group(proc.pid, protocol.exited)
+        duration = time.monotonic() - start
+        # Normally EOF is immediate; a background child may hold the pipe open, so bound it.
+        if tasks:
+            await asyncio.wait(tasks[:1], timeout=PIPE_GRACE)
+    except BaseException:
+        if transport.get_returncode() is None:
+            await asyncio.shield(_kill_group(proc.pid, protocol.exited))
+        raise
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        transport.close()
+    output = buf.decode("utf-8", errors="replace")
+    truncated = seen[0] > max_output
+    if truncated:
+        output += (
+            f"\n[output truncated: {seen[0] - max_output} bytes over the {max_output}-byte limit]"
+        )
+    rc = transport.get_returncode()
+    code = rc if rc is not None else -1
+    return ShellResult(code, output, duration, timed_out, truncated)

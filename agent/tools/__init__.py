@@ -1,0 +1,1 @@
+"""The ``agent.tools`` layer (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,227 @@
+"""`agent build`: run a pattern's build commands, then sign the pattern into a JWT.
+
+Steps (reference etcha-build-verify-cli.md §4.1): render → run the build commands with
+``buildExec`` → collect ``buildManifest`` and ``runVar_*`` events → sign → write atomically.
+
+Signing precedence (SPEC 22): ``build.signingCommands`` (given ``ETCHA_PAYLOAD``; the trimmed
+output of the first ``etcha:jwt`` event is the token), then ``build.signingKey``, then
+``build.signingKeyPath`` (a bare file name is searched upward from the working directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.core.atomicio import atomic_write
+from agent.core.errors import AgentError, BuildError
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+    from agent.pattern.load import LoadedPattern
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = "etcha.jwt"
+
+
+def find_upward(name: str, start: Path) -> Path | None:
+    """Find ``name`` in ``start`` or its parents (for bare file names), else as given."""
+    candidate = Path(name)
+    if candidate.is_absolute() or len(candidate.parts) > 1:
+        return candidate if candidate.exists() else None
+    for directory in (start, *start.parents):
+        path = directory / name
+        if path.exists():
+            return path
+    return None
+
+
+async def collect_build(
+    loaded: LoadedPattern, *, parent_id: str = "build"
+) -> tuple[str, dict[str, Any]]:
+    """Run the build commands; return ``(buildManifest, runVars)``.
+
+    Raises:
+        BuildError: a build command failed.
+    """
+    from agent.run.engine import Mode, run_commands
+
+    run_vars: dict[str, Any] = dict(loaded.pattern.run_vars)
+    if not loaded.pattern.build:
+        return "", run_vars
+    outcome = await run_commands(
+        loaded.pattern.build, exec=loaded.build_exec, mode=Mode.CHANGE, parent_id=parent_id
+    )
+    if outcome.error is not None:
+        raise BuildError(f"build commands failed: {outcome.error}")
+    manifest: list[str] = []
+    for name, output in outcome.events():
+        if name == "buildManifest":
+            manifest.append(output.change_out.strip() + "\n")
+        elif name.startswith("runVar_"):
+            parts = name.split("runVar_")
+            if len(parts) == 2 and parts[1]:
+                run_vars[parts[1]] = output.change_out.strip()
+    return "".join(manifest), run_vars
+
+
+async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
+    """Sign ``claims`` with signingCommands, signingKey or signingKeyPath (SPEC 22).
+
+    Raises:
+        BuildError: no signing method is configured, or signing failed.
+    """
+    from agent.jws.keys import parse_signing_key
+    from agent.jws.tokens import encode_payload, sign_token
+
+    if config.build.signing_commands:
+        return await _sign_with_commands(encode_payload(claims), config=config)
+    key_text = config.build.signing_key
+    if not key_text and config.build.signing_key_path:
+        found = find_upward(config.build.signing_key_path, Path.cwd())
+        if found is None:
+            raise BuildError(
+                f"build.signingKeyPath: no file {config.build.signing_key_path!r} found "
+                "in the working directory or its parents"
+            )
+        try:
+            key_text = found.read_text().strip()
+        except OSError as exc:
+            raise BuildError(f"build.signingKeyPath: cannot read {found}: {exc.strerror}") from exc
+    if not key_text:
+        raise BuildError(
+            "missing build.signingKey: set build.signingKey, build.signingKeyPath "
+            "or build.signingCommands"
+        )
+    return sign_token(claims, parse_signing_key(key_text))
+
+
+async def _sign_with_commands(payload: str, *, config: Config) -> str:
+    from agent.config.execs import config_exec
+    from agent.run.engine import Mode, run_commands
+    from agent.run.model import Exec, parse_commands
+
+    cmds = parse_commands(list(config.build.signing_commands), where="build.signingCommands")
+    exec_ = config_exec(config)
+    if config.build.signing_exec:
+        exec_ = exec_.override(Exec.from_dict(config.build.signing_exec, where="build.signingExec"))
+    outcome = await run_commands(
+        cmds,
+        exec=exec_,
+        mode=Mode.CHANGE,
+        env={"ETCHA_PAYLOAD": payload},
+        parent_id="signingCommands",
+    )
+    if outcome.error is not None:
+        raise BuildError(f"error signing jwt: {outcome.error}")
+    for name, output in outcome.events():
+        if name == "jwt" and output.change_out.strip():
+            return output.change_out.strip()
+    raise BuildError("error signing jwt: no token returned from signingCommands (etcha:jwt)")
+
+
+async def build_token(
+    loaded: LoadedPattern,
+    *,
+    config: Config,
+    extra_run_vars: Mapping[str, Any] | None = None,
+    jti: str | None = None,
+    expires_in: float | None = None,
+    now: float | None = None,
+) -> str:
+    """Run build commands and sign ``loaded`` into a token.
+
+    Args:
+        loaded: the rendered pattern.
+        config: the loaded config (signing settings).
+        extra_run_vars: vars laid over the run vars (push target vars).
+        jti: override the ``jti`` claim (push tokens get a random one).
+        expires_in: override the pattern's expiry (push tokens).
+        now: the signing time.
+    """
+    from agent import __version__
+    from agent.jws.tokens import etcha_claims
+
+    manifest, run_vars = await collect_build(loaded)
+    if extra_run_vars:
+        run_vars.update(extra_run_vars)
+    pattern = loaded.pattern
+    claims = etcha_claims(
+        pattern_entrypoint=loaded.entrypoint,
+        pattern_files=loaded.files,
+        build_manifest=manifest,
+        run_vars=run_vars,
+        version=__version__,
+        audience=pattern.audience,
+        expires_in=pattern.expires_in if expires_in is None else expires_in,
+        issuer=pattern.issuer,
+        subject=pattern.subject,
+        jti=pattern.id if jti is None else jti,
+        now=time.time() if now is None else now,
+    )
+    return await sign_claims(claims, config=config)
+
+
+def write_atomic(dest: Path, data: str, *, mode: int = 0o644) -> None:
+    """Write a built token atomically (see :mod:`agent.core.atomicio`).
+
+    Raises:
+        BuildError: the file could not be written; nothing partial is left behind.
+    """
+    try:
+        atomic_write(dest, data, mode=mode)
+    except OSError as exc:
+        raise BuildError(f"error writing jwt {dest}: {exc.strerror or exc}") from exc
+
+
+async def build_to_file(
+    path: Path, dest: Path | None, *, config: Config, disable_external: bool = False
+) -> Path:
+    """`agent build <pattern> [dest]`: render, build, sign and write the token.
+
+    The destination is ``dest``, else the pattern's ``buildOutput``, else ``etcha.jwt``
+    (relative to the working directory). ``vars.dstPath``/``dstDir`` name that destination.
+
+    Raises:
+        AgentError: rendering, building or signing failed; no partial file is left.
+    """
+    from agent.pattern.load import load_from_disk
+
+    def extra(target: Path) -> dict[str, str]:
+        return {
+            "srcDir": str(path.parent),
+            "srcPath": str(path),
+            "dstDir": str(target.parent),
+            "dstPath": str(target),
+        }
+
+    guess = dest or Path(DEFAULT_OUTPUT)
+    loaded = load_from_disk(
+        path, config=config, source="", extra_vars=extra(guess), disable_external=disable_external
+    )
+    if dest is None and loaded.pattern.build_output:
+        target = Path(loaded.pattern.build_output)
+        if target != guess:  # render again so dstPath/dstDir name the real destination
+            loaded = load_from_disk(
+                path,
+                config=config,
+                source="",
+                extra_vars=extra(target),
+                disable_external=disable_external,
+            )
+    else:
+        target = guess
+    if target.exists() and target.is_dir():
+        raise BuildError(f"error writing jwt {target}: it is a directory")
+    try:
+        token = await build_token(loaded, config=config)
+    except BuildError:
+        raise
+    except AgentError as exc:
+        raise BuildError(f"building {path}: {exc}") from exc
+    write_atomic(target, token)
+    return target

@@ -1,0 +1,560 @@
+"""``agent lint [-f] <path>``: Jsonnet syntax, pattern validation, formatting and script linters.
+
+Responsibility: Etcha's ``lint`` (reference etcha-build-verify-cli.md §5.2), extended as issue 4
+asks. Every problem is a :class:`Finding` printed as ``file:line: message``.
+
+Invariants and decisions:
+
+- A directory is walked recursively for ``.jsonnet`` and ``.libsonnet`` files (sorted); a file
+  argument is linted whatever its name. ``lint.exclude`` is a regexp searched (unanchored, like
+  Go's ``MatchString``) in each walked file path; matching files are skipped.
+- Every file's static imports must resolve (:func:`agent.jsonnet.engine.collect_files`).
+- ``.jsonnet`` files are patterns: they are rendered with the source ``test`` (``vars.test`` is
+  true, as in ``agent test``) and validated. Unknown pattern keys, which are only warnings when
+  rendering, are findings here, and so are command validation problems (one finding each).
+- Other files (``.libsonnet``) usually evaluate to functions, so they cannot be rendered; they are
+  checked for syntax and static errors (unknown variables) by evaluating ``std.type(import f)``,
+  which parses the whole file but evaluates only its top-level value.
+- ``-f`` pipes each file through ``jsonnetfmt -`` (Debian package ``jsonnet``) and reports a
+  unified diff when the output differs. When ``jsonnetfmt`` is not on PATH a note says so and the
+  format check is skipped (not a finding).
+- External linters come from ``lint.linters`` (name → exec object). Each command's
+  ``check``, ``change`` and ``remove`` are joined with newlines and fed on stdin to the linter,
+  run through :mod:`agent.run.shell` with ``script=""`` (the exec's command line is the whole argv).
+  A linter whose program is not on PATH (or whose ``containerImage`` has no runtime) cannot
+  check anything: that is one finding (on the linted path, without a line) saying how to
+  install it or switch it off (``lint.linters.<name>: null``), so a missing ``shellcheck`` never
+  passes silently. A non-zero exit is a finding naming the linter and the command id, with the
+  linter's output as detail lines.
+- Patterns render as under ``agent test``: source ``test`` and ``vars.testDir``, a private
+  temporary directory made for the lint run and removed afterwards (nothing runs in it).
+- An unknown top-level pattern key is a finding that suggests the nearest known key
+  (``unknown key "runn" (did you mean "run"?)``, :func:`difflib.get_close_matches`).
+- Line numbers come from the Jsonnet engine for render/syntax errors. For problems found in the
+  rendered JSON (which has no positions) the line is where the key or command id first appears
+  in the file, else 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.core.errors import AgentError, CommandError, ConfigError, RenderError, SourceError
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+    from agent.run.model import Command, Exec
+
+__all__ = [
+    "LINT_EXTENSIONS",
+    "LINT_SOURCE",
+    "Finding",
+    "LintReport",
+    "find_lint_files",
+    "lint_path",
+]
+
+logger = logging.getLogger(__name__)
+
+LINT_EXTENSIONS = (".jsonnet", ".libsonnet")
+
+#: The source name patterns render with when linted (``vars.test`` is true, as in ``agent test``).
+LINT_SOURCE = "test"
+
+#: Detail lines kept per finding (linter output, diffs).
+MAX_DETAIL_LINES = 200
+
+_LOCATION = re.compile(
+    r"(?P<file>[^\s:|()]+):(?:\((?P<l1>\d+):\d+\)-\(\d+:\d+\)|(?P<l2>\d+):\d+(?:-\d+)?)"
+)
+_IMPORT_ERROR = re.compile(r"from (?P<file>\S+?):(?P<line>\d+): ")
+_ERROR_PREFIX = re.compile(r"^(?:RUNTIME|STATIC) ERROR: ")
+_PROBLEM_SPLIT = re.compile(r"; (?=command )")
+_COMMAND_LABEL = re.compile(r"^command (?P<label>.+?): ")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem in one file.
+
+    Args:
+        file: the file, as walked (or the imported file the engine named).
+        line: 1-based line number; 0 for a finding about the whole path (printed without one).
+        message: one line.
+        detail: extra lines (a diff, a linter's output), printed indented.
+    """
+
+    file: str
+    line: int
+    message: str
+    detail: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        head = (
+            f"{self.file}:{self.line}: {self.message}"
+            if self.line > 0
+            else f"{self.file}: {self.message}"
+        )
+        if not self.detail:
+            return head
+        return "\n".join([head, *(f"    {d}" for d in self.detail)])
+
+
+@dataclass(frozen=True, slots=True)
+class LintReport:
+    """The outcome of linting a path.
+
+    Args:
+        files: the files linted.
+        findings: the problems, in file order.
+        notes: things that were not checked and why (missing tools).
+    """
+
+    files: tuple[str, ...]
+    findings: tuple[Finding, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no findings."""
+        return not self.findings
+
+    def summary(self) -> str:
+        """One line: files linted and findings."""
+        n = len(self.findings)
+        files = f"{len(self.files)} file{'' if len(self.files) == 1 else 's'}"
+        return f"Linted {files}: {n} finding{'' if n == 1 else 's'}"
+
+
+def _display(path: str | Path) -> str:
+    """A path relative to the CWD when it is below it, else as given."""
+    p = str(path)
+    if os.path.isabs(p):
+        try:
+            rel = os.path.relpath(p)
+        except ValueError:
+            return p
+        if not rel.startswith(".."):
+            return rel
+    return p
+
+
+def _compile_exclude(pattern: str) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(
+            f"lint.exclude: expected a regular expression, got {pattern!r}: {exc}"
+        ) from exc
+
+
+def find_lint_files(path: Path, exclude: re.Pattern[str] | None = None) -> list[Path]:
+    """The files ``lint`` checks under ``path``.
+
+    Args:
+        path: a file (linted whatever its extension) or a directory walked for
+            ``.jsonnet``/``.libsonnet`` files.
+        exclude: files whose path it matches (``re.search``) are skipped.
+
+    Returns:
+        The files, sorted.
+
+    Raises:
+        SourceError: ``path`` does not exist.
+    """
+    if not path.exists():
+        raise SourceError(f"error opening path {path}: expected a file or directory to lint")
+    if not path.is_dir():
+        return [] if exclude is not None and exclude.search(str(path)) else [path]
+    found: list[Path] = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            file = Path(root) / name
+            if not name.endswith(LINT_EXTENSIONS):
+                continue
+            if exclude is not None and exclude.search(str(file)):
+                continue
+            found.append(file)
+    return found
+
+
+def _locate(text: str, needles: Iterable[str]) -> int:
+    """1-based line of the first needle found in ``text`` (needles tried in order), else 1."""
+    lines = text.splitlines()
+    for needle in needles:
+        if not needle:
+            continue
+        for i, line in enumerate(lines, 1):
+            if needle in line:
+                return i
+    return 1
+
+
+def _quoted(value: str) -> list[str]:
+    return [f"'{value}'", f'"{value}"', value]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+class _Mapper:
+    """Maps file-set keys named in engine errors (``/lib/x.libsonnet``) back to disk paths."""
+
+    def __init__(self, real: Path, entrypoint: str | None) -> None:
+        self.real = real
+        self.base: str | None = None
+        if entrypoint:
+            abs_entry = os.path.normpath(os.path.abspath(real))
+            key = entrypoint.lstrip("/")
+            if abs_entry.endswith(key):
+                self.base = abs_entry[: len(abs_entry) - len(key)]
+
+    def to_disk(self, name: str) -> str:
+        if self.base is not None and name.startswith("/"):
+            candidate = os.path.join(self.base, name.lstrip("/"))
+            if os.path.isfile(candidate):
+                return candidate
+        return name
+
+
+def _render_finding(file: Path, message: str, mapper: _Mapper) -> Finding:
+    """A finding for a RenderError message, at the location the engine reported."""
+    text = message
+    if text.startswith("error rendering "):
+        # "error rendering <name>: <engine text>"; the name is ours, the rest the engine's.
+        m = re.match(r"error rendering .+?: (?=(?:RUNTIME|STATIC) ERROR: )", text)
+        if m is not None:
+            text = text[m.end() :]
+    imp = _IMPORT_ERROR.search(text)
+    if imp is not None and text.startswith("couldn't find import"):
+        where = mapper.to_disk(imp.group("file"))
+        core = text
+        return Finding(_display(where), int(imp.group("line")), core)
+    segments = [s.strip() for s in text.split(" | ")]
+    first = _ERROR_PREFIX.sub("", segments[0]) if segments else text
+    loc_file: str | None = None
+    line = 1
+    core = first
+    m0 = _LOCATION.match(first)
+    if m0 is not None:
+        loc_file, line = m0.group("file"), int(m0.group("l1") or m0.group("l2"))
+        core = first[m0.end() :].strip() or first
+    else:
+        for seg in segments[1:]:
+            m1 = _LOCATION.match(seg)
+            if m1 is not None:
+                loc_file, line = m1.group("file"), int(m1.group("l1") or m1.group("l2"))
+                break
+    shown = _display(file)
+    if loc_file is None or loc_file.endswith("<lint>"):
+        return Finding(shown, line if loc_file else 1, core)
+    disk = mapper.to_disk(loc_file)
+    same = os.path.abspath(disk) == os.path.abspath(file) if os.path.isabs(disk) else False
+    if same:
+        return Finding(shown, line, core)
+    if os.path.isabs(disk) and os.path.exists(disk):
+        return Finding(_display(disk), line, f"{core} (rendering {shown})")
+    return Finding(shown, 1, f"{loc_file}:{line}: {core}")
+
+
+def _strip_where(message: str, where: str) -> str:
+    prefix = f"{where}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _pattern_findings(file: Path, message: str, source: str) -> list[Finding]:
+    """Findings for a PatternError raised while validating the rendered pattern."""
+    where = str(file)
+    shown = _display(file)
+    for section in ("build", "run"):
+        prefix = f"error validating commands in {where}: {section}: "
+        if message.startswith(prefix):
+            out = []
+            for problem in _PROBLEM_SPLIT.split(message[len(prefix) :]):
+                m = _COMMAND_LABEL.match(problem)
+                needles: list[str] = []
+                if m is not None:
+                    label = m.group("label")
+                    needles = _quoted(label.split(" > ")[-1])
+                out.append(Finding(shown, _locate(source, needles), f"{section}: {problem}"))
+            return out
+    text = _strip_where(message, where)
+    key = text.split(":", 1)[0]
+    needles = [f"{key}:", *_quoted(key)] if re.fullmatch(r"[A-Za-z]+", key) else []
+    return [Finding(shown, _locate(source, needles), text)]
+
+
+def _warning_finding(file: Path, warning: str, source: str) -> Finding:
+    text = _strip_where(warning, str(file))
+    m = re.match(r'unknown key "([^"]*)"', text)
+    needles = [f"{m.group(1)}:", *_quoted(m.group(1))] if m is not None else []
+    return Finding(_display(file), _locate(source, needles), text)
+
+
+def _commands_to_lint(cmds: Sequence[Command]) -> Iterable[Command]:
+    for c in cmds:
+        if c.commands:
+            yield from _commands_to_lint(c.commands)
+        else:
+            yield c
+
+
+def _linter_exec(name: str, spec: Mapping[str, Any]) -> Exec:
+    from agent.run.model import Exec
+
+    try:
+        ex = Exec.from_dict(spec, where=f"lint.linters.{name}")
+    except CommandError as exc:
+        raise ConfigError(exc.message) from exc
+    if ex.env_inherit is None:
+        ex = dataclasses.replace(ex, env_inherit=True)
+    return ex
+
+
+def _unavailable(ex: Exec) -> str | None:
+    """Why a linter exec cannot run here, or ``None`` when it can."""
+    from agent.run import shell
+
+    if ex.container_image:
+        if shell.container_runtime() is None:
+            return f"no container runtime (docker or podman) for image {ex.container_image}"
+        return None
+    try:
+        argv = shlex.split(ex.command or "")
+    except ValueError as exc:
+        return f"command is not shell-quoted words: {exc}"
+    if not argv:
+        return "no command configured"
+    if shutil.which(argv[0]) is None:
+        return f"{argv[0]} not found on PATH"
+    return None
+
+
+async def _run_linters(
+    file: Path,
+    cmds: Sequence[Command],
+    linters: Mapping[str, Exec],
+    source: str,
+) -> list[Finding]:
+    from agent.run import shell
+
+    out: list[Finding] = []
+    for name, ex in linters.items():
+        for cmd in _commands_to_lint(cmds):
+            script = f"{cmd.check}\n{cmd.change}\n{cmd.remove}"
+            if not script.strip():
+                continue
+            try:
+                res = await shell.run(ex, "", stdin=script)
+            except CommandError as exc:
+                out.append(
+                    Finding(_display(file), 1, f"linter {name}: could not run: {exc.message}")
+                )
+                break
+            if res.ok:
+                continue
+            detail = tuple(line.rstrip() for line in res.output.strip().splitlines())
+            reason = "timed out" if res.timed_out else f"exit status {res.exit_code}"
+            out.append(
+                Finding(
+                    _display(file),
+                    _locate(source, _quoted(cmd.id)),
+                    f"linter {name} failed for command {cmd.id!r} ({reason})",
+                    detail[:MAX_DETAIL_LINES],
+                )
+            )
+    return out
+
+
+async def _format_finding(file: Path, source: str) -> Finding | None:
+    from agent.run import shell
+    from agent.run.model import Exec
+
+    ex = Exec(command="jsonnetfmt -", env_inherit=True)
+    res = await shell.run(ex, "", stdin=source)
+    if not res.ok:
+        first = res.output.strip().splitlines()[:1]
+        return Finding(
+            _display(file), 1, f"jsonnetfmt could not format the file: {' '.join(first)}"
+        )
+    formatted = res.output
+    if formatted == source:
+        return None
+    old, new = source.splitlines(), formatted.splitlines()
+    line = next(
+        (i for i, (a, b) in enumerate(zip(old, new, strict=False), 1) if a != b),
+        min(len(old), len(new)) + 1,
+    )
+    shown = _display(file)
+    diff = difflib.unified_diff(
+        source.splitlines(), formatted.splitlines(), shown, f"{shown} (jsonnetfmt)", lineterm=""
+    )
+    return Finding(
+        shown,
+        max(line, 1),
+        "file is not formatted (jsonnetfmt); diff follows",
+        tuple(diff)[:MAX_DETAIL_LINES],
+    )
+
+
+def _syntax_check(entrypoint: str, files: Mapping[str, str]) -> None:
+    """Parse the entry file fully and evaluate only its top-level value (functions are fine).
+
+    The file is evaluated from its collected file set (imports resolve as in a token, the
+    standard library included); external natives are off.
+    """
+    import json
+
+    from agent.jsonnet.engine import NativeContext, make_natives, render_files
+
+    key = "/<lint>"
+    table = {**files, key: f"std.type(import {json.dumps(entrypoint)})"}
+    render_files(key, table, natives=make_natives(NativeContext(disable_external=True)))
+
+
+async def lint_path(
+    path: Path,
+    *,
+    config: Config,
+    check_format: bool = False,
+    disable_external: bool = False,
+) -> LintReport:
+    """Lint every Jsonnet file under ``path``.
+
+    Args:
+        path: a file or directory.
+        config: the loaded config (``lint.exclude``, ``lint.linters``, ``sources.test``).
+        check_format: also compare each file with ``jsonnetfmt``'s output.
+        disable_external: disable the external Jsonnet natives (``-d``).
+
+    Returns:
+        The report.
+
+    Raises:
+        SourceError: ``path`` does not exist.
+        ConfigError: ``lint.exclude`` or a linter entry is invalid.
+    """
+    import tempfile
+
+    from agent.pattern.load import TEST_DIR_VAR
+
+    exclude = _compile_exclude(config.lint.exclude)
+    files = find_lint_files(path, exclude)
+    notes: list[str] = []
+    findings: list[Finding] = []
+    linters: dict[str, Exec] = {}
+    for name in sorted(config.lint.linters):
+        ex = _linter_exec(name, config.lint.linters[name])
+        why = _unavailable(ex)
+        if why is not None:
+            findings.append(
+                Finding(
+                    _display(path),
+                    0,
+                    f"linter {name} could not run: {why} (install it, or switch it off in the "
+                    f"config with lint.linters.{name}: null)",
+                )
+            )
+            continue
+        linters[name] = ex
+    fmt = check_format and shutil.which("jsonnetfmt") is not None
+    if check_format and not fmt:
+        notes.append(
+            "formatting not checked: jsonnetfmt not found on PATH (Debian package jsonnet)"
+        )
+
+    with tempfile.TemporaryDirectory(prefix="agent-lint-") as test_dir:
+        for file in files:
+            for f in await _lint_file(
+                file, config, linters, disable_external, fmt, {TEST_DIR_VAR: test_dir}
+            ):
+                if f not in findings:
+                    findings.append(f)
+    return LintReport(
+        files=tuple(_display(f) for f in files), findings=tuple(findings), notes=tuple(notes)
+    )
+
+
+async def _lint_file(
+    file: Path,
+    config: Config,
+    linters: Mapping[str, Exec],
+    disable_external: bool,
+    fmt: bool,
+    extra_vars: Mapping[str, Any],
+) -> list[Finding]:
+    """The findings of one file."""
+    from agent.jsonnet.engine import collect_files
+
+    source = _read_text(file)
+    mapper = _Mapper(file, None)
+    out: list[Finding] = []
+    try:
+        entrypoint, files = collect_files(file)
+        mapper = _Mapper(file, entrypoint)
+    except RenderError as exc:
+        out.append(_render_finding(file, exc.message, mapper))
+    else:
+        if file.name.endswith(".jsonnet"):
+            out.extend(
+                await _lint_pattern(
+                    file, source, config, mapper, linters, disable_external, extra_vars
+                )
+            )
+        else:
+            try:
+                _syntax_check(entrypoint, files)
+            except RenderError as exc:
+                out.append(_render_finding(file, exc.message, mapper))
+    if fmt:
+        f = await _format_finding(file, source)
+        if f is not None:
+            out.append(f)
+    return out
+
+
+async def _lint_pattern(
+    file: Path,
+    source: str,
+    config: Config,
+    mapper: _Mapper,
+    linters: Mapping[str, Exec],
+    disable_external: bool,
+    extra_vars: Mapping[str, Any],
+) -> list[Finding]:
+    from agent.pattern.load import load_from_disk
+
+    try:
+        loaded = load_from_disk(
+            file,
+            config=config,
+            source=LINT_SOURCE,
+            extra_vars=extra_vars,
+            disable_external=disable_external,
+        )
+    except RenderError as exc:
+        return [_render_finding(file, exc.message, mapper)]
+    except AgentError as exc:  # PatternError, CommandError: the rendered value is not valid
+        return _pattern_findings(file, exc.message, source)
+    out = [_warning_finding(file, w, source) for w in loaded.warnings]
+    if linters:
+        cmds = (*loaded.pattern.build, *loaded.pattern.run)
+        out.extend(await _run_linters(file, cmds, linters, source))
+    return out

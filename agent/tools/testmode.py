@@ -1,0 +1,267 @@
+"""Idempotency testing of patterns: ``agent test [-b] [-f filter] <path>``.
+
+Responsibility: Etcha's ``Commands.Test`` and ``pattern.Test`` (reference etcha-run.md §9).
+
+Invariants:
+
+- A command list is run **five** times with ParentID ``""``; the errors of each run are ignored
+  and only the output flags are read (exactly Etcha's logic):
+
+  1. change run: ids with ``changed and checked`` form the set C; any ``change_fail`` →
+     ``change had errors``;
+  2. check run (change-mode checks): ids in C whose check still fails →
+     ``check still failed after change``;
+  3. remove run (reversed): ids with ``removed and checked`` form the set R; any ``remove_fail`` →
+     ``remove had errors``;
+  4. check run in remove mode: ids in R whose check still succeeds →
+     ``check still failed after remove``;
+  5. check run (change mode): ids in C whose check now succeeds →
+     ``check did not fail after remove``.
+
+  Commands without a check (``always`` or only triggered) are never in C or R. Messages
+  accumulate per id in this order.
+- Patterns render with the source ``test`` (so ``vars.test`` is true and ``sources.test`` applies).
+  A pattern that does not render aborts the whole test with that error, as in Etcha.
+- Each pattern also gets ``vars.testDir`` (``sources.test.vars`` may override it): a fresh
+  private directory (0700, under ``$TMPDIR``) made for that pattern and deleted with everything
+  in it after its test, so a pattern can keep every path it manages under it (see
+  ``patterns/sandbox.libsonnet``).
+- Build commands are tested only when asked (``-b``, the docs' meaning; SPEC 11), with the
+  pattern's ``buildExec``; run commands always, with its ``runExec``.
+- Failures are keyed ``<file>:<command id>``; the file is the path as walked from the argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.core.errors import SourceError
+from agent.pattern.load import TEST_DIR_VAR
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+    from agent.run.model import Command, Exec
+
+__all__ = [
+    "MSG_CHANGE_ERRORS",
+    "MSG_CHECK_AFTER_CHANGE",
+    "MSG_CHECK_AFTER_REMOVE",
+    "MSG_CHECK_NOT_FAILED",
+    "MSG_REMOVE_ERRORS",
+    "TEST_DIR_VAR",
+    "TEST_SOURCE",
+    "IdempotencyReport",
+    "check_idempotency",
+    "count_commands",
+    "find_pattern_files",
+    "format_failures",
+    "run_pattern_tests",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The source name patterns are rendered with in test mode (``vars.test`` is true).
+TEST_SOURCE = "test"
+
+MSG_CHANGE_ERRORS = "change had errors"
+MSG_CHECK_AFTER_CHANGE = "check still failed after change"
+MSG_REMOVE_ERRORS = "remove had errors"
+MSG_CHECK_AFTER_REMOVE = "check still failed after remove"
+MSG_CHECK_NOT_FAILED = "check did not fail after remove"
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyReport:
+    """The outcome of testing one or more patterns.
+
+    Args:
+        files: the pattern files tested, in the order they were tested.
+        commands: how many commands were tested (leaves, counting group children).
+        failures: ``"<file>:<id>"`` → messages, in phase order.
+    """
+
+    files: tuple[str, ...] = ()
+    commands: int = 0
+    failures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no command failed."""
+        return not self.failures
+
+    def summary(self) -> str:
+        """One line: how much was tested and how much failed."""
+        pats = f"{len(self.files)} pattern{'' if len(self.files) == 1 else 's'}"
+        cmds = f"{self.commands} command{'' if self.commands == 1 else 's'}"
+        if self.ok:
+            return f"Tested {cmds} in {pats}: no failures"
+        n = len(self.failures)
+        return f"Tested {cmds} in {pats}: {n} failure{'' if n == 1 else 's'}"
+
+
+def count_commands(cmds: Sequence[Command]) -> int:
+    """Count the leaf commands of a list, descending into groups."""
+    return sum(count_commands(c.commands) if c.commands else 1 for c in cmds)
+
+
+def _add(results: dict[str, list[str]], cid: str, message: str) -> None:
+    results.setdefault(cid, []).append(message)
+
+
+async def check_idempotency(
+    cmds: Sequence[Command],
+    *,
+    exec: Exec,
+    parent_id_filter: re.Pattern[str] | None = None,
+) -> dict[str, list[str]]:
+    """Run Etcha's five-run idempotency test on one command list.
+
+    Args:
+        cmds: the commands to test.
+        exec: the exec the list runs under.
+        parent_id_filter: only leaves whose ParentID matches run (ParentID is ``""`` at the top).
+
+    Returns:
+        Command id → failure messages (empty when the list is idempotent).
+    """
+    from agent.run.engine import Mode, Output, run_commands
+
+    results: dict[str, list[str]] = {}
+
+    async def run(mode: Mode, check_only: bool) -> tuple[Output, ...]:
+        outcome = await run_commands(
+            cmds,
+            exec=exec,
+            mode=mode,
+            check_only=check_only,
+            parent_id="",
+            parent_id_filter=parent_id_filter,
+        )
+        if outcome.error is not None:  # ignored like Etcha; the flags tell the story
+            logger.debug("test %s run: %s", mode.value, outcome.error)
+        return outcome.outputs
+
+    changed: set[str] = set()
+    for o in await run(Mode.CHANGE, False):
+        if o.changed and o.checked:
+            changed.add(o.id)
+        if o.change_fail:
+            _add(results, o.id, MSG_CHANGE_ERRORS)
+
+    for o in await run(Mode.CHANGE, True):
+        if o.check_fail_change and o.id in changed:
+            _add(results, o.id, MSG_CHECK_AFTER_CHANGE)
+
+    removed: set[str] = set()
+    for o in await run(Mode.REMOVE, False):
+        if o.removed and o.checked:
+            removed.add(o.id)
+        if o.remove_fail:
+            _add(results, o.id, MSG_REMOVE_ERRORS)
+
+    for o in await run(Mode.REMOVE, True):
+        if o.check_fail_remove and o.id in removed:
+            _add(results, o.id, MSG_CHECK_AFTER_REMOVE)
+
+    for o in await run(Mode.CHANGE, True):
+        if not o.check_fail_change and o.id in changed:
+            _add(results, o.id, MSG_CHECK_NOT_FAILED)
+
+    return results
+
+
+def find_pattern_files(path: Path) -> list[Path]:
+    """The pattern files under ``path``: a file is itself, a directory is walked for ``*.jsonnet``.
+
+    Args:
+        path: a file or a directory.
+
+    Returns:
+        The files, sorted by path (a directory's files before its subdirectories' files).
+
+    Raises:
+        SourceError: ``path`` does not exist (``error opening path``).
+    """
+    if not path.exists():
+        raise SourceError(f"error opening path {path}: expected a pattern file or directory")
+    if not path.is_dir():
+        return [path]
+    found: list[Path] = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        found.extend(Path(root) / name for name in sorted(files) if name.endswith(".jsonnet"))
+    return found
+
+
+async def run_pattern_tests(
+    path: Path,
+    *,
+    config: Config,
+    build: bool = False,
+    parent_id_filter: re.Pattern[str] | None = None,
+    disable_external: bool = False,
+) -> IdempotencyReport:
+    """Test every pattern under ``path`` for idempotency.
+
+    Args:
+        path: a pattern file or a directory walked for ``*.jsonnet``.
+        config: the loaded config (``sources.test`` applies).
+        build: also test the build commands (``-b``).
+        parent_id_filter: only leaves whose ParentID matches run.
+        disable_external: disable the external Jsonnet natives (``-d``).
+
+    Returns:
+        The report; failures keyed ``<file>:<id>``.
+
+    Raises:
+        SourceError: ``path`` does not exist.
+        RenderError: a pattern did not render (aborts the test).
+        PatternError: a pattern is not valid.
+    """
+    from agent.pattern.load import load_from_disk
+
+    files = find_pattern_files(path)
+    failures: dict[str, tuple[str, ...]] = {}
+    count = 0
+    for file in files:
+        merged: dict[str, list[str]] = {}
+        with tempfile.TemporaryDirectory(prefix="agent-test-") as test_dir:
+            loaded = load_from_disk(
+                file,
+                config=config,
+                source=TEST_SOURCE,
+                extra_vars={TEST_DIR_VAR: test_dir},
+                disable_external=disable_external,
+            )
+            lists: list[tuple[Sequence[Command], Exec]] = []
+            if build:
+                lists.append((loaded.pattern.build, loaded.build_exec))
+            lists.append((loaded.pattern.run, loaded.run_exec))
+            for cmds, ex in lists:
+                if not cmds:
+                    continue
+                count += count_commands(cmds)
+                res = await check_idempotency(cmds, exec=ex, parent_id_filter=parent_id_filter)
+                for cid, msgs in res.items():
+                    merged.setdefault(cid, []).extend(msgs)
+        for cid, msgs in merged.items():
+            failures[f"{file}:{cid}"] = tuple(msgs)
+    return IdempotencyReport(
+        files=tuple(str(f) for f in files), commands=count, failures=dict(sorted(failures.items()))
+    )
+
+
+def format_failures(failures: Mapping[str, Sequence[str]]) -> list[str]:
+    """The failure listing: ``<file>:<id>:`` then each message indented by four spaces, sorted."""
+    lines: list[str] = []
+    for key in sorted(failures):
+        lines.append(f"{key}:")
+        lines.extend(f"    {msg}" for msg in failures[key])
+    return lines

@@ -1,0 +1,1 @@
+"""The ``agent.trust`` layer (see docs/ARCHITECTURE.md)."""

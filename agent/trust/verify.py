@@ -1,0 +1,227 @@
+"""The one verify entry point, used by the CLI (`jwt`, `render`, `compare`) and the daemon.
+
+A token for a source is verified either by verify commands or by verify keys (SPEC 6):
+
+- ``sources.<name>.verifyCommands`` (or, when the source has none, ``run.verifyCommands``) run with
+  ``ETCHA_JWT`` set to the token; the trimmed output of the first command that fires the ``jwt``
+  event is the accepted token. With verify commands configured, verify keys are not used.
+- Otherwise the keys are ``run.verifyKeys`` followed by ``sources.<name>.verifyKeys``.
+
+Either way the result is a :class:`~agent.jws.tokens.VerifiedToken`, the only type the renderer
+takes.
+
+Trust policy applied here (see :mod:`agent.trust.policy` and docs/security.md):
+
+- A verify key is used only inside its ``notBefore``/``notAfter`` window, judged at ``now``.
+- With a non-empty ``sources.<name>.allowedKeys``, only listed keys (by configured id) are used.
+- When no usable key verified the token but a held-back key would have, the refusal names why:
+  ``key_not_allowed``, ``key_not_yet_valid`` or ``key_retired`` (a :class:`~agent.trust.policy.
+  PolicyError` carrying the key id); otherwise the usual ``no_match``/``no_keys``.
+- A token accepted by verify commands has no key id, so a non-empty allowlist refuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from agent.core.errors import AgentError, VerifyError
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+    from agent.jws.keys import VerifyKey
+    from agent.jws.tokens import VerifiedToken
+
+logger = logging.getLogger(__name__)
+
+
+def verify_keys_for(config: Config, source: str) -> list[VerifyKey]:
+    """``run.verifyKeys`` then ``sources.<source>.verifyKeys``, parsed."""
+    from agent.jws.keys import parse_verify_key
+
+    entries = list(config.run.verify_keys)
+    src = config.sources.get(source)
+    if src is not None:
+        entries.extend(src.verify_keys)
+    return [parse_verify_key(entry.key) for entry in entries]
+
+
+def has_verifier(config: Config, source: str) -> bool:
+    """Whether a token for ``source`` could ever verify (keys or commands configured)."""
+    src = config.sources.get(source)
+    if config.run.verify_commands or (src is not None and src.verify_commands):
+        return True
+    return bool(config.run.verify_keys) or bool(src is not None and src.verify_keys)
+
+
+async def verify_for_source(
+    token: str,
+    *,
+    config: Config,
+    source: str,
+    now: float | None = None,
+    check_times: bool = True,
+    max_bytes: int | None = None,
+) -> VerifiedToken:
+    """Verify ``token`` for ``source`` with its verify commands or verify keys.
+
+    Args:
+        token: the raw JWT.
+        config: the loaded config.
+        source: the source name (``""`` for CLI commands).
+        now: the current time (for tests); key windows are always judged at it.
+        check_times: check the token's ``exp``/``nbf``. The daemon turns this off only to
+            re-admit a token the source already accepted (restore and every later run of it):
+            the time claims guard delivery, not storage (SPEC 31). Signature, keys, key windows,
+            ``allowedKeys`` and verify commands are checked either way.
+        max_bytes: longest accepted token (default: ``run.maxTokenBytes``), checked first,
+            so an oversized token never reaches a verify command.
+
+    Raises:
+        VerifyError: with ``reason`` no_keys, no_match, expired, not_yet_valid or malformed; or
+            a :class:`~agent.trust.policy.PolicyError` with key_not_allowed, key_not_yet_valid or
+            key_retired.
+    """
+    if max_bytes is None:
+        max_bytes = config.run.max_token_bytes
+    if len(token) > max_bytes:
+        raise VerifyError(
+            f"token is {len(token)} bytes, more than the {max_bytes} allowed", "malformed"
+        )
+    src = config.sources.get(source)
+    commands = (src.verify_commands if src is not None else ()) or config.run.verify_commands
+    if commands:
+        verified = await _verify_with_commands(
+            token,
+            config=config,
+            source=source,
+            now=now,
+            max_bytes=max_bytes,
+            check_times=check_times,
+        )
+        from agent.trust.policy import check_allowed_key
+
+        check_allowed_key(verified.key_id, src, source_name=source)
+        return verified
+    return _verify_with_keys(
+        token,
+        config=config,
+        source=source,
+        now=now,
+        max_bytes=max_bytes,
+        check_times=check_times,
+    )
+
+
+def _verify_with_keys(
+    token: str,
+    *,
+    config: Config,
+    source: str,
+    now: float | None,
+    max_bytes: int,
+    check_times: bool = True,
+) -> VerifiedToken:
+    """Verify with the usable keys; explain a miss by a held-back key (window, allowlist)."""
+    import time
+
+    from agent.jws.keys import parse_verify_key
+    from agent.jws.tokens import verify_token
+    from agent.trust.policy import PolicyError, key_window_reason
+
+    current = time.time() if now is None else now
+    src = config.sources.get(source)
+    allowed = src.allowed_keys if src is not None else ()
+    entries = list(config.run.verify_keys) + list(src.verify_keys if src is not None else ())
+    usable: list[VerifyKey] = []
+    held: list[tuple[VerifyKey, str]] = []
+    for entry in entries:
+        key = parse_verify_key(entry.key)
+        if allowed and key.kid not in allowed:
+            held.append((key, "key_not_allowed"))
+            continue
+        reason = key_window_reason(entry, current)
+        if reason is not None:
+            held.append((key, reason))
+        else:
+            usable.append(key)
+    try:
+        return verify_token(
+            token, usable, now=current, max_bytes=max_bytes, check_times=check_times
+        )
+    except VerifyError as exc:
+        if exc.reason not in ("no_match", "no_keys") or not held:
+            raise
+        miss = exc
+    for key, reason in held:
+        try:
+            verify_token(token, [key], now=current, max_bytes=max_bytes)
+        except VerifyError as exc:
+            if exc.reason == "malformed":
+                raise
+            if exc.reason not in ("expired", "not_yet_valid"):
+                continue  # this key did not sign it either
+        what = {
+            "key_not_allowed": f"not in sources.{source}.allowedKeys {list(allowed)}",
+            "key_not_yet_valid": "not valid yet (notBefore)",
+            "key_retired": "retired (notAfter)",
+        }[reason]
+        label = repr(key.kid) if key.kid else "(no id)"
+        raise PolicyError(
+            f"source {source or '(none)'}: expected a token signed by a usable verify key, "
+            f"got one signed by key {label}, which is {what}",
+            reason,
+            key_id=key.kid,
+        ) from miss
+    if miss.reason == "no_keys":
+        raise VerifyError(
+            f"no verify key matched the token: all {len(held)} configured keys are held back "
+            "(window or allowedKeys) and none of them signed it",
+            "no_match",
+        ) from miss
+    raise miss
+
+
+async def _verify_with_commands(
+    token: str,
+    *,
+    config: Config,
+    source: str,
+    now: float | None,
+    max_bytes: int,
+    check_times: bool = True,
+) -> VerifiedToken:
+    from agent.config.execs import config_exec
+    from agent.jws.tokens import accept_command_token
+    from agent.run.engine import Mode, run_commands
+    from agent.run.model import Exec, parse_commands
+
+    src = config.sources.get(source)
+    raw_cmds = (src.verify_commands if src is not None else ()) or config.run.verify_commands
+    where = f"sources.{source}.verifyCommands" if src and src.verify_commands else "run"
+    cmds = parse_commands(list(raw_cmds), where=f"{where}.verifyCommands")
+    exec_ = config_exec(config)
+    overrides: list[Exec | None] = []
+    if config.run.verify_exec:
+        overrides.append(Exec.from_dict(config.run.verify_exec, where="run.verifyExec"))
+    if src is not None and src.verify_exec:
+        overrides.append(Exec.from_dict(src.verify_exec, where=f"sources.{source}.verifyExec"))
+    exec_ = exec_.override(*overrides)
+    parent = f"{source} > verifyCommands" if source else "verifyCommands"
+    try:
+        outcome = await run_commands(
+            cmds, exec=exec_, mode=Mode.CHANGE, env={"ETCHA_JWT": token}, parent_id=parent
+        )
+    except AgentError as exc:
+        raise VerifyError(f"verifyCommands failed: {exc}", "no_match") from exc
+    if outcome.error is not None:
+        raise VerifyError(f"verifyCommands failed: {outcome.error}", "no_match")
+    for name, output in outcome.events():
+        if name == "jwt" and output.change_out.strip():
+            return accept_command_token(
+                output.change_out.strip(), now=now, max_bytes=max_bytes, check_times=check_times
+            )
+    raise VerifyError(
+        "verifyCommands did not accept the token: no command fired etcha:jwt with output",
+        "no_match",
+    )
