@@ -27,6 +27,7 @@ from agent.config.schema import (
     render_reference,
 )
 from agent.core.errors import ConfigError
+from agent.run.model import Command, Exec
 
 REPO = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((REPO / "tests" / "data" / "interop_vectors.json").read_text())
@@ -66,7 +67,7 @@ def warning_texts(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_defaults_follow_etcha_code_and_documented_new_keys(tmp_path: Path) -> None:
     c = load(tmp_path)
-    assert c.exec == {
+    assert c.exec.to_dict() == {
         "allowOverride": True,
         "command": "/usr/bin/bash -e -o pipefail -c",
         "envInherit": True,
@@ -164,8 +165,8 @@ def test_objects_merge_key_by_key_and_lists_replace(tmp_path: Path) -> None:
         tmp_path,
         overrides=['vars_nested={"y": 2}', 'sources_web_pullPaths=["/c"]', "vars_b=2"],
     )
-    assert c.exec["command"] == "/usr/bin/bash -e -o pipefail -c"
-    assert c.exec["user"] == "deploy"
+    assert c.exec.command == "/usr/bin/bash -e -o pipefail -c"
+    assert c.exec.user == "deploy"
     assert c.vars == {"a": 1, "b": 2, "nested": {"x": 1, "y": 2}}
     assert c.sources["web"].pull_paths == ("/c",)
     assert c.sources["web"].allow_push is True
@@ -481,16 +482,19 @@ def test_durations_accept_numbers_of_seconds() -> None:
 
 def test_shell_accepts_string_or_exec_object() -> None:
     c = config_from_dict({"sources": {"a": {"shell": "/bin/sh"}, "b": {"shell": {"user": "x"}}}})
-    assert c.sources["a"].shell == "/bin/sh" and c.sources["b"].shell == {"user": "x"}
+    assert c.sources["a"].shell == "/bin/sh" and c.sources["b"].shell == Exec(user="x")
 
 
-def test_commands_and_exec_stay_raw_json() -> None:
+def test_commands_and_exec_are_parsed_into_the_run_model() -> None:
     cmds = [{"id": "a", "change": "true", "exec": {"env": {"A": "1"}}}]
     c = config_from_dict({"sources": {"w": {"commands": cmds, "exec": {"user": "u"}}}})
-    assert c.sources["w"].commands == tuple(cmds)
-    assert c.sources["w"].exec == {"user": "u"}
+    assert c.sources["w"].commands == (Command(id="a", change="true", exec=Exec(env={"A": "1"})),)
+    assert c.sources["w"].exec == Exec(user="u")
     cmds[0]["id"] = "changed"
-    assert c.sources["w"].commands[0]["id"] == "a"
+    assert c.sources["w"].commands[0].id == "a"
+    assert c.to_dict()["sources"]["w"]["commands"] == [
+        {"id": "a", "change": "true", "exec": {"env": {"A": "1"}}}
+    ]
 
 
 # ----------------------------------------------------------------------------------- aliases

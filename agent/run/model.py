@@ -32,8 +32,10 @@ from agent.core.durations import parse_duration
 from agent.core.errors import CommandError, ConfigError, json_kind
 
 __all__ = [
+    "COMMAND_KEYS",
     "DEFAULT_EXEC",
     "EVENT_PREFIX",
+    "EXEC_KEYS",
     "Command",
     "Exec",
     "commands_from_json",
@@ -82,6 +84,11 @@ _COMMAND_FIELDS = (
     "stdin",
 )
 
+#: The keys a command object may have (config checks name unknown ones with their full path).
+COMMAND_KEYS = _COMMAND_FIELDS
+#: The keys an exec object may have.
+EXEC_KEYS = tuple(_EXEC_FIELDS)
+
 _ENV_PREFIX_START = re.compile(r"^[0-9]")
 _ENV_PREFIX_CHARS = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -116,7 +123,8 @@ class Exec:
         """Build an Exec from its JSON object.
 
         Args:
-            d: the decoded JSON object (``None`` gives an all-unset Exec).
+            d: the decoded JSON object (``None`` gives an all-unset Exec); an :class:`Exec`
+                (already parsed, e.g. from the config) is returned as it is.
             where: what is being parsed (``"config exec"``, ``"command a exec"``), for messages.
 
         Raises:
@@ -128,6 +136,8 @@ class Exec:
         """
         if d is None:
             return cls()
+        if isinstance(d, Exec):
+            return d
         if not isinstance(d, Mapping):
             raise CommandError(f"{where}: expected an exec object, got {json_kind(d)}")
         kwargs: dict[str, Any] = {}
@@ -326,7 +336,9 @@ def parse_commands(value: Any, *, where: str) -> tuple[Command, ...]:
     """Parse, flatten and validate a JSON command list.
 
     Args:
-        value: the decoded JSON (a list, possibly nested; ``None`` gives an empty tuple).
+        value: the decoded JSON (a list, possibly nested; ``None`` gives an empty tuple). A list
+            or tuple of :class:`Command` (already parsed, e.g. from the config) is returned as a
+            tuple without parsing again.
         where: what is being parsed (``"pattern run"``), named in the error message.
 
     Raises:
@@ -336,6 +348,8 @@ def parse_commands(value: Any, *, where: str) -> tuple[Command, ...]:
     Returns:
         The validated commands.
     """
+    if isinstance(value, list | tuple) and value and all(isinstance(c, Command) for c in value):
+        return tuple(value)
     problems: list[str] = []
     cmds = _parse_list(value, "", problems)
     if problems:

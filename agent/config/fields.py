@@ -1,0 +1,270 @@
+"""The config schema as data: every section's fields, kinds, defaults and documentation.
+
+Responsibility: the single source of truth the other modules of :mod:`agent.config` read.
+Loading (:mod:`agent.config.layers`), typing (:mod:`agent.config.values`), ``to_dict``
+(:mod:`agent.config.tree`), masking (:mod:`agent.config.masking`) and the generated reference
+(:mod:`agent.config.reference`) all walk these tables.
+
+Invariants:
+
+- A field's ``kind`` names one conversion in :func:`agent.config.values.convert`.
+- Defaults are JSON values (or a callable giving one); :func:`default_value` copies them, so no
+  caller can change a table.
+- Nothing here is mutable at run time and nothing here imports beyond the core layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One config key: its camelCase name, kind, default and one line of documentation."""
+
+    key: str
+    kind: str
+    default: Any
+    doc: str
+    default_doc: str = ""
+    choices: tuple[str, ...] = ()
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+DEFAULT_EXEC_JSON: dict[str, Any] = {
+    "allowOverride": True,
+    "command": "/usr/bin/bash -e -o pipefail -c",
+    "envInherit": True,
+}
+DEFAULT_LINTERS: dict[str, Any] = {
+    "shellcheck": {"command": "shellcheck -s bash -e 2016 -e 2154 -"}
+}
+
+BUILD = (
+    Field("caFile", "str", "", "PEM file of extra CA certificates trusted by the push client."),
+    Field("pushDomainSuffix", "str", "", "Suffix appended to target host names when pushing."),
+    Field(
+        "pushMaxWorkers",
+        "posint",
+        _cpu_count,
+        "Targets pushed to at the same time.",
+        default_doc="number of CPUs",
+    ),
+    Field("pushTokenExpiresIn", "duration", "5m", "Lifetime of the JWTs `agent push` signs."),
+    Field("signingCommands", "commands", [], "Commands whose `jwt` event signs (wins over keys)."),
+    Field("signingExec", "exec", None, "Exec for signingCommands (overrides `exec`)."),
+    Field("signingKey", "str", "", "Private key string used to sign JWTs (secret)."),
+    Field("signingKeyPath", "str", "", "File holding the private key string."),
+    Field("tlsSkipVerify", "bool", False, "Skip TLS verification in the push/pull client."),
+)
+CLI = (
+    Field(
+        "disableExternalNative", "bool", False, "Disable Jsonnet natives that reach out (as -d)."
+    ),
+    Field("logFormat", "choice", "human", "Log format.", choices=("human", "json")),
+    Field("logLevel", "choice", "info", "Log level.", choices=("debug", "info", "error", "none")),
+    Field("noColor", "bool", False, "No colour in output."),
+)
+HTTP_CLIENT = (
+    Field(
+        "followCrossOriginRedirects",
+        "bool",
+        False,
+        "Pulls follow a redirect to another origin, without the custom `#Header:` headers and "
+        "URL user info (default: refused; same-origin redirects are always followed).",
+    ),
+    Field("noSystemCA", "bool", False, "Trust only `caFile`, not the system CA store."),
+)
+LINT = (
+    Field(
+        "exclude",
+        "regex",
+        "etcha.jsonnet|agent.jsonnet",
+        "Files `agent lint` skips (regexp).",
+    ),
+    Field(
+        "linters",
+        "linters",
+        DEFAULT_LINTERS,
+        "Name -> exec running a linter on stdin; null switches a linter off.",
+    ),
+)
+RUN = (
+    Field(
+        "keepaliveTimeout",
+        "duration",
+        "15s",
+        "Idle time after which a kept-alive connection closes.",
+    ),
+    Field("listenAddress", "str", ":4000", "Address the push/webhook listener binds."),
+    Field(
+        "maxBodyBytes", "posint", 4 * 1024 * 1024, "Largest webhook request body accepted (413)."
+    ),
+    Field(
+        "maxConnections",
+        "posint",
+        256,
+        "Open listener connections in all (clamped below the file-descriptor limit).",
+    ),
+    Field("maxConnectionsPerAddress", "posint", 32, "Open listener connections per client."),
+    Field(
+        "maxTokenBytes",
+        "posint",
+        DEFAULT_MAX_TOKEN_BYTES,
+        "Largest JWT accepted: push bodies (413), pulled and verified tokens.",
+    ),
+    Field("pushRequireExp", "bool", False, "Reject pushed JWTs without an `exp` claim."),
+    Field("pushRequireJti", "bool", False, "Reject pushed JWTs without a `jti` claim."),
+    Field("randomizedStartDelaySec", "int", 0, "Random delay (seconds) before the first runs."),
+    Field(
+        "rateLimiterRate", "rate", "10-M", "Failed requests allowed per client, `<n>-<S|M|H|D>`."
+    ),
+    Field("stateDir", "str", "", "Directory for `<source>.jwt` state.", default_doc="cwd"),
+    Field("systemMetricsKey", "str", "", "`?key=` enabling /etcha/v1/system/metrics (secret)."),
+    Field("systemPprofKey", "str", "", "`?key=` enabling /etcha/v1/system/pprof (secret)."),
+    Field("timeoutBody", "duration", "30s", "Time limit for reading a request body."),
+    Field("timeoutHeaders", "duration", "10s", "Time limit for a request line and its headers."),
+    Field("timeoutPush", "duration", "10m", "Time limit of a push run."),
+    Field("timeoutShell", "duration", "10m", "Time limit of a shell session."),
+    Field("timeoutWebhook", "duration", "10m", "Time limit of a webhook run."),
+    Field("tlsCertificateBase64", "str", "", "Listener certificate, base64 PEM."),
+    Field("tlsCertificatePath", "str", "", "Listener certificate file."),
+    Field("tlsDisable", "bool", False, "Serve plain HTTP (behind a TLS proxy)."),
+    Field("tlsKeyBase64", "str", "", "Listener private key, base64 PEM (secret)."),
+    Field("tlsKeyPath", "str", "", "Listener private key file."),
+    Field("verifyCommands", "commands", [], "Commands whose `jwt` event verifies tokens."),
+    Field("verifyExec", "exec", None, "Exec for verifyCommands."),
+    Field("verifyKeys", "verifykeys", [], "Public keys tried, in order, for every source."),
+    Field("webhookMaxConcurrent", "posint", 4, "Webhook runs at once per source (429 beyond)."),
+)
+SOURCE = (
+    Field("allowPush", "bool", False, "Accept pushed JWTs."),
+    Field("allowRollback", "bool", False, "Accept a JWT older than the current one."),
+    Field("allowedKeys", "strlist", [], "Key ids allowed to sign for this source (empty: any)."),
+    Field(
+        "checkOnly",
+        "bool",
+        False,
+        "Only run checks (drift is reported), never changes; saves no state.",
+    ),
+    Field("commands", "commands", [], "Static commands run when no pattern is set."),
+    Field("eventsReceive", "strlist", [], "Event names that trigger this source."),
+    Field("eventsReceiveExit", "bool", False, "Exit the daemon when an event is received."),
+    Field("eventsSend", "regex", "", "Regexp of event names this source may send."),
+    Field("exec", "exec", None, "Exec overriding the top-level `exec`."),
+    Field("maxTokenAge", "duration_opt", "", "Reject JWTs issued longer ago (empty: off)."),
+    Field("noRemove", "bool", False, "Never run remove scripts in diff-runs."),
+    Field("noRestore", "bool", False, "Do not restore the state JWT at start-up."),
+    Field("pullIgnoreVersion", "bool", False, "Do not re-run when only etchaVersion changed."),
+    Field("pullPaths", "strlist", [], "Paths or URLs a JWT is pulled from."),
+    Field("runFrequency", "duration_opt", "", "How often to pull and run (empty: never)."),
+    Field("runMulti", "bool", False, "Allow concurrent runs of this source."),
+    Field("shell", "shell", "", "Command (or exec) for `agent shell` sessions."),
+    Field("triggerOnly", "bool", False, "Run only when triggered (event, webhook, push)."),
+    Field("verifyCommands", "commands", [], "Commands whose `jwt` event verifies tokens."),
+    Field("verifyExec", "exec", None, "Exec for verifyCommands."),
+    Field("verifyKeys", "verifykeys", [], "Public keys tried after `run.verifyKeys`."),
+    Field("vars", "object", {}, "Variables merged over the top-level `vars`."),
+    Field("webhookPaths", "strlist", [], "HTTP paths that run this source."),
+)
+TARGET = (
+    Field(
+        "fingerprint",
+        "fingerprint",
+        "",
+        "Pin the target's certificate: `sha256:<hex>` of its DER certificate, as "
+        "`agent fingerprint` prints it. Needs neither a CA nor tlsSkipVerify.",
+    ),
+    Field("hostname", "str", "", "Host pushed to.", default_doc="the target name"),
+    Field("insecure", "bool", False, "Use http instead of https."),
+    Field("pathPush", "str", "/etcha/v1/push", "Push path prefix."),
+    Field("pathShell", "str", "/etcha/v1/shell", "Shell path prefix."),
+    Field("port", "port", "4000", "Port (string or integer)."),
+    Field("sourcePatterns", "strmap", {}, "Source name -> pattern path or command to push."),
+    Field("vars", "object", {}, "Variables added to the pushed JWT's run vars."),
+)
+
+#: Sections made of typed fields.
+SECTIONS: dict[str, tuple[Field, ...]] = {
+    "build": BUILD,
+    "cli": CLI,
+    "lint": LINT,
+    "run": RUN,
+}
+#: Sections that map names to typed records.
+RECORDS: dict[str, tuple[Field, ...]] = {"sources": SOURCE, "targets": TARGET}
+#: Sections that are raw JSON objects.
+RAW_SECTIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "exec": (DEFAULT_EXEC_JSON, "Default exec for every command (parsed by agent.run.model)."),
+    "vars": ({}, "Variables for every pattern (`vars.sysinfo` etc. are added at render time)."),
+}
+LISTENER_KEYS = (
+    "listenAddress",
+    "rateLimiterRate",
+    "tlsCertificateBase64",
+    "tlsCertificatePath",
+    "tlsKeyBase64",
+    "tlsKeyPath",
+)
+IGNORED_TOP = ("license", "licenseKey")
+IGNORED: dict[str, tuple[str, ...]] = {
+    "cli": ("configPath", "macros"),
+    "run": ("commandsMaxWorkers",),
+}
+IGNORED_SOURCE = ("runAll",)
+
+KIND_DOC = {
+    "str": "string",
+    "bool": "boolean",
+    "int": "integer",
+    "posint": "integer > 0",
+    "duration": "duration",
+    "duration_opt": "duration",
+    "regex": "regexp",
+    "rate": "rate",
+    "choice": "string",
+    "strlist": "list of strings",
+    "strmap": "object of strings",
+    "verifykeys": "list of verify keys",
+    "commands": "list of commands",
+    "exec": "exec object",
+    "object": "object",
+    "linters": "object of exec objects",
+    "port": "string or integer",
+    "shell": "string or exec object",
+    "fingerprint": "string",
+}
+#: ``build.pushTargets.<name>``: Etcha's old form of ``targets`` (SPEC 18).
+PUSH_TARGET = (
+    Field("hostname", "str", "", ""),
+    Field("insecure", "bool", False, ""),
+    Field("path", "str", "", ""),
+    Field("port", "port", "4000", ""),
+    Field("sources", "strlist", [], ""),
+    Field("vars", "object", {}, ""),
+)
+#: Field kinds parsed into the run model (:class:`agent.run.model.Command` / ``Exec``); the
+#: JSON as written is kept beside the typed value for ``to_dict`` and ``show-config``.
+TYPED_JSON_KINDS = frozenset({"commands", "exec", "shell"})
+#: The top-level ``exec`` section, checked and typed like an ``exec`` field.
+EXEC_SECTION = Field("exec", "exec", DEFAULT_EXEC_JSON, RAW_SECTIONS["exec"][1])
+
+
+def default_value(f: Field) -> Any:
+    """A fresh copy of the default of ``f``."""
+    return f.default() if callable(f.default) else copy.deepcopy(f.default)
+
+
+def snake(key: str) -> str:
+    """The attribute name of a camelCase key (``noSystemCA`` -> ``no_system_ca``)."""
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key)
+    return re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s).lower()

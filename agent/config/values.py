@@ -1,0 +1,428 @@
+"""Typing one config value: check it against its field and return the typed value.
+
+Responsibility: the conversions behind every field kind of :mod:`agent.config.fields`, and the
+way back to JSON (:func:`to_json`) for ``Config.to_dict``.
+
+Invariants:
+
+- :func:`convert` never returns raw command or exec JSON: ``commands`` become a tuple of
+  :class:`~agent.run.model.Command`, ``exec`` an :class:`~agent.run.model.Exec` (SPEC 7, 8), so
+  nothing parses them again at run time.
+- A value that does not fit raises :class:`Bad`; it carries the path below the field
+  (``[0].exec.nope``) and, for an unknown key, the names that were possible, so the caller can
+  name the full key and suggest the closest one.
+- Messages name keys and kinds, never values of free-form objects, so secrets never reach them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.config.fields import Field
+from agent.core.durations import parse_duration
+from agent.core.errors import AgentError, CommandError, ConfigError, json_kind
+from agent.run.model import COMMAND_KEYS, EXEC_KEYS, Command, Exec, parse_commands
+
+_RATE = re.compile(r"^[0-9]+-[SMHD]$")
+_FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyKeyEntry:
+    """One configured verify key, optionally limited to a validity window (UTC).
+
+    Args:
+        key: the public key string (``ed25519public:...:kid``).
+        not_before: tokens are not accepted with this key before this time.
+        not_after: tokens are not accepted with this key after this time.
+    """
+
+    key: str
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+
+class Bad(Exception):
+    """A value that does not fit its field; the caller turns it into a ConfigError.
+
+    Args:
+        message: what was expected and what was got.
+        sub: the path below the field (``[0].check``, ``.nope``), ``""`` for the field itself.
+        choices: for an unknown key, the keys allowed there (for a "did you mean" hint).
+    """
+
+    def __init__(self, message: str, *, sub: str = "", choices: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.sub = sub
+        self.choices = tuple(choices)
+
+    @property
+    def unknown(self) -> bool:
+        """Whether this is an unknown key (``choices`` lists the known ones)."""
+        return bool(self.choices)
+
+
+def parse_fingerprint(text: str) -> str:
+    """Check a certificate fingerprint and return its canonical form.
+
+    Accepts ``sha256:`` and 64 hex digits, in either case, optionally separated by colons (as
+    ``openssl x509 -fingerprint -sha256`` prints them).
+
+    Args:
+        text: the fingerprint.
+
+    Returns:
+        ``sha256:<64 lowercase hex digits>``.
+
+    Raises:
+        ValueError: any other text; the message says what was expected.
+    """
+    prefix, sep, digits = text.strip().partition(":")
+    canonical = f"{prefix.lower()}:{digits.replace(':', '').lower()}" if sep else text
+    if not _FINGERPRINT.match(canonical):
+        raise ValueError(
+            "expected sha256:<64 hex digits> (the SHA-256 of the DER certificate, "
+            "as `agent fingerprint` prints it), got "
+            + (f"{len(digits.replace(':', ''))} characters after {prefix}:" if sep else "no prefix")
+        )
+    return canonical
+
+
+def expect(value: Any, ok: bool, expected: str) -> None:
+    """Raise :class:`Bad` (``expected <expected>, got <kind>``) unless ``ok``."""
+    if not ok:
+        raise Bad(f"expected {expected}, got {json_kind(value)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Scalars and plain JSON
+
+
+def _string(f: Field, value: Any) -> str:
+    expect(value, isinstance(value, str), "a string")
+    if f.kind == "regex":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise Bad(f"expected a regular expression, got {value!r} ({exc})") from exc
+    if f.kind == "rate" and not _RATE.match(value):
+        raise Bad(f"expected a rate such as 10-M (<n>-<S|M|H|D>), got {value!r}")
+    if f.kind == "choice" and value not in f.choices:
+        raise Bad(f"expected one of {', '.join(f.choices)}, got {value!r}")
+    return str(value)
+
+
+def _bool(_: Field, value: Any) -> bool:
+    expect(value, isinstance(value, bool), "a boolean")
+    return bool(value)
+
+
+def _int(f: Field, value: Any) -> int:
+    expect(value, isinstance(value, int) and not isinstance(value, bool), "an integer")
+    minimum = 1 if f.kind == "posint" else 0
+    if value < minimum:
+        raise Bad(f"expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _duration(_: Field, value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise Bad(f"expected a non-negative duration, got {value}")
+        return float(value)
+    expect(value, isinstance(value, str), "a duration string such as 30s, 5m or 1h30m")
+    try:
+        return parse_duration(value)
+    except ConfigError as exc:
+        raise Bad(f"expected a duration such as 30s, 5m or 1h30m, got {value!r}") from exc
+
+
+def _str_list(_: Field, value: Any) -> tuple[str, ...]:
+    expect(value, isinstance(value, list | tuple), "a list of strings")
+    for item in value:
+        expect(item, isinstance(item, str), "a list of strings (item)")
+    return tuple(value)
+
+
+def _object(_: Field, value: Any) -> dict[str, Any]:
+    expect(value, isinstance(value, Mapping), "an object")
+    return copy.deepcopy(dict(value))
+
+
+def _str_map(f: Field, value: Any) -> dict[str, Any]:
+    obj = _object(f, value)
+    for v in obj.values():
+        expect(v, isinstance(v, str), "an object of strings (value)")
+    return obj
+
+
+def _port(_: Field, value: Any) -> str:
+    valid = isinstance(value, str | int) and not isinstance(value, bool)
+    expect(value, valid, "a port (string or integer)")
+    text = str(value)
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise Bad(f"expected a port between 1 and 65535, got {text!r}")
+    return text
+
+
+def _fingerprint(_: Field, value: Any) -> str:
+    expect(value, isinstance(value, str), "a string")
+    if value == "":
+        return ""
+    try:
+        return parse_fingerprint(value)
+    except ValueError as exc:
+        raise Bad(str(exc)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Verify keys
+
+
+def _parse_time(value: Any, name: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    expect(value, isinstance(value, str), f"{name} as an RFC 3339 time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise Bad(f"expected {name} as an RFC 3339 time, got {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise Bad(f"expected {name} as an RFC 3339 time with a zone (Z), got {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def _verify_key(index: int, item: Any) -> VerifyKeyEntry:
+    if isinstance(item, Mapping):
+        unknown = sorted(set(item) - {"key", "notBefore", "notAfter"})
+        if unknown:
+            raise Bad(f"item {index}: expected keys key, notBefore, notAfter, got {unknown[0]!r}")
+        key = item.get("key")
+        not_before = _parse_time(item.get("notBefore"), "notBefore")
+        not_after = _parse_time(item.get("notAfter"), "notAfter")
+    else:
+        key, not_before, not_after = item, None, None
+    if not isinstance(key, str) or not key:
+        raise Bad(f"expected item {index} to be a key string, got {json_kind(key)}")
+    if not_before and not_after and not_before > not_after:
+        raise Bad(f"item {index}: expected notBefore before notAfter")
+    # Lazy on purpose: importing the config loads no key code unless keys are configured
+    # (tests/test_config.py::test_importing_config_loads_no_heavy_modules guards it).
+    from agent.jws.keys import parse_verify_key
+
+    try:
+        parse_verify_key(key)
+    except AgentError as exc:
+        raise Bad(f"item {index}: {exc.message}") from exc
+    return VerifyKeyEntry(key, not_before, not_after)
+
+
+def _verify_keys(_: Field, value: Any) -> tuple[VerifyKeyEntry, ...]:
+    if value == "":
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    expect(value, isinstance(value, list | tuple), "a list of verify keys")
+    return tuple(_verify_key(index, item) for index, item in enumerate(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Commands and exec objects, parsed into the run model
+
+
+def _check_exec_keys(value: Mapping[str, Any], sub: str) -> None:
+    for key in value:
+        if key not in EXEC_KEYS:
+            raise Bad("unknown key", sub=f"{sub}.{key}", choices=EXEC_KEYS)
+
+
+def _check_command_keys(value: Any, sub: str) -> None:
+    """Name the first unknown key in a command list (nested lists and groups included)."""
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_command_keys(item, f"{sub}[{index}]")
+        return
+    if not isinstance(value, Mapping):
+        return  # parse_commands names the wrong type
+    for key, item in value.items():
+        if key not in COMMAND_KEYS:
+            raise Bad("unknown key", sub=f"{sub}.{key}", choices=COMMAND_KEYS)
+        if key == "exec" and isinstance(item, Mapping):
+            _check_exec_keys(item, f"{sub}.exec")
+        elif key == "commands":
+            _check_command_keys(item, f"{sub}.commands")
+
+
+def parse_exec(value: Any, sub: str = "") -> Exec:
+    """Type an exec object: unknown keys and wrong values are :class:`Bad` naming the key.
+
+    Args:
+        value: the JSON object.
+        sub: the path of ``value`` below the field (for a linter: ``.shellcheck``).
+    """
+    if not isinstance(value, Mapping):
+        raise Bad(f"expected an object, got {json_kind(value)}", sub=sub)
+    _check_exec_keys(value, sub)
+    for key, item in value.items():
+        where = f"exec{sub}"
+        try:
+            Exec.from_dict({key: item}, where=where)
+        except CommandError as exc:
+            message = exc.message.removeprefix(f"{where}: exec field {key}: ")
+            raise Bad(message, sub=f"{sub}.{key}") from None
+    return Exec.from_dict(value, where=f"exec{sub}")
+
+
+def _exec(_: Field, value: Any) -> Exec | None:
+    return None if value is None else parse_exec(value)
+
+
+def _commands(_: Field, value: Any) -> tuple[Command, ...]:
+    expect(value, isinstance(value, list | tuple), "a list of commands")
+    _check_command_keys(value, "")
+    try:
+        return parse_commands(copy.deepcopy(list(value)), where="")
+    except CommandError as exc:
+        raise Bad(exc.message) from None
+
+
+def _shell(f: Field, value: Any) -> str | Exec:
+    if isinstance(value, Mapping):
+        return parse_exec(value)
+    expect(value, isinstance(value, str), "a string or an exec object")
+    return str(value)
+
+
+def _linters(f: Field, value: Any) -> dict[str, Any]:
+    # A null entry switches a linter off (e.g. the default shellcheck), as in Etcha.
+    obj = {k: v for k, v in _object(f, value).items() if v is not None}
+    for v in obj.values():
+        expect(v, isinstance(v, Mapping), "an object of exec objects (value)")
+    for name, v in obj.items():
+        parse_exec(v, f".{name}")
+    return obj
+
+
+def linter_execs(linters: Mapping[str, Any]) -> dict[str, Exec]:
+    """The checked ``lint.linters`` objects as :class:`Exec` values (name -> exec)."""
+    return {name: parse_exec(v, f".{name}") for name, v in linters.items()}
+
+
+_CONVERTERS: dict[str, Callable[[Field, Any], Any]] = {
+    "str": _string,
+    "regex": _string,
+    "rate": _string,
+    "choice": _string,
+    "bool": _bool,
+    "int": _int,
+    "posint": _int,
+    "duration": _duration,
+    "duration_opt": _duration,
+    "strlist": _str_list,
+    "strmap": _str_map,
+    "object": _object,
+    "linters": _linters,
+    "exec": _exec,
+    "commands": _commands,
+    "verifykeys": _verify_keys,
+    "port": _port,
+    "fingerprint": _fingerprint,
+    "shell": _shell,
+}
+
+
+def convert(f: Field, value: Any) -> Any:
+    """Check ``value`` against ``f`` and return the typed value.
+
+    Raises:
+        Bad: the value does not fit; its message says what was expected and what was got.
+    """
+    return _CONVERTERS[f.kind](f, value)
+
+
+# --------------------------------------------------------------------------------------------
+# Back to JSON
+
+
+def format_go_duration(seconds: float) -> str:
+    """Format seconds as a Go duration string that parses back exactly (``300`` → ``"5m"``).
+
+    Args:
+        seconds: a non-negative number of seconds.
+
+    Returns:
+        ``"0s"`` for zero, otherwise e.g. ``"1h30m"``, ``"1.5s"``, ``"250ms"``.
+    """
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    if ns < 10**9:
+        for unit, size in (("ms", 10**6), ("us", 10**3)):
+            if ns % size == 0:
+                return f"{ns // size}{unit}"
+        return f"{ns}ns"
+    hours, rem = divmod(ns, 3600 * 10**9)
+    minutes, rem = divmod(rem, 60 * 10**9)
+    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    if rem:
+        whole, frac = divmod(rem, 10**9)
+        out += f"{whole}.{frac:09d}".rstrip("0").rstrip(".") + "s"
+    return out
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` zone."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _verify_keys_json(value: Sequence[VerifyKeyEntry]) -> list[Any]:
+    out: list[Any] = []
+    for entry in value:
+        if entry.not_before is None and entry.not_after is None:
+            out.append(entry.key)
+            continue
+        obj: dict[str, Any] = {"key": entry.key}
+        if entry.not_before is not None:
+            obj["notBefore"] = format_time(entry.not_before)
+        if entry.not_after is not None:
+            obj["notAfter"] = format_time(entry.not_after)
+        out.append(obj)
+    return out
+
+
+def to_json(f: Field, value: Any) -> Any:
+    """The JSON form of a typed value of ``f`` (loadable again by :func:`convert`)."""
+    if f.kind == "duration":
+        return format_go_duration(value)
+    if f.kind == "duration_opt":
+        return format_go_duration(value) if value else ""
+    if f.kind == "verifykeys":
+        return _verify_keys_json(value)
+    if isinstance(value, Exec):
+        return value.to_dict()
+    if isinstance(value, tuple) and value and all(isinstance(c, Command) for c in value):
+        return [c.to_json() for c in value]
+    if isinstance(value, tuple):
+        return copy.deepcopy(list(value))
+    if isinstance(value, Mapping):
+        return copy.deepcopy(dict(value))
+    return value
+
+
+__all__ = [
+    "Bad",
+    "VerifyKeyEntry",
+    "convert",
+    "expect",
+    "format_go_duration",
+    "format_time",
+    "linter_execs",
+    "parse_exec",
+    "parse_fingerprint",
+    "to_json",
+]
