@@ -156,18 +156,13 @@ def normalize(data: Any, origin: str) -> dict[str, Any]:
         if section in d and not isinstance(d[section], dict):
             raise layer.fail(section, f"expected an object, got {json_kind(d[section])}")
     _resolve_aliases(layer, d)
-    for section, keys in IGNORED.items():
-        for key in keys:
-            if isinstance(d.get(section), dict) and key in d[section]:
-                layer.warn_ignored(f"{section}.{key}")
-                del d[section][key]
+    _drop_ignored_in_sections(layer, d)
     if isinstance(d.get("run"), dict) and "jwtRule" in d["run"]:
         raise _jwt_rule_error(layer, "run.jwtRule")
     for section in ("http", "httpServer"):
-        if section in d:
-            rest = d.pop(section)
-            if rest:
-                raise layer.unknown(f"{section}.{next(iter(rest))}", LISTENER_KEYS)
+        rest = d.pop(section, None)
+        if rest:
+            raise layer.unknown(f"{section}.{next(iter(rest))}", LISTENER_KEYS)
     for key, value in list(d.items()):
         _check_section(layer, d, key, value)
     return d
@@ -184,6 +179,14 @@ def _drop_ignored_top(layer: Layer, d: dict[str, Any]) -> None:
             raise layer.fail("jsonnet", f"expected an object, got {json_kind(section)}")
         for key in section:
             layer.warn_ignored(f"jsonnet.{key}")
+
+
+def _drop_ignored_in_sections(layer: Layer, d: dict[str, Any]) -> None:
+    for section, keys in IGNORED.items():
+        for key in keys:
+            if isinstance(d.get(section), dict) and key in d[section]:
+                layer.warn_ignored(f"{section}.{key}")
+                del d[section][key]
 
 
 def _resolve_aliases(layer: Layer, d: dict[str, Any]) -> None:
