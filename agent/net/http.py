@@ -94,8 +94,8 @@ class Response:
 class _Call:
     method: str
     body: bytes | None
-    deadline: float
-    timeout: float
+    deadline: float | None
+    timeout: float | None
     max_bytes: int
     body_statuses: Collection[int] | None
     skip_verify: bool
@@ -171,7 +171,7 @@ class HTTPClient:
         headers: Sequence[tuple[str, str]] = (),
         base_headers: Sequence[tuple[str, str]] = (),
         body: bytes | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
         max_bytes: int,
         body_statuses: Collection[int] | None = None,
         skip_verify: bool = False,
@@ -185,7 +185,7 @@ class HTTPClient:
             headers: custom headers, sent to the URL's origin only.
             base_headers: headers sent to every origin (e.g. ``If-None-Match``).
             body: the request body.
-            timeout: seconds for the whole exchange.
+            timeout: seconds for the whole exchange (None = no limit).
             max_bytes: the largest body accepted.
             body_statuses: statuses whose body is read (None = all).
             skip_verify: skip TLS verification for this request (a ``skipVerify`` header).
@@ -203,7 +203,7 @@ class HTTPClient:
         call = _Call(
             method=method,
             body=body,
-            deadline=time.monotonic() + timeout,
+            deadline=None if timeout is None else time.monotonic() + timeout,
             timeout=timeout,
             max_bytes=max_bytes,
             body_statuses=body_statuses,
@@ -266,7 +266,9 @@ class HTTPClient:
                 body = _read_body(resp, conn, call)
             return Response(resp.status, _headers(resp), body)
         except TimeoutError as exc:
-            raise RequestTimeout(f"expected an answer within {call.timeout:g}s, got none") from exc
+            raise RequestTimeout(
+                f"expected an answer within {call.timeout or 0:g}s, got none"
+            ) from exc
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message or str(exc)
             raise TLSVerifyError(
@@ -324,7 +326,9 @@ def _target(url: str) -> str:
     return path + ("?" + quote(parts.query, safe=_QUERY_SAFE) if parts.query else "")
 
 
-def _remaining(call: _Call) -> float:
+def _remaining(call: _Call) -> float | None:
+    if call.deadline is None:
+        return None
     left = call.deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError
