@@ -21,22 +21,26 @@ Behaviour of :meth:`HTTPClient.request`:
 
 Errors are :class:`RequestError` (a :class:`~agent.core.errors.SourceError`) whose message is a
 detail without the URL (callers prefix it with what they were doing), with every user info,
-query value and header value of the request redacted.
+query value and header value of the request redacted. ``http.client`` and ``ssl`` are imported
+on the first request, so importing this module stays cheap for commands that make none.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
-import ssl
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from agent.core.errors import SourceError
 from agent.net.tls import TLSOptions, check_fingerprint, client_context
 from agent.net.urls import redact
+
+if TYPE_CHECKING:
+    import http.client
+    import ssl
 
 #: Most redirects followed for one request.
 MAX_REDIRECTS = 10
@@ -247,6 +251,9 @@ class HTTPClient:
         return _split_userinfo(target)[0]
 
     def _once(self, url: str, headers: dict[str, str], call: _Call) -> Response:
+        import http.client  # stdlib, ~20 ms: imported on the first request only
+        import ssl
+
         conn: http.client.HTTPConnection | None = None
         try:
             conn = self._connection(*origin(url), call)
@@ -284,6 +291,8 @@ class HTTPClient:
     def _connection(
         self, scheme: str, host: str, port: int, call: _Call
     ) -> http.client.HTTPConnection:
+        import http.client
+
         remaining = _remaining(call)
         if scheme == "http":
             return http.client.HTTPConnection(host, port, timeout=remaining)

@@ -11,7 +11,8 @@ a certificate fingerprint pin). The choices:
 - otherwise the certificate and the host name are verified against ``ca_file`` plus the system
   store; with ``no_system_ca`` only ``ca_file`` is loaded (the system store is never read).
 
-Invariants: the minimum protocol is always TLS 1.2. The system CA store is loaded only when a
+Invariants: the minimum protocol is always TLS 1.2 (``ssl`` is imported when a context is
+built). The system CA store is loaded only when a
 verification needs it. ``no_system_ca`` without a ``ca_file`` (when verifying) and an unreadable
 ``ca_file`` are :class:`~agent.core.errors.ConfigError` naming the setting.
 """
@@ -21,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent.core.errors import ConfigError, SourceError
 
-#: The lowest protocol any client connection accepts.
-MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+if TYPE_CHECKING:
+    import ssl
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +77,10 @@ def client_context(options: TLSOptions) -> ssl.SSLContext:
     Raises:
         ConfigError: ``ca_file`` cannot be loaded, or ``no_system_ca`` without a ``ca_file``.
     """
+    import ssl  # stdlib, but kept off the `render`/`jwt <file>` paths that make no request
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = MIN_TLS_VERSION
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # the minimum for every client connection
     if options.skip_verify or options.fingerprint:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -95,6 +98,8 @@ def client_context(options: TLSOptions) -> ssl.SSLContext:
 
 
 def _load_ca_file(ctx: ssl.SSLContext, ca_file: str) -> None:
+    import ssl
+
     try:
         ctx.load_verify_locations(cafile=os.path.expanduser(ca_file))
     except (OSError, ssl.SSLError) as exc:
