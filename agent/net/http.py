@@ -199,11 +199,9 @@ class HTTPClient:
             The final response.
 
         Raises:
-            RequestError: connection, TLS, timeout, redirect or size failure (redacted).
-            FingerprintMismatch: a pinned server presented another certificate.
-            ConfigError: the TLS options cannot be turned into a context.
+            RequestError: connection, TLS, timeout, redirect or size failure (redacted);
+                FingerprintMismatch: another certificate than the pin; ConfigError: bad caFile.
         """
-        secrets = url + "#" + "\r\n".join(f"{k}:{v}" for k, v in (*headers, *base_headers))
         call = _Call(
             method=method,
             body=body,
@@ -213,7 +211,7 @@ class HTTPClient:
             body_statuses=body_statuses,
             skip_verify=skip_verify,
             fingerprint=fingerprint,
-            secrets=secrets,
+            secrets=url + "#" + "\r\n".join(f"{k}:{v}" for k, v in (*headers, *base_headers)),
         )
         current, auth = _split_userinfo(url)
         try:

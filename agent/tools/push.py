@@ -470,16 +470,11 @@ async def push(
         spec: a ``*.jsonnet`` pattern path or an ad-hoc command ("" = use ``sourcePatterns``).
         check: ``-c``: check mode on the targets.
         parent_filter: ``-f``: parent-id filter regex.
-        host: ``-h``: ad-hoc target.
-        port: ``-p``.
-        path: ``-u``.
-        target_filter: ``-n``.
-        fingerprint: ``--fingerprint``: pin this certificate (``sha256:<hex>``).
-        out: where results go (stdout by default).
-        progress: where a progress line goes when several targets (None = no progress line).
+        host, port, path, target_filter, fingerprint: ``-h``, ``-p``, ``-u``, ``-n`` and
+            ``--fingerprint`` (see :func:`agent.tools.push_targets.select_targets`).
+        out, progress: results (stdout by default); a progress line for several targets.
         color: colour ``ERROR:`` lines.
-        disable_external: disable external Jsonnet natives while rendering.
-        cwd: directory relative pattern paths are resolved against (default: the cwd).
+        disable_external, cwd: no external natives; where relative pattern paths start.
 
     Returns:
         0 when every target succeeded, else 1.
@@ -498,11 +493,7 @@ async def push(
         target_filter=target_filter,
         fingerprint=fingerprint,
     )
-    if not targets:
-        raise UsageError(
-            f"push: expected at least one target with sourcePatterns for {source!r}, got none"
-            + (f" matching {target_filter!r}" if target_filter else "")
-        )
+    _need_targets(targets, source, target_filter)
     # Build once per distinct pattern spec (SPEC 14), then sign per distinct target vars.
     specs = {t.name: (t.pattern or spec) for t in targets}
     built: dict[str, tuple[_Built, bool]] = {}
@@ -513,6 +504,14 @@ async def push(
     run = _PushRun(config, source, specs, built, query=(check, parent_filter), progress=progress)
     outcomes = await run.all(targets)
     return _write_outcomes(targets, outcomes, specs, out or sys.stdout, check=check, color=color)
+
+
+def _need_targets(targets: Sequence[PushTarget], source: str, target_filter: str | None) -> None:
+    if not targets:
+        raise UsageError(
+            f"push: expected at least one target with sourcePatterns for {source!r}, got none"
+            + (f" matching {target_filter!r}" if target_filter else "")
+        )
 
 
 def _check_regex(flag: str, pattern: str) -> None:

@@ -11,14 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from agent.config.schema import parse_fingerprint
+from agent.config.schema import Config, parse_fingerprint
 from agent.core.errors import UsageError
-
-if TYPE_CHECKING:
-    from agent.config.schema import Config
 
 DEFAULT_PORT = "4000"
 DEFAULT_PUSH_PATH = "/etcha/v1/push"
