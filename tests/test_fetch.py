@@ -24,13 +24,13 @@ from agent.net.fetch import (
     FetchResult,
     fetch_path,
     local_path,
-    make_ssl_context,
     mask_url,
     mask_urls_in_text,
     parse_http_path,
     redact,
     safe_url,
 )
+from agent.net.tls import TLSOptions, client_context
 from agent.net.tlsutil import self_signed, server_ssl_context
 
 TOKEN = "header.payload.signature"
@@ -348,11 +348,13 @@ def test_ca_file_that_did_not_sign_the_server_fails(
 
 
 def test_make_ssl_context_choices(tmp_path: Path) -> None:
-    assert make_ssl_context(True, "/nonexistent", True) is False
-    assert make_ssl_context(False) is True
+    skip = client_context(TLSOptions(skip_verify=True, ca_file="/nonexistent", no_system_ca=True))
+    assert skip.verify_mode == ssl.CERT_NONE and not skip.check_hostname
+    default = client_context(TLSOptions())
+    assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname
     ca = tmp_path / "ca.pem"
     ca.write_bytes(self_signed()[0])
-    ctx = make_ssl_context(False, str(ca), True)
+    ctx = client_context(TLSOptions(ca_file=str(ca), no_system_ca=True))
     assert isinstance(ctx, ssl.SSLContext)
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.check_hostname
@@ -362,16 +364,16 @@ def test_make_ssl_context_choices(tmp_path: Path) -> None:
 
 def test_make_ssl_context_bad_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"httpClient.caFile: expected a readable PEM"):
-        make_ssl_context(False, str(tmp_path / "missing.pem"))
+        client_context(TLSOptions(ca_file=str(tmp_path / "missing.pem")))
     bad = tmp_path / "bad.pem"
     bad.write_text("not a cert")
     with pytest.raises(ConfigError, match=r"httpClient.caFile"):
-        make_ssl_context(False, str(bad))
+        client_context(TLSOptions(ca_file=str(bad)))
 
 
 def test_no_system_ca_without_ca_file_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"httpClient\.noSystemCA"):
-        make_ssl_context(False, "", True)
+        client_context(TLSOptions(no_system_ca=True))
 
 
 # path parsing

@@ -7,6 +7,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.core.errors import SourceError
+from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+from agent.net.http import HTTPClient, RequestError
+from agent.net.tls import TLSOptions
+from agent.net.urls import is_http, parse_http_path, safe_url
+
 if TYPE_CHECKING:
     from agent.config.schema import Config
 
@@ -51,39 +57,59 @@ def looks_like_token(text: str) -> bool:
     )
 
 
-def read_token_arg(where: str, *, timeout: float = 10.0) -> str:
-    """Read a token from a file path or an http(s) URL (urllib: no aiohttp in the CLI path).
+def read_token_arg(where: str, *, timeout: float = 10.0, config: Config | None = None) -> str:
+    """Read a token from a file path or an http(s) URL (the one stdlib client, no aiohttp).
 
-    At most :data:`agent.jws.tokens.DEFAULT_MAX_TOKEN_BYTES` are read. Messages name a URL without
-    its user info, query or header block, and never quote them (:func:`agent.net.fetch.redact`).
+    At most :data:`agent.core.limits.DEFAULT_MAX_TOKEN_BYTES` are read. A URL may carry
+    ``#Name:value`` headers (:func:`agent.net.urls.parse_http_path`). With ``config``, its
+    ``httpClient`` settings (caFile, noSystemCA, tlsSkipVerify, followCrossOriginRedirects)
+    apply; without, the system CAs verify and only same-origin redirects are followed. Messages
+    name a URL without its user info, query or header block, and never quote them.
 
     Raises:
         SourceError: the file or URL could not be read, or is too large.
+        ConfigError: ``httpClient.caFile`` cannot be loaded.
     """
-    from agent.core.errors import SourceError
-    from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES as limit
-    from agent.net.fetch import is_http, redact, safe_url
-
     if is_http(where):
-        import http.client
-        import urllib.error
-        import urllib.request
-
         shown = safe_url(where)
+        parsed = parse_http_path(where, what="src")
         try:
-            with urllib.request.urlopen(where, timeout=timeout) as resp:  # noqa: S310
-                data: bytes = resp.read(limit + 1)
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            # The exception text can quote the URL (http.client's "nonnumeric port: 'pw@h'"):
-            # redact it, and do not chain it, so a traceback cannot show it either.
-            raise SourceError(f"error opening src {shown}: {redact(str(exc), where)}") from None
+            resp = _token_client(config).request(
+                parsed.url,
+                headers=parsed.headers,
+                timeout=parsed.timeout if parsed.timeout is not None else timeout,
+                max_bytes=DEFAULT_MAX_TOKEN_BYTES,
+                body_statuses=(200,),
+                skip_verify=parsed.skip_verify,
+            )
+        except RequestError as exc:
+            raise SourceError(f"error opening src {shown}: {exc}") from None
+        if resp.status != 200:
+            raise SourceError(f"error opening src {shown}: bad response from server: {resp.status}")
+        data = resp.body
     else:
         shown = where
         try:
             with open(where, "rb") as fh:
-                data = fh.read(limit + 1)
+                data = fh.read(DEFAULT_MAX_TOKEN_BYTES + 1)
         except OSError as exc:
             raise SourceError(f"error opening src {where}: {exc.strerror}") from exc
+    limit = DEFAULT_MAX_TOKEN_BYTES
     if len(data) > limit:
         raise SourceError(f"error opening src {shown}: larger than {limit} bytes")
     return data.decode("utf-8", errors="replace").strip()
+
+
+def _token_client(config: Config | None) -> HTTPClient:
+    """The one HTTP client, set up from ``config.httpClient`` (defaults without a config)."""
+    if config is None:
+        return HTTPClient()
+    client = config.http_client
+    return HTTPClient(
+        TLSOptions(
+            skip_verify=client.tls_skip_verify,
+            ca_file=client.ca_file,
+            no_system_ca=client.no_system_ca,
+        ),
+        follow_cross_origin=client.follow_cross_origin_redirects,
+    )

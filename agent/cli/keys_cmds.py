@@ -91,8 +91,8 @@ def cmd_jwt(args: argparse.Namespace) -> int:
     from agent.core.gojson import dumps_indent
     from agent.jws.tokens import decode_token
 
-    token = read_token_arg(args.path)
     config = load_config_for(args)
+    token = read_token_arg(args.path, config=config)
     source = getattr(args, "source", "") or ""
     if source and source not in config.sources:
         known = ", ".join(sorted(config.sources)) or "none"
@@ -157,7 +157,7 @@ def _read_verified(where: str, which: str, config: Config) -> VerifiedToken:
     from agent.core.errors import VerifyError
     from agent.net.fetch import is_http, safe_url
 
-    token = read_token_arg(where)
+    token = read_token_arg(where, config=config)
     try:
         return _verify(token, config)
     except VerifyError as exc:

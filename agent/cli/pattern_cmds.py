@@ -32,9 +32,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     path = Path(target)
     token: str | None = None
     if target.startswith(("http://", "https://")):
-        token = read_token_arg(target)
+        token = read_token_arg(target, config=config)
     elif path.is_file() and not target.endswith(_PATTERN_SUFFIXES):
-        content = read_token_arg(target)
+        content = read_token_arg(target, config=config)
         if looks_like_token(content):
             token = content
     elif not path.exists() and looks_like_token(target.strip()):

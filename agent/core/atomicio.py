@@ -36,13 +36,16 @@ _LEGACY_TEMP_NAME = re.compile(
 )
 
 
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
+def atomic_write(
+    path: Path, data: bytes | str, *, mode: int = 0o600, owner: tuple[int, int] | None = None
+) -> None:
     """Write ``data`` to ``path`` atomically.
 
     Args:
         path: destination; its directory must exist.
         data: the complete new content (``str`` is written as UTF-8).
         mode: permission bits of the new file.
+        owner: ``(uid, gid)`` of the new file (-1 leaves one unchanged); None = the process's.
 
     Raises:
         OSError: the write failed; the destination is unchanged and the temp file is removed.
@@ -54,6 +57,8 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
         with os.fdopen(fd, "wb") as fh:
             # Held until the file is closed (after os.replace): marks the temp file as live.
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
             os.fchmod(fh.fileno(), mode)
             fh.write(payload)
             fh.flush()

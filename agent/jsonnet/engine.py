@@ -49,7 +49,7 @@ the
   cache never outlives the render(s) it was made for. One ``Natives`` serves one render at a time.
 - The ``render`` native evaluates its text in-process with the same natives and the same import
   resolution as the evaluation that called it (the file set when sandboxed); no temp file.
-- Heavy or network modules (``dns``, ``ssl``, ``urllib.request``) are imported lazily.
+- Heavy or network modules (``dns``, ``ssl``, ``http.client``) are imported lazily.
 """
 
 from __future__ import annotations
@@ -60,20 +60,19 @@ import posixpath
 import re
 import secrets
 import string
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import _gojsonnet
 
-from agent.core.errors import RenderError
+from agent.core.errors import RenderError, SourceError
 from agent.jsonnet.sysinfo import go_arch, go_os
-
-if TYPE_CHECKING:
-    import ssl
+from agent.net.http import HTTPClient
+from agent.net.tls import TLSOptions
+from agent.net.urls import parse_http_path
 
 __all__ = [
     "MAX_FETCH_BYTES",
@@ -657,6 +656,9 @@ class NativeContext:
         http_timeout: default ``getFile`` HTTP timeout and DNS lifetime, in seconds.
         tls_skip_verify: skip TLS verification for every ``getFile`` request.
         ca_file: extra CA bundle for ``getFile`` (``""`` = system CAs only).
+        no_system_ca: trust only ``ca_file`` for ``getFile``, not the system store.
+        follow_cross_origin: ``getFile`` follows a redirect to another origin (without the
+            custom headers).
         dns_server: resolver address for ``getRecord`` (``""`` = the system resolver).
         dns_port: resolver port used with ``dns_server``.
     """
@@ -668,6 +670,8 @@ class NativeContext:
     http_timeout: float = 10.0
     tls_skip_verify: bool = False
     ca_file: str = ""
+    no_system_ca: bool = False
+    follow_cross_origin: bool = False
     dns_server: str = ""
     dns_port: int = 53
 
@@ -684,8 +688,12 @@ class Natives(Mapping[str, tuple[tuple[str, ...], Callable[..., Any]]]):
         self.ctx = ctx
         self._cache: dict[str, Any] = {}
         self._frames: list[tuple[ImportCallback | None, str]] = []
-        self._ssl: dict[bool, ssl.SSLContext] = {}
-        self._lock = threading.Lock()
+        self._http = HTTPClient(
+            TLSOptions(
+                skip_verify=ctx.tls_skip_verify, ca_file=ctx.ca_file, no_system_ca=ctx.no_system_ca
+            ),
+            follow_cross_origin=ctx.follow_cross_origin,
+        )
         self._callbacks: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
             "getArch": ((), go_arch),
             "getConfig": ((), self._get_config),
@@ -777,61 +785,27 @@ class Natives(Mapping[str, tuple[tuple[str, ...], Callable[..., Any]]]):
         return value
 
     def _fetch(self, spec: str) -> str:
-        import urllib.error
-        import urllib.request
-
-        url, _, header_text = spec.partition("#")
-        headers: dict[str, str] = {}
-        skip = self.ctx.tls_skip_verify
-        timeout = self.ctx.http_timeout
-        for line in header_text.split("\r\n") if header_text else ():
-            name, _, value = line.partition(":")
-            if name in ("clientSkipVerify", "skipVerify"):
-                skip = True
-            elif name == "clientTimeout":
-                try:
-                    timeout = float(int(value.strip()))
-                except ValueError:
-                    raise RenderError(
-                        f"getFile {_redact(spec)}: expected an integer clientTimeout"
-                    ) from None
-            elif name:
-                value = value.strip()
-                headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-        if url.startswith("https://"):
-            handlers.append(urllib.request.HTTPSHandler(context=self._ssl_context(skip)))
-        opener = urllib.request.build_opener(*handlers)
-        request = urllib.request.Request(url, headers=headers, method="GET")  # noqa: S310
+        # The one HTTP client (agent.net.http): httpClient.caFile, noSystemCA, tlsSkipVerify,
+        # TLS 1.2 minimum, the same-origin redirect policy and the one #Header: parser.
         try:
-            with opener.open(request, timeout=timeout) as response:
-                status = response.status
-                body = response.read(MAX_FETCH_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise RenderError(
-                f"getFile {_redact(spec)}: bad response from server: {exc.code}"
-            ) from None
-        if status != 200:
-            raise RenderError(f"getFile {_redact(spec)}: bad response from server: {status}")
-        if len(body) > MAX_FETCH_BYTES:
-            raise RenderError(
-                f"getFile {_redact(spec)}: expected at most {MAX_FETCH_BYTES} bytes, got more"
+            parsed = parse_http_path(spec, what="getFile")
+        except SourceError as exc:
+            raise RenderError(str(exc)) from None
+        timeout = parsed.timeout if parsed.timeout is not None else self.ctx.http_timeout
+        try:
+            resp = self._http.request(
+                parsed.url,
+                headers=parsed.headers,
+                timeout=timeout,
+                max_bytes=MAX_FETCH_BYTES,
+                body_statuses=(200,),
+                skip_verify=parsed.skip_verify,
             )
-        return bytes(body).decode("utf-8", "replace")
-
-    def _ssl_context(self, skip: bool) -> ssl.SSLContext:
-        import ssl
-
-        with self._lock:
-            context = self._ssl.get(skip)
-            if context is None:
-                context = ssl.create_default_context(cafile=self.ctx.ca_file or None)
-                if skip:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                self._ssl[skip] = context
-            return context
+        except SourceError as exc:
+            raise RenderError(f"getFile {_redact(spec)}: {exc}") from None
+        if resp.status != 200:
+            raise RenderError(f"getFile {_redact(spec)}: bad response from server: {resp.status}")
+        return resp.body.decode("utf-8", "replace")
 
     # -- getRecord ----------------------------------------------------------------------------
 

@@ -117,22 +117,7 @@ def self_signed(
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    names: list[str] = []
-    for name in ("localhost", *hostnames):
-        dns = _idna(name)
-        if dns and dns not in names:
-            names.append(dns)
-    addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for text in ("127.0.0.1", "::1", *ips):
-        try:
-            addr = ipaddress.ip_address(text.strip())
-        except ValueError as exc:
-            raise ConfigError(
-                f"certificate IP address: expected an IPv4 or IPv6 address, got {text!r}"
-            ) from exc
-        if addr not in addrs:
-            addrs.append(addr)
-
+    names, addrs = _subject_alt_names(hostnames, ips)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SELF_SIGNED_CN)])
     now = datetime.datetime.now(datetime.UTC)
@@ -149,20 +134,7 @@ def self_signed(
         .not_valid_after(now - _BACKDATE + validity)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(ski, critical=False)
         .add_extension(
@@ -177,6 +149,45 @@ def self_signed(
         serialization.NoEncryption(),
     )
     return cert_pem, key_pem
+
+
+def _subject_alt_names(
+    hostnames: Sequence[str], ips: Sequence[str]
+) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    """DNS names and IP addresses for a certificate: localhost and loopback first, no repeats."""
+    names: list[str] = []
+    for name in ("localhost", *hostnames):
+        dns = _idna(name)
+        if dns and dns not in names:
+            names.append(dns)
+    addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for text in ("127.0.0.1", "::1", *ips):
+        try:
+            addr = ipaddress.ip_address(text.strip())
+        except ValueError as exc:
+            raise ConfigError(
+                f"certificate IP address: expected an IPv4 or IPv6 address, got {text!r}"
+            ) from exc
+        if addr not in addrs:
+            addrs.append(addr)
+    return names, addrs
+
+
+def _key_usage() -> Any:
+    """digitalSignature + keyCertSign (a self-signed server certificate is its own CA)."""
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _idna(name: str) -> str:
@@ -396,31 +407,13 @@ def ensure_listener_certificate(
         ConfigError: the directory or files cannot be created or written (path and OS error).
     """
     warnings: list[str] = []
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if stat.S_IMODE(directory.stat().st_mode) != 0o700:
-            os.chmod(directory, 0o700)
-        lock_fd = os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise ConfigError(
-            f"listener certificate: expected a writable directory {directory}, "
-            f"got {exc.strerror or exc}"
-        ) from exc
+    lock_fd = _private_dir_lock(directory)
     cert_path, key_path = directory / CERT_FILE, directory / KEY_FILE
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         problem = _pair_problem(cert_path, key_path, now or datetime.datetime.now(datetime.UTC))
         if problem is None:
-            if stat.S_IMODE(key_path.stat().st_mode) & 0o077:
-                os.chmod(key_path, 0o600)
-                warnings.append(f"{key_path} was readable by others; its mode is now 0600")
-            return ListenerCertificate(
-                cert_path,
-                key_path,
-                fingerprint_pem(cert_path.read_bytes(), what=str(cert_path)),
-                False,
-                tuple(warnings),
-            )
+            return _reuse(cert_path, key_path)
         if problem != "missing":
             warnings.append(f"{problem}; generated a new self-signed certificate")
         try:
@@ -443,6 +436,35 @@ def ensure_listener_certificate(
         True,
         tuple(warnings),
     )
+
+
+def _reuse(cert_path: Path, key_path: Path) -> ListenerCertificate:
+    """The stored pair, with its key's mode repaired to 0600 when others could read it."""
+    warnings: list[str] = []
+    if stat.S_IMODE(key_path.stat().st_mode) & 0o077:
+        os.chmod(key_path, 0o600)
+        warnings.append(f"{key_path} was readable by others; its mode is now 0600")
+    return ListenerCertificate(
+        cert_path,
+        key_path,
+        fingerprint_pem(cert_path.read_bytes(), what=str(cert_path)),
+        False,
+        tuple(warnings),
+    )
+
+
+def _private_dir_lock(directory: Path) -> int:
+    """Create ``directory`` (mode 0700) and open its lock file; the descriptor to lock."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(directory.stat().st_mode) != 0o700:
+            os.chmod(directory, 0o700)
+        return os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"listener certificate: expected a writable directory {directory}, "
+            f"got {exc.strerror or exc}"
+        ) from exc
 
 
 def _pair_problem(cert_path: Path, key_path: Path, now: datetime.datetime) -> str | None:

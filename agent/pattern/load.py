@@ -293,6 +293,8 @@ def _render(
         http_timeout=10.0,
         tls_skip_verify=config.http_client.tls_skip_verify,
         ca_file=config.http_client.ca_file,
+        no_system_ca=config.http_client.no_system_ca,
+        follow_cross_origin=config.http_client.follow_cross_origin_redirects,
     )
     return render_files(entrypoint, files, natives=make_natives(ctx))
 

@@ -166,18 +166,6 @@ async def build_token(
     return await sign_claims(claims, config=config)
 
 
-def write_atomic(dest: Path, data: str, *, mode: int = 0o644) -> None:
-    """Write a built token atomically (see :mod:`agent.core.atomicio`).
-
-    Raises:
-        BuildError: the file could not be written; nothing partial is left behind.
-    """
-    try:
-        atomic_write(dest, data, mode=mode)
-    except OSError as exc:
-        raise BuildError(f"error writing jwt {dest}: {exc.strerror or exc}") from exc
-
-
 async def build_to_file(
     path: Path, dest: Path | None, *, config: Config, disable_external: bool = False
 ) -> Path:
@@ -223,5 +211,8 @@ async def build_to_file(
         raise
     except AgentError as exc:
         raise BuildError(f"building {path}: {exc}") from exc
-    write_atomic(target, token)
+    try:
+        atomic_write(target, token, mode=0o644)
+    except OSError as exc:
+        raise BuildError(f"error writing jwt {target}: {exc.strerror or exc}") from exc
     return target

@@ -27,8 +27,8 @@ Invariants:
 - Owners and groups are names or numeric ids. When the process may not chown (not root), a check
   still reports the mismatch and a change fails with a clear error before anything is written.
 - ``copy`` reads local paths or ``http(s)`` URLs (``#Header:value\\r\\n...`` fragment = request
-  headers) through :mod:`urllib` with a timeout and a size bound; header values never appear in
-  messages.
+  headers) through the one HTTP client (:mod:`agent.net.http`) with a timeout and a size bound;
+  header values never appear in messages.
 - ``line`` applies a regular expression to the whole text with ``^``/``$`` matching at line
   boundaries (as if prefixed with ``(?m)``); the replacement expands Go-style ``${1}``/``$name``
   groups (``$$`` is a literal ``$``). When nothing matches, the replacement is appended as a line
@@ -53,13 +53,13 @@ import secrets
 import stat
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.core.errors import CommandError, UsageError
+from agent.core.errors import CommandError, SourceError, UsageError
+from agent.net.http import HTTPClient
+from agent.net.urls import parse_http_path, safe_url
 
 MODES = ("check", "change", "remove")
 DEFAULT_FILE_PERMS = 0o644
@@ -72,7 +72,6 @@ COPY_PERMS_MASK = 0o777
 HTTP_TIMEOUT = 60.0
 
 _TEMPLATE_VAR = re.compile(r"\$(?:\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
-_HEADER_SPLIT = re.compile(r"\r\n|\n|\\r\\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,52 +450,51 @@ def remove_dir(path: Path) -> bool:
 # copy
 
 
-def _parse_headers(fragment: str) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for part in _HEADER_SPLIT.split(fragment):
-        if not part.strip():
-            continue
-        key, sep, value = part.partition(":")
-        if not sep or not key.strip():
-            raise UsageError("copy: expected URL headers as #Name:value, got a part without ':'")
-        headers[key.strip()] = value.strip()
-    return headers
-
-
 def read_source(
-    src: str, *, max_bytes: int = MAX_COPY_BYTES, timeout: float = HTTP_TIMEOUT
+    src: str,
+    *,
+    max_bytes: int = MAX_COPY_BYTES,
+    timeout: float = HTTP_TIMEOUT,
+    client: HTTPClient | None = None,
 ) -> bytes:
     """Read a local path or an ``http(s)`` URL (``#Name:value\\r\\n...`` = request headers).
 
     Args:
         src: path or URL.
         max_bytes: the most bytes accepted.
-        timeout: seconds for the HTTP request.
+        timeout: seconds for the HTTP request (a ``#clientTimeout:`` entry overrides it).
+        client: the HTTP client (pass one built from ``httpClient.*``); default: verify
+            against the system CAs, same-origin redirects only.
 
     Returns:
         The bytes.
 
     Raises:
+        UsageError: a header entry without ``:``, or a bad ``clientTimeout``.
         CommandError: unreadable, non-2xx, too large, or the request failed. The message names the
-            URL without its fragment, so header values never leak.
+            URL without its user info, query or fragment, so secrets never leak.
     """
     if not src.startswith(("http://", "https://")):
         return _read_file(Path(src), max_bytes)
-    url, _, fragment = src.partition("#")
-    request = urllib.request.Request(url, headers=_parse_headers(fragment))  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 (http/https only)
-            data: bytes = resp.read(max_bytes + 1)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        raise CommandError(f"copy source {url}: expected HTTP 2xx, got {exc.code}") from exc
-    except urllib.error.URLError as exc:
-        raise CommandError(f"copy source {url}: request failed: {exc.reason}") from exc
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"copy source {url}: request failed: {exc}") from exc
-    if len(data) > max_bytes:
-        raise CommandError(f"copy source {url}: expected at most {max_bytes} bytes, got more")
-    return data
+        parsed = parse_http_path(src, what="copy source", strict=True)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    shown = safe_url(parsed.url)
+    try:
+        resp = (client or HTTPClient()).request(
+            parsed.url,
+            headers=parsed.headers,
+            timeout=parsed.timeout if parsed.timeout is not None else timeout,
+            max_bytes=max_bytes,
+            body_statuses=range(200, 300),
+            skip_verify=parsed.skip_verify,
+        )
+    except SourceError as exc:  # RequestError, FingerprintMismatch
+        raise CommandError(f"copy source {shown}: {exc}") from None
+    if not 200 <= resp.status < 300:
+        raise CommandError(f"copy source {shown}: expected HTTP 2xx, got {resp.status}")
+    return resp.body
 
 
 def source_perms(src: str) -> int:

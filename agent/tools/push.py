@@ -28,6 +28,7 @@ works the first time. A failed verification names the three ways to trust a targ
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -36,72 +37,51 @@ import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import quote, urlencode
+from typing import Any, TextIO
 
+from agent import __version__
+from agent.config.schema import Config
 from agent.core.errors import AgentError, UsageError
+from agent.jws.tokens import etcha_claims
+from agent.net.http import HTTPClient, RequestError, TLSVerifyError
+from agent.net.tls import FingerprintMismatch, TLSOptions
+from agent.pattern.load import LoadedPattern, load_from_disk, load_from_text
+from agent.tools.build import collect_build, sign_claims
+from agent.tools.push_targets import (
+    DEFAULT_PORT,
+    DEFAULT_PUSH_PATH,
+    PushTarget,
+    ad_hoc_target,
+    select_targets,
+)
 
-if TYPE_CHECKING:
-    import ssl
-
-    from agent.config.schema import Config
-    from agent.pattern.load import LoadedPattern
+__all__ = [
+    "AD_HOC_ID",
+    "DEFAULT_PORT",
+    "DEFAULT_PUSH_PATH",
+    "PushOutcome",
+    "PushTarget",
+    "ad_hoc_pattern_text",
+    "ad_hoc_target",
+    "client_options",
+    "fingerprint_mismatch_message",
+    "format_outcome",
+    "outcome_from_response",
+    "push",
+    "push_expires_in",
+    "run_push_cli",
+    "select_targets",
+    "tls_failure_message",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = "4000"
-DEFAULT_PUSH_PATH = "/etcha/v1/push"
 AD_HOC_ID = "etcha push"
-
-
-@dataclass(frozen=True, slots=True)
-class PushTarget:
-    """One destination of a push.
-
-    Attributes:
-        name: the target name (``-h`` host for an ad-hoc target).
-        scheme: ``https``, or ``http`` for ``insecure`` targets.
-        hostname: host name or address.
-        port: TCP port as text.
-        path_push: push path prefix (``/etcha/v1/push``).
-        pattern: the target's ``sourcePatterns`` entry for the source ("" = use the CLI argument).
-        vars: target vars laid over the runVars when signing.
-        fingerprint: ``sha256:<hex>`` pinning the target's certificate ("" = verify as usual).
-    """
-
-    name: str
-    scheme: str
-    hostname: str
-    port: str
-    path_push: str
-    pattern: str = ""
-    vars: Mapping[str, Any] = field(default_factory=dict)
-    fingerprint: str = ""
-
-    def url(self, source: str, *, check: bool = False, parent_filter: str = "") -> str:
-        """The push URL for ``source`` with the check/filter query (SPEC 14).
-
-        Args:
-            source: the source name.
-            check: ask for a check-mode run.
-            parent_filter: parent-id filter regex ("" = none).
-
-        Returns:
-            ``<scheme>://<host:port><pathPush>/<source>[?check=true&filter=…]``.
-        """
-        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
-        path = "/" + self.path_push.strip("/") if self.path_push.strip("/") else ""
-        url = f"{self.scheme}://{host}:{self.port}{path}/{quote(source, safe='')}"
-        query: dict[str, str] = {}
-        if check:
-            query["check"] = "true"
-        if parent_filter:
-            query["filter"] = parent_filter
-        if query:
-            url += "?" + urlencode(query)
-        return url
+#: The largest push response read (a Result with its change outputs).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,139 +194,6 @@ def format_outcome(outcome: PushOutcome, *, check: bool, command_mode: bool, col
     return f"{outcome.target}:{body}"
 
 
-def _port_text(value: Any) -> str:
-    if value is None or value == "":
-        return DEFAULT_PORT
-    return str(value)
-
-
-def ad_hoc_target(
-    host: str, *, port: str | None, path: str | None, fingerprint: str = ""
-) -> PushTarget:
-    """The ``-h host`` target: https unless the host is written ``http://host``.
-
-    Args:
-        host: host name, address, or ``http(s)://host[:port]``.
-        port: ``-p`` (default 4000, or the port in the URL).
-        path: ``-u`` (default ``/etcha/v1/push``).
-        fingerprint: ``--fingerprint`` (canonical ``sha256:<hex>``, "" = none).
-
-    Returns:
-        The target.
-
-    Raises:
-        UsageError: the host is empty.
-    """
-    from urllib.parse import urlsplit
-
-    scheme = "https"
-    hostname = host
-    url_port: str | None = None
-    if host.startswith(("http://", "https://")):
-        parts = urlsplit(host)
-        scheme = parts.scheme
-        hostname = parts.hostname or ""
-        url_port = str(parts.port) if parts.port else None
-    if not hostname:
-        raise UsageError(f"-h: expected a host name or http(s)://host, got {host!r}")
-    return PushTarget(
-        name=host,
-        scheme=scheme,
-        hostname=hostname,
-        port=port or url_port or DEFAULT_PORT,
-        path_push=path or DEFAULT_PUSH_PATH,
-        fingerprint=fingerprint,
-    )
-
-
-def select_targets(
-    config: Config,
-    source: str,
-    *,
-    host: str | None = None,
-    port: str | None = None,
-    path: str | None = None,
-    target_filter: str | None = None,
-    fingerprint: str | None = None,
-) -> list[PushTarget]:
-    """The targets a push goes to, sorted by name.
-
-    Args:
-        config: the loaded config.
-        source: the source name; config targets must list it in ``sourcePatterns``.
-        host: ``-h``: push to this host only.
-        port: ``-p``: port for ``-h`` (and, when given, for config targets).
-        path: ``-u``: push path for ``-h`` (and, when given, for config targets).
-        target_filter: ``-n``: a regex searched (unanchored) in target names.
-        fingerprint: ``--fingerprint``: pin this certificate for every selected target (it
-            replaces the targets' own ``fingerprint``).
-
-    Returns:
-        The targets.
-
-    Raises:
-        UsageError: ``target_filter`` is not a valid regex, ``fingerprint`` is malformed, or
-            ``fingerprint`` is given for a plain-HTTP target.
-    """
-    pinned = ""
-    if fingerprint:
-        from agent.config.schema import parse_fingerprint
-
-        try:
-            pinned = parse_fingerprint(fingerprint)
-        except ValueError as exc:
-            raise UsageError(f"--fingerprint: {exc}") from exc
-    targets = _select(config, source, host, port, path, target_filter, pinned)
-    for target in targets:
-        if pinned and target.scheme != "https":
-            raise UsageError(
-                f"--fingerprint: expected an https target to pin, got {target.name} over http"
-            )
-    return targets
-
-
-def _select(
-    config: Config,
-    source: str,
-    host: str | None,
-    port: str | None,
-    path: str | None,
-    target_filter: str | None,
-    pinned: str,
-) -> list[PushTarget]:
-    if host:
-        return [ad_hoc_target(host, port=port, path=path, fingerprint=pinned)]
-    regex: re.Pattern[str] | None = None
-    if target_filter:
-        try:
-            regex = re.compile(target_filter)
-        except re.error as exc:
-            raise UsageError(
-                f"-n: expected a regular expression, got {target_filter!r}: {exc}"
-            ) from exc
-    targets: list[PushTarget] = []
-    for name in sorted(config.targets):
-        tc = config.targets[name]
-        patterns: Mapping[str, str] = tc.source_patterns or {}
-        if source not in patterns:
-            continue
-        if regex is not None and not regex.search(name):
-            continue
-        targets.append(
-            PushTarget(
-                name=name,
-                scheme="http" if tc.insecure else "https",
-                hostname=tc.hostname or name,
-                port=port or _port_text(tc.port),
-                path_push=path or tc.path_push or DEFAULT_PUSH_PATH,
-                pattern=patterns[source] or "",
-                vars=dict(tc.vars or {}),
-                fingerprint=pinned or tc.fingerprint,
-            )
-        )
-    return targets
-
-
 def ad_hoc_pattern_text(command: str) -> str:
     """The Jsonnet for an ad-hoc command; the command is a JSON string literal (no injection).
 
@@ -365,26 +212,21 @@ def ad_hoc_pattern_text(command: str) -> str:
     )
 
 
-def client_ssl_context(config: Config) -> ssl.SSLContext | bool:
-    """The TLS setting for push requests: verification on unless a tlsSkipVerify is set.
+def client_options(config: Config) -> TLSOptions:
+    """The TLS settings for push requests: verification on unless a tlsSkipVerify is set.
 
     Args:
-        config: the loaded config (``build.tlsSkipVerify``/``httpClient.*``, which are aliases).
+        config: the loaded config (``build.tlsSkipVerify``/``build.caFile`` are aliases of
+            ``httpClient.tlsSkipVerify``/``httpClient.caFile``).
 
     Returns:
-        ``False`` to skip verification, ``True`` for the default verifying context, or a
-        verifying context with ``httpClient.caFile`` loaded.
-
-    Raises:
-        ConfigError: the CA file cannot be loaded.
+        The options for :class:`agent.net.http.HTTPClient`.
     """
-    from agent.net.fetch import make_ssl_context
-
     client = config.http_client
-    return make_ssl_context(
-        client.tls_skip_verify or config.build.tls_skip_verify,
-        client.ca_file or config.build.ca_file,
-        client.no_system_ca,
+    return TLSOptions(
+        skip_verify=client.tls_skip_verify or config.build.tls_skip_verify,
+        ca_file=client.ca_file or config.build.ca_file,
+        no_system_ca=client.no_system_ca,
     )
 
 
@@ -400,9 +242,6 @@ async def _build(
     spec: str, *, config: Config, cwd: Path, disable_external: bool
 ) -> tuple[_Built, bool]:
     """Render and build one pattern spec once. Returns (built, command_mode)."""
-    from agent.pattern.load import load_from_disk, load_from_text
-    from agent.tools.build import collect_build
-
     command_mode = not spec.endswith(".jsonnet")
     try:
         if command_mode:
@@ -427,10 +266,6 @@ async def _build(
 
 
 async def _sign(built: _Built, target: PushTarget, *, config: Config) -> str:
-    from agent import __version__
-    from agent.jws.tokens import etcha_claims
-    from agent.tools.build import sign_claims
-
     if built.loaded is None:  # callers only sign successful builds
         raise AgentError("push: expected a built pattern to sign, got none")
     pattern = built.loaded.pattern
@@ -499,37 +334,114 @@ def fingerprint_mismatch_message(target: PushTarget, expected: bytes, got: bytes
     )
 
 
-async def _send(
-    session: Any, target: PushTarget, url: str, token: str, *, timeout: float | None
+def _send(
+    client: HTTPClient, target: PushTarget, url: str, token: str, *, timeout: float | None
 ) -> PushOutcome:
-    import aiohttp
-
-    extra: dict[str, Any] = {}
-    if target.fingerprint:
-        extra["ssl"] = aiohttp.Fingerprint(bytes.fromhex(target.fingerprint.partition(":")[2]))
+    """POST one token (in a worker thread) and interpret the answer."""
     try:
-        async with session.post(
+        resp = client.request(
             url,
-            data=token.encode("ascii", errors="replace"),
-            headers={"Content-Type": "application/jwt"},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            **extra,
-        ) as resp:
-            body = await resp.read()
-            return outcome_from_response(target.name, resp.status, body)
-    except aiohttp.ServerFingerprintMismatch as exc:
+            method="POST",
+            headers=(("Content-Type", "application/jwt"),),
+            body=token.encode("ascii", errors="replace"),
+            timeout=timeout,
+            max_bytes=MAX_RESPONSE_BYTES,
+            fingerprint=target.fingerprint,
+        )
+    except FingerprintMismatch as exc:
         return PushOutcome(
             target.name, error=fingerprint_mismatch_message(target, exc.expected, exc.got)
         )
-    except aiohttp.ClientConnectorCertificateError as exc:
-        cert_error = exc.certificate_error
-        reason = getattr(cert_error, "verify_message", "") or str(cert_error) or "unverified"
+    except TLSVerifyError as exc:
         return PushOutcome(
-            target.name, error="error performing request: " + tls_failure_message(target, reason)
+            target.name,
+            error="error performing request: " + tls_failure_message(target, exc.reason),
         )
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        reason = str(exc) or type(exc).__name__
-        return PushOutcome(target.name, error=f"error performing request: {reason}")
+    except RequestError as exc:
+        return PushOutcome(target.name, error=f"error performing request: {exc}")
+    return outcome_from_response(target.name, resp.status, resp.body)
+
+
+class _PushRun:
+    """One push to many targets: signs once per distinct (spec, vars), sends with bounded workers.
+
+    At most ``build.pushMaxWorkers`` targets are worked on at once (signing and sending); the
+    requests run on a thread pool of that size, so the event loop only coordinates.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        source: str,
+        specs: Mapping[str, str],
+        built: Mapping[str, tuple[_Built, bool]],
+        *,
+        query: tuple[bool, str],
+        progress: TextIO | None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.specs = specs
+        self.built = built
+        self.check, self.parent_filter = query
+        self.progress = progress
+        self.client = HTTPClient(client_options(config))
+        self.workers = max(1, config.build.push_max_workers or (os.cpu_count() or 1))
+        # The server bounds a run by its run.timeoutPush; allow the same (our config's) + slack.
+        self.timeout = config.run.timeout_push + 30.0 if config.run.timeout_push else None
+        self.tokens: dict[tuple[str, str], str] = {}
+        self.token_lock = asyncio.Lock()
+        self.outcomes: dict[str, PushOutcome] = {}
+        self.done = 0
+        self.total = 0
+
+    async def all(self, targets: Sequence[PushTarget]) -> dict[str, PushOutcome]:
+        """Push to every target; the outcomes by target name."""
+        self.total = len(targets)
+        for pinned in sorted({bool(t.fingerprint) for t in targets if t.scheme == "https"}):
+            self.client.context(pinned=pinned)  # a bad caFile fails here, before any request
+        semaphore = asyncio.Semaphore(self.workers)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="push") as pool:
+            self._show_progress()
+            await asyncio.gather(*(self._one(t, semaphore, pool) for t in targets))
+        if self.progress is not None and self.total > 1:
+            self.progress.write("\r\033[K")
+            self.progress.flush()
+        return self.outcomes
+
+    def _show_progress(self) -> None:
+        if self.progress is not None and self.total > 1:
+            self.progress.write(f"\rPushing to {self.total} targets: {self.done}/{self.total} done")
+            self.progress.flush()
+
+    async def _one(
+        self, target: PushTarget, semaphore: asyncio.Semaphore, pool: ThreadPoolExecutor
+    ) -> None:
+        async with semaphore:
+            self.outcomes[target.name] = await self._outcome(target, pool)
+            self.done += 1
+            self._show_progress()
+
+    async def _outcome(self, target: PushTarget, pool: ThreadPoolExecutor) -> PushOutcome:
+        spec = self.specs[target.name]
+        if not spec:
+            return PushOutcome(target.name, error="no pattern or command given for this source")
+        built, _ = self.built[spec]
+        if built.error:
+            return PushOutcome(target.name, error=built.error)
+        key = (spec, json.dumps(dict(target.vars), sort_keys=True, default=str))
+        async with self.token_lock:
+            try:
+                if key not in self.tokens:
+                    self.tokens[key] = await _sign(built, target, config=self.config)
+            except AgentError as exc:
+                return PushOutcome(target.name, error=str(exc))
+        url = target.url(self.source, check=self.check, parent_filter=self.parent_filter)
+        logger.debug("Pushing %s to %s", self.source, url)
+        send = functools.partial(
+            _send, self.client, target, url, self.tokens[key], timeout=self.timeout
+        )
+        return await asyncio.get_running_loop().run_in_executor(pool, send)
 
 
 async def push(
@@ -558,34 +470,20 @@ async def push(
         spec: a ``*.jsonnet`` pattern path or an ad-hoc command ("" = use ``sourcePatterns``).
         check: ``-c``: check mode on the targets.
         parent_filter: ``-f``: parent-id filter regex.
-        host: ``-h``: ad-hoc target.
-        port: ``-p``.
-        path: ``-u``.
-        target_filter: ``-n``.
-        fingerprint: ``--fingerprint``: pin this certificate (``sha256:<hex>``).
-        out: where results go (stdout by default).
-        progress: where a progress line goes when several targets (None = no progress line).
+        host, port, path, target_filter, fingerprint: ``-h``, ``-p``, ``-u``, ``-n`` and
+            ``--fingerprint`` (see :func:`agent.tools.push_targets.select_targets`).
+        out, progress: results (stdout by default); a progress line for several targets.
         color: colour ``ERROR:`` lines.
-        disable_external: disable external Jsonnet natives while rendering.
-        cwd: directory relative pattern paths are resolved against (default: the cwd).
+        disable_external, cwd: no external natives; where relative pattern paths start.
 
     Returns:
         0 when every target succeeded, else 1.
 
     Raises:
         UsageError: bad ``-f``/``-n`` regex or ``--fingerprint``, or no target matches.
+        ConfigError: ``httpClient.caFile`` cannot be loaded.
     """
-    import aiohttp
-
-    out = out or sys.stdout
-    cwd = cwd or Path.cwd()
-    if parent_filter:
-        try:
-            re.compile(parent_filter)
-        except re.error as exc:
-            raise UsageError(
-                f"-f: expected a regular expression, got {parent_filter!r}: {exc}"
-            ) from exc
+    _check_regex("-f", parent_filter)
     targets = select_targets(
         config,
         source,
@@ -595,82 +493,53 @@ async def push(
         target_filter=target_filter,
         fingerprint=fingerprint,
     )
+    _need_targets(targets, source, target_filter)
+    # Build once per distinct pattern spec (SPEC 14), then sign per distinct target vars.
+    specs = {t.name: (t.pattern or spec) for t in targets}
+    built: dict[str, tuple[_Built, bool]] = {}
+    for s in sorted(set(specs.values()) - {""}):
+        built[s] = await _build(
+            s, config=config, cwd=cwd or Path.cwd(), disable_external=disable_external
+        )
+    run = _PushRun(config, source, specs, built, query=(check, parent_filter), progress=progress)
+    outcomes = await run.all(targets)
+    return _write_outcomes(targets, outcomes, specs, out or sys.stdout, check=check, color=color)
+
+
+def _need_targets(targets: Sequence[PushTarget], source: str, target_filter: str | None) -> None:
     if not targets:
         raise UsageError(
             f"push: expected at least one target with sourcePatterns for {source!r}, got none"
             + (f" matching {target_filter!r}" if target_filter else "")
         )
 
-    # Build once per distinct pattern spec (SPEC 14), then sign per distinct target vars.
-    specs = {t.name: (t.pattern or spec) for t in targets}
-    built: dict[str, tuple[_Built, bool]] = {}
-    for s in sorted(set(specs.values())):
-        if s:
-            built[s] = await _build(s, config=config, cwd=cwd, disable_external=disable_external)
 
-    workers = config.build.push_max_workers or (os.cpu_count() or 1)
-    semaphore = asyncio.Semaphore(max(1, workers))
-    # The server bounds a run by its run.timeoutPush; allow the same (our config's) plus slack.
-    timeout = config.run.timeout_push + 30.0 if config.run.timeout_push else None
-    tokens: dict[tuple[str, str], str] = {}
-    token_lock = asyncio.Lock()
-    done = 0
-    outcomes: dict[str, PushOutcome] = {}
-    modes: dict[str, bool] = {}
+def _check_regex(flag: str, pattern: str) -> None:
+    if not pattern:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"{flag}: expected a regular expression, got {pattern!r}: {exc}") from exc
 
-    def show_progress() -> None:
-        if progress is not None and len(targets) > 1:
-            progress.write(f"\rPushing to {len(targets)} targets: {done}/{len(targets)} done")
-            progress.flush()
 
-    async def one(session: Any, target: PushTarget) -> None:
-        nonlocal done
-        target_spec = specs[target.name]
-        modes[target.name] = not target_spec.endswith(".jsonnet")
-        async with semaphore:
-            if not target_spec:
-                outcomes[target.name] = PushOutcome(
-                    target.name, error="no pattern or command given for this source"
-                )
-            else:
-                b, _ = built[target_spec]
-                if b.error:
-                    outcomes[target.name] = PushOutcome(target.name, error=b.error)
-                else:
-                    key = (target_spec, json.dumps(dict(target.vars), sort_keys=True, default=str))
-                    async with token_lock:
-                        try:
-                            if key not in tokens:
-                                tokens[key] = await _sign(b, target, config=config)
-                            token: str | None = tokens[key]
-                        except AgentError as exc:
-                            outcomes[target.name] = PushOutcome(target.name, error=str(exc))
-                            token = None
-                    if token is not None:
-                        url = target.url(source, check=check, parent_filter=parent_filter)
-                        logger.debug("Pushing %s to %s", source, url)
-                        outcomes[target.name] = await _send(
-                            session, target, url, token, timeout=timeout
-                        )
-            done += 1
-            show_progress()
-
-    ssl_ctx = client_ssl_context(config)
-    connector = aiohttp.TCPConnector(ssl=ssl_ctx)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        show_progress()
-        await asyncio.gather(*(one(session, t) for t in targets))
-    if progress is not None and len(targets) > 1:
-        progress.write("\r\033[K")
-        progress.flush()
-
+def _write_outcomes(
+    targets: Sequence[PushTarget],
+    outcomes: Mapping[str, PushOutcome],
+    specs: Mapping[str, str],
+    out: TextIO,
+    *,
+    check: bool,
+    color: bool,
+) -> int:
+    """Print each target's block in name order; 1 when any target failed, else 0."""
     failed = False
     for target in targets:
         outcome = outcomes[target.name]
         failed = failed or bool(outcome.error)
+        command_mode = not specs[target.name].endswith(".jsonnet")
         out.write(
-            format_outcome(outcome, check=check, command_mode=modes[target.name], color=color)
-            + "\n"
+            format_outcome(outcome, check=check, command_mode=command_mode, color=color) + "\n"
         )
     out.flush()
     return 1 if failed else 0

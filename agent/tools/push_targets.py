@@ -1,0 +1,198 @@
+"""Push targets: which daemons an ``agent push`` goes to (the config's ``targets`` or ``-h``).
+
+Targets are the config's ``targets`` whose ``sourcePatterns`` has the source as a key and whose
+name matches ``-n`` (unanchored search), sorted by name; or the single ad-hoc ``-h`` target,
+``https`` unless written ``http://host``. A ``--fingerprint`` pins every selected target, and
+only an https target can be pinned.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from agent.config.schema import Config, parse_fingerprint
+from agent.core.errors import UsageError
+
+DEFAULT_PORT = "4000"
+DEFAULT_PUSH_PATH = "/etcha/v1/push"
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """One destination of a push.
+
+    Attributes:
+        name: the target name (``-h`` host for an ad-hoc target).
+        scheme: ``https``, or ``http`` for ``insecure`` targets.
+        hostname: host name or address.
+        port: TCP port as text.
+        path_push: push path prefix (``/etcha/v1/push``).
+        pattern: the target's ``sourcePatterns`` entry for the source ("" = use the CLI argument).
+        vars: target vars laid over the runVars when signing.
+        fingerprint: ``sha256:<hex>`` pinning the target's certificate ("" = verify as usual).
+    """
+
+    name: str
+    scheme: str
+    hostname: str
+    port: str
+    path_push: str
+    pattern: str = ""
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def url(self, source: str, *, check: bool = False, parent_filter: str = "") -> str:
+        """The push URL for ``source`` with the check/filter query (SPEC 14).
+
+        Args:
+            source: the source name.
+            check: ask for a check-mode run.
+            parent_filter: parent-id filter regex ("" = none).
+
+        Returns:
+            ``<scheme>://<host:port><pathPush>/<source>[?check=true&filter=…]``.
+        """
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        path = "/" + self.path_push.strip("/") if self.path_push.strip("/") else ""
+        url = f"{self.scheme}://{host}:{self.port}{path}/{quote(source, safe='')}"
+        query: dict[str, str] = {}
+        if check:
+            query["check"] = "true"
+        if parent_filter:
+            query["filter"] = parent_filter
+        if query:
+            url += "?" + urlencode(query)
+        return url
+
+
+def _port_text(value: Any) -> str:
+    if value is None or value == "":
+        return DEFAULT_PORT
+    return str(value)
+
+
+def ad_hoc_target(
+    host: str, *, port: str | None, path: str | None, fingerprint: str = ""
+) -> PushTarget:
+    """The ``-h host`` target: https unless the host is written ``http://host``.
+
+    Args:
+        host: host name, address, or ``http(s)://host[:port]``.
+        port: ``-p`` (default 4000, or the port in the URL).
+        path: ``-u`` (default ``/etcha/v1/push``).
+        fingerprint: ``--fingerprint`` (canonical ``sha256:<hex>``, "" = none).
+
+    Returns:
+        The target.
+
+    Raises:
+        UsageError: the host is empty.
+    """
+    scheme = "https"
+    hostname = host
+    url_port: str | None = None
+    if host.startswith(("http://", "https://")):
+        parts = urlsplit(host)
+        scheme = parts.scheme
+        hostname = parts.hostname or ""
+        url_port = str(parts.port) if parts.port else None
+    if not hostname:
+        raise UsageError(f"-h: expected a host name or http(s)://host, got {host!r}")
+    return PushTarget(
+        name=host,
+        scheme=scheme,
+        hostname=hostname,
+        port=port or url_port or DEFAULT_PORT,
+        path_push=path or DEFAULT_PUSH_PATH,
+        fingerprint=fingerprint,
+    )
+
+
+def select_targets(
+    config: Config,
+    source: str,
+    *,
+    host: str | None = None,
+    port: str | None = None,
+    path: str | None = None,
+    target_filter: str | None = None,
+    fingerprint: str | None = None,
+) -> list[PushTarget]:
+    """The targets a push goes to, sorted by name.
+
+    Args:
+        config: the loaded config.
+        source: the source name; config targets must list it in ``sourcePatterns``.
+        host: ``-h``: push to this host only.
+        port: ``-p``: port for ``-h`` (and, when given, for config targets).
+        path: ``-u``: push path for ``-h`` (and, when given, for config targets).
+        target_filter: ``-n``: a regex searched (unanchored) in target names.
+        fingerprint: ``--fingerprint``: pin this certificate for every selected target (it
+            replaces the targets' own ``fingerprint``).
+
+    Returns:
+        The targets.
+
+    Raises:
+        UsageError: ``target_filter`` is not a valid regex, ``fingerprint`` is malformed, or
+            ``fingerprint`` is given for a plain-HTTP target.
+    """
+    pinned = ""
+    if fingerprint:
+        try:
+            pinned = parse_fingerprint(fingerprint)
+        except ValueError as exc:
+            raise UsageError(f"--fingerprint: {exc}") from exc
+    targets = _select(config, source, host, port, path, target_filter, pinned)
+    for target in targets:
+        if pinned and target.scheme != "https":
+            raise UsageError(
+                f"--fingerprint: expected an https target to pin, got {target.name} over http"
+            )
+    return targets
+
+
+def _select(
+    config: Config,
+    source: str,
+    host: str | None,
+    port: str | None,
+    path: str | None,
+    target_filter: str | None,
+    pinned: str,
+) -> list[PushTarget]:
+    if host:
+        return [ad_hoc_target(host, port=port, path=path, fingerprint=pinned)]
+    regex: re.Pattern[str] | None = None
+    if target_filter:
+        try:
+            regex = re.compile(target_filter)
+        except re.error as exc:
+            raise UsageError(
+                f"-n: expected a regular expression, got {target_filter!r}: {exc}"
+            ) from exc
+    targets: list[PushTarget] = []
+    for name in sorted(config.targets):
+        tc = config.targets[name]
+        patterns: Mapping[str, str] = tc.source_patterns or {}
+        if source not in patterns:
+            continue
+        if regex is not None and not regex.search(name):
+            continue
+        targets.append(
+            PushTarget(
+                name=name,
+                scheme="http" if tc.insecure else "https",
+                hostname=tc.hostname or name,
+                port=port or _port_text(tc.port),
+                path_push=path or tc.path_push or DEFAULT_PUSH_PATH,
+                pattern=patterns[source] or "",
+                vars=dict(tc.vars or {}),
+                fingerprint=pinned or tc.fingerprint,
+            )
+        )
+    return targets
