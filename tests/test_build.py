@@ -14,7 +14,7 @@ import pytest
 from agentcli import run_agent
 
 from agent.config.schema import config_from_dict
-from agent.core.errors import BuildError, VerifyError
+from agent.core.errors import VerifyError
 from agent.jws.keys import generate_keys, parse_verify_key
 from agent.jws.tokens import verify_token
 from agent.trust.verify import verify_for_source
