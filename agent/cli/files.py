@@ -1,6 +1,6 @@
 """Registrar for the file helper subcommands: copy, dir, file, line, link.
 
-Only builds parsers; the handlers live in :mod:`agent.tools.filecmds` and are imported when run.
+Only builds parsers; the handlers live in :mod:`agent.cli.file_cmds` and are imported when run.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
     p.add_argument("src", help="source path or http(s) URL")
     p.add_argument("dst", help="destination path, or - for stdout")
     _ownership_flags(p, None, "default: the source's, 0644 for a URL")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_copy")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_copy")
 
     p = sub.add_parser(
         "dir",
@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
     p.add_argument("path", help="directory path")
     _ownership_flags(p, "0755")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_dir")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_dir")
 
     p = sub.add_parser(
         "file",
@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
     p.add_argument("path", help="file path")
     p.add_argument("contents", nargs="?", default=None, help="exact contents, or - for stdin")
     _ownership_flags(p, "0644")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_file")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_file")
 
     p = sub.add_parser(
         "line",
@@ -89,7 +89,7 @@ def register(sub: Any) -> None:
     p.add_argument("path", help="file path, or - for stdin/stdout")
     p.add_argument("match", help="regular expression")
     p.add_argument("replacement", help="replacement text (${1} or $name for groups, $$ for $)")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_line")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_line")
 
     p = sub.add_parser(
         "link",
@@ -102,4 +102,4 @@ def register(sub: Any) -> None:
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
     p.add_argument("src", help="what the link points to")
     p.add_argument("dst", help="the symlink path")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_link")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_link")
