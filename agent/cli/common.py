@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from agent.config.schema import Config
+from agent.config.schema import Config, load_config
+from agent.core.logs import setup
 
 
 def load_config_for(args: argparse.Namespace) -> Config:
     """Load the config the way every subcommand does: file, AGENT_CONFIG, AGENT_*, then -x."""
-    from agent.config.schema import load_config
-
     config = load_config(
         path=getattr(args, "config_path", None),
         overrides=tuple(getattr(args, "overrides", ()) or ()),
@@ -38,8 +35,6 @@ def _apply_cli_section(args: argparse.Namespace, config: Config) -> None:
         getattr(args, "log_format", None),
         getattr(args, "no_color", False),
     ):
-        from agent.core.logs import setup
-
         setup(level or "info", fmt or "human", no_color)
 
 

@@ -28,6 +28,15 @@ def _ownership_flags(
 
 def register(sub: Any) -> None:
     """Add the helper subcommands to ``sub`` (an argparse subparsers action)."""
+    _register_copy(sub)
+    _register_dir(sub)
+    _register_file(sub)
+    _register_line(sub)
+    _register_link(sub)
+
+
+def _register_copy(sub: Any) -> None:
+    """``copy``."""
     p = sub.add_parser(
         "copy",
         help="copy a local file or http(s) URL to a path or stdout",
@@ -44,6 +53,9 @@ def register(sub: Any) -> None:
     _ownership_flags(p, None, "default: the source's, 0644 for a URL")
     p.set_defaults(handler="agent.cli.file_cmds:cmd_copy")
 
+
+def _register_dir(sub: Any) -> None:
+    """``dir``."""
     p = sub.add_parser(
         "dir",
         help="manage a directory",
@@ -58,6 +70,9 @@ def register(sub: Any) -> None:
     _ownership_flags(p, "0755")
     p.set_defaults(handler="agent.cli.file_cmds:cmd_dir")
 
+
+def _register_file(sub: Any) -> None:
+    """``file``."""
     p = sub.add_parser(
         "file",
         help="manage a file",
@@ -74,6 +89,9 @@ def register(sub: Any) -> None:
     _ownership_flags(p, "0644")
     p.set_defaults(handler="agent.cli.file_cmds:cmd_file")
 
+
+def _register_line(sub: Any) -> None:
+    """``line``."""
     p = sub.add_parser(
         "line",
         help="manage a line in a file or stdin by regexp",
@@ -91,6 +109,9 @@ def register(sub: Any) -> None:
     p.add_argument("replacement", help="replacement text (${1} or $name for groups, $$ for $)")
     p.set_defaults(handler="agent.cli.file_cmds:cmd_line")
 
+
+def _register_link(sub: Any) -> None:
+    """``link``."""
     p = sub.add_parser(
         "link",
         help="manage a symlink dst -> src",
