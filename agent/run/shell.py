@@ -329,24 +329,8 @@ async def run(
         kwargs["user"] = _lookup_user(ex.user)
     if ex.group:
         kwargs["group"] = _lookup_group(ex.group)
-    loop = asyncio.get_running_loop()
     start = time.monotonic()
-    try:
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _Protocol(loop),
-            *argv,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=child_env,
-            cwd=ex.work_dir or None,
-            start_new_session=True,
-            **kwargs,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise CommandError(f"error running commands: {argv[0]}: {reason}") from exc
-    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    proc, transport, protocol = await _spawn(argv, ex, child_env, bool(stdin), kwargs)
     buf = bytearray()
     seen = [0]
     tasks: list[asyncio.Future[None]] = []
@@ -365,6 +349,29 @@ async def run(
     rc = transport.get_returncode()
     code = rc if rc is not None else -1
     return ShellResult(code, output, duration, timed_out, truncated)
+
+
+async def _spawn(
+    argv: list[str], ex: Exec, child_env: dict[str, str], feed: bool, kwargs: dict[str, Any]
+) -> tuple[asyncio.subprocess.Process, asyncio.SubprocessTransport, _Protocol]:
+    """Start ``argv`` in a new session, stdout and stderr on one pipe."""
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(loop),
+            *argv,
+            stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            cwd=ex.work_dir or None,
+            start_new_session=True,
+            **kwargs,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise CommandError(f"error running commands: {argv[0]}: {reason}") from exc
+    return asyncio.subprocess.Process(transport, protocol, loop), transport, protocol
 
 
 async def _wait(
