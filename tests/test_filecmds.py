@@ -20,7 +20,7 @@ NOBODY = 65534
 # Runs the CLI after dropping to another uid (the interpreter itself may not be readable by it).
 _AS_USER = (
     "import os, sys\n"
-    "import agent.cli, agent.tools.filecmds, agent.core.logs, json, tempfile, urllib.request\n"
+    "import agent.cli, agent.cli.file_cmds, agent.core.logs, json, tempfile, urllib.request\n"
     "agent.cli.build_parser()\n"
     "agent.cli.configure_logging(None, None, True)\n"
     "uid = int(sys.argv[1])\n"

@@ -12,16 +12,10 @@ import pytest
 
 from agent.core.errors import RenderError
 from agent.jsonnet import engine as jsonnet_mod
-from agent.jsonnet.engine import (
-    NativeContext,
-    Natives,
-    collect_files,
-    evaluate_text,
-    make_natives,
-    render_files,
-    resolve_in_files,
-    scan_imports,
-)
+from agent.jsonnet.engine import evaluate_text
+from agent.jsonnet.imports import collect_files, scan_imports
+from agent.jsonnet.natives import NativeContext, Natives, make_natives
+from agent.jsonnet.sandbox import render_files, resolve_in_files
 
 
 def _natives() -> Natives:

@@ -25,8 +25,10 @@ import dns.rrset
 import pytest
 
 from agent.core.errors import RenderError
-from agent.jsonnet import engine as jsonnet
-from agent.jsonnet.engine import NativeContext, evaluate_text, make_natives, render_files
+from agent.jsonnet import natives as jsonnet
+from agent.jsonnet.engine import evaluate_text
+from agent.jsonnet.natives import NativeContext, make_natives
+from agent.jsonnet.sandbox import render_files
 from agent.jsonnet.sysinfo import go_arch
 
 
@@ -446,7 +448,8 @@ def test_get_record_system_resolver_reads_hosts_file() -> None:
 def test_rendering_with_natives_does_not_import_aiohttp_or_dns(http_server: _Served) -> None:
     code = (
         "import sys\n"
-        "from agent.jsonnet.engine import NativeContext, make_natives, render_files\n"
+        "from agent.jsonnet.natives import NativeContext, make_natives\n"
+        "from agent.jsonnet.sandbox import render_files\n"
         f"src = \"std.native('getFile')('{http_server.url}/x', null)\"\n"
         "print(render_files('main.jsonnet', {'main.jsonnet': src},"
         " natives=make_natives(NativeContext())))\n"

@@ -27,7 +27,7 @@ from agent.jws.tokens import VerifiedToken, etcha_claims, sign_token, verify_tok
 from agent.net.http import HTTPClient
 from agent.net.tls import TLSOptions, client_context
 from agent.net.tlsutil import fingerprint_pem, self_signed
-from agent.tools.filecmds import read_source
+from agent.tools.helpers.copy import read_source
 
 BODY = b"served-over-tls"
 

@@ -749,7 +749,7 @@ def test_single_character_mutations_never_verify_or_crash(index: int, char: str)
 def test_stdlib_base64_fallback_behaves_like_pybase64(
     monkeypatch: pytest.MonkeyPatch, ed: tuple[SigningKey, VerifyKey]
 ) -> None:
-    import agent.jws.tokens
+    import agent.jws.compact
 
     token = sign_token({"etchaRunVars": {"k": "v" * 1000}}, ed[0])
     header, payload, signature = token.split(".")
@@ -771,7 +771,7 @@ def test_stdlib_base64_fallback_behaves_like_pybase64(
             return exc.reason
 
     fast = [outcome(c) for c in cases]
-    monkeypatch.setattr(agent.jws.tokens, "_fast_b64decode", None)
+    monkeypatch.setattr(agent.jws.compact, "_fast_b64decode", None)
     assert [outcome(c) for c in cases] == fast
     assert fast == [repr(["etchaRunVars"]), *["malformed"] * 4, "no_match", "no_match", "malformed"]
 

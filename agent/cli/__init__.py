@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent.core.errors import AgentError, UsageError
+from agent.core.logs import setup
 
 #: Modules that register subcommands. Each defines ``register(subparsers) -> None``.
 _REGISTRARS = (
@@ -96,8 +97,6 @@ def _resolve(handler: str) -> Handler:
 
 def configure_logging(level: str | None, fmt: str | None, no_color: bool) -> None:
     """Configure the ``agent`` logger once, on stderr."""
-    from agent.core.logs import setup
-
     setup(level or "info", fmt or "human", no_color)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from agent import __version__
+
 
 def register(sub: Any) -> None:
     """Add the foundation subcommands to ``sub`` (an argparse subparsers action)."""
@@ -60,7 +62,5 @@ def register(sub: Any) -> None:
 
 def cmd_version(args: argparse.Namespace) -> int:
     """Print the version."""
-    from agent import __version__
-
     print(f"agent {__version__}")
     return 0

@@ -5,22 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from agent.config.schema import Config, load_config
 from agent.core.errors import SourceError
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+from agent.core.logs import setup
 from agent.net.http import HTTPClient, RequestError
 from agent.net.tls import TLSOptions
 from agent.net.urls import is_http, parse_http_path, safe_url
 
-if TYPE_CHECKING:
-    from agent.config.schema import Config
-
 
 def load_config_for(args: argparse.Namespace) -> Config:
     """Load the config the way every subcommand does: file, AGENT_CONFIG, AGENT_*, then -x."""
-    from agent.config.schema import load_config
-
     config = load_config(
         path=getattr(args, "config_path", None),
         overrides=tuple(getattr(args, "overrides", ()) or ()),
@@ -44,8 +40,6 @@ def _apply_cli_section(args: argparse.Namespace, config: Config) -> None:
         getattr(args, "log_format", None),
         getattr(args, "no_color", False),
     ):
-        from agent.core.logs import setup
-
         setup(level or "info", fmt or "human", no_color)
 
 

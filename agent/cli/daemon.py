@@ -9,6 +9,13 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add ``run``, ``push`` and ``fingerprint`` to ``sub`` (an argparse subparsers action)."""
+    _register_run(sub)
+    _register_push(sub)
+    _register_fingerprint(sub)
+
+
+def _register_run(sub: Any) -> None:
+    """``run``."""
     p = sub.add_parser(
         "run",
         help="run sources: restore, pull, listen for pushes",
@@ -24,6 +31,9 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(handler="agent.cli.daemon_cmds:cmd_run")
 
+
+def _register_push(sub: Any) -> None:
+    """``push``."""
     p = sub.add_parser(
         "push",
         help="build, sign and push a pattern or command to targets",
@@ -66,6 +76,9 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(handler="agent.cli.daemon_cmds:cmd_push")
 
+
+def _register_fingerprint(sub: Any) -> None:
+    """``fingerprint``."""
     p = sub.add_parser(
         "fingerprint",
         help="print the SHA-256 fingerprint of this daemon's listener certificate",

@@ -8,12 +8,13 @@ import sys
 from functools import partial
 
 from agent.cli.common import load_config_for
+from agent.daemon.service import run_daemon
+from agent.net.tlsutil import listener_fingerprint
+from agent.tools.push import run_push_cli
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``agent run [-o]``: the daemon, or one pass over every source."""
-    from agent.daemon.service import run_daemon
-
     config = load_config_for(args)
     return run_daemon(
         config,
@@ -26,8 +27,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     """``agent push [-c] [-f f] [-h host] [-p port] [-n re] [-u path] [--fingerprint fp] <source>
     [pattern|cmd]``."""
-    from agent.tools.push import run_push_cli
-
     config = load_config_for(args)
     no_color = bool(getattr(args, "no_color", False)) or bool(
         getattr(getattr(config, "cli", None), "no_color", False)
@@ -52,8 +51,6 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     """``agent fingerprint``: the listener certificate's ``sha256:<hex>``."""
-    from agent.net.tlsutil import listener_fingerprint
-
     run = load_config_for(args).run
     print(
         listener_fingerprint(

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from agent.cli import build_parser
+from agent.config.schema import render_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,12 +109,7 @@ def render_cli_reference() -> str:
 def main() -> int:
     """Rewrite the generated docs."""
     (ROOT / "docs" / "cli.md").write_text(render_cli_reference())
-    try:
-        from agent.config.schema import render_reference
-    except ImportError:
-        pass
-    else:
-        (ROOT / "docs" / "configuration.md").write_text(render_reference())
+    (ROOT / "docs" / "configuration.md").write_text(render_reference())
     return 0
 
 

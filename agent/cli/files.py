@@ -1,6 +1,6 @@
 """Registrar for the file helper subcommands: copy, dir, file, line, link.
 
-Only builds parsers; the handlers live in :mod:`agent.tools.filecmds` and are imported when run.
+Only builds parsers; the handlers live in :mod:`agent.cli.file_cmds` and are imported when run.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ def _ownership_flags(
 
 def register(sub: Any) -> None:
     """Add the helper subcommands to ``sub`` (an argparse subparsers action)."""
+    _register_copy(sub)
+    _register_dir(sub)
+    _register_file(sub)
+    _register_line(sub)
+    _register_link(sub)
+
+
+def _register_copy(sub: Any) -> None:
+    """``copy``."""
     p = sub.add_parser(
         "copy",
         help="copy a local file or http(s) URL to a path or stdout",
@@ -42,8 +51,11 @@ def register(sub: Any) -> None:
     p.add_argument("src", help="source path or http(s) URL")
     p.add_argument("dst", help="destination path, or - for stdout")
     _ownership_flags(p, None, "default: the source's, 0644 for a URL")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_copy")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_copy")
 
+
+def _register_dir(sub: Any) -> None:
+    """``dir``."""
     p = sub.add_parser(
         "dir",
         help="manage a directory",
@@ -56,8 +68,11 @@ def register(sub: Any) -> None:
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
     p.add_argument("path", help="directory path")
     _ownership_flags(p, "0755")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_dir")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_dir")
 
+
+def _register_file(sub: Any) -> None:
+    """``file``."""
     p = sub.add_parser(
         "file",
         help="manage a file",
@@ -72,8 +87,11 @@ def register(sub: Any) -> None:
     p.add_argument("path", help="file path")
     p.add_argument("contents", nargs="?", default=None, help="exact contents, or - for stdin")
     _ownership_flags(p, "0644")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_file")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_file")
 
+
+def _register_line(sub: Any) -> None:
+    """``line``."""
     p = sub.add_parser(
         "line",
         help="manage a line in a file or stdin by regexp",
@@ -89,8 +107,11 @@ def register(sub: Any) -> None:
     p.add_argument("path", help="file path, or - for stdin/stdout")
     p.add_argument("match", help="regular expression")
     p.add_argument("replacement", help="replacement text (${1} or $name for groups, $$ for $)")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_line")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_line")
 
+
+def _register_link(sub: Any) -> None:
+    """``link``."""
     p = sub.add_parser(
         "link",
         help="manage a symlink dst -> src",
@@ -102,4 +123,4 @@ def register(sub: Any) -> None:
     p.add_argument("mode", choices=_MODES_ALL, help="check, change or remove")
     p.add_argument("src", help="what the link points to")
     p.add_argument("dst", help="the symlink path")
-    p.set_defaults(handler="agent.tools.filecmds:cmd_link")
+    p.set_defaults(handler="agent.cli.file_cmds:cmd_link")

@@ -15,8 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent import __version__
 from agent.cli.common import load_config_for
 from agent.core.errors import UsageError
+from agent.tools.lint import lint_path
+from agent.tools.scaffold import init_project
+from agent.tools.testmode import format_failures, run_pattern_tests
 
 __all__ = ["cmd_init", "cmd_lint", "cmd_test"]
 
@@ -52,8 +56,6 @@ def cmd_test(args: argparse.Namespace) -> int:
     Prints ``<file>:<id>:`` and the messages of each failing command, then a summary line.
     Returns 1 (``test failure``) when any command failed.
     """
-    from agent.tools.testmode import format_failures, run_pattern_tests
-
     config = load_config_for(args)
     flt = _filter(getattr(args, "filter", None))
     with _quiet_unless_debug(args):
@@ -82,8 +84,6 @@ def cmd_lint(args: argparse.Namespace) -> int:
     Prints each finding as ``file:line: message``, then a summary line. Returns 1 when there are
     findings.
     """
-    from agent.tools.lint import lint_path
-
     config = load_config_for(args)
     with _quiet_unless_debug(args):
         report = asyncio.run(
@@ -108,9 +108,6 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Scaffold ``lib/``, ``patterns/`` and a README, and rewrite ``lib/etcha/``."""
-    from agent import __version__
-    from agent.tools.scaffold import init_project
-
     report = init_project(Path(getattr(args, "directory", ".") or "."), version=__version__)
     for line in report.lines():
         print(line)

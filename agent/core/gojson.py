@@ -134,25 +134,33 @@ def _compact(value: Any, out: list[str], depth: int) -> None:
     elif isinstance(value, int | float):
         out.append(_number(value))
     elif isinstance(value, Mapping):
-        out.append("{")
-        first = True
-        for key, item in _sorted_items(value):
-            if not first:
-                out.append(",")
-            first = False
-            out.append(_string(key))
-            out.append(":")
-            _compact(item, out, depth + 1)
-        out.append("}")
+        _compact_object(value, out, depth)
     elif isinstance(value, list | tuple):
-        out.append("[")
-        for index, item in enumerate(value):
-            if index:
-                out.append(",")
-            _compact(item, out, depth + 1)
-        out.append("]")
+        _compact_array(value, out, depth)
     else:
         raise _type_error(value)
+
+
+def _compact_object(value: Mapping[Any, Any], out: list[str], depth: int) -> None:
+    out.append("{")
+    first = True
+    for key, item in _sorted_items(value):
+        if not first:
+            out.append(",")
+        first = False
+        out.append(_string(key))
+        out.append(":")
+        _compact(item, out, depth + 1)
+    out.append("}")
+
+
+def _compact_array(value: list[Any] | tuple[Any, ...], out: list[str], depth: int) -> None:
+    out.append("[")
+    for index, item in enumerate(value):
+        if index:
+            out.append(",")
+        _compact(item, out, depth + 1)
+    out.append("]")
 
 
 def _indent(value: Any, out: list[str], level: int) -> None:

@@ -30,29 +30,31 @@ Invariants:
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import json
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import TokenError, VerifyError, json_kind
-from agent.core.gojson import dumps_compact
+from agent.core.gojson import GoJSONError, dumps_compact
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+from agent.jws.compact import (
+    SUPPORTED_ALGS,
+    DecodedToken,
+    TokenParts,
+    b64url_decode,
+    check_alg,
+    decode_token,
+    json_object,
+    malformed,
+    split_token,
+)
 
 if TYPE_CHECKING:
     from agent.jws.keys import SigningKey, VerifyKey
-
-_fast_b64decode: Callable[..., bytes] | None
-try:  # optional SIMD base64: the stdlib decoder costs more than the Ed25519 check on big tokens
-    from pybase64 import b64decode as _fast_b64decode
-except ImportError:  # pragma: no cover - exercised where pybase64 is absent
-    _fast_b64decode = None
 
 __all__ = [
     "DEFAULT_MAX_TOKEN_BYTES",
@@ -70,12 +72,7 @@ __all__ = [
 ]
 
 LEEWAY_SECONDS = 30
-SUPPORTED_ALGS = frozenset({"EdDSA", "ES256", "RS256"})
 
-_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
-_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-#: Mask of the unused low bits of the last character, by ``len(part) % 4`` (0 and 1 have none).
-_UNUSED_BITS = {2: 0x0F, 3: 0x03}
 _ORIGIN = object()  # the private constructor token of VerifiedToken
 
 
@@ -98,8 +95,6 @@ def encode_payload(claims: Mapping[str, Any]) -> str:
     Raises:
         TokenError: the claims cannot be serialised.
     """
-    from agent.core.gojson import GoJSONError
-
     try:
         return _b64url(dumps_compact(claims))
     except GoJSONError as exc:
@@ -174,6 +169,15 @@ def etcha_claims(
     }
     if version:
         claims["etchaVersion"] = version
+    claims.update(_registered_claims(audience, expires_in, issuer, subject, jti, now))
+    return claims
+
+
+def _registered_claims(
+    audience: Sequence[str], expires_in: float, issuer: str, subject: str, jti: str, now: float
+) -> dict[str, Any]:
+    """``aud exp iat nbf iss jti sub`` as Etcha writes them (empty ones omitted)."""
+    claims: dict[str, Any] = {}
     aud = list(audience)
     if len(aud) == 1:
         claims["aud"] = aud[0]
@@ -190,158 +194,6 @@ def etcha_claims(
     if subject:
         claims["sub"] = subject
     return claims
-
-
-# --- Decoding ----------------------------------------------------------------------------------
-
-
-def _malformed(message: str) -> VerifyError:
-    return VerifyError(f"malformed token: {message}", "malformed")
-
-
-def _check_canonical_tail(part: bytes, name: str) -> None:
-    """Refuse a base64url part whose last character has non-zero unused bits."""
-    unused = _UNUSED_BITS.get(len(part) % 4)
-    if unused is None:
-        return
-    value = _B64URL_ALPHABET.find(part[-1:])
-    if value >= 0 and value & unused:
-        raise _malformed(
-            f"{name}: expected canonical base64url (unused trailing bits zero), got non-zero bits"
-        )
-
-
-def _b64url_decode(part: bytes, name: str) -> bytes:
-    """Strict, canonical base64url without padding (Go's RawURLEncoding with Strict()).
-
-    A last character with non-zero unused bits is refused: Go's default decoder ignores those
-    bits, so ``...Q`` and ``...R`` would decode to the same signature.
-
-    Uses pybase64 (SIMD) when it is installed, else :mod:`binascii`; both validate the alphabet.
-    """
-    if b"=" in part or b"+" in part or b"/" in part or len(part) % 4 == 1:
-        raise _malformed(f"{name}: expected base64url without padding, got other characters")
-    _check_canonical_tail(part, name)
-    padded = part + b"=" * (-len(part) % 4)
-    try:
-        if _fast_b64decode is not None:
-            return _fast_b64decode(padded, altchars=b"-_", validate=True)
-        return binascii.a2b_base64(padded.translate(_URL_TO_STD), strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise _malformed(f"{name}: expected base64url without padding, got invalid data") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-def _json_object(data: bytes, name: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError):
-        raise _malformed(f"{name}: expected a JSON object, got invalid JSON") from None
-    if not isinstance(value, dict):
-        raise _malformed(f"{name}: expected a JSON object, got {json_kind(value)}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    raw: str
-    header: dict[str, Any]
-    alg: str
-    signing_input: bytes
-    payload_b64: bytes
-    signature_b64: bytes
-
-
-def _split(token: str, max_bytes: int) -> _Parts:
-    if not isinstance(token, str):
-        raise _malformed(f"expected a string, got {type(token).__name__}")
-    if len(token) > max_bytes:
-        raise _malformed(f"expected at most {max_bytes} bytes, got {len(token)}")
-    token = token.strip("\r\n")
-    try:
-        data = token.encode("ascii")
-    except UnicodeEncodeError:
-        raise _malformed("expected base64url text, got non-ASCII characters") from None
-    first = data.find(b".")
-    second = data.find(b".", first + 1) if first >= 0 else -1
-    if second < 0 or data.find(b".", second + 1) >= 0:
-        raise _malformed(f"expected 3 '.'-separated parts, got {data.count(b'.') + 1}")
-    header_b64 = data[:first]
-    payload_b64 = data[first + 1 : second]
-    signature_b64 = data[second + 1 :]
-    if not header_b64 or not payload_b64:
-        raise _malformed("expected a header and a payload, got an empty part")
-    header = _json_object(_b64url_decode(header_b64, "header"), "header")
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        raise _malformed(f"header alg: expected a string, got {json_kind(alg)}")
-    return _Parts(
-        raw=token,
-        header=header,
-        alg=alg,
-        signing_input=data[:second],
-        payload_b64=payload_b64,
-        signature_b64=signature_b64,
-    )
-
-
-def _check_alg(alg: str) -> None:
-    if alg in SUPPORTED_ALGS:
-        return
-    if alg.lower() == "none":
-        raise _malformed("header alg: unsigned tokens (alg none) are not accepted")
-    if alg.upper().startswith("HS"):
-        raise _malformed(f"header alg: HMAC tokens ({alg[:16]}) are not accepted")
-    raise _malformed(f"header alg: expected one of EdDSA, ES256, RS256, got {alg[:16]!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedToken:
-    """A token's header and claims, NOT verified: for display only.
-
-    Attributes:
-        raw: the token as given (CR/LF trimmed).
-        header: the header object.
-        claims: the payload object, keys in the order they appear in the token.
-    """
-
-    raw: str
-    header: Mapping[str, Any]
-    claims: Mapping[str, Any]
-
-
-def decode_token(token: str, *, max_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> DecodedToken:
-    """Decode a token's header and claims without verifying anything.
-
-    Args:
-        token: a compact JWS (a trailing newline is tolerated).
-        max_bytes: longest accepted token.
-
-    Returns:
-        The decoded header and claims.
-
-    Raises:
-        TokenError: (a :class:`~agent.core.errors.VerifyError` with reason ``malformed``) the token
-        is
-            not three base64url parts whose header and payload are JSON objects.
-    """
-    parts = _split(token, max_bytes)
-    claims = _json_object(_b64url_decode(parts.payload_b64, "payload"), "payload")
-    return DecodedToken(
-        raw=token.strip("\r\n"),
-        header=MappingProxyType(parts.header),
-        claims=MappingProxyType(claims),
-    )
 
 
 # --- Verification ------------------------------------------------------------------------------
@@ -407,7 +259,7 @@ def _string_claim(claims: Mapping[str, Any], name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _malformed(f"claim {name}: expected a string, got {json_kind(value)}")
+        raise malformed(f"claim {name}: expected a string, got {json_kind(value)}")
     return value
 
 
@@ -416,7 +268,7 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _malformed(f"claim {name}: expected a number, got {json_kind(value)}")
+        raise malformed(f"claim {name}: expected a number, got {json_kind(value)}")
     return value
 
 
@@ -429,22 +281,22 @@ def _pattern(claims: Mapping[str, Any]) -> tuple[str, Mapping[str, str] | None]:
     if value is None:
         return "", None
     if not isinstance(value, dict):
-        raise _malformed(f"claim etchaPattern: expected an object, got {json_kind(value)}")
+        raise malformed(f"claim etchaPattern: expected an object, got {json_kind(value)}")
     entrypoint = value.get("entrypoint", "")
     if entrypoint is None:
         entrypoint = ""
     if not isinstance(entrypoint, str):
-        raise _malformed(
+        raise malformed(
             f"claim etchaPattern.entrypoint: expected a string, got {json_kind(entrypoint)}"
         )
     files = value.get("files")
     if files is None:
         return entrypoint, None
     if not isinstance(files, dict):
-        raise _malformed(f"claim etchaPattern.files: expected an object, got {json_kind(files)}")
+        raise malformed(f"claim etchaPattern.files: expected an object, got {json_kind(files)}")
     for content in files.values():
         if not isinstance(content, str):
-            raise _malformed(
+            raise malformed(
                 f"claim etchaPattern.files: expected string file contents, got {json_kind(content)}"
             )
     return entrypoint, MappingProxyType(files)
@@ -459,7 +311,7 @@ def _run_vars(claims: Mapping[str, Any]) -> Mapping[str, Any]:
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, dict):
-        raise _malformed(f"claim {name}: expected an object, got {json_kind(value)}")
+        raise malformed(f"claim {name}: expected an object, got {json_kind(value)}")
     return MappingProxyType(value)
 
 
@@ -471,11 +323,11 @@ def _audience(claims: Mapping[str, Any]) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return tuple(value)
-    raise _malformed(f"claim aud: expected a string or a list of strings, got {json_kind(value)}")
+    raise malformed(f"claim aud: expected a string or a list of strings, got {json_kind(value)}")
 
 
 def _accept(
-    parts: _Parts,
+    parts: TokenParts,
     claims: dict[str, Any],
     *,
     key_id: str,
@@ -553,12 +405,12 @@ def verify_token(
             size), ``no_keys`` (empty ``keys``), ``no_match`` (no key verified the signature),
             ``expired`` or ``not_yet_valid`` (outside exp/nbf with 30 s leeway).
     """
-    parts = _split(token, max_bytes)
-    _check_alg(parts.alg)
+    parts = split_token(token, max_bytes)
+    check_alg(parts.alg)
     if not keys:
         raise VerifyError("cannot verify JWT without verify keys: none are configured", "no_keys")
-    payload = _b64url_decode(parts.payload_b64, "payload")  # JSON is parsed once verified
-    signature = _b64url_decode(parts.signature_b64, "signature")
+    payload = b64url_decode(parts.payload_b64, "payload")  # JSON is parsed once verified
+    signature = b64url_decode(parts.signature_b64, "signature")
     matched = None
     for key in keys:
         if key.accepts_alg(parts.alg) and key.verify(signature, parts.signing_input):
@@ -572,7 +424,7 @@ def verify_token(
             f"tried {sum(1 for k in keys if k.accepts_alg(parts.alg))} of {len(keys)} keys",
             "no_match",
         )
-    claims = _json_object(payload, "payload")
+    claims = json_object(payload, "payload")
     return _accept(parts, claims, key_id=matched.kid, now=now, check_times=check_times)
 
 
@@ -597,8 +449,8 @@ def accept_command_token(
     Raises:
         VerifyError: ``malformed``, ``expired`` or ``not_yet_valid``.
     """
-    parts = _split(token, max_bytes)
-    claims = _json_object(_b64url_decode(parts.payload_b64, "payload"), "payload")
+    parts = split_token(token, max_bytes)
+    claims = json_object(b64url_decode(parts.payload_b64, "payload"), "payload")
     return _accept(parts, claims, key_id="", now=now, check_times=check_times)
 
 

@@ -3,7 +3,7 @@
 Invariants:
 
 - A Pattern is rendered from an in-memory file set, as Etcha does: from disk we first collect the
-  entry file and its imports (:func:`agent.jsonnet.engine.collect_files`), then render that set.
+  entry file and its imports (:func:`agent.jsonnet.imports.collect_files`), then render that set.
 - :func:`load_from_token` accepts only a :class:`~agent.jws.tokens.VerifiedToken`, so unsigned input
   never reaches the renderer; rendering a token is sandboxed to its embedded files.
 - Vars merge order (later wins, per top-level key): runVars → config ``vars`` (plus build's
@@ -23,7 +23,11 @@ from typing import TYPE_CHECKING, Any
 from agent.config.execs import source_exec
 from agent.core.durations import parse_duration
 from agent.core.errors import AgentError, PatternError, json_kind
-from agent.run.model import Command, Exec, parse_commands
+from agent.jsonnet import sysinfo
+from agent.jsonnet.imports import collect_files
+from agent.jsonnet.natives import NativeContext, make_natives
+from agent.jsonnet.sandbox import render_files
+from agent.run.model import Command, Exec, commands_to_json, parse_commands
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -115,101 +119,28 @@ class Pattern:
             raise PatternError(
                 f"{where}: expected the pattern to render to an object, got {json_kind(data)}"
             )
-        warnings: list[str] = []
-        unknown = sorted(k for k in data if k not in PATTERN_KEYS)
-        for key in unknown:
-            msg = f"{where}: {unknown_key_message(key)}"
-            if strict:
-                raise PatternError(msg, hint="known keys: " + ", ".join(sorted(PATTERN_KEYS)))
-            warnings.append(msg)
-
-        audience_raw = data.get("audience")
-        if audience_raw is None:
-            audience: tuple[str, ...] = ()
-        elif isinstance(audience_raw, str):
-            audience = (audience_raw,) if audience_raw else ()
-        elif isinstance(audience_raw, list) and all(isinstance(a, str) for a in audience_raw):
-            audience = tuple(audience_raw)
-        else:
-            raise PatternError(
-                f"{where}: audience: expected a string or a list of strings, got "
-                f"{json_kind(audience_raw)}"
-            )
-
-        expires_in = 0.0
-        if "expiresInSec" in data and data["expiresInSec"] is not None:
-            sec = data["expiresInSec"]
-            if isinstance(sec, bool) or not isinstance(sec, int | float) or sec < 0:
-                raise PatternError(
-                    f"{where}: expiresInSec: expected a non-negative number, got {sec!r}"
-                )
-            expires_in = float(sec)
-        if "expiresIn" in data and data["expiresIn"] not in (None, ""):
-            raw = data["expiresIn"]
-            if not isinstance(raw, str):
-                raise PatternError(
-                    f"{where}: expiresIn: expected a duration string such as 1h, "
-                    f"got {json_kind(raw)}"
-                )
-            if "expiresInSec" in data:
-                warnings.append(
-                    f"{where}: both expiresIn and expiresInSec are set; using expiresIn "
-                    "(expiresInSec is the old form)"
-                )
-            try:
-                expires_in = parse_duration(raw, name=f"{where}: expiresIn")
-            except AgentError as exc:
-                raise PatternError(str(exc)) from exc
-
+        warnings = _unknown_keys(data, where=where, strict=strict)
+        expires_in = _expires_in(data, where, warnings)
         run_vars = data.get("runVars") or {}
         if not isinstance(run_vars, Mapping):
             raise PatternError(f"{where}: runVars: expected an object, got {json_kind(run_vars)}")
-
-        def text(key: str) -> str:
-            value = data.get(key)
-            if value is None:
-                return ""
-            if not isinstance(value, str):
-                raise PatternError(f"{where}: {key}: expected a string, got {json_kind(value)}")
-            return value
-
-        def exec_of(key: str) -> Exec | None:
-            value = data.get(key)
-            if value is None:
-                return None
-            try:
-                return Exec.from_dict(value, where=f"{where}: {key}")
-            except AgentError as exc:
-                raise PatternError(str(exc)) from exc
-
-        def cmds(key: str) -> tuple[Command, ...]:
-            value = data.get(key)
-            if value is None:
-                return ()
-            try:
-                return parse_commands(value, where=f"{where}: {key}")
-            except AgentError as exc:
-                raise PatternError(str(exc)) from exc
-
         pattern = cls(
-            audience=audience,
-            build=cmds("build"),
-            build_exec=exec_of("buildExec"),
-            build_output=text("buildOutput"),
+            audience=_audience(data.get("audience"), where),
+            build=_commands(data, "build", where),
+            build_exec=_exec(data, "buildExec", where),
+            build_output=_text(data, "buildOutput", where),
             expires_in=expires_in,
-            id=text("id"),
-            issuer=text("issuer"),
-            run=cmds("run"),
-            run_exec=exec_of("runExec"),
+            id=_text(data, "id", where),
+            issuer=_text(data, "issuer", where),
+            run=_commands(data, "run", where),
+            run_exec=_exec(data, "runExec", where),
             run_vars=dict(run_vars),
-            subject=text("subject"),
+            subject=_text(data, "subject", where),
         )
         return pattern, tuple(warnings)
 
     def to_dict(self) -> dict[str, Any]:
         """The Pattern as JSON, for ``agent render``."""
-        from agent.run.model import commands_to_json
-
         out: dict[str, Any] = {
             "audience": list(self.audience),
             "build": commands_to_json(self.build),
@@ -226,6 +157,86 @@ class Pattern:
         if self.run_exec is not None:
             out["runExec"] = self.run_exec.to_dict()
         return out
+
+
+def _unknown_keys(data: Mapping[str, Any], *, where: str, strict: bool) -> list[str]:
+    """Warnings for keys a Pattern does not know; with ``strict`` the first is an error."""
+    warnings: list[str] = []
+    for key in sorted(k for k in data if k not in PATTERN_KEYS):
+        msg = f"{where}: {unknown_key_message(key)}"
+        if strict:
+            raise PatternError(msg, hint="known keys: " + ", ".join(sorted(PATTERN_KEYS)))
+        warnings.append(msg)
+    return warnings
+
+
+def _audience(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        return (raw,) if raw else ()
+    if isinstance(raw, list) and all(isinstance(a, str) for a in raw):
+        return tuple(raw)
+    raise PatternError(
+        f"{where}: audience: expected a string or a list of strings, got {json_kind(raw)}"
+    )
+
+
+def _expires_in(data: Mapping[str, Any], where: str, warnings: list[str]) -> float:
+    """``expiresIn`` (a duration) wins over the old ``expiresInSec`` (a number), with a warning."""
+    expires_in = 0.0
+    if "expiresInSec" in data and data["expiresInSec"] is not None:
+        sec = data["expiresInSec"]
+        if isinstance(sec, bool) or not isinstance(sec, int | float) or sec < 0:
+            raise PatternError(
+                f"{where}: expiresInSec: expected a non-negative number, got {sec!r}"
+            )
+        expires_in = float(sec)
+    if "expiresIn" in data and data["expiresIn"] not in (None, ""):
+        raw = data["expiresIn"]
+        if not isinstance(raw, str):
+            raise PatternError(
+                f"{where}: expiresIn: expected a duration string such as 1h, got {json_kind(raw)}"
+            )
+        if "expiresInSec" in data:
+            warnings.append(
+                f"{where}: both expiresIn and expiresInSec are set; using expiresIn "
+                "(expiresInSec is the old form)"
+            )
+        try:
+            expires_in = parse_duration(raw, name=f"{where}: expiresIn")
+        except AgentError as exc:
+            raise PatternError(str(exc)) from exc
+    return expires_in
+
+
+def _text(data: Mapping[str, Any], key: str, where: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PatternError(f"{where}: {key}: expected a string, got {json_kind(value)}")
+    return value
+
+
+def _exec(data: Mapping[str, Any], key: str, where: str) -> Exec | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    try:
+        return Exec.from_dict(value, where=f"{where}: {key}")
+    except AgentError as exc:
+        raise PatternError(str(exc)) from exc
+
+
+def _commands(data: Mapping[str, Any], key: str, where: str) -> tuple[Command, ...]:
+    value = data.get(key)
+    if value is None:
+        return ()
+    try:
+        return parse_commands(value, where=f"{where}: {key}")
+    except AgentError as exc:
+        raise PatternError(str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +261,6 @@ def render_vars(
     jwt: str | None = None,
 ) -> dict[str, Any]:
     """Assemble ``vars`` for rendering a pattern (see module docstring for the order)."""
-    from agent.jsonnet import sysinfo
-
     merged: dict[str, Any] = dict(run_vars or {})
     merged.update(config.vars)
     if extra:
@@ -277,8 +286,6 @@ def _render(
     entry_dir: str,
     disable_external: bool,
 ) -> Any:
-    from agent.jsonnet.engine import NativeContext, make_natives, render_files
-
     view = {
         "exec": exec_.to_dict(),
         "vars": dict(vars_),
@@ -340,8 +347,6 @@ def load_from_disk(
         RenderError: the Jsonnet did not render (message names file:line).
         PatternError: the result is not a valid Pattern.
     """
-    from agent.jsonnet.engine import collect_files
-
     entrypoint, files = collect_files(path)
     exec_ = source_exec(config, source)
     vars_ = render_vars(config, source, run_vars, extra_vars)

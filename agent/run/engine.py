@@ -253,54 +253,74 @@ class _Run:
     ) -> tuple[Output, CommandError | None]:
         """Etcha's ``Command.Run`` (reference §2.1)."""
         p = cmd.env_prefix
-        env = self.env
         idstar = _join(parent, cmd.id)
         out = Output(id=cmd.id, parent_id=parent)
-        mode = "remove" if remove else "change"
         unchecked_present = remove and self.remove_unchecked
         if not cmd.check and not cmd.always and not triggered_by and not unchecked_present:
-            env[p + "_CHECK"] = "0"
+            self.env[p + "_CHECK"] = "0"
             self.observe(cmd, parent, "check", False)
             return out, None
         cfg = self.exec.override(cmd.exec)
-        if cmd.always:
-            done = f"Always {'removed' if remove else 'changed'} {idstar}"
-            would = f"Would always {mode} {idstar}"
-        elif triggered_by:
-            done = f"Triggered {idstar} via {', '.join(triggered_by)}"
-            would = f"Would trigger {idstar} via {', '.join(triggered_by)}"
-        else:
-            done = f"{'Removed' if remove else 'Changed'} {idstar}"
-            would = f"Would remove {idstar}"  # remove_unchecked: no check, counts as present
-            if cmd.check:
-                out.checked = True
-                res, reason = await self.spawn(cfg, cmd.check, cmd.stdin)
-                text = res.output.strip()
-                out.check_out = text
-                env[p + "_CHECK_OUT"] = text
-                if p:
-                    env[p] = text
-                if res.timed_out and reason:
-                    logger.warning("Check of %s failed: %s", idstar, reason)
-                present = reason is None
-                if present != remove:  # change mode: check passed; remove mode: already absent
-                    env[p + "_CHECK"] = "0"
-                    self.observe(cmd, parent, "check", False)
-                    logger.info("Checked %s [%s]", idstar, format_duration(res.duration))
-                    return out, None
-                if self.check:
-                    would = f"Checked {idstar} [{format_duration(res.duration)}]"
+        done, would = _messages(cmd, triggered_by, remove=remove, idstar=idstar)
+        if not cmd.always and not triggered_by and cmd.check:
+            checked = await self._run_check(cmd, cfg, out, remove=remove, parent=parent)
+            if checked is None:
+                return out, None
+            if self.check:
+                would = f"Checked {idstar} [{checked}]"
         if remove:
             out.check_fail_remove = True
         else:
             out.check_fail_change = True
         self.observe(cmd, parent, "check", True)
-        env[p + "_CHECK"] = "1"
+        self.env[p + "_CHECK"] = "1"
         script = cmd.remove if remove else cmd.change
         if self.check or not script:
             if self.check and script and would:
                 logger.info("%s", would)
             return out, None
+        return await self._run_script(
+            cmd, cfg, script, out, remove=remove, parent=parent, done=done
+        )
+
+    async def _run_check(
+        self, cmd: Command, cfg: Exec, out: Output, *, remove: bool, parent: str
+    ) -> str | None:
+        """Run ``cmd.check``: ``None`` when the command is in state (nothing more runs), else the
+        check's formatted duration."""
+        p = cmd.env_prefix
+        idstar = _join(parent, cmd.id)
+        out.checked = True
+        res, reason = await self.spawn(cfg, cmd.check, cmd.stdin)
+        text = res.output.strip()
+        out.check_out = text
+        self.env[p + "_CHECK_OUT"] = text
+        if p:
+            self.env[p] = text
+        if res.timed_out and reason:
+            logger.warning("Check of %s failed: %s", idstar, reason)
+        present = reason is None
+        if present != remove:  # change mode: check passed; remove mode: already absent
+            self.env[p + "_CHECK"] = "0"
+            self.observe(cmd, parent, "check", False)
+            logger.info("Checked %s [%s]", idstar, format_duration(res.duration))
+            return None
+        return format_duration(res.duration)
+
+    async def _run_script(
+        self,
+        cmd: Command,
+        cfg: Exec,
+        script: str,
+        out: Output,
+        *,
+        remove: bool,
+        parent: str,
+        done: str,
+    ) -> tuple[Output, CommandError | None]:
+        """Run the change or remove script and record its outcome."""
+        p = cmd.env_prefix
+        idstar = _join(parent, cmd.id)
         if remove:
             out.removed = True
         else:
@@ -308,8 +328,8 @@ class _Run:
         res, reason = await self.spawn(cfg, script, cmd.stdin)
         text = res.output.strip()
         key = "_REMOVE" if remove else "_CHANGE"
-        env[p + key] = "1" if reason else "0"
-        env[p + key + "_OUT"] = text
+        self.env[p + key] = "1" if reason else "0"
+        self.env[p + key + "_OUT"] = text
         if remove:
             out.remove_out = text
             out.remove_fail = reason is not None
@@ -317,7 +337,7 @@ class _Run:
             out.change_out = text
             out.change_raw = res.output
             out.change_fail = reason is not None
-        self.observe(cmd, parent, mode, reason is not None)
+        self.observe(cmd, parent, "remove" if remove else "change", reason is not None)
         duration = format_duration(res.duration)
         if reason is not None:
             verb = "removing" if remove else "changing"
@@ -554,3 +574,20 @@ class Result:
             removed_ids=_strings(d, "removedIDs"),
             removed_outputs=_strings(d, "removedOutputs"),
         )
+
+
+def _messages(
+    cmd: Command, triggered_by: Sequence[str], *, remove: bool, idstar: str
+) -> tuple[str, str]:
+    """``(done, would)``: the log lines of a command that ran, and of one that check mode skips."""
+    mode = "remove" if remove else "change"
+    if cmd.always:
+        return (
+            f"Always {'removed' if remove else 'changed'} {idstar}",
+            f"Would always {mode} {idstar}",
+        )
+    if triggered_by:
+        via = ", ".join(triggered_by)
+        return f"Triggered {idstar} via {via}", f"Would trigger {idstar} via {via}"
+    # remove_unchecked: no check, counts as present
+    return f"{'Removed' if remove else 'Changed'} {idstar}", f"Would remove {idstar}"

@@ -391,85 +391,93 @@ def _label(item: Any, index: int, path: str) -> str:
     return f"command {path} > {name}" if path else f"command {name}"
 
 
-def _parse_one(item: Any, label: str, path: str, problems: list[str]) -> Command | None:
-    if not isinstance(item, Mapping):
-        problems.append(f"{label}: expected an object, got {json_kind(item)}")
-        return None
-    ok = True
-    for key in item:
-        if key not in _COMMAND_FIELDS:
-            problems.append(f"{label}: unknown field {key!r}")
-            ok = False
+class _Fields:
+    """Typed reads of one command object's fields; each problem is recorded, none raised."""
 
-    def text(key: str) -> str:
-        nonlocal ok
-        v = item.get(key, "")
+    def __init__(self, item: Mapping[str, Any], label: str, problems: list[str]) -> None:
+        self.item = item
+        self.label = label
+        self.problems = problems
+        self.ok = True
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+        self.ok = False
+
+    def text(self, key: str) -> str:
+        v = self.item.get(key, "")
         if v is None:
             return ""
         if not isinstance(v, str):
-            problems.append(f"{label}: field {key}: expected a string, got {json_kind(v)}")
-            ok = False
+            self.problem(f"{self.label}: field {key}: expected a string, got {json_kind(v)}")
             return ""
         return v
 
-    def flag(key: str) -> bool:
-        nonlocal ok
-        v = item.get(key, False)
+    def flag(self, key: str) -> bool:
+        v = self.item.get(key, False)
         if v is None:
             return False
         if not isinstance(v, bool):
-            problems.append(f"{label}: field {key}: expected a bool, got {json_kind(v)}")
-            ok = False
+            self.problem(f"{self.label}: field {key}: expected a bool, got {json_kind(v)}")
             return False
         return v
 
-    def targets(key: str) -> tuple[str, ...]:
-        nonlocal ok
-        v = item.get(key)
+    def targets(self, key: str) -> tuple[str, ...]:
+        v = self.item.get(key)
         if v is None:
             return ()
         if isinstance(v, str):
             return (v,)
         if isinstance(v, list) and all(isinstance(x, str) for x in v):
             return tuple(v)
-        problems.append(
-            f"{label}: field {key}: expected a string or a list of strings, got {json_kind(v)}"
+        self.problem(
+            f"{self.label}: field {key}: expected a string or a list of strings, got {json_kind(v)}"
         )
-        ok = False
         return ()
 
-    cid = text("id")
-    if not cid:
-        problems.append(f"{label}: id is a required property for a command")
-        ok = False
-    exec_: Exec | None = None
-    if item.get("exec") is not None:
+    def exec(self) -> Exec | None:
+        if self.item.get("exec") is None:
+            return None
         try:
-            exec_ = Exec.from_dict(item["exec"], where=label)
+            return Exec.from_dict(self.item["exec"], where=self.label)
         except CommandError as exc:
-            problems.append(exc.message)
-            ok = False
+            self.problem(exc.message)
+            return None
+
+
+def _parse_one(item: Any, label: str, path: str, problems: list[str]) -> Command | None:
+    if not isinstance(item, Mapping):
+        problems.append(f"{label}: expected an object, got {json_kind(item)}")
+        return None
+    f = _Fields(item, label, problems)
+    for key in item:
+        if key not in _COMMAND_FIELDS:
+            f.problem(f"{label}: unknown field {key!r}")
+    cid = f.text("id")
+    if not cid:
+        f.problem(f"{label}: id is a required property for a command")
+    exec_ = f.exec()
     children: tuple[Command, ...] = ()
     if item.get("commands") is not None:
         child_path = f"{path} > {cid or '?'}" if path else (cid or "?")
         children = _parse_list(item["commands"], child_path, problems)
     cmd = Command(
         id=cid,
-        always=flag("always"),
-        change=text("change"),
-        change_ignore=flag("changeIgnore"),
-        check=text("check"),
+        always=f.flag("always"),
+        change=f.text("change"),
+        change_ignore=f.flag("changeIgnore"),
+        check=f.text("check"),
         commands=children,
-        env_prefix=text("envPrefix"),
+        env_prefix=f.text("envPrefix"),
         exec=exec_,
-        on_change=targets("onChange"),
-        on_fail=targets("onFail"),
-        on_remove=targets("onRemove"),
-        remove=text("remove"),
-        remove_after=flag("removeAfter"),
-        stdin=text("stdin"),
+        on_change=f.targets("onChange"),
+        on_fail=f.targets("onFail"),
+        on_remove=f.targets("onRemove"),
+        remove=f.text("remove"),
+        remove_after=f.flag("removeAfter"),
+        stdin=f.text("stdin"),
     )
-    return cmd if ok else None
+    return cmd if f.ok else None
 
 
 def _validate(parsed: list[tuple[str, Command]], problems: list[str]) -> None:

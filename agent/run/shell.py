@@ -142,35 +142,40 @@ def build_argv(
     else:
         argv = _split(script, "script")
     if ex.container_image:
-        if runtime is None:
-            raise CommandError(
-                "no container runtime found: expected docker or podman on PATH for "
-                f"containerImage {ex.container_image}"
-            )
-        c = [runtime, "run", "-i", "--rm"]
-        for k in sorted(env or {}):
-            c += ["-e", f"{k}={(env or {})[k]}"]
-        if ex.container_entrypoint:
-            c += ["--entrypoint", ex.container_entrypoint]
-        if ex.container_network:
-            c += ["--network", ex.container_network]
-        if ex.container_privileged:
-            c.append("--privileged")
-        if ex.container_pull:
-            c += ["--pull", ex.container_pull]
-        if ex.container_user:
-            c += ["-u", ex.container_user]
-        for v in ex.container_volumes or ():
-            c += ["-v", v]
-        if ex.container_work_dir:
-            c += ["-w", ex.container_work_dir]
-        c.append(ex.container_image)
-        argv = c + argv
+        argv = _container_argv(ex, env or {}, runtime) + argv
     if not argv:
         raise CommandError("nothing to run: expected a script or an exec command, got neither")
     if ex.sudo and not is_root:
         argv = ["sudo", "-E", *argv]
     return argv
+
+
+def _container_argv(ex: Exec, env: Mapping[str, str], runtime: str | None) -> list[str]:
+    """``<runtime> run -i --rm [-e K=V]... [flags] <image>``, the prefix of a container's argv."""
+    if runtime is None:
+        raise CommandError(
+            "no container runtime found: expected docker or podman on PATH for "
+            f"containerImage {ex.container_image}"
+        )
+    c = [runtime, "run", "-i", "--rm"]
+    for k in sorted(env):
+        c += ["-e", f"{k}={env[k]}"]
+    if ex.container_entrypoint:
+        c += ["--entrypoint", ex.container_entrypoint]
+    if ex.container_network:
+        c += ["--network", ex.container_network]
+    if ex.container_privileged:
+        c.append("--privileged")
+    if ex.container_pull:
+        c += ["--pull", ex.container_pull]
+    if ex.container_user:
+        c += ["-u", ex.container_user]
+    for v in ex.container_volumes or ():
+        c += ["-v", v]
+    if ex.container_work_dir:
+        c += ["-w", ex.container_work_dir]
+    c.append(ex.container_image or "")
+    return c
 
 
 #: Prefix of the agent's own config variables, never passed to child processes.
@@ -324,13 +329,38 @@ async def run(
         kwargs["user"] = _lookup_user(ex.user)
     if ex.group:
         kwargs["group"] = _lookup_group(ex.group)
-    loop = asyncio.get_running_loop()
     start = time.monotonic()
+    proc, transport, protocol = await _spawn(argv, ex, child_env, bool(stdin), kwargs)
+    buf = bytearray()
+    seen = [0]
+    tasks: list[asyncio.Future[None]] = []
+    if proc.stdout is not None:
+        tasks.append(asyncio.ensure_future(_read(proc.stdout, buf, max_output, seen)))
+    if stdin:
+        tasks.append(asyncio.ensure_future(_feed(proc, stdin.encode())))
+    timed_out, ended = await _wait(proc, transport, protocol, tasks, timeout)
+    duration = ended - start
+    output = buf.decode("utf-8", errors="replace")
+    truncated = seen[0] > max_output
+    if truncated:
+        output += (
+            f"\n[output truncated: {seen[0] - max_output} bytes over the {max_output}-byte limit]"
+        )
+    rc = transport.get_returncode()
+    code = rc if rc is not None else -1
+    return ShellResult(code, output, duration, timed_out, truncated)
+
+
+async def _spawn(
+    argv: list[str], ex: Exec, child_env: dict[str, str], feed: bool, kwargs: dict[str, Any]
+) -> tuple[asyncio.subprocess.Process, asyncio.SubprocessTransport, _Protocol]:
+    """Start ``argv`` in a new session, stdout and stderr on one pipe."""
+    loop = asyncio.get_running_loop()
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(loop),
             *argv,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=child_env,
@@ -341,14 +371,23 @@ async def run(
     except (OSError, subprocess.SubprocessError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise CommandError(f"error running commands: {argv[0]}: {reason}") from exc
-    proc = asyncio.subprocess.Process(transport, protocol, loop)
-    buf = bytearray()
-    seen = [0]
-    tasks: list[asyncio.Future[None]] = []
-    if proc.stdout is not None:
-        tasks.append(asyncio.ensure_future(_read(proc.stdout, buf, max_output, seen)))
-    if stdin:
-        tasks.append(asyncio.ensure_future(_feed(proc, stdin.encode())))
+    return asyncio.subprocess.Process(transport, protocol, loop), transport, protocol
+
+
+async def _wait(
+    proc: asyncio.subprocess.Process,
+    transport: asyncio.SubprocessTransport,
+    protocol: _Protocol,
+    tasks: list[asyncio.Future[None]],
+    timeout: float,
+) -> tuple[bool, float]:
+    """Wait for the process (killing its group on timeout), then its output.
+
+    Returns ``(timed out, time.monotonic() when the process ended)``.
+
+    The process group is killed when the wait is interrupted; the pipe tasks are always
+    finished and the transport closed.
+    """
     timed_out = False
     try:
         try:
@@ -356,7 +395,7 @@ async def run(
         except TimeoutError:
             timed_out = True
             await _kill_group(proc.pid, protocol.exited)
-        duration = time.monotonic() - start
+        ended = time.monotonic()
         # Normally EOF is immediate; a background child may hold the pipe open, so bound it.
         if tasks:
             await asyncio.wait(tasks[:1], timeout=PIPE_GRACE)
@@ -371,12 +410,4 @@ async def run(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         transport.close()
-    output = buf.decode("utf-8", errors="replace")
-    truncated = seen[0] > max_output
-    if truncated:
-        output += (
-            f"\n[output truncated: {seen[0] - max_output} bytes over the {max_output}-byte limit]"
-        )
-    rc = transport.get_returncode()
-    code = rc if rc is not None else -1
-    return ShellResult(code, output, duration, timed_out, truncated)
+    return timed_out, ended

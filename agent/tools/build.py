@@ -16,12 +16,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent import __version__
+from agent.config.execs import config_exec
 from agent.core.atomicio import atomic_write
 from agent.core.errors import AgentError, BuildError
+from agent.jws.keys import parse_signing_key
+from agent.jws.tokens import encode_payload, etcha_claims, sign_token
+from agent.pattern.load import LoadedPattern, load_from_disk
+from agent.run.engine import Mode, run_commands
+from agent.run.model import Exec, parse_commands
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
-    from agent.pattern.load import LoadedPattern
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +54,6 @@ async def collect_build(
     Raises:
         BuildError: a build command failed.
     """
-    from agent.run.engine import Mode, run_commands
-
     run_vars: dict[str, Any] = dict(loaded.pattern.run_vars)
     if not loaded.pattern.build:
         return "", run_vars
@@ -75,9 +79,6 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
     Raises:
         BuildError: no signing method is configured, or signing failed.
     """
-    from agent.jws.keys import parse_signing_key
-    from agent.jws.tokens import encode_payload, sign_token
-
     if config.build.signing_commands:
         return await _sign_with_commands(encode_payload(claims), config=config)
     key_text = config.build.signing_key
@@ -101,10 +102,6 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
 
 
 async def _sign_with_commands(payload: str, *, config: Config) -> str:
-    from agent.config.execs import config_exec
-    from agent.run.engine import Mode, run_commands
-    from agent.run.model import Exec, parse_commands
-
     cmds = parse_commands(list(config.build.signing_commands), where="build.signingCommands")
     exec_ = config_exec(config)
     if config.build.signing_exec:
@@ -143,9 +140,6 @@ async def build_token(
         expires_in: override the pattern's expiry (push tokens).
         now: the signing time.
     """
-    from agent import __version__
-    from agent.jws.tokens import etcha_claims
-
     manifest, run_vars = await collect_build(loaded)
     if extra_run_vars:
         run_vars.update(extra_run_vars)
@@ -177,7 +171,6 @@ async def build_to_file(
     Raises:
         AgentError: rendering, building or signing failed; no partial file is left.
     """
-    from agent.pattern.load import load_from_disk
 
     def extra(target: Path) -> dict[str, str]:
         return {

@@ -8,7 +8,7 @@ Invariants and decisions:
 - A directory is walked recursively for ``.jsonnet`` and ``.libsonnet`` files (sorted); a file
   argument is linted whatever its name. ``lint.exclude`` is a regexp searched (unanchored, like
   Go's ``MatchString``) in each walked file path; matching files are skipped.
-- Every file's static imports must resolve (:func:`agent.jsonnet.engine.collect_files`).
+- Every file's static imports must resolve (:func:`agent.jsonnet.imports.collect_files`).
 - ``.jsonnet`` files are patterns: they are rendered with the source ``test`` (``vars.test`` is
   true, as in ``agent test``) and validated. Unknown pattern keys, which are only warnings when
   rendering, are findings here, and so are command validation problems (one finding each).
@@ -39,21 +39,28 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import re
 import shlex
 import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import AgentError, CommandError, ConfigError, RenderError, SourceError
+from agent.jsonnet.imports import collect_files
+from agent.jsonnet.natives import NativeContext, make_natives
+from agent.jsonnet.sandbox import render_files
+from agent.pattern.load import TEST_DIR_VAR, load_from_disk
+from agent.run import shell
+from agent.run.model import Command, Exec
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
-    from agent.run.model import Command, Exec
 
 __all__ = [
     "LINT_EXTENSIONS",
@@ -317,8 +324,6 @@ def _commands_to_lint(cmds: Sequence[Command]) -> Iterable[Command]:
 
 
 def _linter_exec(name: str, spec: Mapping[str, Any]) -> Exec:
-    from agent.run.model import Exec
-
     try:
         ex = Exec.from_dict(spec, where=f"lint.linters.{name}")
     except CommandError as exc:
@@ -330,8 +335,6 @@ def _linter_exec(name: str, spec: Mapping[str, Any]) -> Exec:
 
 def _unavailable(ex: Exec) -> str | None:
     """Why a linter exec cannot run here, or ``None`` when it can."""
-    from agent.run import shell
-
     if ex.container_image:
         if shell.container_runtime() is None:
             return f"no container runtime (docker or podman) for image {ex.container_image}"
@@ -353,8 +356,6 @@ async def _run_linters(
     linters: Mapping[str, Exec],
     source: str,
 ) -> list[Finding]:
-    from agent.run import shell
-
     out: list[Finding] = []
     for name, ex in linters.items():
         for cmd in _commands_to_lint(cmds):
@@ -384,9 +385,6 @@ async def _run_linters(
 
 
 async def _format_finding(file: Path, source: str) -> Finding | None:
-    from agent.run import shell
-    from agent.run.model import Exec
-
     ex = Exec(command="jsonnetfmt -", env_inherit=True)
     res = await shell.run(ex, "", stdin=source)
     if not res.ok:
@@ -420,10 +418,6 @@ def _syntax_check(entrypoint: str, files: Mapping[str, str]) -> None:
     The file is evaluated from its collected file set (imports resolve as in a token, the
     standard library included); external natives are off.
     """
-    import json
-
-    from agent.jsonnet.engine import NativeContext, make_natives, render_files
-
     key = "/<lint>"
     table = {**files, key: f"std.type(import {json.dumps(entrypoint)})"}
     render_files(key, table, natives=make_natives(NativeContext(disable_external=True)))
@@ -451,29 +445,10 @@ async def lint_path(
         SourceError: ``path`` does not exist.
         ConfigError: ``lint.exclude`` or a linter entry is invalid.
     """
-    import tempfile
-
-    from agent.pattern.load import TEST_DIR_VAR
-
     exclude = _compile_exclude(config.lint.exclude)
     files = find_lint_files(path, exclude)
     notes: list[str] = []
-    findings: list[Finding] = []
-    linters: dict[str, Exec] = {}
-    for name in sorted(config.lint.linters):
-        ex = _linter_exec(name, config.lint.linters[name])
-        why = _unavailable(ex)
-        if why is not None:
-            findings.append(
-                Finding(
-                    _display(path),
-                    0,
-                    f"linter {name} could not run: {why} (install it, or switch it off in the "
-                    f"config with lint.linters.{name}: null)",
-                )
-            )
-            continue
-        linters[name] = ex
+    linters, findings = _usable_linters(path, config)
     fmt = check_format and shutil.which("jsonnetfmt") is not None
     if check_format and not fmt:
         notes.append(
@@ -492,6 +467,27 @@ async def lint_path(
     )
 
 
+def _usable_linters(path: Path, config: Config) -> tuple[dict[str, Exec], list[Finding]]:
+    """The configured linters that can run here, and one finding for each that cannot."""
+    findings: list[Finding] = []
+    linters: dict[str, Exec] = {}
+    for name in sorted(config.lint.linters):
+        ex = _linter_exec(name, config.lint.linters[name])
+        why = _unavailable(ex)
+        if why is not None:
+            findings.append(
+                Finding(
+                    _display(path),
+                    0,
+                    f"linter {name} could not run: {why} (install it, or switch it off in the "
+                    f"config with lint.linters.{name}: null)",
+                )
+            )
+            continue
+        linters[name] = ex
+    return linters, findings
+
+
 async def _lint_file(
     file: Path,
     config: Config,
@@ -501,8 +497,6 @@ async def _lint_file(
     extra_vars: Mapping[str, Any],
 ) -> list[Finding]:
     """The findings of one file."""
-    from agent.jsonnet.engine import collect_files
-
     source = _read_text(file)
     mapper = _Mapper(file, None)
     out: list[Finding] = []
@@ -539,8 +533,6 @@ async def _lint_pattern(
     disable_external: bool,
     extra_vars: Mapping[str, Any],
 ) -> list[Finding]:
-    from agent.pattern.load import load_from_disk
-
     try:
         loaded = load_from_disk(
             file,

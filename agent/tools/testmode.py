@@ -37,17 +37,18 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.core.errors import SourceError
-from agent.pattern.load import TEST_DIR_VAR
+from agent.pattern.load import TEST_DIR_VAR, load_from_disk
+from agent.run.engine import Mode, Output, run_commands
+from agent.run.model import Command, Exec
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
-    from agent.run.model import Command, Exec
 
 __all__ = [
     "MSG_CHANGE_ERRORS",
@@ -131,50 +132,99 @@ async def check_idempotency(
     Returns:
         Command id → failure messages (empty when the list is idempotent).
     """
-    from agent.run.engine import Mode, Output, run_commands
-
     results: dict[str, list[str]] = {}
 
     async def run(mode: Mode, check_only: bool) -> tuple[Output, ...]:
-        outcome = await run_commands(
-            cmds,
-            exec=exec,
-            mode=mode,
-            check_only=check_only,
-            parent_id="",
-            parent_id_filter=parent_id_filter,
-        )
-        if outcome.error is not None:  # ignored like Etcha; the flags tell the story
-            logger.debug("test %s run: %s", mode.value, outcome.error)
-        return outcome.outputs
+        return await _run_phase(cmds, exec, parent_id_filter, mode, check_only)
 
-    changed: set[str] = set()
-    for o in await run(Mode.CHANGE, False):
-        if o.changed and o.checked:
-            changed.add(o.id)
-        if o.change_fail:
-            _add(results, o.id, MSG_CHANGE_ERRORS)
-
-    for o in await run(Mode.CHANGE, True):
-        if o.check_fail_change and o.id in changed:
-            _add(results, o.id, MSG_CHECK_AFTER_CHANGE)
-
-    removed: set[str] = set()
-    for o in await run(Mode.REMOVE, False):
-        if o.removed and o.checked:
-            removed.add(o.id)
-        if o.remove_fail:
-            _add(results, o.id, MSG_REMOVE_ERRORS)
-
-    for o in await run(Mode.REMOVE, True):
-        if o.check_fail_remove and o.id in removed:
-            _add(results, o.id, MSG_CHECK_AFTER_REMOVE)
-
-    for o in await run(Mode.CHANGE, True):
-        if not o.check_fail_change and o.id in changed:
-            _add(results, o.id, MSG_CHECK_NOT_FAILED)
-
+    changed = _record(
+        await run(Mode.CHANGE, False),
+        results,
+        done=lambda o: o.changed and o.checked,
+        failed=lambda o: o.change_fail,
+        message=MSG_CHANGE_ERRORS,
+    )
+    _flag(
+        await run(Mode.CHANGE, True),
+        results,
+        changed,
+        MSG_CHECK_AFTER_CHANGE,
+        lambda o: o.check_fail_change,
+    )
+    removed = _record(
+        await run(Mode.REMOVE, False),
+        results,
+        done=lambda o: o.removed and o.checked,
+        failed=lambda o: o.remove_fail,
+        message=MSG_REMOVE_ERRORS,
+    )
+    _flag(
+        await run(Mode.REMOVE, True),
+        results,
+        removed,
+        MSG_CHECK_AFTER_REMOVE,
+        lambda o: o.check_fail_remove,
+    )
+    _flag(
+        await run(Mode.CHANGE, True),
+        results,
+        changed,
+        MSG_CHECK_NOT_FAILED,
+        lambda o: not o.check_fail_change,
+    )
     return results
+
+
+async def _run_phase(
+    cmds: Sequence[Command],
+    exec: Exec,
+    parent_id_filter: re.Pattern[str] | None,
+    mode: Mode,
+    check_only: bool,
+) -> tuple[Output, ...]:
+    """One run of the test; its error is ignored like Etcha's (the output flags tell the story)."""
+    outcome = await run_commands(
+        cmds,
+        exec=exec,
+        mode=mode,
+        check_only=check_only,
+        parent_id="",
+        parent_id_filter=parent_id_filter,
+    )
+    if outcome.error is not None:
+        logger.debug("test %s run: %s", mode.value, outcome.error)
+    return outcome.outputs
+
+
+def _record(
+    outputs: Sequence[Output],
+    results: dict[str, list[str]],
+    *,
+    done: Callable[[Output], bool],
+    failed: Callable[[Output], bool],
+    message: str,
+) -> set[str]:
+    """The ids a change/remove run acted on; ``message`` for each that failed."""
+    acted: set[str] = set()
+    for o in outputs:
+        if done(o):
+            acted.add(o.id)
+        if failed(o):
+            _add(results, o.id, message)
+    return acted
+
+
+def _flag(
+    outputs: Sequence[Output],
+    results: dict[str, list[str]],
+    acted: set[str],
+    message: str,
+    wrong: Callable[[Output], bool],
+) -> None:
+    """``message`` for each command acted on whose check run came out ``wrong``."""
+    for o in outputs:
+        if wrong(o) and o.id in acted:
+            _add(results, o.id, message)
 
 
 def find_pattern_files(path: Path) -> list[Path]:
@@ -225,8 +275,6 @@ async def run_pattern_tests(
         RenderError: a pattern did not render (aborts the test).
         PatternError: a pattern is not valid.
     """
-    from agent.pattern.load import load_from_disk
-
     files = find_pattern_files(path)
     failures: dict[str, tuple[str, ...]] = {}
     count = 0
