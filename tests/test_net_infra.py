@@ -20,7 +20,8 @@ import pytest
 
 from agent.core.atomicio import atomic_write
 from agent.core.errors import CommandError, ConfigError, RenderError
-from agent.jsonnet.engine import NativeContext, make_natives, render_files
+from agent.jsonnet.natives import NativeContext, make_natives
+from agent.jsonnet.sandbox import render_files
 from agent.jws.compare import same_pattern, token_difference
 from agent.jws.keys import generate_keys, parse_signing_key, parse_verify_key
 from agent.jws.tokens import VerifiedToken, etcha_claims, sign_token, verify_token
