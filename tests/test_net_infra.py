@@ -181,6 +181,22 @@ def test_jwt_url_honours_http_client_ca_file(
     assert "error opening src" not in trusted.stderr, trusted.stderr
 
 
+def test_copy_cli_honours_http_client_ca_file(
+    tls_server: tuple[str, Path, str], tmp_path: Path
+) -> None:
+    base, cert, _ = tls_server
+    dst = tmp_path / "copied"
+    untrusted = _agent("copy", "change", f"{base}/data", str(dst), cwd=tmp_path)
+    assert untrusted.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    assert not dst.exists()
+    trusted = _agent(
+        "-x", f"httpClient_caFile={cert}", "copy", "change", f"{base}/data", str(dst), cwd=tmp_path
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert dst.read_bytes() == BODY
+
+
 # --------------------------------------------------------------------------------- push
 
 

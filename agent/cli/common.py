@@ -68,7 +68,7 @@ def read_token_arg(where: str, *, timeout: float = 10.0, config: Config | None =
         shown = safe_url(where)
         parsed = parse_http_path(where, what="src")
         try:
-            resp = _token_client(config).request(
+            resp = http_client_for(config).request(
                 parsed.url,
                 headers=parsed.headers,
                 timeout=parsed.timeout if parsed.timeout is not None else timeout,
@@ -94,7 +94,7 @@ def read_token_arg(where: str, *, timeout: float = 10.0, config: Config | None =
     return data.decode("utf-8", errors="replace").strip()
 
 
-def _token_client(config: Config | None) -> HTTPClient:
+def http_client_for(config: Config | None) -> HTTPClient:
     """The one HTTP client, set up from ``config.httpClient`` (defaults without a config)."""
     if config is None:
         return HTTPClient()

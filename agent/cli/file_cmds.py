@@ -15,8 +15,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.cli.common import http_client_for, load_config_for
 from agent.core.errors import CommandError, UsageError
-from agent.tools.helpers.copy import read_source, source_perms
+from agent.net.urls import is_http
+from agent.tools.helpers.copy import read_source as _read_source
+from agent.tools.helpers.copy import source_perms
 from agent.tools.helpers.dir import change_dir, check_dir, remove_dir
 from agent.tools.helpers.file import change_file, check_file, remove_file
 from agent.tools.helpers.fs import (
@@ -131,6 +134,12 @@ def cmd_copy(args: argparse.Namespace) -> int:
         UsageError: ``check``/``remove`` with ``-`` as destination.
         CommandError: the source cannot be read, or the destination cannot be written.
     """
+    # Only a URL needs the config: httpClient.caFile, noSystemCA, tlsSkipVerify, redirects.
+    client = http_client_for(load_config_for(args)) if is_http(args.src) else None
+
+    def read_source(src: str) -> bytes:
+        return _read_source(src, client=client)
+
     if args.dst == "-":
         if args.mode != "change":
             raise UsageError(f"copy: mode {args.mode} needs a destination path, got '-'")
