@@ -199,8 +199,12 @@ class Config:
         out["exec"] = copy.deepcopy(dict(self.raw_exec)) if self.raw_exec else self.exec.to_dict()
         out["vars"] = copy.deepcopy(dict(self.vars))
         out["sources"] = {n: record_to_dict(s, SOURCE) for n, s in self.sources.items()}
-        out["targets"] = {n: record_to_dict(t, TARGET) for n, t in self.targets.items()}
+        out["targets"] = self.targets_dict()
         return out
+
+    def targets_dict(self) -> dict[str, Any]:
+        """``targets`` as JSON (what the ``getConfig`` native shows), without the rest."""
+        return {n: record_to_dict(t, TARGET) for n, t in self.targets.items()}
 
     def masked_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` with every secret value replaced by ``"***"``.

@@ -289,7 +289,7 @@ def _render(
     view = {
         "exec": exec_.to_dict(),
         "vars": dict(vars_),
-        "targets": config.to_dict().get("targets", {}),
+        "targets": config.targets_dict(),
     }
     env = None if exec_.env_inherit is not False else dict(exec_.env or {})
     ctx = NativeContext(

@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.config.execs import config_exec
 from agent.core.atomicio import atomic_write
 from agent.core.errors import AgentError, BuildError
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import encode_payload, etcha_claims, sign_token
 from agent.pattern.load import LoadedPattern, load_from_disk
 from agent.run.engine import Mode, run_commands
-from agent.run.model import Exec, parse_commands
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -102,12 +100,9 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
 
 
 async def _sign_with_commands(payload: str, *, config: Config) -> str:
-    cmds = parse_commands(list(config.build.signing_commands), where="build.signingCommands")
-    exec_ = config_exec(config)
-    if config.build.signing_exec:
-        exec_ = exec_.override(Exec.from_dict(config.build.signing_exec, where="build.signingExec"))
+    exec_ = config.exec.override(config.build.signing_exec)  # parsed when the config loaded
     outcome = await run_commands(
-        cmds,
+        config.build.signing_commands,
         exec=exec_,
         mode=Mode.CHANGE,
         env={"ETCHA_PAYLOAD": payload},
