@@ -169,6 +169,16 @@ class AdmittedToken:
         return self.verified.exp
 
     @property
+    def build_manifest(self) -> str:
+        """``etchaBuildManifest``."""
+        return self.verified.build_manifest
+
+    @property
+    def version(self) -> str:
+        """``etchaVersion``."""
+        return self.verified.version
+
+    @property
     def jti(self) -> str:
         """The token id (``""`` when absent)."""
         return self.verified.jti
