@@ -223,6 +223,20 @@ _AFTER_VERIFY: Final[tuple[tuple[str, Callable[[_Request], None]], ...]] = (
 )
 
 
+def docs_table() -> str:
+    """:data:`CHECKS` as the Markdown table in docs/security.md (a test keeps them equal)."""
+    contexts = list(Context)
+    lines = [
+        "| check | enforces | refusal reasons | " + " | ".join(c.value for c in contexts) + " |",
+        "|---|---|---|" + "---|" * len(contexts),
+    ]
+    for name, where in CHECKS.items():
+        what, reasons = CHECK_DOCS[name]
+        marks = " | ".join("yes" if c in where else "no" for c in contexts)
+        lines.append(f"| `{name}` | {what} | {reasons} | {marks} |")
+    return "\n".join(lines) + "\n"
+
+
 def checks_for(context: Context) -> tuple[str, ...]:
     """The names of the checks that apply in ``context``, in table order."""
     return tuple(name for name, where in CHECKS.items() if context in where)
@@ -444,6 +458,7 @@ __all__ = [
     "RefusalMetrics",
     "TrustGate",
     "checks_for",
+    "docs_table",
     "signature_precheck",
     "warn_expiring_keys",
 ]
