@@ -15,6 +15,9 @@ from agent.cli.keys_cmds import admit_offline, check_source
 from agent.core.errors import UsageError, VerifyError
 from agent.core.gojson import dumps_indent
 from agent.pattern.load import load_from_disk, load_from_text, load_from_token
+from agent.run.engine import Mode, Result, run_commands
+from agent.tools.build import build_to_file, collect_build
+from agent.tools.report import result_lines
 
 if TYPE_CHECKING:
     from agent.pattern.load import LoadedPattern
@@ -74,10 +77,6 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 async def _local(args: argparse.Namespace) -> int:
-    from agent.run.engine import Mode, Result, run_commands
-    from agent.tools.build import collect_build
-    from agent.tools.report import result_lines
-
     config = load_config_for(args)
     source: str = args.source
     disable = bool(args.disable_external)
@@ -132,8 +131,6 @@ async def _local(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build and sign a pattern into a JWT file."""
-    from agent.tools.build import build_to_file
-
     config = load_config_for(args)
     path = Path(args.pattern)
     if not path.is_file():

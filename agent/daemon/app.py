@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import ConfigError, SourceError
 from agent.daemon.ingress import Ingress
+from agent.daemon.listener import ListenerLimits, start_listener
+from agent.daemon.server import create_app
 from agent.net.tlsutil import (
     ListenerCertificate,
     ensure_listener_certificate,
@@ -183,9 +185,6 @@ async def start_app(
         ConfigError: an invalid listen address or TLS material.
         SourceError: the listener could not be started.
     """
-    from agent.daemon.listener import ListenerLimits, start_listener
-    from agent.daemon.server import create_app
-
     run = config.run
     if not run.listen_address:
         logger.info("run.listenAddress is empty: not listening")

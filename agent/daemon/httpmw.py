@@ -117,6 +117,15 @@ def quick_key_check(config: Config, source: str, token: str) -> bool:
     return signature_precheck(config, source, token)
 
 
+def _too_many(key: str, status: RateStatus, wall_clock: Callable[[], float]) -> web.Response:
+    logger.warning("Rate limiting remote address: %s", escape(key))
+    response = web.Response(
+        status=429, headers={"Retry-After": str(max(1, math.ceil(status.reset_after)))}
+    )
+    _set_headers(response, status, wall_clock)
+    return response
+
+
 def rate_limit_middleware(
     limiter: FailureRateLimiter,
     *,
@@ -140,12 +149,7 @@ def rate_limit_middleware(
     """
 
     def too_many(key: str, status: RateStatus) -> web.Response:
-        logger.warning("Rate limiting remote address: %s", escape(key))
-        response = web.Response(
-            status=429, headers={"Retry-After": str(max(1, math.ceil(status.reset_after)))}
-        )
-        _set_headers(response, status, wall_clock)
-        return response
+        return _too_many(key, status, wall_clock)
 
     async def limited_push_allowed(request: web.Request) -> bool:
         if config is None:

@@ -169,9 +169,32 @@ def _verify_with_keys(
         if exc.reason not in ("no_match", "no_keys") or not held:
             raise
         miss = exc
+    _explain_held_back(
+        token, held, source=source, allowed=allowed, now=current, max_bytes=max_bytes, miss=miss
+    )
+    if miss.reason == "no_keys":
+        raise VerifyError(
+            f"no verify key matched the token: all {len(held)} configured keys are held back "
+            "(window or allowedKeys) and none of them signed it",
+            "no_match",
+        ) from miss
+    raise miss
+
+
+def _explain_held_back(
+    token: str,
+    held: list[tuple[VerifyKey, str]],
+    *,
+    source: str,
+    allowed: tuple[str, ...],
+    now: float,
+    max_bytes: int,
+    miss: VerifyError,
+) -> None:
+    """Raise the PolicyError of the first held-back key that signed ``token`` (if any)."""
     for key, reason in held:
         try:
-            verify_token(token, [key], now=current, max_bytes=max_bytes)
+            verify_token(token, [key], now=now, max_bytes=max_bytes)
         except VerifyError as exc:
             if exc.reason == "malformed":
                 raise
@@ -189,13 +212,6 @@ def _verify_with_keys(
             reason,
             key_id=key.kid,
         ) from miss
-    if miss.reason == "no_keys":
-        raise VerifyError(
-            f"no verify key matched the token: all {len(held)} configured keys are held back "
-            "(window or allowedKeys) and none of them signed it",
-            "no_match",
-        ) from miss
-    raise miss
 
 
 async def _verify_with_commands(
