@@ -24,8 +24,8 @@ from aiohttp import web
 
 from agent.config.schema import Config, config_from_dict
 from agent.core.errors import ConfigError
-from agent.daemon.server import PushReply, reply_for
 from agent.daemon.app import parse_listen_address
+from agent.daemon.server import PushReply, reply_for
 from agent.daemon.service import Daemon, check_verifiers
 from agent.daemon.sources import same_pattern
 from agent.jws.keys import parse_signing_key

@@ -34,11 +34,11 @@ from agent.daemon.metrics import Metrics
 from agent.daemon.server import PushReply, reply_for
 from agent.daemon.service import Daemon
 from agent.daemon.sources import is_adhoc
-from agent.trust.gate import Context, TrustGate
 from agent.daemon.state import SourceMeta, StateStore
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import decode_token, etcha_claims, sign_token
 from agent.run.model import parse_commands
+from agent.trust.gate import Context, TrustGate
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"

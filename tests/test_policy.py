@@ -30,6 +30,7 @@ from agent.daemon.telemetry import NoMetrics
 from agent.jws.keys import generate_keys, parse_signing_key
 from agent.jws.tokens import VerifiedToken, etcha_claims, sign_token
 from agent.tools.push import push_expires_in
+from agent.trust.gate import Context, TrustGate
 from agent.trust.policy import (
     PolicyError,
     check_rollback,
@@ -37,7 +38,6 @@ from agent.trust.policy import (
     expiring_keys,
     next_high_water,
 )
-from agent.trust.gate import Context, TrustGate
 from agent.trust.verify import verify_for_source
 
 RIGHT_PRIV = (
