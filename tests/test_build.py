@@ -17,6 +17,7 @@ from agent.config.schema import config_from_dict
 from agent.core.errors import VerifyError
 from agent.jws.keys import generate_keys, parse_verify_key
 from agent.jws.tokens import verify_token
+from agent.trust.gate import Context, TrustGate
 from agent.trust.verify import verify_for_source
 
 HAS_OPENSSL = shutil.which("openssl") is not None
@@ -375,5 +376,7 @@ def test_a_host_renders_a_stdlib_token_from_the_token_alone(
 
     monkeypatch.setattr(resources, "files", no_package_data)
     config = config_from_dict({}, cwd=host)
-    loaded = load_from_token(token, config=config, source="web")
+    gate = TrustGate(config_from_dict({"run": {"verifyKeys": [keys[1]]}}, cwd=host))
+    admitted = asyncio.run(gate.admit(token.raw, "", Context.OFFLINE))
+    loaded = load_from_token(admitted, config=config, source="web")
     assert [c.id for c in loaded.pattern.run] == ["file /srv/motd"]

@@ -24,8 +24,10 @@ from aiohttp import web
 
 from agent.config.schema import Config, config_from_dict
 from agent.core.errors import ConfigError
-from agent.daemon.server import PushReply
-from agent.daemon.service import Daemon, check_verifiers, parse_listen_address, same_pattern
+from agent.daemon.app import parse_listen_address
+from agent.daemon.server import PushReply, reply_for
+from agent.daemon.service import Daemon, check_verifiers
+from agent.jws.compare import same_pattern
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import etcha_claims, sign_token, verify_token
 from agent.pattern.load import load_from_text
@@ -73,7 +75,9 @@ async def sign(cfg: Config, run: list[dict[str, Any]], *, key: str = RIGHT_PRIV)
 
 
 async def push(d: Daemon, source: str, token: str, *, check: bool = False) -> PushReply:
-    return await d.handle_push(source, token, check=check, parent_id_filter=None, remote="test")
+    return reply_for(
+        await d.handle_push(source, token, check=check, parent_id_filter=None, remote="test")
+    )
 
 
 def ids(reply: PushReply, key: str) -> list[str]:
@@ -290,8 +294,10 @@ def test_filter_restricts_the_run_to_matching_parent_ids(tmp_path: Path) -> None
         d = Daemon(cfg)
         await d.load()
         token = await sign(cfg, [file_cmd("a", a)])
-        return await d.handle_push(
-            "core", token, check=False, parent_id_filter=re.compile("^nomatch$"), remote="t"
+        return reply_for(
+            await d.handle_push(
+                "core", token, check=False, parent_id_filter=re.compile("^nomatch$"), remote="t"
+            )
         )
 
     reply = asyncio.run(go())
@@ -687,7 +693,7 @@ def test_randomized_start_delay_waits_a_random_time_below_the_bound(
         bounds.append(n)
         return 400  # ms
 
-    monkeypatch.setattr("agent.daemon.service.secrets.randbelow", fake_randbelow)
+    monkeypatch.setattr("agent.daemon.schedule.secrets.randbelow", fake_randbelow)
 
     async def go() -> float:
         d = Daemon(cfg)
@@ -695,7 +701,7 @@ def test_randomized_start_delay_waits_a_random_time_below_the_bound(
         await d._start_delay()
         return time.monotonic() - start
 
-    with caplog.at_level(logging.INFO, logger="agent.daemon.service"):
+    with caplog.at_level(logging.INFO, logger="agent.daemon"):
         waited = asyncio.run(go())
     assert bounds == [1000]  # drawn below randomizedStartDelaySec, in ms
     assert 0.35 <= waited < 1.0

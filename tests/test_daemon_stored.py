@@ -31,12 +31,14 @@ from aiohttp import web
 
 from agent.config.schema import Config, config_from_dict
 from agent.daemon.metrics import Metrics
-from agent.daemon.server import PushReply
-from agent.daemon.service import Daemon, is_adhoc
+from agent.daemon.server import PushReply, reply_for
+from agent.daemon.service import Daemon
+from agent.daemon.sources import is_adhoc
 from agent.daemon.state import SourceMeta, StateStore
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import decode_token, etcha_claims, sign_token
 from agent.run.model import parse_commands
+from agent.trust.gate import Context, TrustGate
 
 RIGHT_PRIV = (
     "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
@@ -95,8 +97,17 @@ def counter_cmd(cid: str, path: Path) -> dict[str, Any]:
     return {"id": cid, "always": True, "change": f"echo run >> {path}"}
 
 
+def seed(tmp_path: Path, raw: str, meta: SourceMeta) -> None:
+    """Store ``raw`` as the source web's accepted token (the store takes only admitted tokens)."""
+    gate = TrustGate(make_config(tmp_path, {"web": {"allowPush": True}}))
+    admitted = asyncio.run(gate.admit(raw, "web", Context.RESTORE))
+    StateStore(tmp_path / "state").save("web", admitted, meta)
+
+
 async def push(d: Daemon, source: str, token: str, *, check: bool = False) -> PushReply:
-    return await d.handle_push(source, token, check=check, parent_id_filter=None, remote="test")
+    return reply_for(
+        await d.handle_push(source, token, check=check, parent_id_filter=None, remote="test")
+    )
 
 
 def failures(metrics: Metrics, reason: str) -> float:
@@ -124,7 +135,7 @@ def test_expired_stored_token_is_restored_logged_and_keeps_correcting_drift(
     issued = time.time() - 3600
     raw = token_for([file_cmd("a", a)], iat=issued, expires_in=300, jti="j1")
     exp = int(issued) + 300
-    StateStore(tmp_path / "state").save("web", raw, SourceMeta(high_water_iat=int(issued)))
+    seed(tmp_path, raw, SourceMeta(high_water_iat=int(issued)))
 
     async def go() -> tuple[Any, Any, Any]:
         d = Daemon(cfg)
@@ -134,7 +145,7 @@ def test_expired_stored_token_is_restored_logged_and_keeps_correcting_drift(
         tick = await d.run_source("web")
         return d.stored_token("web"), first, tick
 
-    with caplog.at_level(logging.INFO, logger="agent.daemon.service"):
+    with caplog.at_level(logging.INFO, logger="agent.daemon"):
         stored, first, tick = asyncio.run(go())
     assert stored is not None and stored.raw == raw
     assert first.err == "" and first.changed_ids == ("a",)
@@ -164,7 +175,7 @@ def test_max_token_age_is_not_checked_at_restore(tmp_path: Path) -> None:
     a = tmp_path / "a"
     cfg = make_config(tmp_path, {"web": {"allowPush": True, "maxTokenAge": "1m"}})
     raw = token_for([file_cmd("a", a)], iat=time.time() - 3600)
-    StateStore(tmp_path / "state").save("web", raw, SourceMeta())
+    seed(tmp_path, raw, SourceMeta())
 
     async def go() -> Any:
         d = Daemon(cfg)
@@ -239,7 +250,7 @@ def test_retired_key_stops_the_stored_pattern_and_counts_key_retired(
         await d.reload(retired)
         return await d.run_source("web")
 
-    with caplog.at_level(logging.ERROR, logger="agent.daemon.service"):
+    with caplog.at_level(logging.ERROR, logger="agent.daemon"):
         tick = asyncio.run(go())
     assert tick.changed_ids == ()
     assert counter.read_text().splitlines() == ["run"]
@@ -250,7 +261,7 @@ def test_retired_key_stops_the_stored_pattern_and_counts_key_retired(
 def test_allowed_keys_change_withdraws_a_restored_pattern(tmp_path: Path) -> None:
     counter = tmp_path / "count"
     raw = token_for([counter_cmd("c", counter)])
-    StateStore(tmp_path / "state").save("web", raw, SourceMeta())
+    seed(tmp_path, raw, SourceMeta())
     cfg = make_config(tmp_path, {"web": {"allowPush": True, "allowedKeys": ["someone-else"]}})
     metrics = Metrics()
 
@@ -448,7 +459,7 @@ def test_max_token_age_fires_on_a_304_and_the_last_good_pattern_keeps_running(
             await asyncio.sleep(2.1)
             a.unlink()
             tick = await d.run_source("p")
-            return first, tick, d._sources["p"].stale
+            return first, tick, d.sources["p"].stale
 
     first, tick, stale = asyncio.run(go())
     assert state["requests"] == 2  # the second pull was answered 304
@@ -522,8 +533,8 @@ def test_rollback_mark_is_the_max_of_the_stored_mark_and_never_goes_down(tmp_pat
         assert (await push(d, "web", newer)).status == 200
         # A pull that started before the push carried the mark it saw then (none).
         assert (await push(d, "web", older)).status == 200  # allowRollback: accepted
-        await d._save("web", d.stored_token("web"), SourceMeta(high_water_iat=None))  # type: ignore[arg-type]
-        return d._sources["web"].meta.high_water_iat
+        await d.runner.save("web", d.stored_token("web"), SourceMeta(high_water_iat=None))  # type: ignore[arg-type]
+        return d.sources["web"].meta.high_water_iat
 
     assert asyncio.run(go()) == now
     meta = json.loads((tmp_path / "state" / "web.meta.json").read_text())

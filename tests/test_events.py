@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.config.schema import Config, config_from_dict
 from agent.daemon.events import Events, event_output, receivers_for
-from agent.daemon.server import PushReply
+from agent.daemon.server import PushReply, reply_for
 from agent.daemon.service import Daemon
 from agent.pattern.load import load_from_text
 from agent.run.engine import Output
@@ -75,8 +75,8 @@ async def push(
     d: Daemon, source: str, run: list[dict[str, Any]], *, check: bool = False, **pattern: Any
 ) -> PushReply:
     token = await sign(d.config, run, **pattern)
-    return await d.handle_push(
-        source, token, check=check, parent_id_filter=None, remote="192.0.2.7"
+    return reply_for(
+        await d.handle_push(source, token, check=check, parent_id_filter=None, remote="192.0.2.7")
     )
 
 
@@ -329,8 +329,10 @@ def test_push_system_event_carries_the_result_and_skips_check_and_refused_pushes
         d = await started(cfg)
         await push(d, "core", [emit("said", "hi")])
         await push(d, "core", [emit("said", "hi")], check=True)
-        refused = await d.handle_push(
-            "core", "garbage", check=False, parent_id_filter=None, remote="192.0.2.7"
+        refused = reply_for(
+            await d.handle_push(
+                "core", "garbage", check=False, parent_id_filter=None, remote="192.0.2.7"
+            )
         )
         assert refused.status == 404
         await push(d, "core", [{"id": "fails", "always": True, "change": "exit 1"}])

@@ -59,7 +59,9 @@ async def listener(cfg: Config, metrics: Metrics) -> AsyncIterator[tuple[Daemon,
 
     d = Daemon(cfg, events=Events(), metrics=metrics)
     await d.load()
-    app = create_app(d, max_body_bytes=int(cfg.run.max_body_bytes), **app_extras(d))
+    app = create_app(
+        d.ingress, max_body_bytes=int(cfg.run.max_body_bytes), **app_extras(d, d.exposition)
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

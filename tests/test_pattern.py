@@ -16,6 +16,7 @@ from agent.jws.keys import generate_keys, parse_signing_key, parse_verify_key
 from agent.jws.tokens import etcha_claims, sign_token, verify_token
 from agent.pattern.load import Pattern, load_from_disk, load_from_text, load_from_token, render_vars
 from agent.tools.build import build_token
+from agent.trust.gate import Context, TrustGate
 
 
 def cfg(**data: Any) -> Any:
@@ -200,9 +201,9 @@ class TestLoadFromToken:
         self.private, self.public = generate_keys("ed25519", "t")
 
     def verified(self, files: dict[str, str], entry: str = "/main.jsonnet", **kw: Any) -> Any:
-        return verify_token(
-            _token(files, entry, self.private, **kw), [parse_verify_key(self.public)]
-        )
+        gate = TrustGate(cfg(run={"verifyKeys": [self.public]}))
+        raw = _token(files, entry, self.private, **kw)
+        return asyncio.run(gate.admit(raw, "", Context.OFFLINE))
 
     def test_vars_jwt_is_the_raw_token_and_run_vars_reach_vars(self) -> None:
         token = self.verified(
@@ -217,7 +218,7 @@ class TestLoadFromToken:
         assert loaded.pattern.run[0].change == token.raw
 
     def test_only_a_verified_token_is_accepted(self) -> None:
-        with pytest.raises(TypeError, match="VerifiedToken"):
+        with pytest.raises(TypeError, match="AdmittedToken"):
             load_from_token("a.b.c", config=cfg(), source="")  # type: ignore[arg-type]
 
     @pytest.mark.parametrize(
@@ -257,5 +258,8 @@ class TestLoadFromToken:
         raw = asyncio.run(build_token(loaded, config=config))
         token = verify_token(raw, [parse_verify_key(self.public)])
         assert token.exp is not None and token.iat is not None and token.exp - token.iat == 60
-        again = load_from_token(token, config=config, source="x")
+        admitted = asyncio.run(
+            TrustGate(cfg(run={"verifyKeys": [self.public]})).admit(raw, "", Context.OFFLINE)
+        )
+        again = load_from_token(admitted, config=config, source="x")
         assert again.pattern.run == loaded.pattern.run

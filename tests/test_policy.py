@@ -23,16 +23,16 @@ from hypothesis import strategies as st
 
 from agent.config.schema import Config, config_from_dict
 from agent.core.errors import VerifyError
-from agent.daemon.server import PushReply
+from agent.daemon.server import PushReply, reply_for
 from agent.daemon.service import Daemon
 from agent.daemon.state import ReplayCache, StateStore
+from agent.daemon.telemetry import NoMetrics
 from agent.jws.keys import generate_keys, parse_signing_key
 from agent.jws.tokens import VerifiedToken, etcha_claims, sign_token
 from agent.tools.push import push_expires_in
+from agent.trust.gate import Context, TrustGate
 from agent.trust.policy import (
     PolicyError,
-    check_offline,
-    check_push,
     check_rollback,
     check_stale,
     expiring_keys,
@@ -100,12 +100,35 @@ def verified(
     return asyncio.run(verify_for_source(token, config=cfg, source=source, now=now))
 
 
+def check_push(
+    token: VerifiedToken,
+    *,
+    config: Config,
+    source: str,
+    high_water_iat: int | None,
+    replay: ReplayCache,
+    now: float | None = None,
+) -> None:
+    """The push checks, through the trust gate (context push)."""
+    gate = TrustGate(config, marks=lambda _: high_water_iat, replay=replay)
+    asyncio.run(gate.admit(token.raw, source, Context.PUSH, now=now))
+
+
+def check_offline(
+    token: VerifiedToken, *, config: Config, source: str, now: float | None = None
+) -> None:
+    """The offline checks (``agent jwt -s``), through the trust gate."""
+    asyncio.run(TrustGate(config).admit(token.raw, source, Context.OFFLINE, now=now))
+
+
 async def push(d: Daemon, token: str, source: str = "web") -> PushReply:
-    return await d.handle_push(source, token, check=False, parent_id_filter=None, remote="test")
+    return reply_for(
+        await d.handle_push(source, token, check=False, parent_id_filter=None, remote="test")
+    )
 
 
-async def started(cfg: Config) -> Daemon:
-    d = Daemon(cfg)
+async def started(cfg: Config, metrics: NoMetrics | None = None) -> Daemon:
+    d = Daemon(cfg, metrics=metrics)
     await d.load()
     return d
 
@@ -114,7 +137,7 @@ def refusals(caplog: pytest.LogCaptureFixture, reason: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if f"reason {reason}," in r.getMessage()]
 
 
-class FakeMetrics:
+class FakeMetrics(NoMetrics):
     def __init__(self) -> None:
         self.failures: list[tuple[str, str]] = []
 
@@ -317,14 +340,13 @@ def test_push_rollback_refused_with_plain_404_survives_restart_and_allow_rollbac
     captured, newer = make_token(NOW - 600), make_token(NOW - 60)
 
     async def go() -> None:
-        d = await started(cfg)
         metrics = FakeMetrics()
-        d.metrics = metrics  # type: ignore[attr-defined]
+        d = await started(cfg, metrics)
         assert (await push(d, captured)).status == 200
         assert (await push(d, newer)).status == 200
         refused = await push(d, captured)
-        unknown = await d.handle_push(
-            "nope", captured, check=False, parent_id_filter=None, remote="t"
+        unknown = reply_for(
+            await d.handle_push("nope", captured, check=False, parent_id_filter=None, remote="t")
         )
         assert (refused.status, refused.body) == (unknown.status, unknown.body) == (404, None)
         # the refusal is counted; so is the unknown source (as source "", reason not_allowed)
@@ -459,9 +481,8 @@ def test_allowlist_and_key_windows_refuse_pushes_in_the_daemon(tmp_path: Path) -
     )
 
     async def go() -> None:
-        d = await started(cfg)
         metrics = FakeMetrics()
-        d.metrics = metrics  # type: ignore[attr-defined]
+        d = await started(cfg, metrics)
         assert (await push(d, make_token(NOW))).status == 404
         assert (await push(d, make_token(NOW, key=OTHER_PRIV))).status == 200
         assert metrics.failures == [("web", "key_not_allowed")]

@@ -70,7 +70,9 @@ async def serve_app(app: web.Application) -> AsyncIterator[str]:
 async def listener(cfg: Config) -> AsyncIterator[str]:
     d = Daemon(cfg, events=Events(), metrics=Metrics(process_metrics=False))
     await d.load()
-    app = create_app(d, max_body_bytes=int(cfg.run.max_body_bytes), **app_extras(d))
+    app = create_app(
+        d.ingress, max_body_bytes=int(cfg.run.max_body_bytes), **app_extras(d, d.exposition)
+    )
     async with serve_app(app) as base:
         yield base
 

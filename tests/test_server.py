@@ -19,14 +19,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.daemon.server import PushReply, create_app, query_flag
+from agent.daemon.ingress import PushOutcome, Ran, Refused
+from agent.daemon.server import create_app, query_flag
+from agent.run.engine import Result
 
 
 @dataclass
 class Recorder:
     """A PushHandler that records calls and answers a fixed reply."""
 
-    reply: PushReply
+    reply: PushOutcome
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     async def handle_push(
@@ -37,7 +39,7 @@ class Recorder:
         check: bool,
         parent_id_filter: re.Pattern[str] | None,
         remote: str,
-    ) -> PushReply:
+    ) -> PushOutcome:
         self.calls.append(
             {
                 "source": source,
@@ -90,7 +92,7 @@ async def request(
 
 
 def test_push_success_answers_200_with_indented_result_json() -> None:
-    rec = Recorder(PushReply(200, RESULT))
+    rec = Recorder(Ran(Result.from_json(RESULT)))
 
     async def go() -> tuple[int, str, str]:
         async with serve(create_app(rec)) as base:
@@ -109,7 +111,7 @@ def test_push_success_answers_200_with_indented_result_json() -> None:
 
 def test_push_failure_answers_500_with_result_json() -> None:
     failed = dict(RESULT, err="command failed")
-    rec = Recorder(PushReply(500, failed))
+    rec = Recorder(Ran(Result.from_json(failed)))
 
     async def go() -> tuple[int, str, str]:
         async with serve(create_app(rec)) as base:
@@ -122,7 +124,7 @@ def test_push_failure_answers_500_with_result_json() -> None:
 
 
 def test_push_refusal_is_404_with_empty_body() -> None:
-    rec = Recorder(PushReply(404))
+    rec = Recorder(Refused("not_allowed"))
 
     async def go() -> tuple[int, str, str]:
         async with serve(create_app(rec)) as base:
@@ -134,7 +136,7 @@ def test_push_refusal_is_404_with_empty_body() -> None:
 
 
 def test_check_and_filter_query_reach_the_handler() -> None:
-    rec = Recorder(PushReply(200, RESULT))
+    rec = Recorder(Ran(Result.from_json(RESULT)))
 
     async def go() -> None:
         async with serve(create_app(rec)) as base:
@@ -148,7 +150,7 @@ def test_check_and_filter_query_reach_the_handler() -> None:
 
 
 def test_bad_filter_regex_is_400_and_nothing_runs() -> None:
-    rec = Recorder(PushReply(200, RESULT))
+    rec = Recorder(Ran(Result.from_json(RESULT)))
 
     async def go() -> tuple[int, str, str]:
         async with serve(create_app(rec)) as base:
@@ -161,7 +163,7 @@ def test_bad_filter_regex_is_400_and_nothing_runs() -> None:
 
 
 def test_other_methods_on_the_push_path_are_405() -> None:
-    rec = Recorder(PushReply(200, RESULT))
+    rec = Recorder(Ran(Result.from_json(RESULT)))
 
     async def go() -> list[int]:
         async with serve(create_app(rec)) as base:
@@ -174,7 +176,7 @@ def test_other_methods_on_the_push_path_are_405() -> None:
 
 
 def test_body_over_the_limit_is_413_by_content_length_and_by_stream() -> None:
-    rec = Recorder(PushReply(200, RESULT))
+    rec = Recorder(Ran(Result.from_json(RESULT)))
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(4):
@@ -197,7 +199,7 @@ def test_body_over_the_limit_is_413_by_content_length_and_by_stream() -> None:
 
 
 def test_unknown_paths_fall_through_to_404_or_the_fallback() -> None:
-    rec = Recorder(PushReply(200, RESULT))
+    rec = Recorder(Ran(Result.from_json(RESULT)))
 
     async def hook(request: web.Request) -> web.StreamResponse:
         return web.Response(text=f"hook {request.method} {request.path}")
@@ -257,7 +259,7 @@ async def send_in_pieces(port: int, body: bytes, piece: int, *, chunked: bool) -
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("piece", [1024, 16 * 1024])
 def test_push_body_sent_in_pieces_is_read_whole(piece: int, chunked: bool) -> None:
-    rec = Recorder(PushReply(200, RESULT))
+    rec = Recorder(Ran(Result.from_json(RESULT)))
     body = bytes(ord("a") + i % 26 for i in range(100_000))
 
     async def go() -> bytes:
@@ -275,7 +277,7 @@ def test_push_body_sent_in_pieces_is_read_whole(piece: int, chunked: bool) -> No
 
 
 def test_a_refused_reply_is_the_empty_404_whatever_its_status() -> None:
-    rec = Recorder(PushReply(500, {**RESULT, "err": "token refused under the lock"}, refused=True))
+    rec = Recorder(Refused("rollback"))
 
     async def go() -> tuple[int, str, str]:
         async with serve(create_app(rec)) as base:
@@ -285,7 +287,7 @@ def test_a_refused_reply_is_the_empty_404_whatever_its_status() -> None:
 
 
 def test_push_log_lines_escape_the_source_name(caplog: pytest.LogCaptureFixture) -> None:
-    rec = Recorder(PushReply(404))
+    rec = Recorder(Refused("not_allowed"))
 
     async def go() -> int:
         async with serve(create_app(rec)) as base:
@@ -299,7 +301,7 @@ def test_push_log_lines_escape_the_source_name(caplog: pytest.LogCaptureFixture)
 
 
 def test_a_body_not_complete_within_timeout_body_is_408_and_closes() -> None:
-    rec = Recorder(PushReply(200, RESULT))
+    rec = Recorder(Ran(Result.from_json(RESULT)))
 
     async def go() -> tuple[bytes, bytes]:
         port = free_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -9,10 +10,25 @@ from pathlib import Path
 
 import pytest
 
+from agent.config.schema import config_from_dict
 from agent.core.errors import SourceError
 from agent.daemon.state import ReplayCache, SourceMeta, StateStore, StoredState, atomic_write
+from agent.jws.keys import generate_keys, parse_signing_key
+from agent.jws.tokens import sign_token
+from agent.trust.gate import AdmittedToken, Context, TrustGate
 
-TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJpYXQiOjF9.c2ln"
+_PRIVATE, _PUBLIC = generate_keys("ed25519", "state")
+
+
+def admitted(iat: int = 1, **claims: object) -> AdmittedToken:
+    """A real token admitted by the gate (the store takes nothing else)."""
+    raw = sign_token({"iat": iat, **claims}, parse_signing_key(_PRIVATE))
+    gate = TrustGate(config_from_dict({"run": {"verifyKeys": [_PUBLIC]}}))
+    return asyncio.run(gate.admit(raw, "", Context.RESTORE))
+
+
+ADMITTED = admitted()
+TOKEN = ADMITTED.raw
 
 
 def _mode(path: Path) -> int:
@@ -27,12 +43,12 @@ def test_save_then_load_round_trips_token_and_meta(tmp_path: Path) -> None:
         high_water_iat=1700000000,
         accepted_at=1700000123.5,
     )
-    store.save("web", TOKEN, meta)
+    store.save("web", ADMITTED, meta)
     assert store.load("web") == StoredState(token=TOKEN, meta=meta)
 
 
 def test_token_is_written_at_the_etcha_location_as_the_raw_token(tmp_path: Path) -> None:
-    StateStore(tmp_path).save("web", TOKEN, SourceMeta())
+    StateStore(tmp_path).save("web", ADMITTED, SourceMeta())
     assert (tmp_path / "web.jwt").read_text() == TOKEN
     data = json.loads((tmp_path / "web.meta.json").read_text())
     assert data["etag"] == ""
@@ -43,7 +59,7 @@ def test_saved_files_are_private(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     old = os.umask(0)
     try:
-        store.save("web", TOKEN, SourceMeta(etag="x"))
+        store.save("web", ADMITTED, SourceMeta(etag="x"))
     finally:
         os.umask(old)
     assert _mode(tmp_path / "web.jwt") == 0o600
@@ -52,16 +68,17 @@ def test_saved_files_are_private(tmp_path: Path) -> None:
 
 def test_save_creates_missing_state_dir(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "a" / "b")
-    store.save("web", TOKEN, SourceMeta())
+    store.save("web", ADMITTED, SourceMeta())
     assert (tmp_path / "a" / "b" / "web.jwt").exists()
 
 
 def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    for i in range(3):
-        store.save("web", f"{TOKEN}{i}", SourceMeta(etag=str(i)))
+    tokens = [admitted(i + 1) for i in range(3)]
+    for i, token in enumerate(tokens):
+        store.save("web", token, SourceMeta(etag=str(i)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["web.jwt", "web.meta.json"]
-    assert (tmp_path / "web.jwt").read_text() == f"{TOKEN}2"
+    assert (tmp_path / "web.jwt").read_text() == tokens[2].raw
 
 
 def test_failed_write_keeps_old_file_and_removes_temp(tmp_path: Path) -> None:
@@ -81,7 +98,7 @@ def test_save_into_unwritable_location_is_a_source_error(tmp_path: Path) -> None
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
     with pytest.raises(SourceError, match="state dir"):
-        StateStore(blocker / "state").save("web", TOKEN, SourceMeta())
+        StateStore(blocker / "state").save("web", ADMITTED, SourceMeta())
 
 
 def test_load_without_token_is_none(tmp_path: Path) -> None:
@@ -121,7 +138,7 @@ def test_meta_with_wrong_types_ignores_those_fields(tmp_path: Path) -> None:
 
 def test_save_meta_updates_meta_without_touching_token(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    store.save("web", TOKEN, SourceMeta(etag="1", high_water_iat=5))
+    store.save("web", ADMITTED, SourceMeta(etag="1", high_water_iat=5))
     before = (tmp_path / "web.jwt").stat()
     store.save_meta("web", SourceMeta(etag="2", high_water_iat=5))
     after = (tmp_path / "web.jwt").stat()
@@ -141,7 +158,7 @@ def test_save_meta_without_token_loads_as_nothing(tmp_path: Path) -> None:
 def test_unsafe_source_names_are_rejected(tmp_path: Path, name: str) -> None:
     store = StateStore(tmp_path)
     with pytest.raises(SourceError, match="source name"):
-        store.save(name, TOKEN, SourceMeta())
+        store.save(name, ADMITTED, SourceMeta())
     with pytest.raises(SourceError, match="source name"):
         store.load(name)
     with pytest.raises(SourceError, match="source name"):
@@ -152,7 +169,7 @@ def test_unsafe_source_names_are_rejected(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("name", ["web", "my-source_1", "a.b", "test"])
 def test_safe_source_names_are_accepted(tmp_path: Path, name: str) -> None:
     store = StateStore(tmp_path)
-    store.save(name, TOKEN, SourceMeta())
+    store.save(name, ADMITTED, SourceMeta())
     assert (tmp_path / f"{name}.jwt").exists()
 
 
@@ -262,6 +279,11 @@ _CRASHING_WRITER = """
 import os, signal, sys
 from pathlib import Path
 from agent.daemon.state import SourceMeta, StateStore
+from agent.config.schema import config_from_dict
+from agent.jws.keys import generate_keys, parse_signing_key
+from agent.jws.tokens import sign_token
+from agent.trust.gate import Context, TrustGate
+import asyncio
 
 def crash(src, dst):
     os.kill(os.getpid(), signal.SIGKILL)  # killed after the temp file is written, before replace
@@ -270,7 +292,10 @@ store = StateStore(Path(sys.argv[1]))
 which = sys.argv[2]
 os.replace = crash
 if which == "token":
-    store.save("web", "new-token", SourceMeta())
+    private, public = generate_keys("ed25519", "child")
+    gate = TrustGate(config_from_dict({"run": {"verifyKeys": [public]}}))
+    raw = sign_token({"iat": 2}, parse_signing_key(private))
+    store.save("web", asyncio.run(gate.admit(raw, "", Context.RESTORE)), SourceMeta())
 elif which == "meta":
     store.save_meta("web", SourceMeta(etag="new"))
 else:
@@ -298,7 +323,7 @@ def test_start_up_cleanup_removes_temp_files_of_killed_writers_and_nothing_else(
     tmp_path: Path,
 ) -> None:
     store = StateStore(tmp_path)
-    store.save("web", TOKEN, SourceMeta(etag="old"))
+    store.save("web", ADMITTED, SourceMeta(etag="old"))
     store.save_replay([("jti-old", None)])
     state_files = {"web.jwt", "web.meta.json", "agent-replay.json"}
     for which in ("token", "meta", "replay"):
@@ -383,10 +408,11 @@ def test_atomic_write_temp_files_are_recognisable(tmp_path: Path) -> None:
 
 
 def test_load_refuses_a_token_file_over_the_size_bound(tmp_path: Path) -> None:
-    store = StateStore(tmp_path, max_token_bytes=64)
-    store.save("web", "x" * 64, SourceMeta())
+    bound = len(TOKEN)
+    store = StateStore(tmp_path, max_token_bytes=bound)
+    store.save("web", ADMITTED, SourceMeta())
     loaded = store.load("web")
-    assert loaded is not None and len(loaded.token) == 64
-    store.save("big", "x" * 65, SourceMeta())
-    with pytest.raises(SourceError, match="expected at most 64 bytes"):
+    assert loaded is not None and len(loaded.token) == bound
+    store.save("big", admitted(pad="x" * 8), SourceMeta())
+    with pytest.raises(SourceError, match=f"expected at most {bound} bytes"):
         store.load("big")

@@ -75,7 +75,9 @@ def free_port() -> int:
 async def listener(cfg: Config) -> AsyncIterator[tuple[Daemon, str]]:
     d = Daemon(cfg, events=Events(), metrics=Metrics(process_metrics=False))
     await d.load()
-    app = create_app(d, max_body_bytes=int(cfg.run.max_body_bytes), **app_extras(d))
+    app = create_app(
+        d.ingress, max_body_bytes=int(cfg.run.max_body_bytes), **app_extras(d, d.exposition)
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

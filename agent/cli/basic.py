@@ -46,6 +46,12 @@ def register(sub: Any) -> None:
         description="Exit 0 when equal; otherwise print a diff and exit 1.",
     )
     p.add_argument("-i", dest="ignore_version", action="store_true", help="ignore etchaVersion")
+    p.add_argument(
+        "-s",
+        dest="source",
+        default="",
+        help="verify both as this source would: its verifyKeys/verifyCommands and trust policy",
+    )
     p.add_argument("new", help="new JWT path or URL")
     p.add_argument("old", help="old JWT path or URL")
     p.set_defaults(handler="agent.cli.keys_cmds:cmd_compare")

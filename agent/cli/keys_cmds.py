@@ -3,9 +3,10 @@
 Invariants:
 
 - These handlers never import aiohttp or apscheduler: tokens are read with
-  :func:`agent.cli.common.read_token_arg` (urllib) and verified through
-  :func:`agent.trust.verify.verify_for_source` with source ``""`` (run.verifyKeys, or verifyCommands
-  when configured), like Etcha's CLI.
+  :func:`agent.cli.common.read_token_arg` (urllib) and admitted by the trust gate
+  (:class:`agent.trust.gate.TrustGate`, context ``offline``) for the ``-s`` source, or for none
+  (``run.verifyKeys``, or verifyCommands when configured) like Etcha's CLI. ``render -s`` goes
+  through the same gate, so it refuses exactly what ``jwt -s`` refuses.
 - ``jwt`` prints what it could decode to stdout even when verification fails, then fails with one
   error line (the CLI edge prints ``ERROR: <message>``) and exit code 1.
 - ``compare`` compares only verified tokens (reference §4.5).
@@ -14,10 +15,20 @@ Invariants:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import difflib
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from agent.cli.common import load_config_for, read_token_arg
+from agent.core.errors import AgentError, ConfigError, TokenError, VerifyError
+from agent.core.gojson import dumps_indent
+from agent.jws.compare import token_difference
+from agent.jws.keys import generate_keys
+from agent.jws.tokens import decode_token
+from agent.net.fetch import is_http, safe_url
+from agent.trust.gate import AdmittedToken, Context, TrustGate
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -36,30 +47,33 @@ def cmd_generate_keys(args: argparse.Namespace) -> int:
     Raises:
         KeyFormatError: unknown algorithm or an unusable id.
     """
-    from agent.jws.keys import generate_keys
-
     private, public = generate_keys(getattr(args, "algorithm", None) or "ed25519", args.name)
     print(json.dumps({"privateKey": private, "publicKey": public}, indent=2))
     return 0
 
 
-def _verify(token: str, config: Config, source: str = "") -> VerifiedToken:
-    """Verify ``token`` through the one verify entry point for ``source`` (``""`` like Etcha).
+def check_source(config: Config, source: str) -> None:
+    """Refuse an unknown ``-s`` source (``""`` is none: the global keys, like Etcha).
 
-    The trust policy that needs no daemon state (allowlist, key windows, maxTokenAge) applies
-    too, so `agent jwt -s web` refuses what the daemon's ``web`` source would refuse.
+    Raises:
+        ConfigError: naming the configured sources.
+    """
+    if source and source not in config.sources:
+        known = ", ".join(sorted(config.sources)) or "none"
+        raise ConfigError(f'unknown source "{source}" (configured sources: {known})')
+
+
+def admit_offline(token: str, config: Config, source: str = "") -> AdmittedToken:
+    """Admit ``token`` through the trust gate in the ``offline`` context for ``source``.
+
+    Everything that needs no daemon state applies (signature or verifyCommands, key windows,
+    allowedKeys, exp/nbf, maxTokenAge), so ``jwt -s web``, ``render -s web`` and
+    ``compare -s web`` refuse what the daemon's ``web`` source would refuse on delivery.
 
     Raises:
         VerifyError: the token did not verify, or the policy refused it.
     """
-    import asyncio
-
-    from agent.trust.policy import check_offline
-    from agent.trust.verify import verify_for_source
-
-    verified = asyncio.run(verify_for_source(token, config=config, source=source))
-    check_offline(verified, config=config, source=source)
-    return verified
+    return asyncio.run(TrustGate(config).admit(token, source, Context.OFFLINE))
 
 
 def _display_claims(decoded: DecodedToken) -> dict[str, Any]:
@@ -86,21 +100,14 @@ def cmd_jwt(args: argparse.Namespace) -> int:
         KeyFormatError: a verify key does not parse (the decoded claims are printed first).
         ConfigError: the config could not be loaded.
     """
-    from agent.cli.common import load_config_for, read_token_arg
-    from agent.core.errors import AgentError, ConfigError, VerifyError
-    from agent.core.gojson import dumps_indent
-    from agent.jws.tokens import decode_token
-
     config = load_config_for(args)
     token = read_token_arg(args.path, config=config)
     source = getattr(args, "source", "") or ""
-    if source and source not in config.sources:
-        known = ", ".join(sorted(config.sources)) or "none"
-        raise ConfigError(f'unknown source "{source}" (configured sources: {known})')
+    check_source(config, source)
     decoded = decode_token(token)
     error: AgentError | None = None
     try:
-        _verify(token, config, source)
+        admit_offline(token, config, source)
     except VerifyError as exc:
         error = VerifyError(f"{exc} (reason {exc.reason})", exc.reason)
     except AgentError as exc:  # a verify key that does not parse
@@ -119,57 +126,28 @@ def _diff(old: str, new: str, label: str) -> str:
 
 
 def _pattern_text(token: VerifiedToken) -> str:
-    from agent.core.gojson import dumps_indent
-
     if not token.pattern_entrypoint and token.pattern_files is None:
         return "null"
     files = None if token.pattern_files is None else dict(token.pattern_files)
     return dumps_indent({"entrypoint": token.pattern_entrypoint, "files": files})
 
 
-def compare_tokens(
-    new: VerifiedToken, old: VerifiedToken, *, ignore_version: bool
-) -> tuple[str, str] | None:
-    """Etcha's ``Equal``: build manifest, then version (unless ignored), then pattern.
-
-    Args:
-        new: the new token.
-        old: the old token.
-        ignore_version: skip the ``etchaVersion`` comparison.
-
-    Returns:
-        ``None`` when equal, else ``(reason, unified diff)``.
-    """
-    if new.build_manifest != old.build_manifest:
-        return "etchaBuildManifest differs", _diff(
-            old.build_manifest, new.build_manifest, "etchaManifest"
-        )
-    if not ignore_version and new.version != old.version:
-        return "etchaVersion differs", _diff(old.version, new.version, "etchaVersion")
-    old_pattern, new_pattern = _pattern_text(old), _pattern_text(new)
-    if old_pattern != new_pattern:
-        return "etchaPattern differs", _diff(old_pattern, new_pattern, "etchaPattern")
-    return None
-
-
-def _read_verified(where: str, which: str, config: Config) -> VerifiedToken:
-    from agent.cli.common import read_token_arg
-    from agent.core.errors import VerifyError
-    from agent.net.fetch import is_http, safe_url
-
+def _read_admitted(where: str, which: str, config: Config, source: str) -> VerifiedToken:
     token = read_token_arg(where, config=config)
     try:
-        return _verify(token, config)
+        return admit_offline(token, config, source).verified
     except VerifyError as exc:
         shown = safe_url(where) if is_http(where) else where
-        raise VerifyError(f"{which} JWT {shown}: {exc}", exc.reason) from exc
+        raise VerifyError(f"{which} JWT {shown}: {exc} (reason {exc.reason})", exc.reason) from exc
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``agent compare [-i] <new> <old>``: exit 0 when the tokens match, else diff and fail.
+    """``agent compare [-i] [-s source] <new> <old>``: exit 0 when the tokens match, else diff.
+
+    Both tokens go through the trust gate (context ``offline``) for ``-s``'s source first.
 
     Args:
-        args: ``new``, ``old`` (paths or URLs), ``ignore_version``.
+        args: ``new``, ``old`` (paths or URLs), ``ignore_version``, ``source``.
 
     Returns:
         0 when the tokens are equal.
@@ -179,13 +157,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         VerifyError: a token did not verify.
         TokenError: the tokens do not match (the diff is printed to stdout first).
     """
-    from agent.cli.common import load_config_for
-    from agent.core.errors import TokenError
-
     config = load_config_for(args)
-    new = _read_verified(args.new, "new", config)
-    old = _read_verified(args.old, "old", config)
-    mismatch = compare_tokens(new, old, ignore_version=bool(args.ignore_version))
+    source = getattr(args, "source", "") or ""
+    check_source(config, source)
+    new = _read_admitted(args.new, "new", config, source)
+    old = _read_admitted(args.old, "old", config, source)
+    mismatch = token_difference(new, old, ignore_version=bool(args.ignore_version))
     if mismatch is None:
         return 0
     reason, diff = mismatch
@@ -194,4 +171,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     raise TokenError(f"JWTs do not match: {reason}")
 
 
-__all__: Sequence[str] = ("cmd_compare", "cmd_generate_keys", "cmd_jwt", "compare_tokens")
+__all__: Sequence[str] = (
+    "admit_offline",
+    "check_source",
+    "cmd_compare",
+    "cmd_generate_keys",
+    "cmd_jwt",
+)

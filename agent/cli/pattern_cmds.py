@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.common import load_config_for, looks_like_token, read_token_arg
+from agent.cli.keys_cmds import admit_offline, check_source
 from agent.core.errors import UsageError, VerifyError
+from agent.core.gojson import dumps_indent
+from agent.pattern.load import load_from_disk, load_from_text, load_from_token
+from agent.run.engine import Mode, Result, run_commands
+from agent.tools.build import build_to_file, collect_build
+from agent.tools.report import result_lines
 
 if TYPE_CHECKING:
     from agent.pattern.load import LoadedPattern
@@ -20,11 +26,11 @@ _PATTERN_SUFFIXES = (".jsonnet", ".libsonnet", ".json")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    """Render a JWT (verified first), a pattern file, or Jsonnet text; print the pattern."""
-    from agent.core.gojson import dumps_indent
-    from agent.pattern.load import load_from_disk, load_from_text, load_from_token
-    from agent.trust.verify import verify_for_source
+    """Render a JWT (admitted by the trust gate first), a pattern file, or Jsonnet text.
 
+    A token goes through the same gate as ``agent jwt -s`` (context ``offline``); a refused one
+    is never rendered, so none of its Jsonnet (or natives) runs.
+    """
     config = load_config_for(args)
     target: str = args.target
     source: str = args.source
@@ -41,13 +47,15 @@ def cmd_render(args: argparse.Namespace) -> int:
         token = target.strip()
 
     if token is not None:
+        check_source(config, source)
         try:
-            verified = asyncio.run(verify_for_source(token, config=config, source=source))
+            admitted = admit_offline(token, config, source)
         except VerifyError as exc:
             raise VerifyError(
-                f"refusing to render a token that did not verify: {exc}", exc.reason
+                f"refusing to render a token that did not verify: {exc} (reason {exc.reason})",
+                exc.reason,
             ) from exc
-        loaded = load_from_token(verified, config=config, source=source, disable_external=disable)
+        loaded = load_from_token(admitted, config=config, source=source, disable_external=disable)
     elif path.is_file():
         loaded = load_from_disk(path, config=config, source=source, disable_external=disable)
     elif target.endswith((*_PATTERN_SUFFIXES, ".jwt")) or _looks_like_path(target):
@@ -69,11 +77,6 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 async def _local(args: argparse.Namespace) -> int:
-    from agent.pattern.load import load_from_disk, load_from_text
-    from agent.run.engine import Mode, Result, run_commands
-    from agent.tools.build import collect_build
-    from agent.tools.report import result_lines
-
     config = load_config_for(args)
     source: str = args.source
     disable = bool(args.disable_external)
@@ -128,8 +131,6 @@ async def _local(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build and sign a pattern into a JWT file."""
-    from agent.tools.build import build_to_file
-
     config = load_config_for(args)
     path = Path(args.pattern)
     if not path.is_file():

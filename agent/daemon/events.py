@@ -2,8 +2,10 @@
 
 Responsibility: after a source run, hand each event it emitted (``etcha:<name>`` in onChange,
 onRemove or onFail) to the sources that receive it, and fire the daemon's own ``pull`` and
-``push`` events. :class:`Events` implements :class:`agent.daemon.service.EventDispatcher`;
-:func:`run_direct` is also how webhooks run a pattern.
+``push`` events. :class:`Events` implements :class:`EventDispatcher`; :func:`run_direct` is also
+how webhooks run a pattern. Both see the daemon only through
+:class:`agent.daemon.sources.SourceView` (config, stored patterns and tokens, metrics, and the
+``tracked``/``stop`` callbacks).
 
 Dispatch rules:
 
@@ -47,7 +49,7 @@ System events:
 System events are not subject to the sender's ``eventsSend`` (the daemon sends them), but they
 follow the same receiver rules (alphabetical, never to the source they are about).
 
-Invariants: an :class:`Events` holds no state; everything comes from the daemon passed in.
+Invariants: an :class:`Events` holds no state; everything comes from the view passed in.
 Handler runs take no source lock (the sender's lock is held during dispatch, so locking receivers
 could deadlock two sources that receive each other's events).
 """
@@ -57,13 +59,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from agent.core.errors import AgentError
-
-if TYPE_CHECKING:
-    from agent.daemon.service import Daemon, StoredPattern
-    from agent.run.engine import Output, RunOutcome
+from agent.daemon.sources import SourceView, StoredPattern
+from agent.run.engine import Mode, Output, RunOutcome, run_commands
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,35 @@ logger = logging.getLogger(__name__)
 RESERVED_EVENTS = frozenset({"pull", "push", "shell"})
 #: The event that stops the daemon after its receivers ran.
 EXIT_EVENT = "exit"
+
+
+class EventDispatcher(Protocol):
+    """Dispatches a run's events to receiving sources (:class:`Events`)."""
+
+    async def dispatch(
+        self,
+        view: SourceView,
+        source: str,
+        outcome: RunOutcome,
+        *,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> bool:
+        """Run receivers for ``outcome``'s events; return the Result ``exit`` flag."""
+        ...
+
+    async def fire(
+        self,
+        view: SourceView,
+        source: str,
+        name: str,
+        output: str,
+        *,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> bool:
+        """Fire a system event (``pull``, ``push``) about ``source``; return the exit flag."""
+        ...
 
 
 def event_output(out: Output) -> str:
@@ -87,23 +116,23 @@ def event_output(out: Output) -> str:
     return out.change_out
 
 
-def receivers_for(daemon: Daemon, event: str, sender: str) -> list[str]:
+def receivers_for(view: SourceView, event: str, sender: str) -> list[str]:
     """The sources that receive ``event``, alphabetically, without ``sender``.
 
     Args:
-        daemon: the daemon (its current config).
+        view: the daemon's source view (its current config).
         event: the event name.
         sender: the source the event came from (never receives it).
 
     Returns:
         The receiving source names.
     """
-    sources = daemon.config.sources
+    sources = view.config.sources
     return sorted(n for n, s in sources.items() if event in s.events_receive and n != sender)
 
 
 async def run_direct(
-    daemon: Daemon,
+    view: SourceView,
     source: str,
     pattern: StoredPattern,
     env: Mapping[str, str],
@@ -117,7 +146,7 @@ async def run_direct(
     Counts one ``etcha_sources_total`` step (and the commands) when the daemon has metrics.
 
     Args:
-        daemon: the daemon.
+        view: the daemon's source view.
         source: the source whose pattern runs (its ParentID).
         pattern: the stored pattern.
         env: the initial ``ETCHA_*`` variables.
@@ -131,14 +160,10 @@ async def run_direct(
     Raises:
         AgentError: the run could not start at all (logged by callers).
     """
-    from agent.run.engine import Mode, run_commands
-
-    metrics = daemon.metrics
-    observer = (
-        metrics.command_observer(source, public_key=public_key, remote_addr=remote_addr)
-        if metrics is not None
-        else daemon.observer
-    )
+    metrics = view.metrics
+    observer = metrics.command_observer(source, public_key=public_key, remote_addr=remote_addr)
+    if observer is None:
+        observer = view.observer
     error = True
     try:
         outcome = await run_commands(
@@ -150,7 +175,7 @@ async def run_direct(
             observer=observer,
         )
         error = outcome.error is not None
-        if metrics is not None and not error:
+        if not error:
             metrics.set_source_commands(
                 source,
                 trigger,
@@ -161,8 +186,7 @@ async def run_direct(
             )
         return outcome
     finally:
-        if metrics is not None:
-            metrics.source_run(source, trigger, error, public_key, remote_addr)
+        metrics.source_run(source, trigger, error, public_key, remote_addr)
 
 
 class Events:
@@ -170,7 +194,7 @@ class Events:
 
     async def dispatch(
         self,
-        daemon: Daemon,
+        view: SourceView,
         source: str,
         outcome: RunOutcome,
         *,
@@ -180,7 +204,7 @@ class Events:
         """Send the events of a source run to their receivers.
 
         Args:
-            daemon: the daemon.
+            view: the daemon's source view.
             source: the sender.
             outcome: the sender's run.
             public_key: the id of the key that verified the sender's token.
@@ -190,7 +214,7 @@ class Events:
             Whether the daemon is to exit (``exit`` sent, or an ``eventsReceiveExit`` receiver
             ran); the daemon has then been asked to stop.
         """
-        src = daemon.config.sources.get(source)
+        src = view.config.sources.get(source)
         emitted = outcome.events()
         if src is None or not emitted:
             return False
@@ -206,7 +230,7 @@ class Events:
                 logger.debug("Skipping firing event %s, not allowed for source %s", name, source)
                 continue
             if await self._deliver(
-                daemon,
+                view,
                 source,
                 name,
                 event_id=out.id,
@@ -219,12 +243,12 @@ class Events:
                 exit_ = True
         if exit_:
             logger.info("Source %s: exit requested by an event; stopping", source)
-            daemon.stop()
+            view.stop()
         return exit_
 
     async def fire(
         self,
-        daemon: Daemon,
+        view: SourceView,
         source: str,
         name: str,
         output: str,
@@ -235,7 +259,7 @@ class Events:
         """Fire a system event (``pull``, ``push``) about ``source``.
 
         Args:
-            daemon: the daemon.
+            view: the daemon's source view.
             source: the source the event is about (``ETCHA_EVENT_ID``; it does not receive it).
             name: the event name.
             output: ``ETCHA_EVENT_OUTPUT``.
@@ -246,7 +270,7 @@ class Events:
             Whether an ``eventsReceiveExit`` receiver ran (the daemon has been asked to stop).
         """
         exit_ = await self._deliver(
-            daemon,
+            view,
             source,
             name,
             event_id=source,
@@ -256,12 +280,12 @@ class Events:
         )
         if exit_:
             logger.info("Event %s from %s: a receiver requested exit; stopping", name, source)
-            daemon.stop()
+            view.stop()
         return exit_
 
     async def _deliver(
         self,
-        daemon: Daemon,
+        view: SourceView,
         sender: str,
         name: str,
         *,
@@ -271,11 +295,11 @@ class Events:
         remote_addr: str,
     ) -> bool:
         exit_ = False
-        for receiver in receivers_for(daemon, name, sender):
+        for receiver in receivers_for(view, name, sender):
             logger.info("Running source %s for event %s from ID %s", receiver, name, event_id)
-            if daemon.config.sources[receiver].events_receive_exit:
+            if view.config.sources[receiver].events_receive_exit:
                 exit_ = True
-            pattern = await daemon.admitted_pattern(receiver)
+            pattern = await view.admitted_pattern(receiver)
             if pattern is None or not pattern.run:
                 logger.info(
                     "No pattern with runnable commands for source %s to handle event %s",
@@ -294,7 +318,7 @@ class Events:
             }
             try:
                 outcome = await run_direct(
-                    daemon,
+                    view,
                     receiver,
                     pattern,
                     env,
@@ -316,6 +340,7 @@ class Events:
 __all__ = [
     "EXIT_EVENT",
     "RESERVED_EVENTS",
+    "EventDispatcher",
     "Events",
     "event_output",
     "receivers_for",

@@ -1,8 +1,8 @@
 """Listener extras: the failure rate limiter (SPEC 15) and the metrics endpoint (§6.3, §8).
 
 Responsibility: aiohttp glue around :class:`agent.daemon.ratelimit.FailureRateLimiter` and
-:class:`agent.daemon.metrics.Metrics`, and :func:`app_extras`, the ``app_hook`` of
-:meth:`agent.daemon.service.Daemon.serve` that adds them and the webhook dispatcher to the app.
+:class:`agent.daemon.metrics.Metrics`, and :func:`app_extras`, which :mod:`agent.daemon.app` uses to
+add them and the webhook dispatcher to the app.
 
 Rate limiting:
 
@@ -40,15 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.core.errors import AgentError
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 from agent.core.logs import escape
 from agent.daemon.ratelimit import DEFAULT_RATE, FailureRateLimiter, RateStatus, client_key
+from agent.daemon.server import read_body
+from agent.daemon.sources import SourceView
+from agent.daemon.telemetry import Exposition
+from agent.daemon.webhooks import WebhookDispatcher
+from agent.trust.gate import signature_precheck
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
-    from agent.daemon.metrics import Metrics
-    from agent.daemon.service import Daemon
 
 logger = logging.getLogger(__name__)
 
@@ -112,22 +114,16 @@ def quick_key_check(config: Config, source: str, token: str) -> bool:
     Returns:
         Whether the push may be handled.
     """
-    from agent.jws.tokens import verify_token
-    from agent.trust.verify import verify_keys_for
+    return signature_precheck(config, source, token)
 
-    src = config.sources.get(source)
-    if src is None or not src.allow_push:
-        return False
-    if src.verify_commands or config.run.verify_commands:
-        return False
-    try:
-        keys = verify_keys_for(config, source)
-        if not keys:
-            return False
-        verify_token(token, keys)
-    except AgentError:
-        return False
-    return True
+
+def _too_many(key: str, status: RateStatus, wall_clock: Callable[[], float]) -> web.Response:
+    logger.warning("Rate limiting remote address: %s", escape(key))
+    response = web.Response(
+        status=429, headers={"Retry-After": str(max(1, math.ceil(status.reset_after)))}
+    )
+    _set_headers(response, status, wall_clock)
+    return response
 
 
 def rate_limit_middleware(
@@ -151,15 +147,9 @@ def rate_limit_middleware(
     Returns:
         An aiohttp middleware.
     """
-    from agent.daemon.server import read_body
 
     def too_many(key: str, status: RateStatus) -> web.Response:
-        logger.warning("Rate limiting remote address: %s", escape(key))
-        response = web.Response(
-            status=429, headers={"Retry-After": str(max(1, math.ceil(status.reset_after)))}
-        )
-        _set_headers(response, status, wall_clock)
-        return response
+        return _too_many(key, status, wall_clock)
 
     async def limited_push_allowed(request: web.Request) -> bool:
         if config is None:
@@ -195,7 +185,7 @@ def rate_limit_middleware(
     return middleware
 
 
-def metrics_handler(metrics: Metrics, key: str) -> Handler:
+def metrics_handler(metrics: Exposition, key: str) -> Handler:
     """The ``/etcha/v1/system/metrics`` handler.
 
     Args:
@@ -225,34 +215,32 @@ def metrics_handler(metrics: Metrics, key: str) -> Handler:
     return handle
 
 
-def app_extras(daemon: Daemon) -> dict[str, Any]:
-    """The ``app_hook`` of :meth:`agent.daemon.service.Daemon.serve`: metrics, webhooks, rate
-    limiter.
+def app_extras(view: SourceView, exposition: Exposition | None = None) -> dict[str, Any]:
+    """The metrics route, the webhook dispatcher and the rate limiter, for
+    :func:`agent.daemon.server.create_app`.
 
     Args:
-        daemon: the daemon (its config, metrics and stored patterns).
+        view: the daemon's source view (its config and stored patterns).
+        exposition: the Prometheus registry to serve (``None``: no metrics route).
 
     Returns:
-        ``extra_routes``, ``fallback`` and ``middlewares`` for
-        :func:`agent.daemon.server.create_app`.
+        ``extra_routes``, ``fallback`` and ``middlewares``.
 
     Raises:
         ConfigError: a malformed ``run.rateLimiterRate``.
     """
-    from agent.daemon.webhooks import WebhookDispatcher
-
-    run = daemon.config.run
+    run = view.config.run
     limiter = FailureRateLimiter.from_rate(run.rate_limiter_rate or DEFAULT_RATE)
 
     def current_config() -> Config:
-        return daemon.config
+        return view.config
 
     routes: list[tuple[str, str, Handler]] = []
-    if run.system_metrics_key and daemon.metrics is not None:
-        routes.append(("*", METRICS_PATH, metrics_handler(daemon.metrics, run.system_metrics_key)))
+    if run.system_metrics_key and exposition is not None:
+        routes.append(("*", METRICS_PATH, metrics_handler(exposition, run.system_metrics_key)))
     return {
         "extra_routes": tuple(routes),
-        "fallback": WebhookDispatcher(daemon).handle,
+        "fallback": WebhookDispatcher(view).handle,
         "middlewares": (
             rate_limit_middleware(
                 limiter,

@@ -32,6 +32,7 @@ loop's exception handler is wrapped while the listener runs and restored when it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import resource
@@ -510,6 +511,22 @@ class _GuardedSite(web.BaseSite):
             self._handler_set = False
 
 
+def _clamped_limits(limits: ListenerLimits) -> ListenerLimits:
+    """``limits`` with ``max_connections`` clamped to the file-descriptor limit (logged)."""
+    clamped = fd_clamped(limits.max_connections)
+    if clamped >= limits.max_connections:
+        return limits
+    logger.warning(
+        "run.maxConnections %d clamped to %d: the file-descriptor limit (RLIMIT_NOFILE) "
+        "is %d and %d are kept for commands and state files",
+        limits.max_connections,
+        clamped,
+        resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        FD_RESERVE,
+    )
+    return dataclasses.replace(limits, max_connections=clamped)
+
+
 async def start_listener(
     app: web.Application,
     host: str | None,
@@ -537,23 +554,7 @@ async def start_listener(
     Raises:
         OSError: the address could not be bound (the runner is cleaned up).
     """
-    clamped = fd_clamped(limits.max_connections)
-    if clamped < limits.max_connections:
-        logger.warning(
-            "run.maxConnections %d clamped to %d: the file-descriptor limit (RLIMIT_NOFILE) "
-            "is %d and %d are kept for commands and state files",
-            limits.max_connections,
-            clamped,
-            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-            FD_RESERVE,
-        )
-        limits = ListenerLimits(
-            max_connections=clamped,
-            max_connections_per_address=limits.max_connections_per_address,
-            timeout_headers=limits.timeout_headers,
-            timeout_body=limits.timeout_body,
-            keepalive_timeout=limits.keepalive_timeout,
-        )
+    limits = _clamped_limits(limits)
     guard = ConnectionGuard(limits, on_refused=on_refused)
     app.middlewares.insert(0, guard.middleware())
     runner = web.AppRunner(

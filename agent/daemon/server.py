@@ -1,7 +1,9 @@
 """The aiohttp application of `agent run`: the push endpoint and the extension points around it.
 
 Responsibility: HTTP only. The server never verifies, renders or runs anything itself; it asks a
-:class:`PushHandler` (the daemon) and turns the answer into a status and a body.
+:class:`PushHandler` (:class:`agent.daemon.ingress.Ingress`) and maps the domain outcome it answers
+to a status and a body (:func:`reply_for`, the only place that does): ``Refused`` -> the uniform
+empty 404, ``Unavailable`` -> 503, ``Ran`` -> 200 or 500 (the run failed) with the Result JSON.
 
 Routes:
 
@@ -33,7 +35,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.core.gojson import dumps_indent
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+from agent.core.logs import escape
+from agent.daemon.ingress import PushOutcome, Ran, Refused, Unavailable
+from agent.daemon.listener import BODY_KEY
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -48,22 +54,39 @@ Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 @dataclass(frozen=True, slots=True)
 class PushReply:
-    """What the daemon answers to a push.
+    """The HTTP answer to a push (:func:`reply_for`).
 
     Attributes:
-        status: 200 (ran), 404 (unknown source, push not allowed, token refused), 500 (run failed).
-        body: the Result JSON for 200/500; ``None`` for an empty body.
-        refused: the token was refused (e.g. by the trust policy under the source lock): the
-            server answers the uniform empty 404 whatever ``status`` and ``body`` say.
+        status: 200 (ran), 404 (refused: unknown source, push not allowed, token refused),
+            500 (run failed), 503 (shutting down).
+        body: the Result JSON for 200/500/503; ``None`` for an empty body.
     """
 
     status: int
     body: Mapping[str, Any] | None = None
-    refused: bool = False
+
+
+def reply_for(outcome: PushOutcome) -> PushReply:
+    """Map a push outcome to its HTTP answer (the only place that picks push status codes).
+
+    Args:
+        outcome: what :meth:`agent.daemon.ingress.Ingress.handle_push` answered.
+
+    Returns:
+        ``Refused`` -> 404 with no body (identical for every refusal: no oracle);
+        ``Unavailable`` -> 503 with the Result; ``Ran`` -> 200, or 500 when the run failed.
+    """
+    if isinstance(outcome, Refused):
+        return PushReply(404)
+    if isinstance(outcome, Unavailable):
+        return PushReply(503, outcome.result.to_json())
+    if isinstance(outcome, Ran):
+        return PushReply(500 if outcome.result.err else 200, outcome.result.to_json())
+    raise TypeError(f"push outcome: expected Refused, Unavailable or Ran, got {outcome!r}")
 
 
 class PushHandler(Protocol):
-    """The daemon side of a push (implemented by :class:`agent.daemon.service.Daemon`)."""
+    """The daemon side of a push (implemented by :class:`agent.daemon.ingress.Ingress`)."""
 
     async def handle_push(
         self,
@@ -73,8 +96,8 @@ class PushHandler(Protocol):
         check: bool,
         parent_id_filter: re.Pattern[str] | None,
         remote: str,
-    ) -> PushReply:
-        """Verify, render, diff and run ``token`` for ``source``; never raises for user errors."""
+    ) -> PushOutcome:
+        """Admit, render, diff and run ``token`` for ``source``; never raises for user errors."""
         ...
 
 
@@ -101,8 +124,6 @@ def result_json_text(body: Mapping[str, Any] | None) -> str:
     Returns:
         The JSON text.
     """
-    from agent.core.gojson import dumps_indent
-
     return dumps_indent(body)
 
 
@@ -149,8 +170,6 @@ async def read_body(request: web.Request, *, limit: int, timeout: float | None) 
         The body, or its refusal status. A second call returns the first result (the stream
         can be read once), so a middleware and the handler can both look at it.
     """
-    from agent.daemon.listener import BODY_KEY
-
     cached = request.get(BODY_KEY)
     if isinstance(cached, Body):
         return cached
@@ -227,8 +246,6 @@ async def _push(
 ) -> web.StreamResponse:
     from aiohttp import web
 
-    from agent.core.logs import escape
-
     source = request.match_info["source"]
     remote = request.remote or ""
     what = f"Push for {escape(source)} from {escape(remote)}"
@@ -251,11 +268,13 @@ async def _push(
     check = query_flag(request.query.get("check"))
     token = body.data.decode("utf-8", errors="replace").strip()
 
-    reply = await handler.handle_push(
-        source, token, check=check, parent_id_filter=parent_id_filter, remote=remote
+    reply = reply_for(
+        await handler.handle_push(
+            source, token, check=check, parent_id_filter=parent_id_filter, remote=remote
+        )
     )
-    if reply.refused or (reply.body is None and reply.status == 404):
-        return web.Response(status=404)
+    if reply.body is None:
+        return web.Response(status=reply.status)
     return web.Response(
         status=reply.status,
         text=result_json_text(reply.body),

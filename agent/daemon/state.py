@@ -33,6 +33,8 @@ import heapq
 import json
 import logging
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from agent.core.atomicio import atomic_write
 from agent.core.atomicio import remove_stale_temp_files as _remove_stale_temp_files
 from agent.core.errors import SourceError
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+from agent.trust.gate import AdmittedToken
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +148,31 @@ def check_source_name(source: str) -> str:
     return source
 
 
+def check_state_dir(path: Path) -> None:
+    """Fail fast when ``run.stateDir`` cannot be created or written (before anything runs).
+
+    Creates the directory (0700) when missing and writes and removes a probe file.
+
+    Raises:
+        SourceError: naming the path and the OS error.
+    """
+    if path.exists() and not path.is_dir():
+        raise SourceError(
+            f"run.stateDir {str(path)!r}: expected a directory, got a path that exists and is not "
+            "a directory"
+        )
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".agent-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SourceError(
+            f"run.stateDir {str(path)!r}: expected a directory the agent can create and write, "
+            f"got {exc.strerror or exc}"
+        ) from exc
+
+
 class StateStore:
     """Reads and writes ``<stateDir>/<source>.jwt`` and ``<stateDir>/<source>.meta.json``.
 
@@ -173,12 +201,12 @@ class StateStore:
                 f"state dir {self.state_dir}: expected a writable directory, got {exc.strerror}"
             ) from exc
 
-    def save(self, source: str, token: str, meta: SourceMeta) -> None:
-        """Store an accepted token and its metadata, token first.
+    def save(self, source: str, token: AdmittedToken, meta: SourceMeta) -> None:
+        """Store a token the trust gate admitted, and its metadata, token first.
 
         Args:
             source: the source name.
-            token: the raw JWT.
+            token: the admitted token (only the gate builds one).
             meta: the metadata to store with it.
 
         Raises:
@@ -187,7 +215,9 @@ class StateStore:
         token_path = self.token_path(source)
         meta_path = self.meta_path(source)
         self._ensure_dir()
-        self._write(token_path, token.encode("utf-8"), source)
+        if not isinstance(token, AdmittedToken):  # the type is the guarantee
+            raise TypeError("StateStore.save needs an AdmittedToken (agent.trust.gate)")
+        self._write(token_path, token.raw.encode("utf-8"), source)
         self._write(meta_path, _meta_bytes(meta), source)
 
     def save_meta(self, source: str, meta: SourceMeta) -> None:

@@ -27,8 +27,9 @@ reference etcha-run.md §6.5 with SPEC 13.
   one more gets **429** (empty body). Metrics of webhook runs carry no client address.
 - Paths under ``/etcha`` are refused at start-up (:func:`check_webhook_paths`) and never matched.
 
-Invariants: the dispatcher holds the daemon and the count of running webhooks per source; every
-request reads the daemon's current config; request-derived values are escaped in log lines.
+Invariants: the dispatcher holds the daemon's :class:`~agent.daemon.sources.SourceView` and
+the count of running webhooks per source; every request reads the current config;
+request-derived values are escaped in log lines.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ from urllib.parse import quote_plus
 
 from agent.core.errors import AgentError, ConfigError
 from agent.core.logs import escape
+from agent.daemon.events import run_direct
+from agent.daemon.server import body_refusal, read_body
+from agent.daemon.sources import SourceView, StoredPattern
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from agent.config.schema import Config
-    from agent.daemon.service import Daemon, StoredPattern
     from agent.run.engine import RunOutcome
 
 logger = logging.getLogger(__name__)
@@ -227,11 +230,11 @@ class WebhookDispatcher:
     """The listener's catch-all: pass :meth:`handle` as ``fallback``.
 
     Args:
-        daemon: the daemon whose sources and stored patterns answer.
+        view: the daemon's source view (sources, stored patterns, callbacks).
     """
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, view: SourceView) -> None:
+        self.view = view
         self._running: dict[str, int] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -247,9 +250,7 @@ class WebhookDispatcher:
         """
         from aiohttp import web
 
-        from agent.daemon.server import body_refusal, read_body
-
-        config = self.daemon.config
+        config = self.view.config
         path = request.path
         sources = webhook_sources(config, path)
         if not sources:
@@ -283,15 +284,15 @@ class WebhookDispatcher:
         self, request: web.Request, source: str, body: bytes, file_name: str
     ) -> tuple[str, str] | int | None:
         """Run one source; ``None`` when it does not answer, 429 when it is at its limit."""
-        daemon = self.daemon
+        view = self.view
         path = request.path
-        pattern = await daemon.admitted_pattern(source)
+        pattern = await view.admitted_pattern(source)
         if pattern is None or not pattern.run:
             logger.error(
                 "Source %s: no pattern with runnable commands for webhook %s", source, escape(path)
             )
             return None
-        limit = int(daemon.config.run.webhook_max_concurrent)
+        limit = int(view.config.run.webhook_max_concurrent)
         if self._running.get(source, 0) >= limit:
             logger.warning(
                 "Source %s: webhook %s refused: %d runs going (run.webhookMaxConcurrent)",
@@ -318,9 +319,7 @@ class WebhookDispatcher:
         body: bytes,
         file_name: str,
     ) -> tuple[str, str] | None:
-        from agent.daemon.events import run_direct
-
-        daemon = self.daemon
+        view = self.view
         path = request.path
         logger.info("Running source %s for webhook %s", source, escape(path))
         env = webhook_env(
@@ -332,15 +331,15 @@ class WebhookDispatcher:
             body=body,
             body_file=file_name,
         )
-        token = daemon.stored_token(source)
+        token = view.stored_token(source)
         public_key = token.key_id if token is not None else ""
-        timeout = float(daemon.config.run.timeout_webhook or 0) or None
+        timeout = float(view.config.run.timeout_webhook or 0) or None
         try:
-            outcome = await daemon.tracked(
+            outcome = await view.tracked(
                 asyncio.wait_for(
                     # No remote_addr: a client address must not become a metric label value.
                     run_direct(
-                        daemon, source, pattern, env, trigger="webhook", public_key=public_key
+                        view, source, pattern, env, trigger="webhook", public_key=public_key
                     ),
                     timeout,
                 )

@@ -4,8 +4,8 @@ Invariants:
 
 - A Pattern is rendered from an in-memory file set, as Etcha does: from disk we first collect the
   entry file and its imports (:func:`agent.jsonnet.imports.collect_files`), then render that set.
-- :func:`load_from_token` accepts only a :class:`~agent.jws.tokens.VerifiedToken`, so unsigned input
-  never reaches the renderer; rendering a token is sandboxed to its embedded files.
+- :func:`load_from_token` accepts only an :class:`~agent.trust.gate.AdmittedToken`, so
+  unadmitted input never reaches the renderer; rendering a token is sandboxed to its embedded files.
 - Vars merge order (later wins, per top-level key): runVars → config ``vars`` (plus build's
   ``srcDir``/``srcPath``/``dstDir``/``dstPath``) → ``sources.<name>.vars``; then ``source``,
   ``sysinfo`` and ``test`` are forced, and ``jwt`` holds the raw token when rendering from one.
@@ -28,10 +28,10 @@ from agent.jsonnet.imports import collect_files
 from agent.jsonnet.natives import NativeContext, make_natives
 from agent.jsonnet.sandbox import render_files
 from agent.run.model import Command, Exec, commands_to_json, parse_commands
+from agent.trust.gate import AdmittedToken
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
-    from agent.jws.tokens import VerifiedToken
 
 logger = logging.getLogger(__name__)
 
@@ -391,22 +391,21 @@ def load_from_text(
 
 
 def load_from_token(
-    token: VerifiedToken,
+    admitted: AdmittedToken,
     *,
     config: Config,
     source: str,
     disable_external: bool = False,
 ) -> LoadedPattern:
-    """Render the pattern embedded in a verified token, sandboxed to its files.
+    """Render the pattern embedded in a token the trust gate admitted, sandboxed to its files.
 
     Raises:
         PatternError: the token carries no pattern, or it is not a valid Pattern.
         RenderError: the embedded Jsonnet did not render.
     """
-    from agent.jws.tokens import VerifiedToken
-
-    if not isinstance(token, VerifiedToken):  # the type is the guarantee; refuse anything else
-        raise TypeError("load_from_token needs a VerifiedToken")
+    if not isinstance(admitted, AdmittedToken):  # the type is the guarantee; refuse anything else
+        raise TypeError("load_from_token needs an AdmittedToken (agent.trust.gate)")
+    token = admitted.verified
     files = token.pattern_files
     if not files:
         raise PatternError("token: received empty commands: the token has no etchaPattern files")

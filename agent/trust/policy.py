@@ -22,9 +22,11 @@ Guarantees (docs/security.md):
 - ``replay`` (pushes): a push ``jti`` is accepted once until its ``exp``; ``missing_jti`` /
   ``missing_exp`` when ``run.pushRequireJti`` / ``run.pushRequireExp`` demand them.
 
+Which of these checks applies where is decided by the table of :mod:`agent.trust.gate`, the only
+caller (besides unit tests).
+
 Invariants: no I/O, no module-level mutable state; messages never contain the token or key
-material, only key ids, times and source names. Imports only layers 0-2 (errors, tokens, config),
-so :mod:`agent.trust.verify` can use it.
+material, only key ids, times and source names.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from agent.core.errors import VerifyError
+from agent.jws.keys import parse_verify_key
 
 if TYPE_CHECKING:
     from agent.config.schema import Config, SourceConfig, VerifyKeyEntry
@@ -48,13 +51,10 @@ __all__ = [
     "PolicyError",
     "ReplayMemory",
     "check_allowed_key",
-    "check_offline",
-    "check_push",
     "check_push_claims",
     "check_replay",
     "check_rollback",
     "check_stale",
-    "check_token",
     "expiring_keys",
     "key_window_reason",
     "next_high_water",
@@ -304,81 +304,6 @@ def check_replay(
         )
 
 
-def check_token(
-    token: VerifiedToken,
-    *,
-    config: Config,
-    source: str,
-    high_water_iat: int | None,
-    now: float | None = None,
-) -> None:
-    """The checks for every accepted token (push and pull): allowlist, freeze, rollback.
-
-    Args:
-        token: the verified token.
-        config: the loaded config.
-        source: the source name.
-        high_water_iat: the source's stored mark.
-        now: Unix time (default: the clock).
-
-    Raises:
-        PolicyError: ``key_not_allowed``, ``stale`` or ``rollback``.
-    """
-    src = config.sources.get(source)
-    check_allowed_key(token.key_id, src, source_name=source)
-    check_stale(token, src, source_name=source, now=now)
-    check_rollback(token, src, source_name=source, high_water_iat=high_water_iat)
-
-
-def check_push(
-    token: VerifiedToken,
-    *,
-    config: Config,
-    source: str,
-    high_water_iat: int | None,
-    replay: ReplayMemory,
-    now: float | None = None,
-) -> None:
-    """Every check for a pushed token: :func:`check_token`, required claims, then replay.
-
-    Args:
-        token: the verified pushed token.
-        config: the loaded config.
-        source: the source name.
-        high_water_iat: the source's stored mark.
-        replay: the daemon's replay cache.
-        now: Unix time (default: the clock).
-
-    Raises:
-        PolicyError: any of :data:`POLICY_REASONS` except the key-window ones.
-    """
-    check_token(token, config=config, source=source, high_water_iat=high_water_iat, now=now)
-    check_push_claims(token, config, source_name=source)
-    check_replay(token, replay, source_name=source, now=now)
-
-
-def check_offline(
-    token: VerifiedToken, *, config: Config, source: str, now: float | None = None
-) -> None:
-    """The checks that make sense without daemon state, for ``agent jwt``: allowlist, freeze.
-
-    Key windows are already applied by :func:`agent.trust.verify.verify_for_source`; rollback and
-    replay need the daemon's state and are not checked here.
-
-    Args:
-        token: a token from :func:`agent.trust.verify.verify_for_source`.
-        config: the loaded config.
-        source: the source whose policy applies (``""``: none).
-        now: Unix time (default: the clock).
-
-    Raises:
-        PolicyError: ``key_not_allowed`` or ``stale``.
-    """
-    src = config.sources.get(source) if source else None
-    check_allowed_key(token.key_id, src, source_name=source)
-    check_stale(token, src, source_name=source, now=now)
-
-
 def expiring_keys(
     config: Config, *, now: float | None = None, within: float = KEY_EXPIRY_WARNING_SECONDS
 ) -> list[ExpiringKey]:
@@ -392,8 +317,6 @@ def expiring_keys(
     Returns:
         One entry per such key, global keys first, then sources in name order.
     """
-    from agent.jws.keys import parse_verify_key
-
     current = _now(now)
     lists: list[tuple[str, Sequence[VerifyKeyEntry]]] = [("run.verifyKeys", config.run.verify_keys)]
     for name in sorted(config.sources):

@@ -1,4 +1,7 @@
-"""The one verify entry point, used by the CLI (`jwt`, `render`, `compare`) and the daemon.
+"""The verify step of the trust gate (:mod:`agent.trust.gate`): keys or verify commands.
+
+Only :class:`agent.trust.gate.TrustGate` calls :func:`verify_for_source` for a source; the CLI and
+the daemon go through the gate.
 
 A token for a source is verified either by verify commands or by verify keys (SPEC 6):
 
@@ -23,22 +26,23 @@ Trust policy applied here (see :mod:`agent.trust.policy` and docs/security.md):
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
-from agent.core.errors import AgentError, VerifyError
+from agent.core.errors import AgentError, ConfigError, VerifyError
+from agent.jws.keys import VerifyKey, parse_verify_key
+from agent.jws.tokens import VerifiedToken, accept_command_token, verify_token
+from agent.run.engine import Mode, run_commands
+from agent.trust.policy import PolicyError, check_allowed_key, key_window_reason
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
-    from agent.jws.keys import VerifyKey
-    from agent.jws.tokens import VerifiedToken
 
 logger = logging.getLogger(__name__)
 
 
 def verify_keys_for(config: Config, source: str) -> list[VerifyKey]:
     """``run.verifyKeys`` then ``sources.<source>.verifyKeys``, parsed."""
-    from agent.jws.keys import parse_verify_key
-
     entries = list(config.run.verify_keys)
     src = config.sources.get(source)
     if src is not None:
@@ -52,6 +56,24 @@ def has_verifier(config: Config, source: str) -> bool:
     if config.run.verify_commands or (src is not None and src.verify_commands):
         return True
     return bool(config.run.verify_keys) or bool(src is not None and src.verify_keys)
+
+
+def check_verifiers(config: Config) -> None:
+    """Refuse a config where a source accepts tokens but nothing could verify them.
+
+    Raises:
+        ConfigError: naming the first such source.
+    """
+    for name in sorted(config.sources):
+        src = config.sources[name]
+        if not (src.allow_push or src.pull_paths):
+            continue
+        if not has_verifier(config, name):
+            how = "allowPush" if src.allow_push else "pullPaths"
+            raise ConfigError(
+                f"sources.{name}: accepts tokens ({how}) so it needs run.verifyKeys, "
+                f"sources.{name}.verifyKeys or verifyCommands, got none"
+            )
 
 
 async def verify_for_source(
@@ -99,8 +121,6 @@ async def verify_for_source(
             max_bytes=max_bytes,
             check_times=check_times,
         )
-        from agent.trust.policy import check_allowed_key
-
         check_allowed_key(verified.key_id, src, source_name=source)
         return verified
     return _verify_with_keys(
@@ -123,12 +143,6 @@ def _verify_with_keys(
     check_times: bool = True,
 ) -> VerifiedToken:
     """Verify with the usable keys; explain a miss by a held-back key (window, allowlist)."""
-    import time
-
-    from agent.jws.keys import parse_verify_key
-    from agent.jws.tokens import verify_token
-    from agent.trust.policy import PolicyError, key_window_reason
-
     current = time.time() if now is None else now
     src = config.sources.get(source)
     allowed = src.allowed_keys if src is not None else ()
@@ -153,9 +167,32 @@ def _verify_with_keys(
         if exc.reason not in ("no_match", "no_keys") or not held:
             raise
         miss = exc
+    _explain_held_back(
+        token, held, source=source, allowed=allowed, now=current, max_bytes=max_bytes, miss=miss
+    )
+    if miss.reason == "no_keys":
+        raise VerifyError(
+            f"no verify key matched the token: all {len(held)} configured keys are held back "
+            "(window or allowedKeys) and none of them signed it",
+            "no_match",
+        ) from miss
+    raise miss
+
+
+def _explain_held_back(
+    token: str,
+    held: list[tuple[VerifyKey, str]],
+    *,
+    source: str,
+    allowed: tuple[str, ...],
+    now: float,
+    max_bytes: int,
+    miss: VerifyError,
+) -> None:
+    """Raise the PolicyError of the first held-back key that signed ``token`` (if any)."""
     for key, reason in held:
         try:
-            verify_token(token, [key], now=current, max_bytes=max_bytes)
+            verify_token(token, [key], now=now, max_bytes=max_bytes)
         except VerifyError as exc:
             if exc.reason == "malformed":
                 raise
@@ -173,13 +210,6 @@ def _verify_with_keys(
             reason,
             key_id=key.kid,
         ) from miss
-    if miss.reason == "no_keys":
-        raise VerifyError(
-            f"no verify key matched the token: all {len(held)} configured keys are held back "
-            "(window or allowedKeys) and none of them signed it",
-            "no_match",
-        ) from miss
-    raise miss
 
 
 async def _verify_with_commands(
@@ -191,22 +221,12 @@ async def _verify_with_commands(
     max_bytes: int,
     check_times: bool = True,
 ) -> VerifiedToken:
-    from agent.config.execs import config_exec
-    from agent.jws.tokens import accept_command_token
-    from agent.run.engine import Mode, run_commands
-    from agent.run.model import Exec, parse_commands
-
     src = config.sources.get(source)
-    raw_cmds = (src.verify_commands if src is not None else ()) or config.run.verify_commands
-    where = f"sources.{source}.verifyCommands" if src and src.verify_commands else "run"
-    cmds = parse_commands(list(raw_cmds), where=f"{where}.verifyCommands")
-    exec_ = config_exec(config)
-    overrides: list[Exec | None] = []
-    if config.run.verify_exec:
-        overrides.append(Exec.from_dict(config.run.verify_exec, where="run.verifyExec"))
-    if src is not None and src.verify_exec:
-        overrides.append(Exec.from_dict(src.verify_exec, where=f"sources.{source}.verifyExec"))
-    exec_ = exec_.override(*overrides)
+    # Commands and execs were parsed and validated when the config loaded.
+    cmds = (src.verify_commands if src is not None else ()) or config.run.verify_commands
+    exec_ = config.exec.override(
+        config.run.verify_exec, src.verify_exec if src is not None else None
+    )
     parent = f"{source} > verifyCommands" if source else "verifyCommands"
     try:
         outcome = await run_commands(

@@ -1,0 +1,88 @@
+"""Timing of `agent run`: the periodic jobs (one APScheduler interval job per source
+``runFrequency``), the randomized start delay and the systemd watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from agent.daemon import sdnotify
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+
+logger = logging.getLogger(__name__)
+
+
+def sync_jobs(
+    scheduler: Any,
+    config: Config,
+    names: Sequence[str],
+    tick: Callable[[str], Awaitable[None]],
+) -> None:
+    """Make the scheduler's jobs match the sources' ``runFrequency`` (start-up and SIGHUP).
+
+    Jobs whose source is gone or whose frequency changed are removed; missing ones are added
+    (coalesced, one instance at a time).
+
+    Args:
+        scheduler: an APScheduler ``AsyncIOScheduler``.
+        config: the current config.
+        names: the source names.
+        tick: runs one source (the job function).
+    """
+    wanted: dict[str, float] = {}
+    for name in names:
+        freq = float(config.sources[name].run_frequency or 0)
+        if freq > 0:
+            wanted[f"source:{name}"] = freq
+    for job in scheduler.get_jobs():
+        if job.id not in wanted or job.trigger.interval.total_seconds() != wanted[job.id]:
+            job.remove()
+    existing = {job.id for job in scheduler.get_jobs()}
+    for job_id, freq in sorted(wanted.items()):
+        if job_id in existing:
+            continue
+        name = job_id.removeprefix("source:")
+        scheduler.add_job(
+            tick,
+            "interval",
+            seconds=freq,
+            args=[name],
+            id=job_id,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(1, int(freq)),
+        )
+        logger.info("Source %s: running every %ss", name, freq)
+
+
+async def start_delay(config: Config, stop_event: asyncio.Event | None) -> None:
+    """Sleep a random ``0..run.randomizedStartDelaySec`` seconds (cut short by a stop)."""
+    delay = float(config.run.randomized_start_delay_sec or 0)
+    if delay <= 0:
+        return
+    seconds = secrets.randbelow(int(delay * 1000)) / 1000
+    logger.info("Waiting %.1fs (run.randomizedStartDelaySec) before starting sources", seconds)
+    if stop_event is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop_event.wait(), seconds)
+
+
+async def watchdog() -> None:
+    """Send systemd ``WATCHDOG=1`` at the interval systemd asked for (forever)."""
+    interval = sdnotify.watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        sdnotify.watchdog()
+        await asyncio.sleep(interval)
+
+
+__all__ = ["start_delay", "sync_jobs", "watchdog"]

@@ -1,0 +1,111 @@
+"""The daemon's metrics interface: what the runner, pull, ingress, events and the listener call.
+
+:class:`agent.daemon.metrics.Metrics` (Prometheus, imported only by ``agent run``) implements
+:class:`DaemonMetrics`; :class:`NoMetrics` is the no-op used when none is attached (tests,
+embedding). Callers never probe for methods by name.
+
+Invariants: no state, no heavy imports (this module is imported on every daemon path).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from agent.run.engine import CommandObserver
+
+
+class DaemonMetrics(Protocol):
+    """The metric hooks the daemon calls (see :class:`agent.daemon.metrics.Metrics`)."""
+
+    def command_observer(
+        self, source: str, *, public_key: str = "", remote_addr: str = ""
+    ) -> CommandObserver | None:
+        """The per-run command observer (``None``: use the daemon's default observer)."""
+        ...
+
+    def source_run(
+        self, name: str, trigger: str, error: bool, public_key: str = "", remote_addr: str = ""
+    ) -> None:
+        """Count one source run step (``etcha_sources_total``)."""
+        ...
+
+    def set_source_commands(
+        self,
+        name: str,
+        trigger: str,
+        *,
+        changed: int,
+        removed: int,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> None:
+        """Set ``etcha_sources_commands`` after a successful run."""
+        ...
+
+    def pattern_expiry(self, source: str, exp_ts: float | None) -> None:
+        """Record the ``exp`` of the source's current token."""
+        ...
+
+    def pull(self, source: str, result: str) -> None:
+        """Count a pull attempt (``fetched``, ``not_modified``, ``error``)."""
+        ...
+
+    def verify_failure(self, source: str, reason: str) -> None:
+        """Count a refused token (the trust gate calls it)."""
+        ...
+
+    def connection_refused(self, reason: str) -> None:
+        """Count a connection the listener refused."""
+        ...
+
+
+@runtime_checkable
+class Exposition(Protocol):
+    """Metrics that can be served (``/etcha/v1/system/metrics``)."""
+
+    def render(self) -> tuple[bytes, str]:
+        """``(body, content_type)`` of the text exposition."""
+        ...
+
+
+class NoMetrics:
+    """Records nothing."""
+
+    def command_observer(
+        self, source: str, *, public_key: str = "", remote_addr: str = ""
+    ) -> CommandObserver | None:
+        """No observer: the daemon's default one is used."""
+        return None
+
+    def source_run(
+        self, name: str, trigger: str, error: bool, public_key: str = "", remote_addr: str = ""
+    ) -> None:
+        """Do nothing."""
+
+    def set_source_commands(
+        self,
+        name: str,
+        trigger: str,
+        *,
+        changed: int,
+        removed: int,
+        public_key: str = "",
+        remote_addr: str = "",
+    ) -> None:
+        """Do nothing."""
+
+    def pattern_expiry(self, source: str, exp_ts: float | None) -> None:
+        """Do nothing."""
+
+    def pull(self, source: str, result: str) -> None:
+        """Do nothing."""
+
+    def verify_failure(self, source: str, reason: str) -> None:
+        """Do nothing."""
+
+    def connection_refused(self, reason: str) -> None:
+        """Do nothing."""
+
+
+__all__ = ["DaemonMetrics", "Exposition", "NoMetrics"]

@@ -1,0 +1,464 @@
+"""The trust gate: the one place a token is admitted for a source.
+
+:meth:`TrustGate.admit` takes a raw JWT, the source it is for and the :class:`Context` it arrived
+in (a push, a pull, the start-up restore, a later run of a stored token, or the CLI) and returns an
+:class:`AdmittedToken`, the only type the renderer (:func:`agent.pattern.load.load_from_token`),
+the daemon's runner and its state store accept. A refusal raises a
+:class:`~agent.core.errors.VerifyError` (a :class:`~agent.trust.policy.PolicyError` for policy
+refusals) with its reason code, after the gate logged it once and counted it once through
+:class:`RefusalMetrics` (``agent_verify_failures_total{source,reason}``).
+
+Which check applies in which context is written once, in :data:`CHECKS` (docs/security.md holds
+the same table; tests/test_trust_gate.py keeps the two equal):
+
+- ``signature``, ``key_window``, ``allowed_keys``: every context. The verify step
+  (:func:`agent.trust.verify.verify_for_source`: verify keys or ``verifyCommands``) does them.
+- ``times`` (``exp``/``nbf``), ``stale`` (``maxTokenAge``): push, pull, offline. They guard the
+  delivery, not the storage: a stored token stays applied (SPEC 31).
+- ``rollback`` (the high-water mark): push, pull, restore; re-checked under the source lock by
+  :meth:`TrustGate.recheck` (the only check that can change while a run waits for the lock).
+- ``push_claims`` (``pushRequireJti``/``pushRequireExp``) and ``replay``: push only; replay runs
+  last so that only a token every other check accepted consumes its ``jti``.
+
+Adding a check (delegation, scopes, revocation, audit) is one entry in :data:`CHECKS` plus one
+function in :data:`_AFTER_VERIFY` (a check that needs the verify step itself goes into
+:data:`VERIFY_STEP`).
+
+Invariants: the gate holds no token; its only mutable state is the replay cache it is given and
+the config the daemon swaps at reload. Messages and logs never carry a token or key material.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, Protocol
+
+from agent.core.errors import AgentError, VerifyError
+from agent.jws.tokens import verify_token
+from agent.trust.policy import (
+    PolicyError,
+    ReplayMemory,
+    check_push_claims,
+    check_replay,
+    check_rollback,
+    check_stale,
+    expiring_keys,
+)
+from agent.trust.verify import verify_for_source, verify_keys_for
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+    from agent.jws.tokens import VerifiedToken
+
+logger = logging.getLogger(__name__)
+
+
+class Context(StrEnum):
+    """Where a token arrived: decides which checks of :data:`CHECKS` apply."""
+
+    PUSH = "push"
+    PULL = "pull"
+    RESTORE = "restore"
+    RUN = "run"
+    OFFLINE = "offline"
+
+
+_ALL: Final = frozenset(Context)
+_DELIVERY: Final = frozenset({Context.PUSH, Context.PULL, Context.OFFLINE})
+
+#: THE table: check name -> the contexts it applies in (docs/security.md shows the same table).
+CHECKS: Final[Mapping[str, frozenset[Context]]] = MappingProxyType(
+    {
+        "signature": _ALL,
+        "key_window": _ALL,
+        "allowed_keys": _ALL,
+        "times": _DELIVERY,
+        "stale": _DELIVERY,
+        "rollback": frozenset({Context.PUSH, Context.PULL, Context.RESTORE}),
+        "push_claims": frozenset({Context.PUSH}),
+        "replay": frozenset({Context.PUSH}),
+    }
+)
+
+#: What each check enforces and its reason codes (the docs table's text columns).
+CHECK_DOCS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
+    {
+        "signature": (
+            "signature by a verify key, or `verifyCommands`",
+            "`no_keys`, `no_match`, `malformed`",
+        ),
+        "key_window": ("verify key `notBefore`/`notAfter`", "`key_not_yet_valid`, `key_retired`"),
+        "allowed_keys": ("`sources.X.allowedKeys`", "`key_not_allowed`"),
+        "times": ("token `exp`/`nbf`", "`expired`, `not_yet_valid`"),
+        "stale": ("`sources.X.maxTokenAge`", "`stale`"),
+        "rollback": ("the rollback mark (`allowRollback` turns it off)", "`rollback`"),
+        "push_claims": ("`run.pushRequireJti`/`pushRequireExp`", "`missing_jti`, `missing_exp`"),
+        "replay": ("push `jti` seen before (replay cache)", "`replay`"),
+    }
+)
+
+#: Checks done by the verify step (:func:`agent.trust.verify.verify_for_source`).
+VERIFY_STEP: Final = ("signature", "key_window", "allowed_keys", "times")
+
+
+class RefusalMetrics(Protocol):
+    """What the gate counts refusals with (:class:`agent.daemon.metrics.Metrics` satisfies it)."""
+
+    def verify_failure(self, source: str, reason: str) -> None:
+        """Count one refusal of a token for ``source`` with ``reason``."""
+        ...
+
+
+class NoRefusalMetrics:
+    """Counts nothing (the CLI)."""
+
+    def verify_failure(self, source: str, reason: str) -> None:
+        """Do nothing."""
+
+
+_GATE: Final = object()
+
+
+class AdmittedToken:
+    """A token the gate admitted for one source in one context (a capability: only
+    :meth:`TrustGate.admit` builds one).
+
+    Attributes:
+        verified: the verified token (claims, key id, pattern).
+        source: the source it was admitted for (``""``: none, the CLI).
+        context: the context it was admitted in.
+    """
+
+    __slots__ = ("context", "source", "verified")
+
+    def __init__(
+        self, verified: VerifiedToken, source: str, context: Context, *, _origin: object = None
+    ) -> None:
+        if _origin is not _GATE:
+            raise TypeError("AdmittedToken is built only by agent.trust.gate.TrustGate.admit")
+        self.verified = verified
+        self.source = source
+        self.context = context
+
+    def __repr__(self) -> str:
+        return f"AdmittedToken(source={self.source!r}, context={self.context.value!r})"
+
+    @property
+    def raw(self) -> str:
+        """The JWT text (never log it)."""
+        return self.verified.raw
+
+    @property
+    def key_id(self) -> str:
+        """The configured id of the key that verified it (``""`` for verify commands)."""
+        return self.verified.key_id
+
+    @property
+    def iat(self) -> int | None:
+        """Issued-at (Unix seconds)."""
+        return self.verified.iat
+
+    @property
+    def exp(self) -> int | None:
+        """Expiry (Unix seconds)."""
+        return self.verified.exp
+
+    @property
+    def build_manifest(self) -> str:
+        """``etchaBuildManifest``."""
+        return self.verified.build_manifest
+
+    @property
+    def version(self) -> str:
+        """``etchaVersion``."""
+        return self.verified.version
+
+    @property
+    def jti(self) -> str:
+        """The token id (``""`` when absent)."""
+        return self.verified.jti
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One admission, as the per-check functions see it."""
+
+    gate: TrustGate
+    token: VerifiedToken
+    source: str
+    context: Context
+    mark: int | None
+    now: float
+
+
+def _stale(req: _Request) -> None:
+    src = req.gate.config.sources.get(req.source) if req.source else None
+    check_stale(req.token, src, source_name=req.source, now=req.now)
+
+
+def _rollback(req: _Request) -> None:
+    src = req.gate.config.sources.get(req.source)
+    check_rollback(req.token, src, source_name=req.source, high_water_iat=req.mark)
+
+
+def _push_claims(req: _Request) -> None:
+    check_push_claims(req.token, req.gate.config, source_name=req.source)
+
+
+def _replay(req: _Request) -> None:
+    check_replay(req.token, req.gate.replay, source_name=req.source, now=req.now)
+
+
+#: The checks after the verify step, in the order they run (replay last: it consumes the jti).
+_AFTER_VERIFY: Final[tuple[tuple[str, Callable[[_Request], None]], ...]] = (
+    ("stale", _stale),
+    ("rollback", _rollback),
+    ("push_claims", _push_claims),
+    ("replay", _replay),
+)
+
+
+def docs_table() -> str:
+    """:data:`CHECKS` as the Markdown table in docs/security.md (a test keeps them equal)."""
+    contexts = list(Context)
+    lines = [
+        "| check | enforces | refusal reasons | " + " | ".join(c.value for c in contexts) + " |",
+        "|---|---|---|" + "---|" * len(contexts),
+    ]
+    for name, where in CHECKS.items():
+        what, reasons = CHECK_DOCS[name]
+        marks = " | ".join("yes" if c in where else "no" for c in contexts)
+        lines.append(f"| `{name}` | {what} | {reasons} | {marks} |")
+    return "\n".join(lines) + "\n"
+
+
+def checks_for(context: Context) -> tuple[str, ...]:
+    """The names of the checks that apply in ``context``, in table order."""
+    return tuple(name for name, where in CHECKS.items() if context in where)
+
+
+class _NoReplay:
+    def remember(self, jti: str, exp: float | None, *, now: float | None = None) -> bool:
+        return True
+
+
+class TrustGate:
+    """Admits tokens (see the module docstring).
+
+    Args:
+        config: the loaded config (the daemon replaces :attr:`config` at reload).
+        marks: the rollback mark of a source (default: none).
+        replay: the push ``jti`` memory (default: remembers nothing).
+        on_replay: awaited after a push ``jti`` was remembered (the daemon persists the cache).
+        metrics: counts refusals (default: nothing).
+        clock: Unix time.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        marks: Callable[[str], int | None] | None = None,
+        replay: ReplayMemory | None = None,
+        on_replay: Callable[[], Awaitable[None]] | None = None,
+        metrics: RefusalMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.replay: ReplayMemory = replay if replay is not None else _NoReplay()
+        self._marks = marks
+        self._on_replay = on_replay
+        self._metrics: RefusalMetrics = metrics if metrics is not None else NoRefusalMetrics()
+        self._clock = clock
+
+    def mark(self, source: str) -> int | None:
+        """The source's rollback mark now."""
+        return self._marks(source) if self._marks is not None and source else None
+
+    async def admit(
+        self,
+        raw: str,
+        source: str,
+        context: Context,
+        *,
+        origin: str = "",
+        now: float | None = None,
+    ) -> AdmittedToken:
+        """Run every check :data:`CHECKS` lists for ``context``; admit or refuse ``raw``.
+
+        Args:
+            raw: the JWT text.
+            source: the source it is for (``""``: none, only with :attr:`Context.OFFLINE`).
+            context: where it arrived.
+            origin: for the log line, e.g. ``from 10.0.0.7`` or ``from https://host/x.jwt``.
+            now: Unix time (default: the clock); key windows, times and maxTokenAge use it.
+
+        Returns:
+            The admitted token.
+
+        Raises:
+            VerifyError: a refusal (logged and counted); ``PolicyError`` for policy reasons.
+            AgentError: the token could not be checked at all (e.g. a verify key does not
+                parse); logged, not counted.
+        """
+        current = self._clock() if now is None else now
+        applies = checks_for(context)
+        try:
+            verified = await verify_for_source(
+                raw, config=self.config, source=source, now=current, check_times="times" in applies
+            )
+            req = _Request(self, verified, source, context, self.mark(source), current)
+            for name, check in _AFTER_VERIFY:
+                if name in applies:
+                    check(req)
+        except VerifyError as exc:
+            self.refused(source, context, exc, origin=origin)
+            raise
+        except AgentError as exc:
+            self._log(
+                context,
+                "Source %s: %s: token could not be verified: %s",
+                source,
+                _what(context, origin),
+                exc,
+            )
+            raise
+        if "replay" in applies and verified.jti and self._on_replay is not None:
+            await self._on_replay()
+        return AdmittedToken(verified, source, context, _origin=_GATE)
+
+    def recheck(self, token: AdmittedToken, *, origin: str = "") -> None:
+        """Under the source lock: re-check what can change while a run waits (the rollback mark).
+
+        Raises:
+            PolicyError: ``rollback`` (logged and counted).
+        """
+        if token.context not in CHECKS["rollback"]:
+            return
+        req = _Request(
+            self,
+            token.verified,
+            token.source,
+            token.context,
+            self.mark(token.source),
+            self._clock(),
+        )
+        try:
+            _rollback(req)
+        except PolicyError as exc:
+            self.refused(token.source, token.context, exc, origin=f"{origin} (under lock)".strip())
+            raise
+
+    def freeze_check(self, token: AdmittedToken, *, origin: str = "") -> bool:
+        """A pull that brought nothing new (304, same bytes): is the token in hand now stale?
+
+        The token stays applied (SPEC 31); a stale one is logged and counted as ``stale`` on
+        every such pull (the freeze attack ``maxTokenAge`` exists for).
+
+        Returns:
+            Whether the token in hand is over ``maxTokenAge``.
+        """
+        req = _Request(self, token.verified, token.source, Context.PULL, None, self._clock())
+        try:
+            _stale(req)
+        except PolicyError as exc:
+            self.refused(token.source, Context.PULL, exc, origin=origin)
+            return True
+        return False
+
+    def refused(self, source: str, context: Context, exc: VerifyError, *, origin: str = "") -> None:
+        """Log and count one refusal (every refusal the gate raises went through here once)."""
+        what = _what(context, origin)
+        if isinstance(exc, PolicyError):
+            key_id = exc.key_id or "(unknown)"
+            self._log(
+                context,
+                "Source %s: %s refused (reason %s, key %s): %s",
+                source or "(none)",
+                what,
+                exc.reason,
+                key_id,
+                exc,
+            )
+        else:
+            self._log(
+                context,
+                "Source %s: %s refused: token did not verify (%s: %s)",
+                source or "(none)",
+                what,
+                exc.reason,
+                exc,
+            )
+        if context is not Context.OFFLINE:
+            self._metrics.verify_failure(source, exc.reason)
+
+    @staticmethod
+    def _log(context: Context, msg: str, *args: object) -> None:
+        # The CLI prints the refusal as its one error line; the daemon logs it.
+        level = logging.DEBUG if context is Context.OFFLINE else logging.ERROR
+        logger.log(level, msg, *args)
+
+
+def signature_precheck(config: Config, source: str, raw: str) -> bool:
+    """A cheap signature check that admits nothing (the rate limiter's exception for pushes).
+
+    Only a source that accepts pushes and is verified by keys qualifies: the signature must
+    verify with ``run.verifyKeys`` + ``sources.<source>.verifyKeys`` (and ``exp``/``nbf`` hold).
+    A source verified by ``verifyCommands`` never qualifies, so no process is spawned. The token
+    still goes through :meth:`TrustGate.admit` afterwards.
+
+    Returns:
+        Whether the push may be handled.
+    """
+    src = config.sources.get(source)
+    if src is None or not src.allow_push:
+        return False
+    if src.verify_commands or config.run.verify_commands:
+        return False
+    try:
+        keys = verify_keys_for(config, source)
+        if not keys:
+            return False
+        verify_token(raw, keys)
+    except AgentError:
+        return False
+    return True
+
+
+def warn_expiring_keys(config: Config) -> None:
+    """Start-up: log a warning for each verify key near (or past) its ``notAfter``."""
+    for key in expiring_keys(config):
+        label = key.key_id or "(no id)"
+        when = key.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if key.seconds_left < 0:
+            logger.warning("%s: key %s retired at %s (notAfter)", key.where, label, when)
+        else:
+            days = key.seconds_left / 86400
+            logger.warning(
+                "%s: key %s retires at %s (notAfter, in %.1f days)", key.where, label, when, days
+            )
+
+
+def _what(context: Context, origin: str) -> str:
+    return f"{context.value} {origin}" if origin else context.value
+
+
+__all__ = [
+    "CHECKS",
+    "CHECK_DOCS",
+    "VERIFY_STEP",
+    "AdmittedToken",
+    "Context",
+    "NoRefusalMetrics",
+    "RefusalMetrics",
+    "TrustGate",
+    "checks_for",
+    "docs_table",
+    "signature_precheck",
+    "warn_expiring_keys",
+]
