@@ -85,7 +85,7 @@ def _import_callback(directory: str, rel: str) -> tuple[str, bytes]:
 
 
 def evaluate_jsonnet(text: str, filename: str) -> Any:
-    from agent.jsonnet.engine import evaluate_text
+    from agent.jsonnet.engine import evaluate_text  # lazy: the engine loads _gojsonnet
 
     try:
         return evaluate_text(text, filename, import_callback=_import_callback)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.config.fields import HTTP_CLIENT, RECORDS, SECTIONS, Field
+from agent.net.urls import mask_url, mask_urls_in_text
 
 #: What a secret value is replaced with by :meth:`Config.masked_dict`.
 MASK = "***"
@@ -83,10 +84,6 @@ def _mask_record(value: Any, fields: Sequence[Field], section: str) -> Any:
         elif f.kind in ("strmap", "linters"):  # keys are names (sources, linters), not settings
             out[key] = {k: _mask(v) for k, v in item.items()} if isinstance(item, dict) else item
         elif key in _URL_FIELDS and isinstance(item, list):
-            # Lazy on purpose (also below): agent.net.fetch imports asyncio and ssl, and only
-            # show-config masks; loading the config for `agent jwt`/`render` stays light.
-            from agent.net.fetch import mask_url
-
             out[key] = [mask_url(v) if isinstance(v, str) else _mask(v) for v in item]
         else:
             out[key] = _mask(item)
@@ -103,8 +100,6 @@ def _mask(value: Any) -> Any:
     if isinstance(value, list):
         return [_mask(v) for v in value]
     if isinstance(value, str):
-        from agent.net.fetch import mask_urls_in_text
-
         return mask_urls_in_text(value)
     return value
 

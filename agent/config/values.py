@@ -213,7 +213,7 @@ def _verify_key(index: int, item: Any) -> VerifyKeyEntry:
         raise Bad(f"item {index}: expected notBefore before notAfter")
     # Lazy on purpose: importing the config loads no key code unless keys are configured
     # (tests/test_config.py::test_importing_config_loads_no_heavy_modules guards it).
-    from agent.jws.keys import parse_verify_key
+    from agent.jws.keys import parse_verify_key  # lazy: key code only when keys are configured
 
     try:
         parse_verify_key(key)

@@ -373,7 +373,7 @@ def run_daemon(
     the config on SIGHUP. Raises ConfigError (a webhook path under ``/etcha``, ``-o`` without
     sources, what :meth:`Service.serve` raises) or SourceError (an unusable ``run.stateDir``).
     """
-    from agent.daemon.metrics import Metrics  # prometheus_client: heavy, only for `agent run`
+    from agent.daemon.metrics import Metrics  # lazy: prometheus_client, only for `agent run`
 
     check_webhook_paths(config)
     if once and not config.sources:
