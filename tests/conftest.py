@@ -1,5 +1,8 @@
 """Shared, generic pytest fixtures.
 
+The helpers themselves (keys, ``free_port``, the agent runner, daemons, config builders) live in
+``tests/support.py``, the one implementation every test imports (``from support import …``).
+
 ``interop`` is Etcha's documented keys and tokens (``../shared/interop/vectors.json``), from the
 copy in ``tests/data/interop_vectors.json`` so tests never depend on a directory outside the repo.
 ``test_interop_copy_matches_shared`` (in tests/test_keys.py) catches a stale copy when ``shared/``
@@ -9,15 +12,10 @@ is present.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-TESTS_DIR = Path(__file__).resolve().parent
-INTEROP_COPY = TESTS_DIR / "data" / "interop_vectors.json"
-#: Where shared/ lives beside the repository (CI clones it as ../shared).
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+from support import INTEROP_COPY
 
 
 @pytest.fixture(scope="session")
