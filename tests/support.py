@@ -38,6 +38,8 @@ WRONG_PUB = "ed25519public:MCowBQYDK2VwAyEAazbRbCTrd21v9xXkRJ1m0fuEGA/ZHRBSmxvus
 
 #: How the CLI is started: ``python -m agent``.
 AGENT_MODULE: tuple[str, ...] = ("-m", "agent")
+#: Seconds a CLI run may take before the test fails (pytest-timeout stops a test at 120).
+DEFAULT_TIMEOUT = 110.0
 
 
 # ------------------------------------------------------------------------------------ ports
@@ -86,7 +88,7 @@ def run_agent(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
-    timeout: float = 60,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m agent ARGS`` in ``cwd`` as a user would; capture its output as text.
 
@@ -104,20 +106,33 @@ def run_agent(
     )
 
 
+#: Runs the CLI after dropping to the uid in argv[1] (the interpreter itself may not be readable
+#: by it, so this is a ``python -c`` script, not ``-m agent``).
+_AS_USER = (
+    "import os, sys\n"
+    "import agent.cli, agent.tools.filecmds, agent.core.logs, json, tempfile, urllib.request\n"
+    "agent.cli.build_parser()\n"
+    "agent.cli.configure_logging(None, None, True)\n"
+    "uid = int(sys.argv[1])\n"
+    "os.setgroups([]); os.setgid(uid); os.setuid(uid)\n"
+    "sys.exit(agent.cli.main(sys.argv[2:]))\n"
+)
+
+
 def run_agent_bytes(
     *args: str,
     cwd: Path | None = None,
-    stdin: bytes = b"",
-    python_args: Sequence[str] = AGENT_MODULE,
-    timeout: float = 60,
+    stdin: bytes | None = None,
+    as_user: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> subprocess.CompletedProcess[bytes]:
-    """:func:`run_agent` with binary stdin and output; ``python_args`` replaces ``-m agent``
-    (for a wrapper script that runs the CLI)."""
+    """:func:`run_agent` with binary stdin and output; ``as_user`` runs the CLI as that uid."""
+    python_args = AGENT_MODULE if as_user is None else ("-c", _AS_USER, str(as_user))
     return subprocess.run(
         [sys.executable, *python_args, *args],
         cwd=cwd,
         env=agent_env(),
-        input=stdin,
+        input=stdin if stdin is not None else b"",
         capture_output=True,
         timeout=timeout,
         check=False,

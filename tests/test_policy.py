@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import RIGHT_PRIV, RIGHT_PUB, config_doc
 
 from agent.config.schema import Config, config_from_dict
 from agent.core.errors import VerifyError
@@ -40,10 +41,6 @@ from agent.trust.policy import (
 )
 from agent.trust.verify import verify_for_source
 
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
 OTHER_PRIV, OTHER_PUB = generate_keys("ed25519", kid="other")
 NOW = time.time()
 NOW_BASE = int(NOW) - 1000
@@ -86,12 +83,8 @@ def make_config(
 ) -> Config:
     src: dict[str, Any] = {"allowPush": True}
     src.update(source or {})
-    run_cfg: dict[str, Any] = {
-        "stateDir": str(tmp / "state"),
-        "verifyKeys": [RIGHT_PUB] if verify_keys is None else verify_keys,
-    }
-    run_cfg.update(run or {})
-    return config_from_dict({"run": run_cfg, "sources": {"web": src}})
+    keys = [RIGHT_PUB] if verify_keys is None else verify_keys
+    return config_from_dict(config_doc(tmp, {"web": src}, verify_keys=keys, run=run))
 
 
 def verified(
@@ -319,7 +312,7 @@ def test_push_rollback_refused_with_plain_404_survives_restart_and_allow_rollbac
     async def go() -> None:
         d = await started(cfg)
         metrics = FakeMetrics()
-        d.metrics = metrics  # type: ignore[attr-defined]
+        d.metrics = metrics  # type: ignore[assignment]
         assert (await push(d, captured)).status == 200
         assert (await push(d, newer)).status == 200
         refused = await push(d, captured)
@@ -461,7 +454,7 @@ def test_allowlist_and_key_windows_refuse_pushes_in_the_daemon(tmp_path: Path) -
     async def go() -> None:
         d = await started(cfg)
         metrics = FakeMetrics()
-        d.metrics = metrics  # type: ignore[attr-defined]
+        d.metrics = metrics  # type: ignore[assignment]
         assert (await push(d, make_token(NOW))).status == 404
         assert (await push(d, make_token(NOW, key=OTHER_PRIV))).status == 200
         assert metrics.failures == [("web", "key_not_allowed")]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.core.atomicio import atomic_write
 from agent.core.errors import SourceError
-from agent.daemon.state import ReplayCache, SourceMeta, StateStore, StoredState, atomic_write
+from agent.daemon.state import ReplayCache, SourceMeta, StateStore, StoredState
 
 TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJpYXQiOjF9.c2ln"
 

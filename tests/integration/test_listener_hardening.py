@@ -124,7 +124,8 @@ def post(
 def metrics_text(port: int) -> str:
     url = f"http://127.0.0.1:{port}/etcha/v1/system/metrics?key={METRICS_KEY}"
     with urllib.request.urlopen(url, timeout=30) as resp:
-        return resp.read().decode()
+        body: bytes = resp.read()
+        return body.decode()
 
 
 # ---------------------------------------------------------------------------- bodies

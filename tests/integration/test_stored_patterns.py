@@ -142,7 +142,7 @@ def test_replay_cache_survives_restarts_after_concurrent_pushes(tmp_path: Path) 
             )
             tokens.append(sign_token(claims, key))
         with (
-            daemon(tmp_path, config, port, f"round{round_}"),
+            daemon(tmp_path, config, port, f"round{round_}", clean_exit=True, stop_timeout=30),
             concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool,
         ):
             statuses = list(
@@ -154,7 +154,10 @@ def test_replay_cache_survives_restarts_after_concurrent_pushes(tmp_path: Path) 
         assert statuses == [200] * 50
         accepted.extend(tokens)
         with (
-            daemon(tmp_path, config, port, f"replay{round_}") as log,
+            daemon(tmp_path, config, port, f"replay{round_}", clean_exit=True, stop_timeout=30) as (
+                _,
+                log,
+            ),
             concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool,
         ):
             runs = len(counter.read_text().splitlines())  # after the start-up run
