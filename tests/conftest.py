@@ -12,10 +12,11 @@ is present.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support import INTEROP_COPY
+from support import INTEROP_COPY, TESTS_DIR
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,11 @@ def interop() -> dict[str, Any]:
     """Interop vectors: ``keyPairs``, ``publicKeys``, ``tokens`` (T1, T2), ``byteExact`` (V1)."""
     data: dict[str, Any] = json.loads(INTEROP_COPY.read_text())
     return data
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under a ``tests/integration/`` directory carries the ``integration`` marker
+    (real daemons on 127.0.0.1), whether or not its file says so."""
+    for item in items:
+        if "integration" in Path(item.path).relative_to(TESTS_DIR).parts[:-1]:
+            item.add_marker(pytest.mark.integration)
