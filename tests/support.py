@@ -126,12 +126,18 @@ def run_agent_bytes(
     as_user: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> subprocess.CompletedProcess[bytes]:
-    """:func:`run_agent` with binary stdin and output; ``as_user`` runs the CLI as that uid."""
+    """:func:`run_agent` with binary stdin and output; ``as_user`` runs the CLI as that uid.
+
+    A run as another user is not measured for coverage: that user cannot write the data file.
+    """
     python_args = AGENT_MODULE if as_user is None else ("-c", _AS_USER, str(as_user))
+    env = agent_env()
+    if as_user is not None:
+        env = {k: v for k, v in env.items() if not k.startswith("COVERAGE_PROCESS_")}
     return subprocess.run(
         [sys.executable, *python_args, *args],
         cwd=cwd,
-        env=agent_env(),
+        env=env,
         input=stdin if stdin is not None else b"",
         capture_output=True,
         timeout=timeout,
