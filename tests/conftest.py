@@ -1,5 +1,8 @@
 """Shared, generic pytest fixtures.
 
+The helpers themselves (keys, ``free_port``, the agent runner, daemons, config builders) live in
+``tests/support.py``, the one implementation every test imports (``from support import …``).
+
 ``interop`` is Etcha's documented keys and tokens (``../shared/interop/vectors.json``), from the
 copy in ``tests/data/interop_vectors.json`` so tests never depend on a directory outside the repo.
 ``test_interop_copy_matches_shared`` (in tests/test_keys.py) catches a stale copy when ``shared/``
@@ -13,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-TESTS_DIR = Path(__file__).resolve().parent
-INTEROP_COPY = TESTS_DIR / "data" / "interop_vectors.json"
-#: Where shared/ lives beside the repository (CI clones it as ../shared).
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+from support import INTEROP_COPY, TESTS_DIR
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +24,11 @@ def interop() -> dict[str, Any]:
     """Interop vectors: ``keyPairs``, ``publicKeys``, ``tokens`` (T1, T2), ``byteExact`` (V1)."""
     data: dict[str, Any] = json.loads(INTEROP_COPY.read_text())
     return data
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under a ``tests/integration/`` directory carries the ``integration`` marker
+    (real daemons on 127.0.0.1), whether or not its file says so."""
+    for item in items:
+        if "integration" in Path(item.path).relative_to(TESTS_DIR).parts[:-1]:
+            item.add_marker(pytest.mark.integration)

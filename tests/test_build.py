@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentcli import run_agent
+from support import run_agent
 
 from agent.config.schema import config_from_dict
 from agent.core.errors import VerifyError
@@ -69,6 +69,7 @@ class TestBuildCommand:
         assert res.returncode == 0, res.stderr
         token = verify_token((tmp_path / "named.jwt").read_text(), [parse_verify_key(keys[1])])
         assert "dstPath" not in token.run_vars
+        assert token.pattern_files is not None
         assert "named.jwt" in token.pattern_files["/q.jsonnet"]
 
     def test_build_commands_fill_manifest_and_run_vars(
@@ -346,6 +347,7 @@ def test_build_embeds_the_packaged_standard_library(tmp_path: Path, keys: tuple[
     token = verify_token((tmp_path / "out.jwt").read_text(), [parse_verify_key(keys[1])])
     lib = resources.files("agent").joinpath("lib", "etcha")
     assert token.pattern_entrypoint == "/p.jsonnet"
+    assert token.pattern_files is not None
     assert token.pattern_files["/p.jsonnet"] == STDLIB_PATTERN
     for name in ("etcha.libsonnet", "file.libsonnet", "helpers.libsonnet", "native.libsonnet"):
         assert token.pattern_files[f"/etcha/{name}"] == lib.joinpath(name).read_text()

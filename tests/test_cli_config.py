@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_agent(
-    cwd: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
-    base["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**base, **(env or {})},
-        timeout=60,
-        check=False,
-    )
+from support import run_agent
 
 
 def test_show_config_prints_effective_config_as_sorted_indented_json(tmp_path: Path) -> None:
     path = tmp_path / "conf.jsonnet"
     path.write_text("{run: {listenAddress: ':4100'}, sources: {web: {runFrequency: '5m'}}}")
-    proc = run_agent(tmp_path, "-c", str(path), "show-config")
+    proc = run_agent("-c", str(path), "show-config", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["run"]["listenAddress"] == ":4100"
@@ -51,11 +31,11 @@ def test_show_config_never_prints_secret_values(tmp_path: Path) -> None:
         "sources:\n  web:\n    vars:\n      clientSecret: SECRET-F-client\n"
     )
     proc = run_agent(
-        tmp_path,
         "-x",
         "run_systemPprofKey=SECRET-G-pprof",
         "show-config",
         env={"AGENT_vars_myToken": "SECRET-H-env"},
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "SECRET-" not in proc.stdout + proc.stderr
@@ -68,11 +48,11 @@ def test_show_config_never_prints_secret_values(tmp_path: Path) -> None:
 def test_show_config_applies_env_and_x_overrides_in_order(tmp_path: Path) -> None:
     (tmp_path / "agent.json").write_text('{"vars": {"a": "file", "b": "file", "c": "file"}}')
     proc = run_agent(
-        tmp_path,
         "-x",
         "vars_c=x",
         "show-config",
         env={"AGENT_CONFIG": "{vars: {b: 'config', c: 'config'}}", "AGENT_vars_c": "env"},
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["vars"] == {"a": "file", "b": "config", "c": "x"}
@@ -82,14 +62,14 @@ def test_show_config_finds_config_in_parent_directory(tmp_path: Path) -> None:
     (tmp_path / "agent.jsonnet").write_text("{vars: {found: true}}")
     sub = tmp_path / "x" / "y"
     sub.mkdir(parents=True)
-    proc = run_agent(sub, "show-config")
+    proc = run_agent("show-config", cwd=sub)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["vars"] == {"found": True}
 
 
 def test_alias_warning_goes_to_stderr_and_stdout_stays_json(tmp_path: Path) -> None:
     (tmp_path / "agent.json").write_text('{"sources": {"w": {"runFrequencySec": 30}}}')
-    proc = run_agent(tmp_path, "show-config")
+    proc = run_agent("show-config", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["sources"]["w"]["runFrequency"] == "30s"
     assert '"sources.w.runFrequencySec"' in proc.stderr
@@ -118,7 +98,7 @@ def test_bad_config_exits_1_with_one_line_on_stderr(
 ) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    proc = run_agent(tmp_path, *args, "show-config")
+    proc = run_agent(*args, "show-config", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -140,7 +120,7 @@ def test_show_config_masks_pull_credentials_and_secret_named_vars_and_env(tmp_pa
         '      - "https://deploy:SECRET-4-pw@h.example/t.jwt?sig=SECRET-5-sig'
         '#Authorization: Bearer SECRET-6\\r\\nclientTimeout: 5"\n'
     )
-    proc = run_agent(tmp_path, "show-config", env={"AGENT_vars_deployAuth": "SECRET-7-env"})
+    proc = run_agent("show-config", env={"AGENT_vars_deployAuth": "SECRET-7-env"}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "SECRET-" not in proc.stdout + proc.stderr
     data = json.loads(proc.stdout)

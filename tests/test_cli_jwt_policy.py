@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from agentcli import run_agent
+from support import run_agent
 
 from agent.jws.keys import generate_keys, parse_signing_key
 from agent.jws.tokens import etcha_claims, sign_token

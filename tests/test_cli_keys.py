@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,24 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import run_agent
 
 from agent.jws.keys import generate_keys, parse_signing_key, parse_verify_key
 from agent.jws.tokens import etcha_claims, sign_token
-
-
-def run_agent(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from agentcli import run_agent
+from support import run_agent
 
 from agent import __version__
 

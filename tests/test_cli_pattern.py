@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from agentcli import run_agent
+from support import run_agent
 
 from agent.jws.keys import generate_keys
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import run_agent
 
 from agent.config.schema import (
     MASK,
@@ -968,14 +969,7 @@ def test_push_targets_keys_are_checked_under_their_old_path() -> None:
 
 def test_etcha_show_config_output_loads_with_the_old_name_warnings(tmp_path: Path) -> None:
     sample = REPO / "tests" / "data" / "etcha-show-config.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "-c", str(sample), "show-config"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith("AGENT_")},
-        check=False,
-    )
+    proc = run_agent("-c", str(sample), "show-config", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     where = f"in {sample}"
     assert proc.stderr.splitlines() == [
@@ -1004,26 +998,7 @@ def test_etcha_show_config_output_loads_with_the_old_name_warnings(tmp_path: Pat
     # Etcha's exec (every container field, at its zero value) runs commands.
     marker = tmp_path / "ran"
     command = f"{{id: 'a', always: true, change: 'echo ok > {marker}'}}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "-l",
-            "error",
-            "-c",
-            str(sample),
-            "local",
-            "-s",
-            "core",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith("AGENT_")},
-        check=False,
-    )
+    proc = run_agent("-l", "error", "-c", str(sample), "local", "-s", "core", command, cwd=tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "Changed 1: a\n"), proc.stderr
     assert marker.read_text() == "ok\n"
 

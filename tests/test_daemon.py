@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import stat
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support import RIGHT_PRIV, RIGHT_PUB, WRONG_PRIV, WRONG_PUB, config_doc, free_port
 
 from agent.config.schema import Config, config_from_dict
 from agent.core.errors import ConfigError
@@ -33,15 +33,6 @@ from agent.jws.tokens import etcha_claims, sign_token, verify_token
 from agent.pattern.load import load_from_text
 from agent.tools.build import build_token
 
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
-WRONG_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIE6dSkW4jnn3tx119BKw8+zOmhJyzTOsBlWcjqaHxMcX:ZcxoeWfSRt"
-)
-WRONG_PUB = "ed25519public:MCowBQYDK2VwAyEAazbRbCTrd21v9xXkRJ1m0fuEGA/ZHRBSmxvus2PhzEs=:ZcxoeWfSRt"
-
 
 def make_config(
     tmp: Path,
@@ -51,11 +42,8 @@ def make_config(
     verify_keys: tuple[str, ...] = (RIGHT_PUB,),
     signing_key: str = RIGHT_PRIV,
 ) -> Config:
-    run_cfg: dict[str, Any] = {"stateDir": str(tmp / "state"), "verifyKeys": list(verify_keys)}
-    run_cfg.update(run or {})
-    return config_from_dict(
-        {"build": {"signingKey": signing_key}, "run": run_cfg, "sources": dict(sources)}
-    )
+    build = {"signingKey": signing_key}
+    return config_from_dict(config_doc(tmp, sources, verify_keys=verify_keys, run=run, build=build))
 
 
 def file_cmd(cid: str, path: Path) -> dict[str, str]:
@@ -534,12 +522,6 @@ def test_pull_from_file_replaces_the_token_only_when_the_pattern_changes(tmp_pat
     assert (tmp_path / "state" / "p.jwt").read_text().strip() != ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def etag_server(state: dict[str, Any]) -> AsyncIterator[str]:
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -552,7 +534,7 @@ async def etag_server(state: dict[str, Any]) -> AsyncIterator[str]:
     app.router.add_get("/pattern.jwt", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield f"http://127.0.0.1:{port}/pattern.jwt"
@@ -611,7 +593,7 @@ def test_pull_over_http_uses_etag_and_a_304_skips_download_and_verification(
 def test_unreachable_http_path_falls_back_to_the_stored_token(tmp_path: Path) -> None:
     a = tmp_path / "a"
     cfg = make_config(
-        tmp_path, {"p": {"allowPush": True, "pullPaths": [f"http://127.0.0.1:{_free_port()}/x"]}}
+        tmp_path, {"p": {"allowPush": True, "pullPaths": [f"http://127.0.0.1:{free_port()}/x"]}}
     )
 
     async def go() -> tuple[Any, Any]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support import RIGHT_PRIV, RIGHT_PUB, WRONG_PUB, config_doc
 
 from agent.config.schema import Config, config_from_dict
 from agent.daemon.metrics import Metrics
@@ -40,12 +41,6 @@ from agent.jws.tokens import decode_token, etcha_claims, sign_token
 from agent.run.model import parse_commands
 from agent.trust.gate import Context, TrustGate
 
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
-WRONG_PUB = "ed25519public:MCowBQYDK2VwAyEAazbRbCTrd21v9xXkRJ1m0fuEGA/ZHRBSmxvus2PhzEs=:ZcxoeWfSRt"
-
 
 def make_config(
     tmp: Path,
@@ -54,12 +49,8 @@ def make_config(
     verify_keys: list[Any] | None = None,
     run: dict[str, Any] | None = None,
 ) -> Config:
-    run_cfg: dict[str, Any] = {
-        "stateDir": str(tmp / "state"),
-        "verifyKeys": [RIGHT_PUB] if verify_keys is None else verify_keys,
-    }
-    run_cfg.update(run or {})
-    return config_from_dict({"run": run_cfg, "sources": sources})
+    keys = [RIGHT_PUB] if verify_keys is None else verify_keys
+    return config_from_dict(config_doc(tmp, sources, verify_keys=keys, run=run))
 
 
 def token_for(

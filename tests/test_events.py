@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from support import RIGHT_PRIV, config_doc
+
 from agent.config.schema import Config, config_from_dict
 from agent.daemon.events import Events, event_output, receivers_for
 from agent.daemon.server import PushReply, reply_for
@@ -20,11 +22,6 @@ from agent.pattern.load import load_from_text
 from agent.run.engine import Output
 from agent.tools.build import build_token
 
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
-
 LOG_LINE = (
     'echo "$ETCHA_SOURCE_NAME|$ETCHA_EVENT_NAME|$ETCHA_EVENT_ID|$ETCHA_EVENT_OUTPUT|'
     '$ETCHA_EVENT_PUBLIC_KEY|$ETCHA_EVENT_SRC|$ETCHA_SOURCE_TRIGGER" >> "$LOG"'
@@ -32,13 +29,7 @@ LOG_LINE = (
 
 
 def make_config(tmp: Path, sources: Mapping[str, Any]) -> Config:
-    return config_from_dict(
-        {
-            "exec": {"env": {"LOG": str(tmp / "log")}},
-            "run": {"stateDir": str(tmp / "state"), "verifyKeys": [RIGHT_PUB]},
-            "sources": dict(sources),
-        }
-    )
+    return config_from_dict(config_doc(tmp, sources, exec={"env": {"LOG": str(tmp / "log")}}))
 
 
 def receiver(events: list[str], **extra: Any) -> dict[str, Any]:

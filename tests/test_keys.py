@@ -10,10 +10,10 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import INTEROP_COPY, SHARED_DIR
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from support import INTEROP_COPY, SHARED_DIR
 
 from agent.core.errors import KeyFormatError
 from agent.jws.keys import (

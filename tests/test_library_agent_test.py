@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import run_agent
 
 IS_ROOT = os.geteuid() == 0
 #: Tests may create users and groups, install packages and start units (CI only).
@@ -43,18 +44,6 @@ mDMEZkAAABYJKwYBBAHaRw8BAQdAagentTestKeyNotARealKeyButArmoredText
 =abcd
 -----END PGP PUBLIC KEY BLOCK-----
 """
-
-
-def run_agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=110,
-    )
 
 
 def q(value: str | Path) -> str:

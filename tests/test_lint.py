@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import run_agent
 
 from agent.tools.lint import Finding, _locate, find_lint_files
 
@@ -19,22 +18,6 @@ needs_shellcheck = pytest.mark.skipif(
 needs_jsonnetfmt = pytest.mark.skipif(
     shutil.which("jsonnetfmt") is None, reason="jsonnetfmt (Debian package jsonnet) not installed"
 )
-
-
-def run_agent(
-    *args: str, cwd: Path, path_env: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
-    if path_env is not None:
-        env["PATH"] = path_env
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def write(path: Path, text: str) -> Path:
@@ -144,7 +127,7 @@ def test_missing_linter_is_a_finding_naming_the_fix(tmp_path: Path) -> None:
     text = "{run: [{ id: 'sc', check: 'true', change: 'true' }]}\n"
     write(tmp_path / "p.jsonnet", text)
     path_env = _path_without(tmp_path, "shellcheck", "jsonnetfmt")
-    res = run_agent("lint", "-f", "p.jsonnet", cwd=tmp_path, path_env=path_env)
+    res = run_agent("lint", "-f", "p.jsonnet", cwd=tmp_path, env={"PATH": path_env})
     assert res.returncode == 1, res.stdout + res.stderr
     assert res.stdout.splitlines() == [
         "p.jsonnet: linter shellcheck could not run: shellcheck not found on PATH (install it, "
@@ -158,7 +141,7 @@ def test_linter_switched_off_in_the_config_is_not_needed(tmp_path: Path) -> None
     write(tmp_path / "p.jsonnet", "{run: [{ id: 'sc', check: 'echo $foo', change: 'true' }]}\n")
     write(tmp_path / "agent.jsonnet", json.dumps({"lint": {"linters": {"shellcheck": None}}}))
     path_env = _path_without(tmp_path, "shellcheck")
-    res = run_agent("lint", "p.jsonnet", cwd=tmp_path, path_env=path_env)
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path, env={"PATH": path_env})
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip() == "Linted 1 file: 0 findings"
 
@@ -177,7 +160,7 @@ def test_configured_linter_gets_joined_scripts_on_stdin(tmp_path: Path) -> None:
     write(tmp_path / "agent.jsonnet", json.dumps(config))
     text = json.dumps({"run": [{"id": "ok", "check": "forbidden", "change": "c2", "remove": "r3"}]})
     write(tmp_path / "p.jsonnet", text)
-    res = run_agent("lint", "p.jsonnet", cwd=tmp_path, path_env=os.defpath)
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path, env={"PATH": os.defpath})
     assert seen.read_text() == "forbidden\nc2\nr3"
     assert res.returncode == 1
     assert "p.jsonnet:1: linter grepper failed for command 'ok' (exit status 1)" in res.stdout

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 from aiohttp import web
+from support import free_port
 
 from agent.daemon.listener import (
     FD_RESERVE,
@@ -28,12 +28,6 @@ from agent.daemon.listener import (
 from agent.net.tlsutil import load_pem_pair, self_signed
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def hello(request: web.Request) -> web.StreamResponse:

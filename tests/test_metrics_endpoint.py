@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
+from support import RIGHT_PRIV, WRONG_PRIV, config_doc, free_port
 
 from agent.config.schema import Config, config_from_dict
 from agent.daemon.events import Events
@@ -27,30 +27,12 @@ from agent.daemon.service import Daemon
 from agent.pattern.load import load_from_text
 from agent.tools.build import build_token
 
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
-WRONG_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIE6dSkW4jnn3tx119BKw8+zOmhJyzTOsBlWcjqaHxMcX:ZcxoeWfSRt"
-)
 KEY = "metrics-key"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def make_config(tmp: Path, sources: Mapping[str, Any], **run: Any) -> Config:
-    return config_from_dict(
-        {
-            "run": {"stateDir": str(tmp / "state"), "verifyKeys": [RIGHT_PUB], **run},
-            "sources": dict(sources),
-        }
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return config_from_dict(config_doc(tmp, sources, run=run))
 
 
 @asynccontextmanager
@@ -105,7 +87,7 @@ def value(samples: Samples, metric: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == metric and want <= ls)
 
 
-def file_cmd(cid: str, path: Path) -> dict[str, str]:
+def file_cmd(cid: str, path: Path) -> dict[str, Any]:
     return {"id": cid, "check": f"test -f {path}", "change": f"touch {path}"}
 
 

@@ -10,39 +10,21 @@ are left out. On a host the same files render to the real paths.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support import run_agent
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "patterns"
 
 
-def agent(
-    *args: str, cwd: Path, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env.update(extra_env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     proj = tmp_path / "proj"
-    assert agent("init", str(proj), cwd=tmp_path).returncode == 0
+    assert run_agent("init", str(proj), cwd=tmp_path).returncode == 0
     for item in SAMPLES.iterdir():
         shutil.copy2(item, proj / "patterns" / item.name)
     sandbox = tmp_path / "sandbox"
@@ -67,7 +49,7 @@ def bare(tmp_path: Path) -> Path:
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck (.ci/run installs it)")
 def test_samples_pass_lint_without_init(bare: Path) -> None:
-    res = agent("lint", "patterns", cwd=bare)
+    res = run_agent("lint", "patterns", cwd=bare)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip() == "Linted 4 files: 0 findings"
     assert sorted(p.name for p in bare.iterdir()) == ["patterns"]
@@ -79,7 +61,7 @@ def test_samples_pass_agent_test_without_init_in_private_temp_dirs(
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {"TMPDIR": str(scratch)}
-    res = agent("test", "patterns", cwd=bare, extra_env=env)
+    res = run_agent("test", "patterns", cwd=bare, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Tested 10 commands in 3 patterns: no failures" in res.stdout
     # every path went into a per-pattern directory under TMPDIR, removed afterwards
@@ -88,20 +70,20 @@ def test_samples_pass_agent_test_without_init_in_private_temp_dirs(
 
 
 def test_render_with_vars_test_but_no_directory_refuses(bare: Path) -> None:
-    res = agent("render", "-s", "test", "patterns/cron-backup.jsonnet", cwd=bare)
+    res = run_agent("render", "-s", "test", "patterns/cron-backup.jsonnet", cwd=bare)
     assert res.returncode == 1
     assert "vars.test needs vars.sandbox or vars.testDir" in res.stderr
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck (.ci/run installs it)")
 def test_samples_pass_lint_with_format_check(project: Path) -> None:
-    res = agent("lint", "-f", "patterns", cwd=project)
+    res = run_agent("lint", "-f", "patterns", cwd=project)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 findings" in res.stdout
 
 
 def test_samples_pass_agent_test_in_a_sandbox(project: Path, tmp_path: Path) -> None:
-    res = agent("test", "patterns", cwd=project)
+    res = run_agent("test", "patterns", cwd=project)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "in 3 patterns: no failures" in res.stdout
     sandbox = tmp_path / "sandbox"
@@ -113,7 +95,7 @@ def test_samples_pass_agent_test_in_a_sandbox(project: Path, tmp_path: Path) -> 
 
 def test_samples_render_real_paths_and_root_parts_on_a_host(project: Path) -> None:
     def ids(name: str) -> list[str]:
-        res = agent("render", f"patterns/{name}", cwd=project)
+        res = run_agent("render", f"patterns/{name}", cwd=project)
         assert res.returncode == 0, res.stderr
         return [c["id"] for c in json.loads(res.stdout)["run"]]
 
@@ -140,11 +122,11 @@ def test_config_change_triggers_reload_only_when_it_changes(project: Path, tmp_p
     cfg = json.loads((project / "agent.jsonnet").read_text())
     cfg["sources"] = {"test": {}}
     (project / "agent.jsonnet").write_text(json.dumps(cfg))
-    first = agent("local", "-s", "test", "patterns/nginx-site.jsonnet", cwd=project)
+    first = run_agent("local", "-s", "test", "patterns/nginx-site.jsonnet", cwd=project)
     assert first.returncode == 0, first.stderr
     assert "reload nginx" in first.stdout
     reloads = (tmp_path / "sandbox" / "reloads").read_text().splitlines()
-    second = agent("local", "-s", "test", "patterns/nginx-site.jsonnet", cwd=project)
+    second = run_agent("local", "-s", "test", "patterns/nginx-site.jsonnet", cwd=project)
     assert second.returncode == 0, second.stderr
     assert "reload nginx" not in second.stdout
     assert (tmp_path / "sandbox" / "reloads").read_text().splitlines() == reloads

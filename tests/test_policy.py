@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import RIGHT_PRIV, RIGHT_PUB, config_doc
 
 from agent.config.schema import Config, config_from_dict
 from agent.core.errors import VerifyError
@@ -40,10 +41,6 @@ from agent.trust.policy import (
 )
 from agent.trust.verify import verify_for_source
 
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
 OTHER_PRIV, OTHER_PUB = generate_keys("ed25519", kid="other")
 NOW = time.time()
 NOW_BASE = int(NOW) - 1000
@@ -86,12 +83,8 @@ def make_config(
 ) -> Config:
     src: dict[str, Any] = {"allowPush": True}
     src.update(source or {})
-    run_cfg: dict[str, Any] = {
-        "stateDir": str(tmp / "state"),
-        "verifyKeys": [RIGHT_PUB] if verify_keys is None else verify_keys,
-    }
-    run_cfg.update(run or {})
-    return config_from_dict({"run": run_cfg, "sources": {"web": src}})
+    keys = [RIGHT_PUB] if verify_keys is None else verify_keys
+    return config_from_dict(config_doc(tmp, {"web": src}, verify_keys=keys, run=run))
 
 
 def verified(
@@ -195,7 +188,7 @@ def test_push_requires_jti_and_exp_when_configured(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as info:
         check_push(no_exp, config=strict, source="web", high_water_iat=None, replay=cache)
     assert info.value.reason == "missing_exp"
-    good = verified(make_token(NOW, jti="b", expires_in=300), strict)
+    good = verified(make_token(NOW, jti="b", expires_in=3600), strict)
     check_push(good, config=strict, source="web", high_water_iat=None, replay=cache)
     lax = make_config(tmp_path)
     check_push(bare, config=lax, source="web", high_water_iat=None, replay=cache)
@@ -205,12 +198,12 @@ def test_push_requires_jti_and_exp_when_configured(tmp_path: Path) -> None:
 def test_replay_of_a_push_jti_is_refused_and_a_new_jti_accepted(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     cache = ReplayCache(10)
-    first = verified(make_token(NOW, jti="j1", expires_in=300), cfg)
+    first = verified(make_token(NOW, jti="j1", expires_in=3600), cfg)
     check_push(first, config=cfg, source="web", high_water_iat=None, replay=cache, now=NOW)
     with pytest.raises(PolicyError) as info:
         check_push(first, config=cfg, source="web", high_water_iat=None, replay=cache, now=NOW)
     assert info.value.reason == "replay"
-    second = verified(make_token(NOW, jti="j2", expires_in=300), cfg)
+    second = verified(make_token(NOW, jti="j2", expires_in=3600), cfg)
     check_push(second, config=cfg, source="web", high_water_iat=None, replay=cache, now=NOW)
 
 
@@ -429,13 +422,13 @@ def test_pull_serving_an_older_token_is_refused_and_the_newer_pattern_stays(
 
 def test_push_replay_refused_new_jti_accepted_and_replay_survives_restart(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
-    token = make_token(NOW, jti="once", expires_in=300)
+    token = make_token(NOW, jti="once", expires_in=3600)
 
     async def go() -> None:
         d = await started(cfg)
         assert (await push(d, token)).status == 200
         assert (await push(d, token)).status == 404
-        assert (await push(d, make_token(NOW, jti="twice", expires_in=300))).status == 200
+        assert (await push(d, make_token(NOW, jti="twice", expires_in=3600))).status == 200
         again = await started(cfg)
         assert (await push(again, token)).status == 404
 
@@ -449,7 +442,7 @@ def test_push_require_jti_and_exp_refuse_etcha_style_tokens(tmp_path: Path) -> N
         d = await started(cfg)
         assert (await push(d, make_token(NOW))).status == 404
         assert (await push(d, make_token(NOW, jti="x"))).status == 404
-        assert (await push(d, make_token(NOW, jti="x", expires_in=300))).status == 200
+        assert (await push(d, make_token(NOW, jti="x", expires_in=3600))).status == 200
 
     asyncio.run(go())
 

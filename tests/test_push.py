@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support import RIGHT_PRIV, free_port
 
 from agent.config.schema import Config, config_from_dict
 from agent.core.errors import UsageError
@@ -34,11 +34,6 @@ from agent.tools.push import (
     push,
     select_targets,
 )
-
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-
 
 # ---------------------------------------------------------------------------- output
 
@@ -154,12 +149,6 @@ def test_ad_hoc_command_is_embedded_as_a_string_not_as_jsonnet() -> None:
 # ---------------------------------------------------------------------------- real pushes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def recording_target(
     status: int, body: Any, seen: list[dict[str, Any]], *, tls: bool = False
@@ -180,7 +169,7 @@ async def recording_target(
     app.router.add_post("/etcha/v1/push/{source}", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     ctx: ssl.SSLContext | None = server_ssl_context() if tls else None
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
     try:
@@ -249,7 +238,7 @@ def test_check_filter_failures_and_exit_code(tmp_path: Path) -> None:
             recording_target(200, {"changedIDs": ["x"], "removedIDs": ["y"]}, seen_ok) as ok,
             recording_target(404, None, seen_404) as missing,
         ):
-            dead = _free_port()
+            dead = free_port()
             targets = {
                 name: {
                     "hostname": "127.0.0.1",
@@ -388,7 +377,7 @@ def test_http_client_settings_trust_a_self_signed_target(tmp_path: Path, trust: 
         app.router.add_post("/etcha/v1/push/{source}", handler)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        port = _free_port()
+        port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
         try:
             cfg = config_from_dict({"build": {"signingKey": RIGHT_PRIV}, "httpClient": client})
@@ -420,7 +409,7 @@ def test_push_max_workers_bounds_concurrent_targets(tmp_path: Path) -> None:
         app.router.add_post("/etcha/v1/push/{source}", handler)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        port = _free_port()
+        port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
             targets = {
@@ -483,7 +472,7 @@ async def self_signed_target(seen: list[str], tmp_path: Path) -> AsyncIterator[t
     app.router.add_post("/etcha/v1/push/{source}", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
     try:
         yield port, fingerprint_pem(cert, what="test")

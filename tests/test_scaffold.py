@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
+
+from support import run_agent
 
 from agent import __version__
 from agent.tools.scaffold import init_project, library_files, native_header
@@ -23,18 +22,6 @@ REQUIRED = (
     "user",
     "group",
 )
-
-
-def run_agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def tree(root: Path) -> dict[str, bytes]:

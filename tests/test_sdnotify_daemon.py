@@ -7,26 +7,18 @@ exit 0. Also the abstract-namespace form (``@name``) that systemd uses.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import daemon, free_port, listener_config
 
 from agent.jws.keys import generate_keys
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening(port: int) -> bool:
@@ -34,31 +26,13 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start(tmp: Path, notify: str, port: int) -> subprocess.Popen[bytes]:
+def write_config(tmp: Path, port: int) -> Path:
     _, public = generate_keys("ed25519", "t")
-    cfg = {
-        "run": {
-            "listenAddress": f"127.0.0.1:{port}",
-            "stateDir": str(tmp / "state"),
-            "verifyKeys": [public],
-            "tlsDisable": True,
-        },
-        "sources": {
-            "web": {"allowPush": True},
-            "static": {"commands": [{"id": "slow", "always": True, "change": "sleep 0.3"}]},
-        },
+    sources = {
+        "web": {"allowPush": True},
+        "static": {"commands": [{"id": "slow", "always": True, "change": "sleep 0.3"}]},
     }
-    (tmp / "agent.json").write_text(json.dumps(cfg))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
-    env["NOTIFY_SOCKET"] = notify
-    with (tmp / "log").open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "agent", "-c", str(tmp / "agent.json"), "run"],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    return listener_config(tmp, port, sources, verifyKeys=[public], name="agent.json")
 
 
 def receive(sock: socket.socket, want: str, timeout: float = 20) -> list[str]:
@@ -79,8 +53,8 @@ def receive(sock: socket.socket, want: str, timeout: float = 20) -> list[str]:
 
 def run_cycle(tmp: Path, sock: socket.socket, address: str) -> None:
     port = free_port()
-    proc = start(tmp, address, port)
-    try:
+    notify = {"NOTIFY_SOCKET": address}
+    with daemon(tmp, write_config(tmp, port), None, env=notify) as (proc, _log):
         got = receive(sock, "READY=1")
         # READY=1 comes after the listener is up (and after the start-up runs)
         assert listening(port), got
@@ -89,10 +63,6 @@ def run_cycle(tmp: Path, sock: socket.socket, address: str) -> None:
         proc.send_signal(signal.SIGTERM)
         receive(sock, "STOPPING=1")
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_ready_after_listener_and_stopping_after_sigterm(tmp_path: Path) -> None:
@@ -111,16 +81,7 @@ def test_abstract_notify_socket(tmp_path: Path) -> None:
 
 def test_no_notify_socket_still_runs_and_stops(tmp_path: Path) -> None:
     port = free_port()
-    proc = start(tmp_path, "", port)
-    try:
-        deadline = time.monotonic() + 20
-        while not listening(port):
-            assert proc.poll() is None, (tmp_path / "log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    config = write_config(tmp_path, port)
+    with daemon(tmp_path, config, port, env={"NOTIFY_SOCKET": ""}) as (proc, _log):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from support import free_port
 
 from agent.daemon.ingress import PushOutcome, Ran, Refused
 from agent.daemon.server import create_app, query_flag
@@ -60,12 +60,6 @@ RESULT: Mapping[str, Any] = {
     "removedIDs": None,
     "removedOutputs": None,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from agent.config.schema import config_from_dict
+from agent.core.atomicio import atomic_write
 from agent.core.errors import SourceError
-from agent.daemon.state import ReplayCache, SourceMeta, StateStore, StoredState, atomic_write
+from agent.daemon.state import ReplayCache, SourceMeta, StateStore, StoredState
 from agent.jws.keys import generate_keys, parse_signing_key
 from agent.jws.tokens import sign_token
 from agent.trust.gate import AdmittedToken, Context, TrustGate

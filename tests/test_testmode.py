@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from support import run_agent
 
 from agent.core.errors import SourceError
 from agent.run.model import DEFAULT_EXEC, parse_commands
@@ -28,22 +27,7 @@ from agent.tools.testmode import (
 )
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ETCHA_"))}
-
-
-def run_agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=90,
-    )
-
-
-def idem(cmds: list[dict[str, object]], flt: str | None = None) -> dict[str, list[str]]:
+def idem(cmds: Sequence[Mapping[str, object]], flt: str | None = None) -> dict[str, list[str]]:
     parsed = parse_commands(cmds, where="test")
     return asyncio.run(
         check_idempotency(

@@ -147,7 +147,7 @@ def test_tokens_are_base64url_without_padding(ed: tuple[SigningKey, VerifyKey]) 
 
 
 def test_etcha_claims_omission_rules() -> None:
-    base = {
+    base: dict[str, Any] = {
         "pattern_entrypoint": "",
         "pattern_files": None,
         "build_manifest": "",
@@ -245,7 +245,11 @@ def _joserfc_public(verifier: VerifyKey) -> Any:
     pem = serialization.load_der_public_key(der).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    kind = {"ed25519public": OKPKey, "ecp256public": ECKey, "rsa2048public": RSAKey}
+    kind: dict[str, type[OKPKey] | type[ECKey] | type[RSAKey]] = {
+        "ed25519public": OKPKey,
+        "ecp256public": ECKey,
+        "rsa2048public": RSAKey,
+    }
     return kind[verifier.algorithm].import_key(pem)
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agentcli import run_agent
+from support import run_agent
 
 from agent.config.schema import config_from_dict
 from agent.core.errors import VerifyError

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from support import RIGHT_PRIV, config_doc, free_port
 
 from agent.config.schema import Config, config_from_dict
 from agent.core.errors import ConfigError
@@ -27,11 +27,6 @@ from agent.daemon.service import Daemon
 from agent.daemon.webhooks import canonical_header, check_webhook_paths, headers_text, query_text
 from agent.pattern.load import load_from_text
 from agent.tools.build import build_token
-
-RIGHT_PRIV = (
-    "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96gHKefGS:reqYEklgP4"
-)
-RIGHT_PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
 
 #: A command answering with the webhook env as JSON.
 ENV_JSON = (
@@ -57,18 +52,7 @@ def answer(cid: str, script: str, content_type: str | None = None) -> list[dict[
 
 
 def make_config(tmp: Path, sources: Mapping[str, Any], **run: Any) -> Config:
-    return config_from_dict(
-        {
-            "run": {"stateDir": str(tmp / "state"), "verifyKeys": [RIGHT_PUB], **run},
-            "sources": dict(sources),
-        }
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return config_from_dict(config_doc(tmp, sources, run=run))
 
 
 @asynccontextmanager

@@ -74,7 +74,7 @@ def _register_push(sub: Any) -> None:
         metavar="pattern.jsonnet | command",
         help="pattern path, or a command (the rest of the line)",
     )
-    p.set_defaults(handler="agent.cli.daemon_cmds:cmd_push")
+    p.set_defaults(handler="agent.cli.push_cmds:cmd_push")
 
 
 def _register_fingerprint(sub: Any) -> None:
@@ -87,4 +87,4 @@ def _register_fingerprint(sub: Any) -> None:
         "in <run.stateDir>/tls/ (created by the first `agent run`). Pin it on the pushing side "
         "with targets.<name>.fingerprint or `agent push --fingerprint`.",
     )
-    p.set_defaults(handler="agent.cli.daemon_cmds:cmd_fingerprint")
+    p.set_defaults(handler="agent.cli.push_cmds:cmd_fingerprint")

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import signal
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import RIGHT_PRIV, RIGHT_PUB, agent, env, free_port, wait_port, write_json
+from support import RIGHT_PRIV, daemon, free_port, listener_config, run_agent, write_json
 
 pytestmark = pytest.mark.integration
 
@@ -29,45 +26,9 @@ _LOGGED = re.compile(
 )
 
 
-@contextmanager
-def daemon(tmp: Path, config: Path, port: int, name: str) -> Iterator[Path]:
-    """Run `agent run` until the block ends; yield its log file."""
-    log = tmp / f"{name}.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "-c", str(config), "run"],
-            cwd=tmp,
-            env=env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        wait_port(port, proc, log)
-        yield log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=20) == 0, log.read_text()
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-
-
 def server_config(tmp: Path, port: int) -> Path:
     """A host with TLS on (no certificate configured) and one push source."""
-    return write_json(
-        tmp / "server.json",
-        {
-            "run": {
-                "listenAddress": f"127.0.0.1:{port}",
-                "stateDir": str(tmp / "state"),
-                "verifyKeys": [RIGHT_PUB],
-            },
-            "sources": {"core": {"allowPush": True}},
-        },
-    )
+    return listener_config(tmp, port, {"core": {"allowPush": True}}, tls=True)
 
 
 def presented_fingerprint(port: int) -> str:
@@ -88,7 +49,7 @@ def test_certificate_survives_two_restarts_and_agent_fingerprint_prints_it(
     config = server_config(tmp_path, port)
     seen: list[tuple[str, str, str]] = []
     for start in range(3):
-        with daemon(tmp_path, config, port, f"start{start}") as log:
+        with daemon(tmp_path, config, port, f"start{start}", clean_exit=True) as (_, log):
             fingerprint, how = logged(log)
             seen.append((fingerprint, how, presented_fingerprint(port)))
     first = seen[0][0]
@@ -97,13 +58,13 @@ def test_certificate_survives_two_restarts_and_agent_fingerprint_prints_it(
     tls = tmp_path / "state" / "tls"
     assert (tls / "key.pem").stat().st_mode & 0o777 == 0o600
     assert tls.stat().st_mode & 0o777 == 0o700
-    printed = agent("-c", str(config), "fingerprint", cwd=tmp_path)
+    printed = run_agent("-c", str(config), "fingerprint", cwd=tmp_path)
     assert (printed.returncode, printed.stdout) == (0, first + "\n"), printed.stderr
 
 
 def test_agent_fingerprint_before_the_first_start_says_to_run_once(tmp_path: Path) -> None:
     config = server_config(tmp_path, free_port())
-    proc = agent("-c", str(config), "fingerprint", cwd=tmp_path)
+    proc = run_agent("-c", str(config), "fingerprint", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stdout == ""
     assert "tls/cert.pem" in proc.stderr and "start `agent run` once" in proc.stderr
 
@@ -111,10 +72,10 @@ def test_agent_fingerprint_before_the_first_start_says_to_run_once(tmp_path: Pat
 def test_corrupt_certificate_is_replaced_with_a_warning_not_a_crash(tmp_path: Path) -> None:
     port = free_port()
     config = server_config(tmp_path, port)
-    with daemon(tmp_path, config, port, "first") as log:
+    with daemon(tmp_path, config, port, "first", clean_exit=True) as (_, log):
         before, _ = logged(log)
     (tmp_path / "state" / "tls" / "cert.pem").write_text("half-writ")
-    with daemon(tmp_path, config, port, "second") as log:
+    with daemon(tmp_path, config, port, "second", clean_exit=True) as (_, log):
         after, how = logged(log)
         assert presented_fingerprint(port) == after
     assert how == "generated" and after != before
@@ -125,13 +86,13 @@ def test_corrupt_certificate_is_replaced_with_a_warning_not_a_crash(tmp_path: Pa
 def host(tmp_path: Path) -> Iterator[tuple[int, str]]:
     """A running host: (port, the fingerprint it logged)."""
     port = free_port()
-    with daemon(tmp_path, server_config(tmp_path, port), port, "host") as log:
+    with daemon(tmp_path, server_config(tmp_path, port), port, "host", clean_exit=True) as (_, log):
         yield port, logged(log)[0]
 
 
 def push(tmp: Path, client: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     config = write_json(tmp / "client.json", client)
-    return agent("-c", str(config), "push", *args, cwd=tmp)
+    return run_agent("-c", str(config), "push", *args, cwd=tmp)
 
 
 SIGNING = {"build": {"signingKey": RIGHT_PRIV}}
@@ -213,11 +174,11 @@ def test_stdlib_pattern_push_over_tls_succeeds_20_of_20(tmp_path: Path) -> None:
         f"{{run: [etcha.file(path='{target}', contents='managed\\n')]}}\n"
     )
     client = write_json(tmp_path / "client.json", {"build": {"signingKey": RIGHT_PRIV}})
-    with daemon(tmp_path, config, port, "stdlib") as log:
+    with daemon(tmp_path, config, port, "stdlib", clean_exit=True) as (_, log):
         fingerprint, _ = logged(log)
         outcomes = []
         for _ in range(20):
-            pushed = agent(
+            pushed = run_agent(
                 "-c", str(client), "push", "-h", "https://127.0.0.1", "-p", str(port),
                 "--fingerprint", fingerprint, "core", str(pattern), cwd=tmp_path,
             )  # fmt: skip

@@ -16,13 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -31,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import REPO, RIGHT_PRIV, RIGHT_PUB, free_port, wait_port, write_json
+from support import RIGHT_PRIV, RunningAgent, daemon, free_port, listener_config
 
 from agent.config.schema import config_from_dict
 from agent.pattern.load import load_from_text
@@ -42,51 +38,19 @@ METRICS_KEY = "metrics-key"
 
 
 @contextlib.contextmanager
-def daemon(
+def serve(
     tmp: Path,
     port: int,
     sources: Mapping[str, Any],
     *,
     nofile: int | None = None,
     **run: Any,
-) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    config = write_json(
-        tmp / "server.json",
-        {
-            "run": {
-                "listenAddress": f"127.0.0.1:{port}",
-                "stateDir": str(tmp / "state"),
-                "verifyKeys": [RIGHT_PUB],
-                "tlsDisable": True,
-                "systemMetricsKey": METRICS_KEY,
-                **run,
-            },
-            "sources": dict(sources),
-        },
-    )
-    log = tmp / "daemon.log"
-    argv = [sys.executable, "-m", "agent", "-c", str(config), "run"]
-    if nofile is not None:
-        argv = ["prlimit", f"--nofile={nofile}:{nofile}", *argv]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            argv,
-            cwd=tmp,
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_port(port, proc, log)  # type: ignore[arg-type]
-        yield proc, log
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+) -> Iterator[RunningAgent]:
+    """:func:`support.daemon` with a metrics key, under ``prlimit --nofile`` when given."""
+    config = listener_config(tmp, port, sources, systemMetricsKey=METRICS_KEY, **run)
+    prefix = [] if nofile is None else ["prlimit", f"--nofile={nofile}:{nofile}"]
+    with daemon(tmp, config, port, prefix=prefix, stop_timeout=30) as running:
+        yield running
 
 
 def sign(text: str) -> bytes:
@@ -160,7 +124,8 @@ def post(
 def metrics_text(port: int) -> str:
     url = f"http://127.0.0.1:{port}/etcha/v1/system/metrics?key={METRICS_KEY}"
     with urllib.request.urlopen(url, timeout=30) as resp:
-        return resp.read().decode()
+        body: bytes = resp.read()
+        return body.decode()
 
 
 # ---------------------------------------------------------------------------- bodies
@@ -172,7 +137,7 @@ def test_a_200_kb_token_in_pieces_is_accepted(tmp_path: Path) -> None:
     token = sign(appending(ran, filler=150_000))
     assert len(token) > 200_000
     variants = [(piece, chunked) for piece in (1, 1024, 16 * 1024) for chunked in (False, True)]
-    with daemon(tmp_path, port, {"core": {"allowPush": True}}) as (_proc, log):
+    with serve(tmp_path, port, {"core": {"allowPush": True}}) as (_proc, log):
         replies = [
             post(port, "/etcha/v1/push/core", token, piece=piece, chunked=chunked)
             for piece, chunked in variants
@@ -186,7 +151,7 @@ def test_oversized_chunked_bodies_get_413_with_default_limits(tmp_path: Path) ->
     port = free_port()
     hook = [{"id": "h", "always": True, "change": "echo hi", "onChange": ["etcha:webhookBody"]}]
     sources = {"core": {"allowPush": True}, "hook": {"webhookPaths": ["/hook"], "commands": hook}}
-    with daemon(tmp_path, port, sources) as (_proc, log):
+    with serve(tmp_path, port, sources) as (_proc, log):
         webhook = post(port, "/hook", b"x" * (5 * 1024 * 1024), piece=64 * 1024, chunked=True)
         push = post(
             port, "/etcha/v1/push/core", b"x" * (9 * 1024 * 1024), piece=64 * 1024, chunked=True
@@ -205,7 +170,7 @@ def test_oversized_chunked_bodies_get_413_with_default_limits(tmp_path: Path) ->
 
 def test_a_source_name_with_a_newline_cannot_forge_a_log_line(tmp_path: Path) -> None:
     port = free_port()
-    with daemon(tmp_path, port, {"core": {"allowPush": True}}) as (_proc, log):
+    with serve(tmp_path, port, {"core": {"allowPush": True}}) as (_proc, log):
         status, body = post(port, "/etcha/v1/push/a%0aFAKE%0d%0aFAKE2", b"token")
         hook = post(port, "/x%0aFAKE3?q=%0aFAKE4", b"")
     assert (status, body) == (404, b"")
@@ -274,7 +239,7 @@ def test_300_idle_connections_under_a_256_fd_limit_leave_push_and_schedule_worki
         "core": {"allowPush": True},
         "clock": {"runFrequency": "1s", "commands": tick},
     }
-    with daemon(tmp_path, port, sources, nofile=256) as (proc, log):
+    with serve(tmp_path, port, sources, nofile=256) as (proc, log):
         attackers = Attackers(port, ["127.0.0.2", "127.0.0.3", "127.0.0.4"], 300)
         attackers.thread.start()
         try:
@@ -319,7 +284,7 @@ def test_a_limited_client_runs_no_verify_commands(tmp_path: Path) -> None:
         "keyed": {"allowPush": True},
     }
     attacker, ran = "127.0.0.5", tmp_path / "ran"
-    with daemon(tmp_path, port, sources, rateLimiterRate="2-M") as (_proc, log):
+    with serve(tmp_path, port, sources, rateLimiterRate="2-M") as (_proc, log):
         flood = [post(port, "/etcha/v1/push/cmd", b"bad", source=attacker)[0] for _ in range(60)]
         runs_after_flood = count.read_text().count("\n")
         valid_cmd = post(port, "/etcha/v1/push/cmd", sign(appending(ran)), source=attacker)[0]
@@ -368,7 +333,7 @@ def test_3000_client_addresses_keep_the_metrics_within_twice_their_size(tmp_path
     hook = [{"id": "h", "always": True, "change": "echo hi", "onChange": ["etcha:webhookBody"]}]
     sources = {"hook": {"webhookPaths": ["/hook"], "commands": hook}, "core": {"allowPush": True}}
     addresses = [f"127.1.{i // 250}.{1 + i % 250}" for i in range(3000)]
-    with daemon(tmp_path, port, sources, webhookMaxConcurrent=8) as (_proc, log):
+    with serve(tmp_path, port, sources, webhookMaxConcurrent=8) as (_proc, log):
         warm = asyncio.run(_many_clients(port, addresses[:3], 3))
         before = len(metrics_text(port))
         statuses = asyncio.run(_many_clients(port, addresses, 8))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -17,20 +16,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import (
-    REPO,
+from support import (
     RIGHT_PRIV,
-    RIGHT_PUB,
     WRONG_PRIV,
-    agent,
+    agent_env,
+    client_config,
+    daemon,
     free_port,
-    wait_port,
+    listener_config,
+    run_agent,
     write_json,
 )
 
@@ -50,57 +48,11 @@ def wait_for(predicate: Any, timeout: float = 15, what: str = "condition") -> No
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@contextmanager
-def daemon(
-    tmp: Path, config: Path, port: int | None, *, name: str = "daemon"
-) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    log = tmp / f"{name}.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "-c", str(config), "run"],
-            cwd=tmp,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        if port is not None:
-            wait_port(port, proc, log)
-        yield proc, log
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def stop(proc: subprocess.Popen[str], log: Path) -> int:
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=30)
     assert rc == 0, log.read_text()
     return rc
-
-
-def server_config(tmp: Path, port: int, sources: Mapping[str, Any], **run: Any) -> Path:
-    run_cfg = {
-        "listenAddress": f"127.0.0.1:{port}",
-        "stateDir": str(tmp / "state"),
-        "verifyKeys": [RIGHT_PUB],
-        "tlsDisable": True,
-        **run,
-    }
-    return write_json(tmp / "server.json", {"run": run_cfg, "sources": dict(sources)})
-
-
-def client_config(
-    tmp: Path, key: str = RIGHT_PRIV, name: str = "client.json", **build: Any
-) -> Path:
-    return write_json(tmp / name, {"build": {"signingKey": key, **build}})
 
 
 def file_cmd(cid: str, path: Path) -> str:
@@ -128,7 +80,7 @@ def sign_file(src: Path, dest: Path) -> str:
 
 def test_push_tutorial_end_to_end(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(tmp_path, port, {"core": {"allowPush": True}})
+    cfg = listener_config(tmp_path, port, {"core": {"allowPush": True}})
     client = client_config(tmp_path)
     wrong = client_config(tmp_path, WRONG_PRIV, name="wrong.json")
     copy, write, hello = tmp_path / "copied", tmp_path / "written", tmp_path / "hello"
@@ -139,12 +91,12 @@ def test_push_tutorial_end_to_end(tmp_path: Path) -> None:
     host = ["-h", "http://127.0.0.1", "-p", str(port)]
 
     with daemon(tmp_path, cfg, port) as (proc, log):
-        r1 = agent("-c", str(client), "push", *host, "core", str(first), cwd=tmp_path)
+        r1 = run_agent("-c", str(client), "push", *host, "core", str(first), cwd=tmp_path)
         assert r1.returncode == 0, r1.stderr
         assert r1.stdout == "http://127.0.0.1:\n    Changed 2: copy file, write a file\n"
         assert copy.exists() and write.exists()
 
-        r2 = agent("-c", str(client), "push", *host, "core", str(second), cwd=tmp_path)
+        r2 = run_agent("-c", str(client), "push", *host, "core", str(second), cwd=tmp_path)
         assert r2.returncode == 0, r2.stderr
         assert r2.stdout.splitlines()[1:] == [
             "    Changed 1: hello",
@@ -152,16 +104,16 @@ def test_push_tutorial_end_to_end(tmp_path: Path) -> None:
         ]
         assert not copy.exists() and not write.exists() and hello.exists()
 
-        r3 = agent("-c", str(client), "push", *host, "core", str(second), cwd=tmp_path)
+        r3 = run_agent("-c", str(client), "push", *host, "core", str(second), cwd=tmp_path)
         assert r3.returncode == 0
         assert r3.stdout.splitlines()[1:] == ["    No changes"]
 
-        r4 = agent("-c", str(wrong), "push", *host, "core", str(first), cwd=tmp_path)
+        r4 = run_agent("-c", str(wrong), "push", *host, "core", str(first), cwd=tmp_path)
         assert r4.returncode == 1
         assert r4.stdout.splitlines()[1:] == ["    ERROR: push didn't match any sources"]
         assert not copy.exists()
 
-        r5 = agent("-c", str(client), "push", "-c", *host, "core", str(first), cwd=tmp_path)
+        r5 = run_agent("-c", str(client), "push", "-c", *host, "core", str(first), cwd=tmp_path)
         assert r5.returncode == 0
         assert r5.stdout.splitlines()[1:] == [
             "    Would change 2: copy file, write a file",
@@ -169,7 +121,7 @@ def test_push_tutorial_end_to_end(tmp_path: Path) -> None:
         ]
         assert hello.exists() and not copy.exists()
 
-        r6 = agent("-c", str(client), "push", *host, "core", "echo", "hi there", cwd=tmp_path)
+        r6 = run_agent("-c", str(client), "push", *host, "core", "echo", "hi there", cwd=tmp_path)
         assert r6.returncode == 0
         assert r6.stdout.splitlines()[1:] == ["    hi there"]
         stop(proc, log)
@@ -179,18 +131,18 @@ def test_push_tutorial_end_to_end(tmp_path: Path) -> None:
 
 def test_tls_listener_by_default_with_skip_verify_client(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(tmp_path, port, {"core": {"allowPush": True}}, tlsDisable=False)
+    cfg = listener_config(tmp_path, port, {"core": {"allowPush": True}}, tlsDisable=False)
     strict = client_config(tmp_path)
     lax = client_config(tmp_path, name="lax.json", tlsSkipVerify=True)
     marker = tmp_path / "m"
     pat = pattern(tmp_path, "p.jsonnet", file_cmd("m", marker))
     with daemon(tmp_path, cfg, port) as (proc, log):
         host = ["-h", "127.0.0.1", "-p", str(port)]
-        refused = agent("-c", str(strict), "push", *host, "core", str(pat), cwd=tmp_path)
+        refused = run_agent("-c", str(strict), "push", *host, "core", str(pat), cwd=tmp_path)
         assert refused.returncode == 1
         assert "ERROR: error performing request" in refused.stdout
         assert not marker.exists()
-        ok = agent("-c", str(lax), "push", *host, "core", str(pat), cwd=tmp_path)
+        ok = run_agent("-c", str(lax), "push", *host, "core", str(pat), cwd=tmp_path)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "Changed 1: m" in ok.stdout
         stop(proc, log)
@@ -204,7 +156,7 @@ def test_pull_from_file_on_schedule_and_restart_restores_state(tmp_path: Path) -
     jwt = tmp_path / "pull.jwt"
     sign_file(pattern(tmp_path, "a.jsonnet", file_cmd("a", a)), jwt)
     port = free_port()
-    cfg = server_config(tmp_path, port, {"p": {"pullPaths": [str(jwt)], "runFrequency": "1s"}})
+    cfg = listener_config(tmp_path, port, {"p": {"pullPaths": [str(jwt)], "runFrequency": "1s"}})
     with daemon(tmp_path, cfg, port) as (proc, log):
         assert a.exists()  # the start-up pull ran before the listener came up
         a.unlink()
@@ -229,7 +181,7 @@ def test_pull_from_file_on_schedule_and_restart_restores_state(tmp_path: Path) -
 
 def test_oversized_body_gets_413(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(tmp_path, port, {"core": {"allowPush": True}}, maxTokenBytes=1024)
+    cfg = listener_config(tmp_path, port, {"core": {"allowPush": True}}, maxTokenBytes=1024)
     with daemon(tmp_path, cfg, port) as (proc, log):
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/etcha/v1/push/core", data=b"x" * 4096, method="POST"
@@ -266,21 +218,21 @@ def test_run_once_exit_codes(tmp_path: Path) -> None:
         },
     )
     no_verifier = write_json(tmp_path / "nov.json", {"sources": {"web": {"allowPush": True}}})
-    r_good = agent("-c", str(good), "run", "-o", cwd=tmp_path)
+    r_good = run_agent("-c", str(good), "run", "-o", cwd=tmp_path)
     assert r_good.returncode == 0, r_good.stderr
     assert ok.exists()
-    assert agent("-c", str(bad), "run", "-o", cwd=tmp_path).returncode == 1
-    refused = agent("-c", str(no_verifier), "run", "-o", cwd=tmp_path)
+    assert run_agent("-c", str(bad), "run", "-o", cwd=tmp_path).returncode == 1
+    refused = run_agent("-c", str(no_verifier), "run", "-o", cwd=tmp_path)
     assert refused.returncode == 1
     assert "sources.web" in refused.stderr and "verifyKeys" in refused.stderr
 
 
 def test_concurrent_pushes_are_queued_and_neither_is_lost(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(tmp_path, port, {"core": {"allowPush": True}})
+    cfg = listener_config(tmp_path, port, {"core": {"allowPush": True}})
     client = client_config(tmp_path)
     log_file = tmp_path / "runs.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = agent_env()
 
     def cmd(name: str) -> str:
         return (
@@ -327,7 +279,7 @@ def test_concurrent_pushes_are_queued_and_neither_is_lost(tmp_path: Path) -> Non
 
 def test_sigterm_during_a_run_finishes_it_saves_state_and_exits_zero(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(tmp_path, port, {"core": {"allowPush": True}})
+    cfg = listener_config(tmp_path, port, {"core": {"allowPush": True}})
     client = client_config(tmp_path)
     started, done = tmp_path / "started", tmp_path / "done"
     slow = pattern(
@@ -336,7 +288,7 @@ def test_sigterm_during_a_run_finishes_it_saves_state_and_exits_zero(tmp_path: P
         f"{{id: 'slow', check: 'test -f {done}', "
         f"change: 'touch {started}; sleep 1.5; touch {done}'}}",
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = agent_env()
     with daemon(tmp_path, cfg, port) as (proc, log):
         pusher = subprocess.Popen(
             [
@@ -374,31 +326,20 @@ def test_sigterm_during_a_run_finishes_it_saves_state_and_exits_zero(tmp_path: P
 
 def test_systemd_notifications_sighup_reload_and_sigint_stop(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(tmp_path, port, {"core": {"allowPush": True}})
+    cfg = listener_config(tmp_path, port, {"core": {"allowPush": True}})
     sock_path = tmp_path / "notify.sock"
-    env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=str(sock_path))
-    log = tmp_path / "sd.log"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(sock_path))
         sock.settimeout(20)
-        with log.open("w") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "-c", str(cfg), "run"],
-                cwd=tmp_path,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        try:
-            wait_port(port, proc, log)
+        notify = {"NOTIFY_SOCKET": str(sock_path)}
+        with daemon(tmp_path, cfg, port, "sd", env=notify) as (proc, log):
             assert sock.recv(4096) == b"READY=1"
             # Change the config, then SIGHUP: the daemon reports what changed and keeps serving.
             added = tmp_path / "added"
             extra = {
                 "commands": [{"id": "x", "check": f"test -f {added}", "change": f"touch {added}"}]
             }
-            server_config(tmp_path, port, {"core": {"allowPush": True}, "extra": extra})
+            listener_config(tmp_path, port, {"core": {"allowPush": True}, "extra": extra})
             while sock.recv(4096) != b"STATUS=running 1 source(s)":
                 pass
             proc.send_signal(signal.SIGHUP)
@@ -410,10 +351,6 @@ def test_systemd_notifications_sighup_reload_and_sigint_stop(tmp_path: Path) -> 
             proc.send_signal(signal.SIGINT)
             assert sock.recv(4096) == b"STOPPING=1"
             assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
     text = log.read_text()
     assert "SIGHUP: config sections changed: sources" in text
     assert "SIGHUP: source extra added" in text

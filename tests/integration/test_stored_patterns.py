@@ -14,17 +14,21 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import RIGHT_PRIV, RIGHT_PUB, agent, env, free_port, wait_port
+from support import (
+    RIGHT_PRIV,
+    RIGHT_PUB,
+    client_config,
+    daemon,
+    free_port,
+    listener_config,
+    run_agent,
+)
 
 from agent.daemon.state import StateStore
 from agent.jws.keys import parse_signing_key
@@ -33,48 +37,14 @@ from agent.jws.tokens import decode_token, etcha_claims, sign_token
 pytestmark = pytest.mark.integration
 
 
-@contextmanager
-def daemon(tmp: Path, config: Path, port: int, name: str) -> Iterator[Path]:
-    log = tmp / f"{name}.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "-c", str(config), "run"],
-            cwd=tmp,
-            env=env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        wait_port(port, proc, log)
-        yield log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=30) == 0, log.read_text()
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-
-
 def write_config(tmp: Path, port: int, **source: Any) -> Path:
-    path = tmp / "server.json"
-    run = {
-        "listenAddress": f"127.0.0.1:{port}",
-        "stateDir": str(tmp / "state"),
-        "verifyKeys": [RIGHT_PUB],
-        "tlsDisable": True,
-    }
-    path.write_text(json.dumps({"run": run, "sources": {"core": {"allowPush": True, **source}}}))
-    return path
+    return listener_config(tmp, port, {"core": {"allowPush": True, **source}})
 
 
 def client_push(tmp: Path, port: int, *words: str) -> subprocess.CompletedProcess[str]:
-    client = tmp / "client.json"
-    client.write_text(json.dumps({"build": {"signingKey": RIGHT_PRIV, "pushTokenExpiresIn": "1s"}}))
+    client = client_config(tmp, pushTokenExpiresIn="1s")
     host = ["-h", "http://127.0.0.1", "-p", str(port)]
-    return agent("-c", str(client), "push", *host, "core", *words, cwd=tmp)
+    return run_agent("-c", str(client), "push", *host, "core", *words, cwd=tmp)
 
 
 def wait_for(predicate: Any, timeout: float = 15) -> bool:
@@ -94,7 +64,7 @@ def test_pushed_pattern_corrects_drift_after_a_restart_past_its_exp(tmp_path: Pa
     pattern.write_text(
         f"{{run: [{{id: 'managed', check: 'test -f {managed}', change: 'touch {managed}'}}]}}\n"
     )
-    with daemon(tmp_path, config, port, "first"):
+    with daemon(tmp_path, config, port, "first", clean_exit=True, stop_timeout=30):
         pushed = client_push(tmp_path, port, str(pattern))
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
         assert managed.exists()
@@ -103,7 +73,7 @@ def test_pushed_pattern_corrects_drift_after_a_restart_past_its_exp(tmp_path: Pa
     # Past exp and the 30 s leeway: the token could no longer be delivered.
     time.sleep(max(0.0, exp + 31 - time.time()))
     managed.unlink()
-    with daemon(tmp_path, config, port, "restarted") as log:
+    with daemon(tmp_path, config, port, "restarted", clean_exit=True, stop_timeout=30) as (_, log):
         assert wait_for(managed.exists), log.read_text()  # the start-up run
         managed.unlink()
         assert wait_for(managed.exists), log.read_text()  # a tick, well past exp
@@ -122,7 +92,7 @@ def test_adhoc_push_runs_once_and_leaves_the_stored_pattern(tmp_path: Path) -> N
         f"{{run: [{{id: 'managed', check: 'test -f {managed}', change: 'touch {managed}', "
         f"remove: 'rm {managed}'}}]}}\n"
     )
-    with daemon(tmp_path, config, port, "adhoc") as log:
+    with daemon(tmp_path, config, port, "adhoc", clean_exit=True, stop_timeout=30) as (_, log):
         assert client_push(tmp_path, port, str(pattern)).returncode == 0
         state = (tmp_path / "state" / "core.jwt").read_bytes()
         meta = (tmp_path / "state" / "core.meta.json").read_bytes()
@@ -172,7 +142,7 @@ def test_replay_cache_survives_restarts_after_concurrent_pushes(tmp_path: Path) 
             )
             tokens.append(sign_token(claims, key))
         with (
-            daemon(tmp_path, config, port, f"round{round_}"),
+            daemon(tmp_path, config, port, f"round{round_}", clean_exit=True, stop_timeout=30),
             concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool,
         ):
             statuses = list(
@@ -184,7 +154,10 @@ def test_replay_cache_survives_restarts_after_concurrent_pushes(tmp_path: Path) 
         assert statuses == [200] * 50
         accepted.extend(tokens)
         with (
-            daemon(tmp_path, config, port, f"replay{round_}") as log,
+            daemon(tmp_path, config, port, f"replay{round_}", clean_exit=True, stop_timeout=30) as (
+                _,
+                log,
+            ),
             concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool,
         ):
             runs = len(counter.read_text().splitlines())  # after the start-up run
@@ -214,7 +187,7 @@ def test_run_fails_fast_when_the_state_dir_cannot_be_created(tmp_path: Path) -> 
         )
     )
     for args in (("run",), ("run", "-o")):
-        done = agent("-c", str(config), *args, cwd=tmp_path, timeout=30)
+        done = run_agent("-c", str(config), *args, cwd=tmp_path, timeout=30)
         assert done.returncode == 1, done.stdout + done.stderr
         assert str(blocker / "state") in done.stderr
         assert "Not a directory" in done.stderr
@@ -224,7 +197,7 @@ def test_run_fails_fast_when_the_state_dir_cannot_be_created(tmp_path: Path) -> 
 def test_run_once_without_sources_fails(tmp_path: Path) -> None:
     config = tmp_path / "agent.json"
     config.write_text(json.dumps({"run": {"stateDir": str(tmp_path / "state")}}))
-    done = agent("-c", str(config), "run", "-o", cwd=tmp_path)
+    done = run_agent("-c", str(config), "run", "-o", cwd=tmp_path)
     assert done.returncode == 1
     assert "no sources configured" in done.stderr
 
@@ -244,8 +217,8 @@ def test_jwt_with_an_unknown_source_fails(tmp_path: Path) -> None:
     )
     token = tmp_path / "t.jwt"
     token.write_text(sign_token(claims, parse_signing_key(RIGHT_PRIV)))
-    done = agent("-c", str(config), "jwt", "-s", "nope", str(token), cwd=tmp_path)
+    done = run_agent("-c", str(config), "jwt", "-s", "nope", str(token), cwd=tmp_path)
     assert done.returncode == 1
     assert 'unknown source "nope"' in done.stderr
-    ok = agent("-c", str(config), "jwt", "-s", "web", str(token), cwd=tmp_path)
+    ok = run_agent("-c", str(config), "jwt", "-s", "web", str(token), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr

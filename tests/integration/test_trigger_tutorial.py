@@ -9,74 +9,19 @@ daemon cleanly after saving state, and a webhook path under /etcha refused at st
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import (
-    REPO,
-    RIGHT_PRIV,
-    RIGHT_PUB,
-    WRONG_PRIV,
-    agent,
-    free_port,
-    wait_port,
-    write_json,
-)
 from prometheus_client.parser import text_string_to_metric_families
+from support import WRONG_PRIV, client_config, daemon, free_port, listener_config, run_agent
 
 pytestmark = pytest.mark.integration
 
 METRICS_KEY = "s3cret-metrics"
-
-
-@contextmanager
-def daemon(tmp: Path, config: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    log = tmp / "daemon.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "-c", str(config), "run"],
-            cwd=tmp,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        wait_port(port, proc, log)
-        yield proc, log
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def server_config(tmp: Path, port: int, sources: Mapping[str, Any], **run: Any) -> Path:
-    run_cfg = {
-        "listenAddress": f"127.0.0.1:{port}",
-        "stateDir": str(tmp / "state"),
-        "verifyKeys": [RIGHT_PUB],
-        "tlsDisable": True,
-        **run,
-    }
-    return write_json(tmp / "server.json", {"run": run_cfg, "sources": dict(sources)})
-
-
-def client_config(tmp: Path, key: str = RIGHT_PRIV, name: str = "client.json") -> Path:
-    return write_json(tmp / name, {"build": {"signingKey": key}})
 
 
 def env_lines(text: str) -> dict[str, str]:
@@ -143,7 +88,7 @@ TRIGGER_PATTERN = (
 
 def test_trigger_tutorial_event_and_webhook(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(tmp_path, port, tutorial_sources(tmp_path), systemMetricsKey=METRICS_KEY)
+    cfg = listener_config(tmp_path, port, tutorial_sources(tmp_path), systemMetricsKey=METRICS_KEY)
     client = client_config(tmp_path)
     pat = tmp_path / "trigger.jsonnet"
     pat.write_text(TRIGGER_PATTERN)
@@ -152,7 +97,7 @@ def test_trigger_tutorial_event_and_webhook(tmp_path: Path) -> None:
     with daemon(tmp_path, cfg, port) as (proc, log):
         # triggerOnly: the start-up run did not run the handler
         assert not (tmp_path / "env").exists()
-        r = agent("-c", str(client), "push", *host, "trigger", str(pat), cwd=tmp_path)
+        r = run_agent("-c", str(client), "push", *host, "trigger", str(pat), cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr + log.read_text()
         assert r.stdout.splitlines()[1:] == ["    Changed 1: trigger event"]
         env = env_lines((tmp_path / "env").read_text())
@@ -233,7 +178,7 @@ def test_trigger_tutorial_event_and_webhook(tmp_path: Path) -> None:
 
 def test_bad_push_burst_is_limited_but_a_good_push_still_succeeds(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(
+    cfg = listener_config(
         tmp_path,
         port,
         {"core": {"allowPush": True}},
@@ -253,9 +198,9 @@ def test_bad_push_burst_is_limited_but_a_good_push_still_succeeds(tmp_path: Path
         statuses = [http_status(url, b"not a token") for _ in range(6)]
         assert statuses[:4] == [404, 404, 404, 404]
         assert statuses[4:] == [429, 429]
-        limited = agent("-c", str(wrong), "push", *host, "core", str(pat), cwd=tmp_path)
+        limited = run_agent("-c", str(wrong), "push", *host, "core", str(pat), cwd=tmp_path)
         assert limited.stdout.splitlines()[1:] == ["    ERROR: push destination is rate limiting"]
-        good = agent("-c", str(client), "push", *host, "core", str(pat), cwd=tmp_path)
+        good = run_agent("-c", str(client), "push", *host, "core", str(pat), cwd=tmp_path)
         assert good.returncode == 0, good.stdout + log.read_text()
         assert good.stdout.splitlines()[1:] == ["    Changed 1: touch"]
         assert (tmp_path / "t").exists()
@@ -283,13 +228,13 @@ def test_exit_event_runs_receivers_saves_state_and_stops_cleanly(tmp_path: Path)
             "commands": [{"id": "mark", "always": True, "change": f"touch {done}"}],
         },
     }
-    cfg = server_config(tmp_path, port, sources)
+    cfg = listener_config(tmp_path, port, sources)
     client = client_config(tmp_path)
     pat = tmp_path / "exit.jsonnet"
     pat.write_text("{run: [{id: 'bye', always: true, change: 'true', onChange: ['etcha:exit']}]}\n")
     host = ["-h", "http://127.0.0.1", "-p", str(port)]
     with daemon(tmp_path, cfg, port) as (proc, log):
-        r = agent("-c", str(client), "push", *host, "main", str(pat), cwd=tmp_path)
+        r = run_agent("-c", str(client), "push", *host, "main", str(pat), cwd=tmp_path)
         assert r.returncode == 0, r.stdout + log.read_text()
         assert proc.wait(timeout=30) == 0, log.read_text()
     assert done.exists()
@@ -299,10 +244,10 @@ def test_exit_event_runs_receivers_saves_state_and_stops_cleanly(tmp_path: Path)
 
 def test_webhook_path_under_etcha_is_a_startup_error(tmp_path: Path) -> None:
     port = free_port()
-    cfg = server_config(
+    cfg = listener_config(
         tmp_path, port, {"bad": {"webhookPaths": ["/etcha/v1/mine"], "commands": []}}
     )
-    r = agent("-c", str(cfg), "run", cwd=tmp_path, timeout=30)
+    r = run_agent("-c", str(cfg), "run", cwd=tmp_path, timeout=30)
     assert r.returncode != 0
     assert "sources.bad.webhookPaths" in r.stderr + r.stdout
     assert "/etcha/v1/mine" in r.stderr + r.stdout

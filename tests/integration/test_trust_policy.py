@@ -7,20 +7,15 @@ checked on the wire (the plain 404 every refusal gives), in the log, and across 
 
 from __future__ import annotations
 
-import json
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonkit import RIGHT_PRIV, RIGHT_PUB, env, free_port, wait_port
+from support import RIGHT_PRIV, client_config, daemon, free_port, listener_config, run_agent
 
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import decode_token, etcha_claims, sign_token
@@ -28,41 +23,8 @@ from agent.jws.tokens import decode_token, etcha_claims, sign_token
 pytestmark = pytest.mark.integration
 
 
-@contextmanager
-def daemon(tmp: Path, config: Path, port: int, name: str) -> Iterator[Path]:
-    log = tmp / f"{name}.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "-c", str(config), "run"],
-            cwd=tmp,
-            env=env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        wait_port(port, proc, log)
-        yield log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=30) == 0, log.read_text()
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-
-
 def server_config(tmp: Path, port: int, **source: Any) -> Path:
-    path = tmp / "server.json"
-    run = {
-        "listenAddress": f"127.0.0.1:{port}",
-        "stateDir": str(tmp / "state"),
-        "verifyKeys": [RIGHT_PUB],
-        "tlsDisable": True,
-    }
-    path.write_text(json.dumps({"run": run, "sources": {"web": {"allowPush": True, **source}}}))
-    return path
+    return listener_config(tmp, port, {"web": {"allowPush": True, **source}})
 
 
 def signed(tmp: Path, iat: float, name: str) -> str:
@@ -92,18 +54,9 @@ def post(port: int, token: str, source: str = "web") -> tuple[int, bytes, str]:
 
 
 def agent_push(tmp: Path, port: int, pattern: Path) -> subprocess.CompletedProcess[str]:
-    client = tmp / "client.json"
-    client.write_text(json.dumps({"build": {"signingKey": RIGHT_PRIV}}))
+    client = client_config(tmp)
     host = ["-h", "http://127.0.0.1", "-p", str(port)]
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "-c", str(client), "push", *host, "web", str(pattern)],
-        cwd=tmp,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_agent("-c", str(client), "push", *host, "web", str(pattern), cwd=tmp)
 
 
 def test_real_daemon_refuses_rollback_and_replay_across_restarts(tmp_path: Path) -> None:
@@ -114,7 +67,7 @@ def test_real_daemon_refuses_rollback_and_replay_across_restarts(tmp_path: Path)
     touch_new = f"touch {tmp_path / 'new'}"
     pattern.write_text(f"{{run: [{{id: 'new', always: true, change: '{touch_new}'}}]}}\n")
 
-    with daemon(tmp_path, config, port, "first") as log:
+    with daemon(tmp_path, config, port, "first", clean_exit=True, stop_timeout=30) as (_, log):
         assert post(port, captured)[0] == 200
         assert (tmp_path / "old").exists()
         (tmp_path / "old").unlink()
@@ -134,7 +87,7 @@ def test_real_daemon_refuses_rollback_and_replay_across_restarts(tmp_path: Path)
     assert "Source web: push from 127.0.0.1 refused (reason rollback, key reqYEklgP4)" in text
     assert "Source web: push from 127.0.0.1 refused (reason replay, key reqYEklgP4)" in text
 
-    with daemon(tmp_path, config, port, "restarted") as log:
+    with daemon(tmp_path, config, port, "restarted", clean_exit=True, stop_timeout=30) as (_, log):
         assert post(port, captured)[0] == 404
         assert post(port, push_token)[0] == 404
         assert not (tmp_path / "old").exists()
@@ -142,7 +95,7 @@ def test_real_daemon_refuses_rollback_and_replay_across_restarts(tmp_path: Path)
     assert "reason rollback" in text and "reason replay" in text
 
     lenient = server_config(tmp_path, port, allowRollback=True)
-    with daemon(tmp_path, lenient, port, "lenient"):
+    with daemon(tmp_path, lenient, port, "lenient", clean_exit=True, stop_timeout=30):
         assert post(port, captured)[0] == 200  # allowRollback: rolled back on purpose
         assert (tmp_path / "old").exists()
         assert post(port, push_token)[0] == 404  # replay protection still holds
@@ -154,10 +107,10 @@ def test_rollback_mark_survives_a_lost_meta_file(tmp_path: Path) -> None:
     config = server_config(tmp_path, port)
     now = time.time()
     old, new = signed(tmp_path, now - 60, "old"), signed(tmp_path, now, "new")
-    with daemon(tmp_path, config, port, "first"):
+    with daemon(tmp_path, config, port, "first", clean_exit=True, stop_timeout=30):
         assert post(port, new)[0] == 200
     (tmp_path / "state" / "web.meta.json").unlink()
-    with daemon(tmp_path, config, port, "second") as log:
+    with daemon(tmp_path, config, port, "second", clean_exit=True, stop_timeout=30) as (_, log):
         assert post(port, old)[0] == 404
     assert "reason rollback" in log.read_text()
     assert not (tmp_path / "old").exists()

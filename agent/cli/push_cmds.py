@@ -1,0 +1,55 @@
+"""Handlers for ``agent push`` and ``agent fingerprint`` (imported on use).
+
+They never import the daemon stack (aiohttp): push uses the one HTTP client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from agent.cli.common import load_config_for
+from agent.net.tlsutil import listener_fingerprint
+from agent.tools.push import run_push_cli
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """``agent push [-c] [-f f] [-h host] [-p port] [-n re] [-u path] [--fingerprint fp] <source>
+    [pattern|cmd]``."""
+    config = load_config_for(args)
+    no_color = bool(getattr(args, "no_color", False)) or bool(
+        getattr(getattr(config, "cli", None), "no_color", False)
+    )
+    color = not no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    return run_push_cli(
+        config,
+        args.source,
+        list(args.words or ()),
+        check=bool(args.check),
+        parent_filter=args.filter or "",
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        target_filter=args.target_filter,
+        fingerprint=args.fingerprint,
+        progress=sys.stderr if sys.stderr.isatty() else None,
+        color=color,
+        disable_external=bool(getattr(args, "disable_external", False)),
+    )
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    """``agent fingerprint``: the listener certificate's ``sha256:<hex>``."""
+    run = load_config_for(args).run
+    print(
+        listener_fingerprint(
+            cert_path=run.tls_certificate_path,
+            cert_b64=run.tls_certificate_base64,
+            state_dir=run.state_dir,
+        )
+    )
+    return 0
+
+
+__all__ = ["cmd_fingerprint", "cmd_push"]
