@@ -212,7 +212,7 @@ def _verify_key(index: int, item: Any) -> VerifyKeyEntry:
     if not_before and not_after and not_before > not_after:
         raise Bad(f"item {index}: expected notBefore before notAfter")
     # Lazy on purpose: importing the config loads no key code unless keys are configured
-    # (tests/test_config.py::test_importing_config_loads_no_heavy_modules guards it).
+    # (tests/unit/config/test_config.py::test_importing_config_loads_no_heavy_modules guards it).
     from agent.jws.keys import parse_verify_key  # lazy: key code only when keys are configured
 
     try:

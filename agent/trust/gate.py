@@ -9,7 +9,7 @@ refusals) with its reason code, after the gate logged it once and counted it onc
 :class:`RefusalMetrics` (``agent_verify_failures_total{source,reason}``).
 
 Which check applies in which context is written once, in :data:`CHECKS` (docs/security.md holds
-the same table; tests/test_trust_gate.py keeps the two equal):
+the same table; tests/unit/trust/test_trust_gate.py keeps the two equal):
 
 - ``signature``, ``key_window``, ``allowed_keys``: every context. The verify step
   (:func:`agent.trust.verify.verify_for_source`: verify keys or ``verifyCommands``) does them.

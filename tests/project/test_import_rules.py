@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 #: Packages (directories under the repository root) the rules cover.
 CHECKED_PACKAGES = (

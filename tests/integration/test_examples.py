@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 needs_tools = pytest.mark.skipif(
     not (shutil.which("openssl") and shutil.which("curl")),

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import REPO
 
 from agent.core.errors import RenderError
 from agent.jsonnet.engine import evaluate_text
 from agent.run.engine import RunOutcome, diff_run
 from agent.run.model import DEFAULT_EXEC, parse_commands
 
-LIB = Path(__file__).resolve().parent.parent / "agent" / "lib" / "etcha"
+LIB = REPO / "agent" / "lib" / "etcha"
 AGENT_BIN = shlex.join([sys.executable, "-m", "agent"])
 SHELLCHECK = shutil.which("shellcheck")
 NO_SYSTEMD = Path("/proc/1/comm").read_text().strip() != "systemd"

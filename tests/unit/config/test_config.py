@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import run_agent
+from support import REPO, run_agent
 
 from agent.config.schema import (
     MASK,
@@ -30,7 +30,6 @@ from agent.config.schema import (
 from agent.core.errors import ConfigError
 from agent.run.model import Command, Exec
 
-REPO = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((REPO / "tests" / "data" / "interop_vectors.json").read_text())
 PUB1 = VECTORS["keyPairs"][0]["publicKey"]
 PUB2 = VECTORS["keyPairs"][1]["publicKey"]

@@ -13,13 +13,13 @@ import shlex
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from agent.cli import build_parser
 from agent.cli.docgen import render_cli_reference
 from agent.config.schema import render_reference
 from agent.core.errors import UsageError
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS_WITH_COMMANDS = sorted(
     [
         *REPO.glob("examples/**/README.md"),

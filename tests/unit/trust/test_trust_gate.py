@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import run_agent
+from support import REPO, run_agent
 
 from agent.config.schema import config_from_dict
 from agent.core.errors import VerifyError
@@ -27,7 +27,7 @@ from agent.trust.gate import (
     docs_table,
 )
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+DOCS = REPO / "docs" / "security.md"
 
 
 def test_docs_security_table_is_the_gate_table() -> None:

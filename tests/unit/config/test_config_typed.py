@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import REPO
 
 from agent.config.execs import config_exec, source_exec
 from agent.config.schema import config_from_dict, load_config
 from agent.core.errors import ConfigError
 from agent.run.model import DEFAULT_EXEC, Command, Exec, parse_commands
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def config_error(data: dict[str, Any]) -> ConfigError:

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from agent.config.schema import config_from_dict
 from agent.core.atomicio import atomic_write
@@ -309,7 +310,7 @@ def _crash_writer(state_dir: Path, which: str) -> None:
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO
     proc = subprocess.run(
         [sys.executable, "-c", _CRASHING_WRITER, str(state_dir), which],
         env={**os.environ, "PYTHONPATH": str(repo)},

@@ -23,6 +23,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from support import REPO
 
 from agent.core.errors import RenderError
 from agent.jsonnet import natives as jsonnet
@@ -460,6 +461,6 @@ def test_rendering_with_natives_does_not_import_aiohttp_or_dns(http_server: _Ser
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert out.stdout.splitlines() == ["1", "[]"]

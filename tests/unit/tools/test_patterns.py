@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import run_agent
+from support import REPO, run_agent
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "patterns"
 
 

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 UNITS = ("agent.service", "agent-pull.service", "agent-pull.timer")
 
 

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import TESTS_DIR
 
 from agent.run.diff import diff, has_work
 from agent.run.engine import diff_run
 from agent.run.model import Command, Exec, parse_commands
 
-CASES = sorted((Path(__file__).parent / "cases" / "diff").glob("*.json"))
+CASES = sorted((TESTS_DIR / "cases" / "diff").glob("*.json"))
 
 
 def leaves(cmds: Sequence[Command]) -> Iterator[Command]:

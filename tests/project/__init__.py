@@ -1,0 +1,1 @@
+"""Whole-repository checks: docs, layout rules, shipped unit files."""
