@@ -5,7 +5,8 @@ The helpers themselves (keys, ``free_port``, the agent runner, daemons, config b
 
 ``interop`` is Etcha's documented keys and tokens (``../shared/interop/vectors.json``), from the
 copy in ``tests/data/interop_vectors.json`` so tests never depend on a directory outside the repo.
-``test_interop_copy_matches_shared`` (in tests/unit/jws/test_keys.py) catches a stale copy when ``shared/``
+``test_interop_copy_matches_shared`` (in tests/unit/jws/test_keys.py) catches a stale copy when
+``shared/``
 is present.
 """
 

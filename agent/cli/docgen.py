@@ -1,7 +1,8 @@
 """Generate docs/cli.md from the argparse parser, so the CLI reference cannot drift.
 
 Run ``python -m agent.cli.docgen`` to rewrite docs/cli.md (and docs/configuration.md when the config
-module provides ``render_reference``); ``tests/project/test_docs.py`` fails when either file is stale.
+module provides ``render_reference``); ``tests/project/test_docs.py`` fails when either file is
+stale.
 """
 
 from __future__ import annotations

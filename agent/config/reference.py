@@ -5,7 +5,8 @@ Responsibility: render the markdown reference from the schema tables of
 :mod:`agent.config.masking`, so the reference cannot drift from the code.
 
 Invariant: rendering is pure (no I/O); ``python -m agent.cli.docgen`` and
-``python -m agent.config.schema`` write the file, ``tests/project/test_docs.py`` checks it is current.
+``python -m agent.config.schema`` write the file, ``tests/project/test_docs.py`` checks it is
+current.
 """
 
 from __future__ import annotations

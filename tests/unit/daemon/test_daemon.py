@@ -645,7 +645,8 @@ def test_reload_applies_new_keys_adds_and_removes_sources_keeping_state(tmp_path
     assert refused.status == 404  # the old key is no longer trusted
     assert d.source_names == ["core", "new"]
     # Its key was removed: the stored token is withdrawn at the reload (SPEC 31); the state file
-    # stays on disk. tests/unit/daemon/test_daemon_stored.py shows a kept key keeps the stored token.
+    # stays on disk. tests/unit/daemon/test_daemon_stored.py shows a kept key keeps the stored
+    # token.
     assert d.stored_token("core") is None
     assert (tmp_path / "state" / "core.jwt").exists()
     assert s.exists()  # the added source was loaded and run
