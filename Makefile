@@ -21,6 +21,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy agent tests
 	$(BIN)/lint-imports
+	@# The layout rules the layer contract does not cover: no import cycle, no agent.* import
+	@# inside a function (unless listed), functions <= 60 lines, modules <= 600 lines.
+	$(BIN)/pytest -q -p no:cacheprovider --no-cov tests/project/test_import_rules.py
 
 # The coverage gate: the measured total (93.75% when set), rounded down. Raise it, never lower it.
 COVERAGE_MIN := 93
