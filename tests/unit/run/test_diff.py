@@ -50,7 +50,7 @@ def test_golden_cases_exist() -> None:
 
 
 def test_etcha_case_removes_the_old_version_of_a_changed_command() -> None:
-    case = json.loads((Path(__file__).parent / "cases/diff/etcha_commands_diff.json").read_text())
+    case = json.loads((TESTS_DIR / "cases" / "diff" / "etcha_commands_diff.json").read_text())
     before, _ = diff(parse_commands(case["old"], where="o"), parse_commands(case["new"], where="n"))
     k = next(c for c in before if c.id == "k")
     assert (k.check, k.change, k.remove) == ("checkK", "changeK", "removeL")
