@@ -25,8 +25,8 @@ lint: $(STAMP)
 	@# inside a function (unless listed), functions <= 60 lines, modules <= 600 lines.
 	$(BIN)/pytest -q -p no:cacheprovider --no-cov tests/project/test_import_rules.py
 
-# The coverage gate: the measured total (93.75% when set), rounded down. Raise it, never lower it.
-COVERAGE_MIN := 93
+# The coverage gate: the measured total (94.33% when set), rounded down. Raise it, never lower it.
+COVERAGE_MIN := 94
 
 unit: $(STAMP)
 	@$(BIN)/pytest --cov=agent --cov-report=term-missing:skip-covered \
