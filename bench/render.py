@@ -30,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _gojsonnet
 
-from agent.jsonnet.engine import NativeContext, collect_files, make_natives, render_files
+from agent.jsonnet.imports import collect_files
+from agent.jsonnet.natives import NativeContext, make_natives
+from agent.jsonnet.sandbox import render_files
 
 TARGET = 1.20
 COMMANDS = 200

@@ -64,9 +64,9 @@ def _rate(fn: Callable[[], object], seconds: float = 1.0) -> float:
 
 
 def _b64_impl() -> str:
-    from agent.jws import tokens
+    from agent.jws import compact
 
-    return "binascii" if tokens._fast_b64decode is None else "pybase64"
+    return "binascii" if compact._fast_b64decode is None else "pybase64"
 
 
 def bench_verify() -> bool:
