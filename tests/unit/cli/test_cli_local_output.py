@@ -98,3 +98,16 @@ def test_test_v_logs_each_commands_output(tmp_path: Path) -> None:
     assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr
     assert "noted" not in quiet.stderr
     assert "Output of note (change):\n    noted" in loud.stderr
+
+
+def test_run_v_logs_each_commands_output(tmp_path: Path) -> None:
+    config = {
+        "run": {"stateDir": str(tmp_path)},
+        "sources": {"s": {"commands": [{"id": "hi", "check": "exit 1", "change": "echo hey"}]}},
+    }
+    (tmp_path / "agent.jsonnet").write_text(json.dumps(config))
+    quiet = run_agent("run", "-o", cwd=tmp_path)
+    loud = run_agent("run", "-o", "-v", cwd=tmp_path)
+    assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr
+    assert "hey" not in quiet.stderr
+    assert "Output of s > hi (change):\n    hey" in loud.stderr
