@@ -29,6 +29,9 @@ def _register_run(sub: Any) -> None:
         action="store_true",
         help="run every source once, no listener; exit 1 if any source failed",
     )
+    p.add_argument(
+        "-v", dest="verbose", action="store_true", help="log each command's output under its id"
+    )
     p.set_defaults(handler="agent.cli.daemon_cmds:cmd_run")
 
 

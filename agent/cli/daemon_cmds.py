@@ -7,11 +7,14 @@ from functools import partial
 
 from agent.cli.common import load_config_for
 from agent.daemon.service import run_daemon
+from agent.tools.report import log_command_output
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``agent run [-o]``: the daemon, or one pass over every source."""
+    """``agent run [-o] [-v]``: the daemon, or one pass over every source."""
     config = load_config_for(args)
+    if getattr(args, "verbose", False):
+        log_command_output()
     return run_daemon(
         config,
         once=bool(args.once),

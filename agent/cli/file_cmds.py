@@ -20,6 +20,13 @@ from agent.core.errors import CommandError, UsageError
 from agent.net.urls import is_http
 from agent.tools.helpers.copy import read_source as _read_source
 from agent.tools.helpers.copy import source_perms
+from agent.tools.helpers.diff import (
+    content_diff,
+    diff_settings,
+    emit,
+    file_changes,
+    ownership_changes,
+)
 from agent.tools.helpers.dir import change_dir, check_dir, remove_dir
 from agent.tools.helpers.file import change_file, check_file, remove_file
 from agent.tools.helpers.fs import (
@@ -60,11 +67,19 @@ def _run_mode(
     check: Callable[[], str | None],
     change: Callable[[], object],
     remove: Callable[[], object] | None,
+    describe: Callable[[], list[str]] | None = None,
 ) -> int:
+    """Run one mode. ``describe`` (diffs on) gives the lines that say what a change does: printed
+    before a failing check's reason, and after a change that changed something."""
     if mode == "check":
-        return _report(name, target, check())
+        reason = check()
+        if reason is not None and describe is not None:
+            emit(describe())
+        return _report(name, target, reason)
     if mode == "change":
-        change()
+        lines = describe() if describe is not None else []
+        if change():
+            emit(lines)
         return 0
     if remove is None:
         raise UsageError(f"{name}: expected mode check or change, got {mode}")
@@ -100,7 +115,18 @@ def cmd_file(args: argparse.Namespace) -> int:
         lambda: check_file(path, contents, want),
         lambda: change_file(path, contents, want),
         None,
+        _describer(path, contents, want),
     )
+
+
+def _describer(
+    path: Path, contents: bytes | None, want: Ownership
+) -> Callable[[], list[str]] | None:
+    """What ``file``/``copy`` print with diffs on (``ETCHA_DIFF=1``), or ``None`` when off."""
+    settings = diff_settings()
+    if settings is None:
+        return None
+    return lambda: file_changes(path, contents, want, settings)
 
 
 def cmd_dir(args: argparse.Namespace) -> int:
@@ -163,6 +189,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         lambda: check_file(dst, data, want),
         lambda: change_file(dst, data, want),
         None,
+        _describer(dst, data, want),
     )
 
 
@@ -196,9 +223,12 @@ def cmd_line(args: argparse.Namespace) -> int:
     text = read_file(path).decode("utf-8", "surrogateescape") if exists else ""
     if args.mode == "check":
         if not exists:
+            _line_diff(path, st, None, line_apply("", args.match, args.replacement))
             return _report("line", path, "does not exist")
-        changed = line_apply(text, args.match, args.replacement) != text
-        return _report("line", path, "replacement not present" if changed else None)
+        new = line_apply(text, args.match, args.replacement)
+        if new != text:
+            _line_diff(path, st, text, new)
+        return _report("line", path, "replacement not present" if new != text else None)
     if args.mode == "change":
         new = line_apply(text, args.match, args.replacement)
     else:
@@ -207,7 +237,21 @@ def cmd_line(args: argparse.Namespace) -> int:
         new = line_remove(text, args.match, args.replacement)
     if not exists or new != text:
         write_atomic(path, new.encode("utf-8", "surrogateescape"), Ownership())
+        _line_diff(path, st, text if exists else None, new)
     return 0
+
+
+def _line_diff(path: Path, st: os.stat_result | None, old: str | None, new: str) -> None:
+    """Print the diff of a ``line`` edit when diffs are on (``ETCHA_DIFF=1``)."""
+    settings = diff_settings()
+    if settings is None:
+        return
+    mode = stat.S_IMODE(st.st_mode) if st is not None else None
+    new_file = ownership_changes(None, Ownership(), new_perms=DEFAULT_FILE_PERMS)
+    lines = new_file if mode is None else []
+    old_bytes = None if old is None else old.encode("utf-8", "surrogateescape")
+    new_bytes = new.encode("utf-8", "surrogateescape")
+    emit(lines + content_diff(path, old_bytes, new_bytes, settings=settings, modes=(mode,)))
 
 
 def cmd_link(args: argparse.Namespace) -> int:

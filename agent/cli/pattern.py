@@ -17,16 +17,7 @@ def register(sub: Any) -> None:
     p.add_argument("-s", dest="source", default="", help="source name to render for")
     p.set_defaults(handler="agent.cli.pattern_cmds:cmd_render")
 
-    p = sub.add_parser(
-        "local",
-        help="run a pattern (or Jsonnet command text) on this host",
-        description="Text that is not a .jsonnet path is wrapped as {run: [<text>]}.",
-    )
-    p.add_argument("-r", dest="remove", action="store_true", help="remove mode")
-    p.add_argument("-s", dest="source", default="local", help="source name (default local)")
-    p.add_argument("-f", dest="filter", default=None, help="parent-id filter regexp")
-    p.add_argument("target", metavar="pattern.jsonnet|jsonnet", help="pattern path or text")
-    p.set_defaults(handler="agent.cli.pattern_cmds:cmd_local")
+    _register_local(sub)
 
     p = sub.add_parser(
         "build",
@@ -43,6 +34,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("-b", dest="build", action="store_true", help="also test build commands")
     p.add_argument("-f", dest="filter", default=None, help="parent-id filter regexp")
+    p.add_argument(
+        "-v", dest="verbose", action="store_true", help="log each command's output under its id"
+    )
     p.add_argument("path", help="pattern file or directory")
     p.set_defaults(handler="agent.cli.pattern_tools:cmd_test")
 
@@ -54,3 +48,28 @@ def register(sub: Any) -> None:
     p = sub.add_parser("init", help="scaffold lib/, patterns/ and the standard library")
     p.add_argument("directory", nargs="?", default=".", help="directory (default .)")
     p.set_defaults(handler="agent.cli.pattern_tools:cmd_init")
+
+
+def _register_local(sub: Any) -> None:
+    """``local``."""
+    p = sub.add_parser(
+        "local",
+        help="run a pattern (or Jsonnet command text) on this host",
+        description="Text that is not a .jsonnet path is wrapped as {run: [<text>]}.",
+    )
+    p.add_argument("-r", dest="remove", action="store_true", help="remove mode")
+    p.add_argument(
+        "-c", dest="check", action="store_true", help="check mode: run checks only, change nothing"
+    )
+    p.add_argument(
+        "--diff",
+        dest="diff",
+        action="store_true",
+        help="file, copy and line print a unified diff of what they would change (with -c) or "
+        "changed; sets ETCHA_DIFF=1 for the commands",
+    )
+    p.add_argument("-v", dest="verbose", action="store_true", help="print each command's output")
+    p.add_argument("-s", dest="source", default="local", help="source name (default local)")
+    p.add_argument("-f", dest="filter", default=None, help="parent-id filter regexp")
+    p.add_argument("target", metavar="pattern.jsonnet|jsonnet", help="pattern path or text")
+    p.set_defaults(handler="agent.cli.pattern_cmds:cmd_local")

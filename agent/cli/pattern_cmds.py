@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +16,10 @@ from agent.cli.keys_cmds import admit_offline, check_source
 from agent.core.errors import UsageError, VerifyError
 from agent.core.gojson import dumps_indent
 from agent.pattern.load import load_from_disk, load_from_text, load_from_token
-from agent.run.engine import Mode, Result, run_commands
+from agent.run.engine import Mode, Result, RunOutcome, run_commands
 from agent.tools.build import build_to_file, collect_build
-from agent.tools.report import result_lines
+from agent.tools.helpers.diff import DIFF_ENV, DIFF_REDACT_ENV
+from agent.tools.report import output_block, result_json, result_lines, shown_outputs
 
 if TYPE_CHECKING:
     from agent.pattern.load import LoadedPattern
@@ -106,7 +108,7 @@ async def _local(args: argparse.Namespace) -> int:
         _, run_vars = await collect_build(loaded)
         loaded = load(run_vars)
     src = config.sources.get(source)
-    check = bool(src is not None and src.check_only)
+    check = bool(args.check or (src is not None and src.check_only))
     try:
         pattern_filter = re.compile(args.filter) if args.filter else None
     except re.error as exc:
@@ -116,11 +118,37 @@ async def _local(args: argparse.Namespace) -> int:
         exec=loaded.run_exec,
         mode=Mode.REMOVE if args.remove else Mode.CHANGE,
         check_only=check,
+        env=diff_env(config.run.diff_redact) if args.diff else None,
         parent_id=source,
         parent_id_filter=pattern_filter,
     )
+    json_format = (args.log_format or config.cli.log_format) == "json"
+    return _print_outcome(outcome, check=check, args=args, json_format=json_format)
+
+
+def diff_env(redact: Sequence[str]) -> dict[str, str]:
+    """The variables that make the file helpers print diffs (``local --diff``).
+
+    ``ETCHA_DIFF=1`` turns diffs on; ``ETCHA_DIFF_REDACT`` holds the ``run.diffRedact`` globs,
+    one a line. (``AGENT_*`` variables are never passed to commands, so these are ``ETCHA_*``.)
+    """
+    return {DIFF_ENV: "1", DIFF_REDACT_ENV: "\n".join(redact)}
+
+
+def _print_outcome(
+    outcome: RunOutcome, *, check: bool, args: argparse.Namespace, json_format: bool
+) -> int:
+    """Print the run's outputs and summary; 1 when the run failed."""
+    verbose, diff = bool(args.verbose), bool(args.diff)
     result = Result.from_outcome(outcome, check=check)
-    for line in result_lines(result, check=check):
+    shown = shown_outputs(outcome, verbose=verbose, diff=diff, check=check)
+    if json_format:
+        print(json.dumps(result_json(result, shown if verbose or diff else None), sort_keys=True))
+        return 1 if outcome.error is not None else 0
+    for step in shown:
+        for line in output_block(step.id, step.step, step.output):
+            print(line)
+    for line in result_lines(result, check=check, failed_output=not verbose):
         if not line.startswith("ERROR: "):
             print(line)
     if outcome.error is not None:

@@ -19,6 +19,7 @@ from agent import __version__
 from agent.cli.common import load_config_for
 from agent.core.errors import UsageError
 from agent.tools.lint import lint_path
+from agent.tools.report import log_command_output
 from agent.tools.scaffold import init_project
 from agent.tools.testmode import format_failures, run_pattern_tests
 
@@ -58,6 +59,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     """
     config = load_config_for(args)
     flt = _filter(getattr(args, "filter", None))
+    if getattr(args, "verbose", False):
+        log_command_output()
     with _quiet_unless_debug(args):
         report = asyncio.run(
             run_pattern_tests(

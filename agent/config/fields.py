@@ -100,6 +100,13 @@ LINT = (
 )
 RUN = (
     Field(
+        "diffRedact",
+        "strlist",
+        [],
+        "Path globs whose contents `--diff` shows as `(content hidden)` (as do files of mode "
+        "0600 or stricter).",
+    ),
+    Field(
         "keepaliveTimeout",
         "duration",
         "15s",

@@ -86,6 +86,7 @@ class LintConfig:
 class RunConfig:
     """``run``: the daemon, its listener and the global verifiers."""
 
+    diff_redact: tuple[str, ...]
     keepalive_timeout: float
     listen_address: str
     max_body_bytes: int

@@ -1,8 +1,8 @@
 """The command engine: runs command lists in change, check or remove mode.
 
 Responsibility: Etcha's ``Commands.Run``/``Command.Run`` (reference etcha-run.md §2), diff-run
-(§3.2 with SPEC 25) and the :class:`Result` object (§3.3, SPEC 20). Processes are started only
-through :mod:`agent.run.shell`.
+(§3.2 with SPEC 25); the :class:`Result` (§3.3, SPEC 20) lives in :mod:`agent.run.result` and is
+re-exported here. Processes are started only through :mod:`agent.run.shell`.
 
 Invariants:
 
@@ -21,7 +21,11 @@ Invariants:
 - After a failed change (not in check or remove mode), later ``always`` commands and later
   commands targeted by the failing command's onFail run their change without a check (SPEC 24);
   the run still fails with the original error.
-- Each action logs one INFO line on ``agent.run.engine`` in the past tense with its duration.
+- Each action logs one INFO line on ``agent.run.engine`` in the past tense with its duration; a
+  passing check logs at DEBUG (as Etcha), so a no-op run is quiet at INFO.
+- Each step's non-empty output is logged at DEBUG on ``agent.run.output`` (:data:`OUTPUT_LOGGER`)
+  as ``Output of <id> (<step>):`` and the indented text; ``run -v``/``test -v`` lower that
+  logger's level so it shows at any ``-l``.
 """
 
 from __future__ import annotations
@@ -33,15 +37,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.core.durations import format_duration
 from agent.core.errors import CommandError
 from agent.run import shell
 from agent.run.diff import diff, has_work
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
+from agent.run.result import Result
 
 __all__ = [
+    "OUTPUT_LOGGER",
     "CommandObserver",
     "Mode",
     "Output",
@@ -52,6 +58,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: The logger that receives every command's output at DEBUG (``-v`` lowers its level to show it).
+OUTPUT_LOGGER = "agent.run.output"
+_output_logger = logging.getLogger(OUTPUT_LOGGER)
+
+
+def _log_output(idstar: str, step: str, text: str) -> None:
+    """Log one step's output under its id, each line indented by four spaces."""
+    if text:
+        body = "\n".join("    " + line for line in text.splitlines())
+        _output_logger.debug("Output of %s (%s):\n%s", idstar, step, body)
 
 
 class Mode(StrEnum):
@@ -294,6 +310,7 @@ class _Run:
         res, reason = await self.spawn(cfg, cmd.check, cmd.stdin)
         text = res.output.strip()
         out.check_out = text
+        _log_output(idstar, "check", text)
         self.env[p + "_CHECK_OUT"] = text
         if p:
             self.env[p] = text
@@ -303,7 +320,7 @@ class _Run:
         if present != remove:  # change mode: check passed; remove mode: already absent
             self.env[p + "_CHECK"] = "0"
             self.observe(cmd, parent, "check", False)
-            logger.info("Checked %s [%s]", idstar, format_duration(res.duration))
+            logger.debug("Checked %s [%s]", idstar, format_duration(res.duration))
             return None
         return format_duration(res.duration)
 
@@ -330,6 +347,7 @@ class _Run:
         key = "_REMOVE" if remove else "_CHANGE"
         self.env[p + key] = "1" if reason else "0"
         self.env[p + key + "_OUT"] = text
+        _log_output(idstar, "remove" if remove else "change", text)
         if remove:
             out.remove_out = text
             out.remove_fail = reason is not None
@@ -381,6 +399,7 @@ class _Run:
                 change_out=res.output.strip(),
             )
             self.outputs.append(o)
+            _log_output(_join(parent, other.id), "change", o.change_out)
             self.observe(other, parent, "change", reason is not None)
             if reason is not None:
                 logger.error(
@@ -482,98 +501,6 @@ async def diff_run(
         if err is not None:
             return run.outcome(err)
     return run.outcome(None)
-
-
-def _list_or_none(values: tuple[str, ...]) -> list[str] | None:
-    return list(values) if values else None
-
-
-def _strings(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = d.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise CommandError(f"result field {key}: expected a list of strings or null, got {value!r}")
-    return tuple(value)
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """The answer of a run (Etcha's ``Result``; JSON keys per SPEC)."""
-
-    changed_ids: tuple[str, ...] = ()
-    changed_outputs: tuple[str, ...] = ()
-    err: str = ""
-    exit: bool = False
-    removed_ids: tuple[str, ...] = ()
-    removed_outputs: tuple[str, ...] = ()
-
-    @classmethod
-    def from_outcome(cls, outcome: RunOutcome, *, check: bool, exit: bool = False) -> Result:
-        """Summarise a run.
-
-        Args:
-            outcome: the run.
-            check: check mode: ids are the outputs whose checks found drift, outputs stay empty.
-            exit: the event-dispatch exit flag.
-
-        Returns:
-            The Result; ids are filled even when the run failed (SPEC 20).
-        """
-        err = outcome.error.message if outcome.error is not None else ""
-        outs = outcome.outputs
-        if check:
-            return cls(
-                changed_ids=tuple(o.id for o in outs if o.check_fail_change),
-                err=err,
-                exit=exit,
-                removed_ids=tuple(o.id for o in outs if o.check_fail_remove),
-            )
-        changed = [o for o in outs if o.changed]
-        removed = [o for o in outs if o.removed]
-        return cls(
-            changed_ids=tuple(o.id for o in changed),
-            changed_outputs=tuple(o.change_out for o in changed),
-            err=err,
-            exit=exit,
-            removed_ids=tuple(o.id for o in removed),
-            removed_outputs=tuple(o.remove_out for o in removed),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object; empty lists are ``null`` as in Etcha."""
-        return {
-            "changedIDs": _list_or_none(self.changed_ids),
-            "changedOutputs": _list_or_none(self.changed_outputs),
-            "err": self.err,
-            "exit": self.exit,
-            "removedIDs": _list_or_none(self.removed_ids),
-            "removedOutputs": _list_or_none(self.removed_outputs),
-        }
-
-    @classmethod
-    def from_json(cls, d: Any) -> Result:
-        """Parse a Result JSON object (``None`` gives an empty Result, reference §11.12).
-
-        Raises:
-            CommandError: not an object, or a field of the wrong type.
-        """
-        if d is None:
-            return cls()
-        if not isinstance(d, Mapping):
-            raise CommandError(f"result: expected a JSON object, got {type(d).__name__}")
-        err = d.get("err") or ""
-        exit_ = d.get("exit") or False
-        if not isinstance(err, str) or not isinstance(exit_, bool):
-            raise CommandError("result: expected err to be a string and exit a bool")
-        return cls(
-            changed_ids=_strings(d, "changedIDs"),
-            changed_outputs=_strings(d, "changedOutputs"),
-            err=err,
-            exit=exit_,
-            removed_ids=_strings(d, "removedIDs"),
-            removed_outputs=_strings(d, "removedOutputs"),
-        )
 
 
 def _messages(

@@ -57,6 +57,8 @@ RESULT: Mapping[str, Any] = {
     "changedOutputs": ["x", "y"],
     "err": "",
     "exit": False,
+    "failedIDs": None,
+    "failedOutputs": None,
     "removedIDs": None,
     "removedOutputs": None,
 }

@@ -598,13 +598,34 @@ def test_each_action_logs_one_past_tense_line(caplog: pytest.LogCaptureFixture) 
         "Changed src > a",
         "Triggered src > b via a",
         "Always changed src > c",
-        "Checked src > z",
         "Always removed e",
         "Removed d",
     ]
     assert len(lines) == len(expected)
     for line, want in zip(lines, expected, strict=True):
         assert re.fullmatch(re.escape(want) + pattern, line), line
+
+
+def test_passing_checks_log_at_debug_as_etcha(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent.run.engine")
+    run([{"id": "z", "check": "true", "change": "false"}], parent_id="src")
+    records = [r for r in caplog.records if r.name == "agent.run.engine"]
+    assert [(r.levelno, r.getMessage().split(" [")[0]) for r in records] == [
+        (logging.DEBUG, "Checked src > z")
+    ]
+
+
+def test_each_step_output_is_logged_at_debug_under_its_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent.run.output")
+    run([{"id": "a", "check": "echo looked; false", "change": "echo did"}], parent_id="src")
+    records = [r for r in caplog.records if r.name == "agent.run.output"]
+    assert [r.levelno for r in records] == [logging.DEBUG, logging.DEBUG]
+    assert [r.getMessage() for r in records] == [
+        "Output of src > a (check):\n    looked",
+        "Output of src > a (change):\n    did",
+    ]
 
 
 def test_observer_sees_check_and_action_steps() -> None:
@@ -774,19 +795,35 @@ def test_result_is_filled_even_when_the_run_failed() -> None:
     assert res.err == "error changing id b: error running commands: exit status 1: B"
 
 
+def test_result_lists_a_failed_change_under_new_failed_keys_and_keeps_etchas() -> None:
+    out = run(
+        [
+            {"id": "a", "always": True, "change": "echo A"},
+            {"id": "b", "always": True, "change": "echo B; exit 1"},
+        ]
+    )
+    doc = Result.from_outcome(out, check=False).to_json()
+    assert doc["changedIDs"] == ["a", "b"]  # Etcha's key, as Etcha fills it
+    assert doc["failedIDs"] == ["b"]
+    assert doc["failedOutputs"] == ["B"]
+    assert Result.from_json(doc).failed_ids == ("b",)
+
+
 def test_result_json_uses_null_for_empty_lists() -> None:
     assert Result().to_json() == {
         "changedIDs": None,
         "changedOutputs": None,
         "err": "",
         "exit": False,
+        "failedIDs": None,
+        "failedOutputs": None,
         "removedIDs": None,
         "removedOutputs": None,
     }
 
 
 def test_result_json_round_trips() -> None:
-    res = Result(("a",), ("out",), "boom", True, ("b", "c"), ("x", "y"))
+    res = Result(("a",), ("out",), "boom", True, ("b", "c"), ("x", "y"), ("a",), ("out",))
     assert res.to_json()["removedIDs"] == ["b", "c"]
     assert Result.from_json(res.to_json()) == res
     assert Result.from_json(None) == Result()
