@@ -14,7 +14,11 @@ def register(sub: Any) -> None:
         "generate-keys",
         aliases=["gen-keys"],
         help="generate a signing/verify key pair",
-        description="Print {privateKey, publicKey} as JSON. Both keys share one id.",
+        description=(
+            "Print {privateKey, publicKey} as JSON. Both keys share one id. With --private-file "
+            "and --public-file, write the private key (mode 0600) and the public key (mode 0644) "
+            "to files instead; an existing file is kept unless --force is given."
+        ),
     )
     p.add_argument("name", nargs="?", help="key id (default: 10 random characters)")
     p.add_argument(
@@ -23,6 +27,21 @@ def register(sub: Any) -> None:
         default="ed25519",
         choices=("best", "ed25519", "ecp256", "rsa2048"),
         help="key algorithm (default ed25519)",
+    )
+    p.add_argument(
+        "--private-file",
+        metavar="PATH",
+        default="",
+        help="write the private key to PATH, mode 0600 (needs --public-file)",
+    )
+    p.add_argument(
+        "--public-file",
+        metavar="PATH",
+        default="",
+        help="write the public key to PATH, mode 0644 (needs --private-file)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="overwrite existing key files (default: refuse)"
     )
     p.set_defaults(handler="agent.cli.keys_cmds:cmd_generate_keys")
 
