@@ -8,8 +8,8 @@ from typing import Any
 from agent import __version__
 
 
-def register(sub: Any) -> None:
-    """Add the foundation subcommands to ``sub`` (an argparse subparsers action)."""
+def _register_generate_keys(sub: Any) -> None:
+    """Add ``generate-keys`` (alias ``gen-keys``) to ``sub``."""
     p = sub.add_parser(
         "generate-keys",
         aliases=["gen-keys"],
@@ -44,6 +44,11 @@ def register(sub: Any) -> None:
         "--force", action="store_true", help="overwrite existing key files (default: refuse)"
     )
     p.set_defaults(handler="agent.cli.keys_cmds:cmd_generate_keys")
+
+
+def register(sub: Any) -> None:
+    """Add the foundation subcommands to ``sub`` (an argparse subparsers action)."""
+    _register_generate_keys(sub)
 
     p = sub.add_parser(
         "jwt",

@@ -83,7 +83,8 @@ def _build_project(tmp_path: Path, key_mode: int) -> Path:
     assert run_agent("generate-keys", "b", *FLAGS, cwd=tmp_path).returncode == 0
     (tmp_path / "signing.key").chmod(key_mode)
     (tmp_path / "agent.jsonnet").write_text(
-        "{ build: { signingKeyPath: 'signing.key' }, run: { verifyKeys: [importstr 'public.key'] } }"
+        "{ build: { signingKeyPath: 'signing.key' },"
+        " run: { verifyKeys: [importstr 'public.key'] } }"
     )
     (tmp_path / "p.jsonnet").write_text("{ run: [{ id: 'a', change: 'true' }] }")
     return tmp_path
