@@ -48,29 +48,39 @@ def _group_alive(pgid: int) -> bool:
 def _run_script(
     script: str, work: Path, home: Path
 ) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """Run ``script``; return its result and whether its process group outlived it by 10 s.
+
+    Output goes to files, not pipes, so a background process that keeps them open cannot hold
+    the test up: the script is done when bash exits.
+    """
     env = agent_env({"HOME": str(home), "PORT": str(free_port())})
-    proc = subprocess.Popen(
-        ["bash", "-e", "-c", script],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=100)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"the blocks did not finish in 100s:\n{out}\n{err}") from None
+    out_path, err_path = home / "script.out", home / "script.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(
+            ["bash", "-e", "-c", script],
+            cwd=work,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=100)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            output = f"{out_path.read_text()}\n{err_path.read_text()}"
+            raise AssertionError(f"the blocks did not finish in 100s:\n{output}") from None
     deadline = time.monotonic() + 10
     while _group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     leftover = _group_alive(proc.pid)
     if leftover:
         os.killpg(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), leftover
+    done = subprocess.CompletedProcess(
+        proc.args, proc.returncode, out_path.read_text(), err_path.read_text()
+    )
+    return done, leftover
 
 
 #: Absolute paths the blocks must not touch: they promise to write only under their directory.
