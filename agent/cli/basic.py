@@ -8,13 +8,17 @@ from typing import Any
 from agent import __version__
 
 
-def register(sub: Any) -> None:
-    """Add the foundation subcommands to ``sub`` (an argparse subparsers action)."""
+def _register_generate_keys(sub: Any) -> None:
+    """Add ``generate-keys`` (alias ``gen-keys``) to ``sub``."""
     p = sub.add_parser(
         "generate-keys",
         aliases=["gen-keys"],
         help="generate a signing/verify key pair",
-        description="Print {privateKey, publicKey} as JSON. Both keys share one id.",
+        description=(
+            "Print {privateKey, publicKey} as JSON. Both keys share one id. With --private-file "
+            "and --public-file, write the private key (mode 0600) and the public key (mode 0644) "
+            "to files instead; an existing file is kept unless --force is given."
+        ),
     )
     p.add_argument("name", nargs="?", help="key id (default: 10 random characters)")
     p.add_argument(
@@ -24,7 +28,27 @@ def register(sub: Any) -> None:
         choices=("best", "ed25519", "ecp256", "rsa2048"),
         help="key algorithm (default ed25519)",
     )
+    p.add_argument(
+        "--private-file",
+        metavar="PATH",
+        default="",
+        help="write the private key to PATH, mode 0600 (needs --public-file)",
+    )
+    p.add_argument(
+        "--public-file",
+        metavar="PATH",
+        default="",
+        help="write the public key to PATH, mode 0644 (needs --private-file)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="overwrite existing key files (default: refuse)"
+    )
     p.set_defaults(handler="agent.cli.keys_cmds:cmd_generate_keys")
+
+
+def register(sub: Any) -> None:
+    """Add the foundation subcommands to ``sub`` (an argparse subparsers action)."""
+    _register_generate_keys(sub)
 
     p = sub.add_parser(
         "jwt",

@@ -19,10 +19,12 @@ import asyncio
 import difflib
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cli.common import load_config_for, read_token_arg
-from agent.core.errors import AgentError, ConfigError, TokenError, VerifyError
+from agent.core.atomicio import atomic_write
+from agent.core.errors import AgentError, ConfigError, TokenError, UsageError, VerifyError
 from agent.core.gojson import dumps_indent
 from agent.jws.compare import token_difference
 from agent.jws.keys import generate_keys
@@ -36,19 +38,47 @@ if TYPE_CHECKING:
 
 
 def cmd_generate_keys(args: argparse.Namespace) -> int:
-    """``agent generate-keys [name] [-a algorithm]``: print a new key pair as JSON.
+    """``agent generate-keys [name] [-a algorithm] [--private-file P --public-file Q [--force]]``.
+
+    Without the file flags, print the new key pair as JSON. With them, write the private key
+    (mode 0600) and the public key (mode 0644), each atomically, and print where they went.
+    Nothing is written when either file exists and ``--force`` is not given.
 
     Args:
-        args: ``name`` (key id, optional) and ``algorithm``.
+        args: ``name`` (key id, optional), ``algorithm``, ``private_file``, ``public_file`` and
+            ``force``.
 
     Returns:
         0.
 
     Raises:
         KeyFormatError: unknown algorithm or an unusable id.
+        UsageError: only one of the file flags, both naming the same file, or a file exists.
+        ConfigError: a key file could not be written.
     """
+    private_file = getattr(args, "private_file", "") or ""
+    public_file = getattr(args, "public_file", "") or ""
+    if bool(private_file) != bool(public_file):
+        raise UsageError("generate-keys: --private-file and --public-file go together")
+    if private_file and Path(private_file).resolve() == Path(public_file).resolve():
+        raise UsageError(f"generate-keys: --private-file and --public-file are both {private_file}")
     private, public = generate_keys(getattr(args, "algorithm", None) or "ed25519", args.name)
-    print(json.dumps({"privateKey": private, "publicKey": public}, indent=2))
+    if not private_file:
+        print(json.dumps({"privateKey": private, "publicKey": public}, indent=2))
+        return 0
+    targets = ((Path(private_file), private, 0o600), (Path(public_file), public, 0o644))
+    if not getattr(args, "force", False):
+        for path, _, _ in targets:
+            if path.exists() or path.is_symlink():
+                raise UsageError(f"generate-keys: {path} exists; use --force to overwrite it")
+    for path, text, mode in targets:
+        try:
+            atomic_write(path, text, mode=mode)  # no newline: importstr gives the key
+        except OSError as exc:
+            raise ConfigError(f"generate-keys: cannot write {path}: {exc.strerror}") from exc
+    print(
+        f"Wrote {private_file} (private key, mode 0600) and {public_file} (public key, mode 0644)"
+    )
     return 0
 
 

@@ -10,7 +10,10 @@ output of the first ``etcha:jwt`` event is the token), then ``build.signingKey``
 
 from __future__ import annotations
 
+import functools
 import logging
+import shlex
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,6 +92,7 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
             )
         try:
             key_text = found.read_text().strip()
+            _warn_open_key(str(found), stat.S_IMODE(found.stat().st_mode))
         except OSError as exc:
             raise BuildError(f"build.signingKeyPath: cannot read {found}: {exc.strerror}") from exc
     if not key_text:
@@ -97,6 +101,21 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
             "or build.signingCommands"
         )
     return sign_token(claims, parse_signing_key(key_text))
+
+
+@functools.cache
+def _warn_open_key(path: str, mode: int) -> None:
+    """Warn when a signing key file is readable by group or others (once per path and mode).
+
+    Cached so a push that signs one token per target warns once, not once per target.
+    """
+    if mode & 0o044:
+        logger.warning(
+            "signing key %s is readable by group or others (mode %04o); fix: chmod 600 %s",
+            path,
+            mode,
+            shlex.quote(path),
+        )
 
 
 async def _sign_with_commands(payload: str, *, config: Config) -> str:
