@@ -10,7 +10,6 @@ output of the first ``etcha:jwt`` event is the token), then ``build.signingKey``
 
 from __future__ import annotations
 
-import functools
 import logging
 import shlex
 import stat
@@ -103,12 +102,8 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
     return sign_token(claims, parse_signing_key(key_text))
 
 
-@functools.cache
 def _warn_open_key(path: str, mode: int) -> None:
-    """Warn when a signing key file is readable by group or others (once per path and mode).
-
-    Cached so a push that signs one token per target warns once, not once per target.
-    """
+    """Warn when a signing key file is readable by group or others (each time it is read)."""
     if mode & 0o044:
         logger.warning(
             "signing key %s is readable by group or others (mode %04o); fix: chmod 600 %s",
