@@ -57,6 +57,7 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
     proj = tmp_path / "proj"
     res = run_agent("init", str(proj), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    (proj / "patterns" / "motd.jsonnet").unlink()  # the sample manages /etc/motd: not in place
     (proj / "agent.jsonnet").write_text(
         json.dumps({"vars": {"agentBin": f"{sys.executable} -m agent"}})
     )

@@ -24,6 +24,7 @@ SAMPLES = REPO / "patterns"
 def project(tmp_path: Path) -> Path:
     proj = tmp_path / "proj"
     assert run_agent("init", str(proj), cwd=tmp_path).returncode == 0
+    (proj / "patterns" / "motd.jsonnet").unlink()  # only the samples from patterns/
     for item in SAMPLES.iterdir():
         shutil.copy2(item, proj / "patterns" / item.name)
     sandbox = tmp_path / "sandbox"
