@@ -13,15 +13,10 @@ local script = |||
 |||;
 
 {
-  run: (
-    if sb.real then [] else [
-      etcha.dir(path=sb.root + '/usr/local/sbin'),
-      etcha.dir(path=sb.root + '/etc/cron.d'),
-    ]
-  ) + [
-    etcha.file(path=sb.root + '/usr/local/sbin/backup-etc', contents=script, mode='0755', owner=sb.owner('root')),
+  run: sb.guard + [
+    etcha.file(path='/usr/local/sbin/backup-etc', contents=script, mode='0755', owner=sb.owner('root')),
     etcha.file(
-      path=sb.root + '/etc/cron.d/backup-etc',
+      path='/etc/cron.d/backup-etc',
       contents='# Managed by agent\n30 2 * * * root /usr/local/sbin/backup-etc\n',
       mode='0644',
       owner=sb.owner('root'),

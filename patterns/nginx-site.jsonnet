@@ -13,13 +13,11 @@ local conf = |||
 |||;
 
 {
-  run: (
-    if sb.real then [etcha.apt(packages='nginx')] else [
-      etcha.dir(path=sb.root + '/etc/nginx/conf.d'),
-    ]
+  run: sb.guard + (
+    if sb.real then [etcha.apt(packages='nginx')] else []
   ) + [
     etcha.file(
-      path=sb.root + '/etc/nginx/conf.d/site.conf',
+      path='/etc/nginx/conf.d/site.conf',
       contents=conf,
       onChange=['reload nginx'],
     ),

@@ -7,10 +7,10 @@ local vars = std.native('getConfig')().vars;
 local keys = std.get(vars, 'deployKeys', [
   'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBRbN6yQ2mLZrPBvdXJZ6cQ2xGL3LpcWbN3oWcmGXZ0y ci@example',
 ]);
-local home = sb.root + '/home/deploy';
+local home = '/home/deploy';
 
 {
-  run: (
+  run: sb.guard + (
     if sb.real then [
       etcha.user(name='deploy', home='/home/deploy', shell='/bin/bash', createHome=true, removeHome=true),
     ] else [

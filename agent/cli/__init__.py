@@ -25,6 +25,7 @@ _REGISTRARS = (
     "agent.cli.files",
     "agent.cli.pattern",
     "agent.cli.daemon",
+    "agent.cli.status",
 )
 
 logger = logging.getLogger("agent")

@@ -31,8 +31,18 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "test",
         help="test patterns for idempotency: change, check, remove, check",
+        description="The standard library's file, dir, copy, line and symlink functions put "
+        "their absolute paths under vars.root, a fresh temporary directory per pattern (removed "
+        "afterwards), unless --in-place is given. Commands outside those functions that touch "
+        "absolute paths still run for real on this host.",
     )
     p.add_argument("-b", dest="build", action="store_true", help="also test build commands")
+    p.add_argument(
+        "--in-place",
+        dest="in_place",
+        action="store_true",
+        help="use the real paths (vars.root stays as configured, '' by default)",
+    )
     p.add_argument("-f", dest="filter", default=None, help="parent-id filter regexp")
     p.add_argument(
         "-v", dest="verbose", action="store_true", help="log each command's output under its id"

@@ -21,7 +21,7 @@ from agent.core.errors import UsageError
 from agent.tools.lint import lint_path
 from agent.tools.report import log_command_output
 from agent.tools.scaffold import init_project
-from agent.tools.testmode import format_failures, run_pattern_tests
+from agent.tools.testmode import format_failures, root_warning, run_pattern_tests
 
 __all__ = ["cmd_init", "cmd_lint", "cmd_test"]
 
@@ -61,6 +61,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     flt = _filter(getattr(args, "filter", None))
     if getattr(args, "verbose", False):
         log_command_output()
+    in_place = bool(getattr(args, "in_place", False))
+    if warning := root_warning(in_place=in_place):
+        print(f"WARNING: {warning}", file=sys.stderr)
     with _quiet_unless_debug(args):
         report = asyncio.run(
             run_pattern_tests(
@@ -69,6 +72,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                 build=bool(getattr(args, "build", False)),
                 parent_id_filter=flt,
                 disable_external=bool(getattr(args, "disable_external", False)),
+                in_place=in_place,
             )
         )
     for line in format_failures(report.failures):

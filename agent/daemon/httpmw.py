@@ -35,7 +35,7 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -45,6 +45,7 @@ from agent.core.logs import escape
 from agent.daemon.ratelimit import DEFAULT_RATE, FailureRateLimiter, RateStatus, client_key
 from agent.daemon.server import read_body
 from agent.daemon.sources import SourceView
+from agent.daemon.status import STATUS_PATH, status_handler
 from agent.daemon.telemetry import Exposition
 from agent.daemon.webhooks import WebhookDispatcher
 from agent.trust.gate import signature_precheck
@@ -215,13 +216,19 @@ def metrics_handler(metrics: Exposition, key: str) -> Handler:
     return handle
 
 
-def app_extras(view: SourceView, exposition: Exposition | None = None) -> dict[str, Any]:
-    """The metrics route, the webhook dispatcher and the rate limiter, for
+def app_extras(
+    view: SourceView,
+    exposition: Exposition | None = None,
+    status: Callable[[], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The metrics and status routes, the webhook dispatcher and the rate limiter, for
     :func:`agent.daemon.server.create_app`.
 
     Args:
         view: the daemon's source view (its config and stored patterns).
         exposition: the Prometheus registry to serve (``None``: no metrics route).
+        status: builds the status document (``None``: no status route); like metrics, the
+            route exists only when ``run.systemMetricsKey`` is set.
 
     Returns:
         ``extra_routes``, ``fallback`` and ``middlewares``.
@@ -238,6 +245,8 @@ def app_extras(view: SourceView, exposition: Exposition | None = None) -> dict[s
     routes: list[tuple[str, str, Handler]] = []
     if run.system_metrics_key and exposition is not None:
         routes.append(("*", METRICS_PATH, metrics_handler(exposition, run.system_metrics_key)))
+    if run.system_metrics_key and status is not None:
+        routes.append(("GET", STATUS_PATH, status_handler(status, run.system_metrics_key)))
     return {
         "extra_routes": tuple(routes),
         "fallback": WebhookDispatcher(view).handle,

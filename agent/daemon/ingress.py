@@ -88,6 +88,7 @@ class Ingress:
         if not src.allow_push:
             logger.error("Push from %s refused: source %s does not allowPush", remote, source)
             self.metrics.verify_failure(source, "not_allowed")
+            self.runner.refused(source, "push", "not_allowed")
             return Refused("not_allowed")
         return None
 
@@ -122,6 +123,7 @@ class Ingress:
         try:
             admitted = await self.gate.admit(token, source, Context.PUSH, origin=origin)
         except AgentError as exc:
+            self.runner.refused(source, "push", exc)
             return Refused(getattr(exc, "reason", "") or "error")
         req = RunRequest(
             check=check,

@@ -160,7 +160,7 @@ class Puller:
             if current is None:
                 logger.error("Source %s: %s answered 304 but no token is in hand", name, shown)
                 return None
-            logger.info("Source %s: %s not modified; keeping the token in hand", name, shown)
+            logger.debug("Source %s: %s not modified; keeping the token in hand", name, shown)
             rt.stale = self.gate.freeze_check(current.token, origin=f"from {shown} (not modified)")
             return current
         raw = fetched.body.strip()
@@ -170,7 +170,8 @@ class Puller:
             return rt.pulled
         try:
             token = await self.gate.admit(raw, name, Context.PULL, origin=f"from {shown}")
-        except AgentError:
+        except AgentError as exc:
+            self.runner.refused(name, "pull", exc)
             return None  # logged (and counted) by the gate; the last good pattern keeps running
         rt.stale = False
         rt.pulled = Pulled(token, fetched.etag, fetched.last_modified)

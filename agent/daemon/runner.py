@@ -38,6 +38,7 @@ from agent.core.errors import AgentError, VerifyError
 from agent.core.gojson import dumps_compact
 from agent.daemon.sources import Pulled, SourceTable, SourceView, StoredPattern, is_adhoc
 from agent.daemon.state import SourceMeta, StateStore
+from agent.daemon.status import LastRun, Refusal, log_summary
 from agent.daemon.telemetry import DaemonMetrics
 from agent.jws.tokens import decode_token
 from agent.pattern.load import load_from_token
@@ -79,6 +80,14 @@ class RunRequest:
     meta: SourceMeta | None = None
     remote: str = ""
     origin: str = ""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one run got as far as (the outcome, when commands ran), for :class:`LastRun`."""
+
+    outcome: RunOutcome | None = None
+    check: bool = False
 
 
 def empty_result(err: str = "") -> Result:
@@ -173,7 +182,8 @@ class Runner:
         rt.meta = SourceMeta(high_water_iat=max(marks) if marks else None)
         try:
             token = await self.gate.admit(stored.token, name, Context.RESTORE, origin="(cached)")
-        except AgentError:
+        except AgentError as exc:
+            self.refused(name, "restore", exc)
             return  # logged and counted by the gate
         try:
             loaded = await self._render(name, token, origin="cached")
@@ -211,6 +221,7 @@ class Runner:
         try:
             await self.gate.admit(token.raw, name, Context.RUN, origin="(stored token)")
         except VerifyError as exc:
+            self.refused(name, "run", exc)
             rt.withdraw(token)
             logger.error(
                 "Source %s: the stored token is no longer accepted (%s); its pattern stops "
@@ -251,13 +262,42 @@ class Runner:
             RefusedUnderLock: the gate refused ``token`` on its re-check under the lock.
         """
         runnable = token is not None or self.table.pattern(name) is not None
-        result, adhoc = await self._run_locked(name, token, req)
+        attempt = _Attempt(check=req.check)
+        started = time.monotonic()
+        result, adhoc = await self._run_locked(name, token, req, attempt)
         key_id = self.table.key_id(name, token)
         if runnable:
             self._count(name, req, result, adhoc=adhoc, key_id=key_id)
+            self._record(name, req, result, attempt, time.monotonic() - started)
         if req.trigger == "push" and token is not None and not req.check:
             result = await self._fire_push(name, result, key_id=key_id, remote=req.remote)
         return result
+
+    def _record(
+        self, name: str, req: RunRequest, result: Result, attempt: _Attempt, duration: float
+    ) -> None:
+        """Keep the run for the status endpoint and log its one summary line."""
+        run = LastRun.of(
+            result, attempt.outcome, trigger=req.trigger, duration=duration, check=attempt.check
+        )
+        rt = self.table.get(name)
+        if rt is not None:
+            rt.last_run = run
+        log_summary(name, run)
+
+    def refused(self, name: str, trigger: str, reason: BaseException | str) -> None:
+        """Keep a refusal of a token for ``name`` (logged and counted where it happened).
+
+        Args:
+            name: the source (unknown sources are not kept).
+            trigger: ``push``, ``pull``, ``run`` or ``restore``.
+            reason: the reason, or the gate's error (its ``reason``).
+        """
+        rt = self.table.get(name)
+        if rt is not None:
+            if not isinstance(reason, str):
+                reason = str(getattr(reason, "reason", "") or "error")
+            rt.last_refusal = Refusal(time=time.time(), trigger=trigger, reason=reason)
 
     def _count(
         self, name: str, req: RunRequest, result: Result, *, adhoc: bool, key_id: str
@@ -305,7 +345,7 @@ class Runner:
         return StoredPattern(loaded.pattern.run, loaded.run_exec, origin)
 
     async def _run_locked(
-        self, name: str, token: AdmittedToken | None, req: RunRequest
+        self, name: str, token: AdmittedToken | None, req: RunRequest, attempt: _Attempt
     ) -> tuple[Result, bool]:
         """Under the source lock: re-check the mark, render, diff-run, save, dispatch events."""
         src = self._config().sources[name]
@@ -323,6 +363,7 @@ class Runner:
                 try:
                     self.gate.recheck(token, origin=req.origin)
                 except VerifyError as exc:
+                    self.refused(name, req.trigger, exc)
                     raise RefusedUnderLock(
                         f"source {name}: token refused by the trust policy"
                     ) from exc
@@ -332,7 +373,7 @@ class Runner:
                     logger.error("Source %s: token did not render: %s", name, exc)
                     return empty_result(str(exc)), False
             adhoc = token is not None and is_adhoc(new.run)
-            return await self._execute(name, token, new, req, adhoc=adhoc), adhoc
+            return await self._execute(name, token, new, req, adhoc=adhoc, attempt=attempt), adhoc
 
     async def _execute(
         self,
@@ -342,19 +383,21 @@ class Runner:
         req: RunRequest,
         *,
         adhoc: bool,
+        attempt: _Attempt,
     ) -> Result:
         """Diff-run ``new`` against the stored pattern (the source lock is held)."""
         src = self._config().sources[name]
         rt = self.table[name]
         old = rt.pattern if token is not None and not adhoc else None
         check_mode = req.check or src.check_only
+        attempt.check = check_mode
         outcome: RunOutcome | None = None
         if adhoc:
             logger.info(
                 "Running ad-hoc command for %s (%s); the stored pattern stays", name, req.trigger
             )
         elif not src.trigger_only:
-            logger.info("Diffing Pattern for %s (%s)", name, req.trigger)
+            logger.debug("Diffing Pattern for %s (%s)", name, req.trigger)
         if adhoc or not src.trigger_only:
             try:
                 outcome = await diff_run(
@@ -370,6 +413,7 @@ class Runner:
             except AgentError as exc:
                 logger.error("Source %s: run failed: %s", name, exc)
                 return empty_result(str(exc))
+            attempt.outcome = outcome
             if outcome.error is not None or req.check or adhoc:
                 return await self._finish_early(name, token, outcome, req, check_mode)
         # Check mode saves no state: a checkOnly source keeps the accepted pattern in memory

@@ -38,6 +38,7 @@ from agent.daemon.replay import ReplayJournal
 from agent.daemon.runner import Runner
 from agent.daemon.sources import SourceTable, StoredPattern
 from agent.daemon.state import StateStore, check_state_dir
+from agent.daemon.status import status_document
 from agent.daemon.tasks import Inflight
 from agent.daemon.telemetry import DaemonMetrics, Exposition, NoMetrics
 from agent.daemon.webhooks import check_webhook_paths
@@ -153,6 +154,15 @@ class Service:
         self._stopping = True
         if self._stop_event is not None:
             self._stop_event.set()
+
+    def status(self) -> dict[str, Any]:
+        """The ``GET /etcha/v1/system/status`` document (:mod:`agent.daemon.status`)."""
+        return status_document(self.sources, self._next_run)
+
+    def _next_run(self, name: str) -> float | None:
+        job = self._scheduler.get_job(f"source:{name}") if self._scheduler is not None else None
+        when = getattr(job, "next_run_time", None)
+        return when.timestamp() if when is not None else None
 
     # ------------------------------------------------------------------ start-up and runs
 
@@ -332,7 +342,7 @@ class Service:
         runner = await start_app(
             self._config,
             self.ingress,
-            extras=app_extras(self, self.exposition),
+            extras=app_extras(self, self.exposition, self.status),
             on_refused=self.metrics.connection_refused,
         )
         sdnotify.ready()

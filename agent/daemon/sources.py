@@ -24,6 +24,7 @@ from agent.daemon.telemetry import DaemonMetrics
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
+    from agent.daemon.status import LastRun, Refusal
     from agent.run.engine import CommandObserver
     from agent.run.model import Command, Exec
     from agent.trust.gate import AdmittedToken
@@ -62,6 +63,8 @@ class SourceRuntime:
     """Mutable per-source state, owned by one :class:`SourceTable`."""
 
     __slots__ = (
+        "last_refusal",
+        "last_run",
         "lock",
         "meta",
         "name",
@@ -86,6 +89,9 @@ class SourceRuntime:
         self.pulled: Pulled | None = None
         #: Whether the token in hand was over ``maxTokenAge`` at the last pull (freeze warning).
         self.stale = False
+        #: The last finished run and the last refused token (``GET /etcha/v1/system/status``).
+        self.last_run: LastRun | None = None
+        self.last_refusal: Refusal | None = None
 
     def withdraw(self, token: AdmittedToken) -> None:
         """Drop ``token`` (when it is still the one in hand): fall back to the static pattern."""

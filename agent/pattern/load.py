@@ -6,7 +6,9 @@ Invariants:
   entry file and its imports (:func:`agent.jsonnet.imports.collect_files`), then render that set.
 - :func:`load_from_token` accepts only an :class:`~agent.trust.gate.AdmittedToken`, so
   unadmitted input never reaches the renderer; rendering a token is sandboxed to its embedded files.
-- Vars merge order (later wins, per top-level key): runVars → config ``vars`` (plus build's
+- Vars merge order (later wins, per top-level key): the defaults ``agentBin`` (this agent's own
+  executable, :func:`agent.run.selfexec.agent_command`) and ``root`` (``""``) → runVars →
+  config ``vars`` (plus build's
   ``srcDir``/``srcPath``/``dstDir``/``dstPath``) → ``sources.<name>.vars``; then ``source``,
   ``sysinfo`` and ``test`` are forced, and ``jwt`` holds the raw token when rendering from one.
 """
@@ -28,6 +30,7 @@ from agent.jsonnet.imports import collect_files
 from agent.jsonnet.natives import NativeContext, make_natives
 from agent.jsonnet.sandbox import render_files
 from agent.run.model import Command, Exec, commands_to_json, parse_commands
+from agent.run.selfexec import agent_command
 from agent.trust.gate import AdmittedToken
 
 if TYPE_CHECKING:
@@ -56,6 +59,10 @@ PATTERN_KEYS = frozenset(
 
 #: The var naming the scratch directory ``agent test`` and ``agent lint`` give each pattern.
 TEST_DIR_VAR = "testDir"
+#: The var the standard library's file functions put absolute paths under ('' on hosts).
+ROOT_VAR = "root"
+#: The var naming the agent executable the standard library's helpers run.
+AGENT_BIN_VAR = "agentBin"
 
 
 def unknown_key_message(key: str) -> str:
@@ -261,7 +268,8 @@ def render_vars(
     jwt: str | None = None,
 ) -> dict[str, Any]:
     """Assemble ``vars`` for rendering a pattern (see module docstring for the order)."""
-    merged: dict[str, Any] = dict(run_vars or {})
+    merged: dict[str, Any] = {AGENT_BIN_VAR: agent_command(), ROOT_VAR: ""}
+    merged.update(run_vars or {})
     merged.update(config.vars)
     if extra:
         merged.update(extra)

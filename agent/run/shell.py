@@ -40,6 +40,7 @@ from typing import Any
 
 from agent.core.errors import CommandError
 from agent.run.model import Exec
+from agent.run.selfexec import agent_dir
 
 __all__ = [
     "KILL_GRACE",
@@ -182,13 +183,19 @@ def _container_argv(ex: Exec, env: Mapping[str, str], runtime: str | None) -> li
 AGENT_ENV_PREFIX = "AGENT_"
 
 
-def process_env(ex: Exec, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def process_env(
+    ex: Exec, env: Mapping[str, str] | None = None, *, extra_path: str | None = ""
+) -> dict[str, str]:
     """The environment of the child process (a new dict every call).
 
     ``envInherit`` true: the agent's environment, then the exec env, then ``env`` (later wins).
     Otherwise only the exec env and ``env``, plus the agent's ``PATH`` when neither sets one.
     The agent's own ``AGENT_*`` settings (which may hold a signing key) are never inherited,
     as Etcha unsets its ``ETCHA_*`` settings.
+
+    ``extra_path`` goes first on ``PATH`` (unless already first); ``""`` (the default) means the
+    agent's own directory (:func:`agent.run.selfexec.agent_dir`), so the standard library's
+    ``agent ...`` helpers work without ``agent`` on ``PATH``; ``None`` adds nothing.
     """
     out: dict[str, str] = (
         {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)}
@@ -201,6 +208,9 @@ def process_env(ex: Exec, env: Mapping[str, str] | None = None) -> dict[str, str
         out.update(env)
     if "PATH" not in out:
         out["PATH"] = os.environ.get("PATH", os.defpath)
+    first = agent_dir() if extra_path == "" else extra_path
+    if first and out["PATH"].split(os.pathsep)[0] != first:
+        out["PATH"] = first + os.pathsep + out["PATH"] if out["PATH"] else first
     return out
 
 

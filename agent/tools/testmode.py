@@ -26,6 +26,12 @@ Invariants:
   private directory (0700, under ``$TMPDIR``) made for that pattern and deleted with everything
   in it after its test, so a pattern can keep every path it manages under it (see
   ``patterns/sandbox.libsonnet``).
+- Safe by default: ``vars.root`` is that same directory, so the standard library's file, dir,
+  copy, line and symlink functions put their absolute paths under it (creating parents there)
+  and the real paths stay untouched. ``in_place`` (``agent test --in-place``) leaves
+  ``vars.root`` to the config (``""``: the real paths). Commands outside those functions run as
+  written either way; :func:`root_warning` says so to a root user testing without
+  ``--in-place``.
 - Build commands are tested only when asked (``-b``, the docs' meaning; SPEC 11), with the
   pattern's ``buildExec``; run commands always, with its ``runExec``.
 - Failures are keyed ``<file>:<command id>``; the file is the path as walked from the argument.
@@ -43,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.core.errors import SourceError
-from agent.pattern.load import TEST_DIR_VAR, load_from_disk
+from agent.pattern.load import ROOT_VAR, TEST_DIR_VAR, load_from_disk
 from agent.run.engine import Mode, Output, run_commands
 from agent.run.model import Command, Exec
 
@@ -63,6 +69,7 @@ __all__ = [
     "count_commands",
     "find_pattern_files",
     "format_failures",
+    "root_warning",
     "run_pattern_tests",
 ]
 
@@ -76,6 +83,23 @@ MSG_CHECK_AFTER_CHANGE = "check still failed after change"
 MSG_REMOVE_ERRORS = "remove had errors"
 MSG_CHECK_AFTER_REMOVE = "check still failed after remove"
 MSG_CHECK_NOT_FAILED = "check did not fail after remove"
+
+#: What ``agent test`` tells a root user who did not ask for ``--in-place``.
+ROOT_WARNING = (
+    "running as root: the standard library's file, dir, copy, line and symlink paths move under "
+    "a temporary vars.root, but every other command in the patterns runs for real on this host"
+)
+
+
+def root_warning(*, in_place: bool, euid: int | None = None) -> str | None:
+    """The one warning for ``agent test`` run as root without ``--in-place`` (else ``None``).
+
+    Args:
+        in_place: ``--in-place`` was given (the user asked for real paths).
+        euid: the effective uid (default: this process's).
+    """
+    uid = os.geteuid() if euid is None else euid
+    return ROOT_WARNING if uid == 0 and not in_place else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +281,7 @@ async def run_pattern_tests(
     build: bool = False,
     parent_id_filter: re.Pattern[str] | None = None,
     disable_external: bool = False,
+    in_place: bool = False,
 ) -> IdempotencyReport:
     """Test every pattern under ``path`` for idempotency.
 
@@ -266,6 +291,7 @@ async def run_pattern_tests(
         build: also test the build commands (``-b``).
         parent_id_filter: only leaves whose ParentID matches run.
         disable_external: disable the external Jsonnet natives (``-d``).
+        in_place: do not set ``vars.root`` (``--in-place``): library paths are the real ones.
 
     Returns:
         The report; failures keyed ``<file>:<id>``.
@@ -285,7 +311,7 @@ async def run_pattern_tests(
                 file,
                 config=config,
                 source=TEST_SOURCE,
-                extra_vars={TEST_DIR_VAR: test_dir},
+                extra_vars=_test_vars(test_dir, in_place=in_place),
                 disable_external=disable_external,
             )
             lists: list[tuple[Sequence[Command], Exec]] = []
@@ -304,6 +330,13 @@ async def run_pattern_tests(
     return IdempotencyReport(
         files=tuple(str(f) for f in files), commands=count, failures=dict(sorted(failures.items()))
     )
+
+
+def _test_vars(test_dir: str, *, in_place: bool) -> dict[str, str]:
+    """``vars.testDir``, and ``vars.root`` (the same directory) unless ``in_place``."""
+    if in_place:
+        return {TEST_DIR_VAR: test_dir}
+    return {TEST_DIR_VAR: test_dir, ROOT_VAR: test_dir}
 
 
 def format_failures(failures: Mapping[str, Sequence[str]]) -> list[str]:

@@ -22,7 +22,7 @@ function(name, key, repo=null, dir='/etc/apt/keyrings', listDir='/etc/apt/source
       file(path=keyPath, contents=key, id='%s key' % prefix, agentBin=agentBin)
   );
   [
-    keyCmd { change: 'mkdir -p %s && %s' % [h.q(dir), super.change] } + triggers,
+    keyCmd { change: 'mkdir -p %s && %s' % [h.q(h.under(dir)), super.change] } + triggers,
   ] + (
     if repo == null then [] else [
       file(
@@ -30,7 +30,7 @@ function(name, key, repo=null, dir='/etc/apt/keyrings', listDir='/etc/apt/source
         contents='deb [signed-by=%s] %s\n' % [keyPath, repo],
         id='%s list' % prefix,
         agentBin=agentBin,
-      ) { change: 'mkdir -p %s && %s' % [h.q(listDir), super.change] } + triggers,
+      ) { change: 'mkdir -p %s && %s' % [h.q(h.under(listDir)), super.change] } + triggers,
     ]
   ) + [
     {

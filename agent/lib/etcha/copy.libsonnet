@@ -1,15 +1,17 @@
 // Copy a local file or an http(s) URL (headers in the fragment: #Name:value\r\n...) to dst.
 // mode defaults to the source's permission bits (0644 for a URL), as Etcha; owner/group default
 // to keeping what dst has. Remove deletes dst only while it still has the source's contents.
+// An absolute dst moves under vars.root (set by `agent test`; '' on hosts); src is read as given.
 
 local h = import 'helpers.libsonnet';
 
 function(src, dst, mode='', owner='', group='', id=null, onChange=[], agentBin=null)
   local bin = h.bin(agentBin);
-  local args = h.flags(mode, owner, group) + ' -- ' + h.q(src) + ' ' + h.q(dst);
+  local d = h.under(dst);
+  local args = h.flags(mode, owner, group) + ' -- ' + h.q(src) + ' ' + h.q(d);
   {
     id: if id == null then 'copy %s' % dst else id,
     check: '%s copy check%s' % [bin, args],
-    change: '%s copy change%s' % [bin, args],
-    remove: '%s copy remove -- %s %s' % [bin, h.q(src), h.q(dst)],
+    change: h.parents(dst) + '%s copy change%s' % [bin, args],
+    remove: '%s copy remove -- %s %s' % [bin, h.q(src), h.q(d)],
   } + h.onChange(onChange)

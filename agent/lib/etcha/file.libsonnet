@@ -5,15 +5,17 @@
 // The contents travel on the command's stdin, so size is not limited by the script length.
 // (A change run through another command's onFail gets no stdin; do not target file commands
 // from onFail.)
+// An absolute path moves under vars.root (set by `agent test`; '' on hosts); the id keeps path.
 
 local h = import 'helpers.libsonnet';
 
 function(path, contents=null, mode='0644', owner='', group='', id=null, onChange=[], agentBin=null)
   local bin = h.bin(agentBin);
-  local args = h.flags(mode, owner, group) + ' -- ' + h.q(path) + (if contents == null then '' else ' -');
+  local p = h.under(path);
+  local args = h.flags(mode, owner, group) + ' -- ' + h.q(p) + (if contents == null then '' else ' -');
   {
     id: if id == null then 'file %s' % path else id,
     check: '%s file check%s' % [bin, args],
-    change: '%s file change%s' % [bin, args],
-    remove: '%s file remove -- %s %s' % [bin, h.q(path), if contents == null then "''" else '-'],
+    change: h.parents(path) + '%s file change%s' % [bin, args],
+    remove: '%s file remove -- %s %s' % [bin, h.q(p), if contents == null then "''" else '-'],
   } + (if contents == null then {} else { stdin: contents }) + h.onChange(onChange)

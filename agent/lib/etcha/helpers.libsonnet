@@ -2,16 +2,43 @@
 
 local native = import 'native.libsonnet';
 
+local configVars() =
+  local cfg = native.getConfig();
+  if std.isObject(cfg) && std.isObject(std.get(cfg, 'vars', null)) then cfg.vars else {};
+
 {
   // The helper binary used in scripts: the agentBin argument, else getConfig().vars.agentBin,
   // else 'agent'. Used unquoted, so a value such as 'python3 -m agent' works.
   bin(agentBin)::
     if agentBin != null then agentBin
     else
-      local cfg = native.getConfig();
-      local vars = if std.isObject(cfg) && std.isObject(std.get(cfg, 'vars', null)) then cfg.vars else {};
-      local b = std.get(vars, 'agentBin', null);
+      local b = std.get(configVars(), 'agentBin', null);
       if std.isString(b) && b != '' then b else 'agent',
+
+  // vars.root without a trailing '/': '' on hosts; `agent test` sets a fresh temporary directory
+  // (unless --in-place), so the file, dir, copy, line and symlink functions work under it.
+  root()::
+    local r = std.get(configVars(), 'root', '');
+    if !std.isString(r) || r == '' || r == '/' then ''
+    else if std.endsWith(r, '/') then std.substr(r, 0, std.length(r) - 1)
+    else r,
+
+  // An absolute path moved under vars.root; relative paths (and every path on a host) unchanged.
+  under(path)::
+    local r = self.root();
+    if r != '' && std.startsWith(path, '/') then r + path else path,
+
+  // The directory part of a path ('/' for a top-level entry).
+  dirname(path)::
+    local parts = std.split(path, '/');
+    local d = std.join('/', parts[0:std.length(parts) - 1]);
+    if d == '' then '/' else d,
+
+  // Under a root, a change first creates the parents of the moved path (mkdir -p) inside the
+  // root; on a host (root '') nothing is added, so host behaviour is unchanged.
+  parents(path)::
+    if self.root() != '' && std.startsWith(path, '/') then 'mkdir -p -- %s && ' % self.q(self.dirname(self.under(path)))
+    else '',
 
   // Single-quote a string for sh/bash.
   q(s):: std.escapeStringBash('%s' % s),

@@ -2,15 +2,16 @@
 // (${1} or $name expand groups, $$ is a literal $); when nothing matches, replacement is
 // appended as a line. Remove deletes only the lines change wrote: whole-line matches whose
 // replacement is the line itself, and lines equal to the replacement. The file stays.
+// An absolute path moves under vars.root (set by `agent test`; '' on hosts); the id keeps path.
 
 local h = import 'helpers.libsonnet';
 
 function(path, match, replacement, id=null, onChange=[], agentBin=null)
   local bin = h.bin(agentBin);
-  local args = ' -- ' + std.join(' ', [h.q(path), h.q(match), h.q(replacement)]);
+  local args = ' -- ' + std.join(' ', [h.q(h.under(path)), h.q(match), h.q(replacement)]);
   {
     id: if id == null then 'line %s %s' % [path, match] else id,
     check: '%s line check%s' % [bin, args],
-    change: '%s line change%s' % [bin, args],
+    change: h.parents(path) + '%s line change%s' % [bin, args],
     remove: '%s line remove%s' % [bin, args],
   } + h.onChange(onChange)

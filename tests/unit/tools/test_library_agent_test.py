@@ -2,7 +2,8 @@
 
 A project is scaffolded with `agent init` into ``tmp_path``; one pattern per library function
 points all its paths inside the sandbox; `agent test` (a real subprocess) runs change, check,
-remove and check on them. Helpers run ``python -m agent`` through ``vars.agentBin``.
+remove and check on them. Helpers run ``python -m agent`` through ``vars.agentBin``. The tests
+pass ``--in-place`` (their paths already are temporary) so that they can look at the sandbox.
 
 Tests that change the host outside the temp directory (users, groups, packages, units) run only
 with ``AGENT_TEST_SYSTEM=1`` (``.ci/run`` sets it; a developer's ``make test`` does not), as root:
@@ -56,6 +57,7 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
     proj = tmp_path / "proj"
     res = run_agent("init", str(proj), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    (proj / "patterns" / "motd.jsonnet").unlink()  # the sample manages /etc/motd: not in place
     (proj / "agent.jsonnet").write_text(
         json.dumps({"vars": {"agentBin": f"{sys.executable} -m agent"}})
     )
@@ -132,7 +134,7 @@ def test_every_library_function_passes_agent_test(tmp_path: Path, names: tuple[s
             f" comment='agent test', groups=[{q(group)}])]",
         )
 
-    res = run_agent("test", "patterns", cwd=proj)
+    res = run_agent("test", "--in-place", "patterns", cwd=proj)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"in {expected_patterns} patterns: no failures" in res.stdout
 
@@ -152,7 +154,7 @@ def test_broken_pattern_is_listed_by_file_and_id(tmp_path: Path) -> None:
     pattern(proj, "good", f"[etcha.file(path={q(s / 'good.txt')}, contents='ok\\n')]")
     # The change does not create the file, so the check still fails after it.
     pattern(proj, "broken", f"[etcha.file(path={q(target)}, contents='x\\n') + {{change: 'true'}}]")
-    res = run_agent("test", "patterns", cwd=proj)
+    res = run_agent("test", "--in-place", "patterns", cwd=proj)
     assert res.returncode == 1
     assert f"patterns/broken.jsonnet:file {target}:\n    check still failed after change\n" in (
         res.stdout
@@ -174,7 +176,7 @@ def test_user_change_that_ignores_the_shell_is_reported(
         "user",
         f"[etcha.user(name={q(user)}, shell='/bin/false') + {{change: 'useradd -M {user}'}}]",
     )
-    res = run_agent("test", "patterns", cwd=proj)
+    res = run_agent("test", "--in-place", "patterns", cwd=proj)
     assert res.returncode == 1
     assert f"patterns/user.jsonnet:user {user}:" in res.stdout
 
@@ -189,7 +191,7 @@ def test_apt_passes_agent_test(tmp_path: Path) -> None:
     proj, _ = project(tmp_path)
     subprocess.run(["apt-get", "remove", "-y", "-qq", "sl"], capture_output=True, check=False)
     pattern(proj, "apt", "[etcha.apt(packages='sl', update=true, purge=true)]")
-    res = run_agent("test", "patterns", cwd=proj)
+    res = run_agent("test", "--in-place", "patterns", cwd=proj)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "no failures" in res.stdout
     probe = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "sl"], capture_output=True)
@@ -207,7 +209,7 @@ def test_systemd_unit_passes_agent_test(tmp_path: Path) -> None:
     contents += "ExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
     pattern(proj, "unit", f"etcha.systemdUnit(name={q(unit)}, contents={q(contents)})")
     try:
-        res = run_agent("test", "patterns", cwd=proj)
+        res = run_agent("test", "--in-place", "patterns", cwd=proj)
         assert res.returncode == 0, res.stdout + res.stderr
     finally:
         subprocess.run(["systemctl", "stop", unit], capture_output=True, check=False)

@@ -239,7 +239,7 @@ def test_cli_render_error_aborts_naming_file_and_line(tmp_path: Path) -> None:
 
 def test_cli_logging_is_silenced_unless_debug(tmp_path: Path) -> None:
     write(tmp_path / "p.jsonnet", good_pattern(tmp_path, "l"))
-    quiet = run_agent("test", "p.jsonnet", cwd=tmp_path)
+    quiet = run_agent("test", "--in-place", "p.jsonnet", cwd=tmp_path)  # no root warning
     assert quiet.returncode == 0
     assert "Changed" not in quiet.stderr and quiet.stderr.strip() == ""
     loud = run_agent("-l", "debug", "test", "p.jsonnet", cwd=tmp_path)

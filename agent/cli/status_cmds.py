@@ -1,0 +1,39 @@
+"""Handler for ``agent status`` (imported on use; it never imports the daemon stack)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.cli.common import load_config_for
+from agent.core.durations import parse_duration
+from agent.tools.status import format_json, format_table, query_status, status_targets
+
+__all__ = ["cmd_status"]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``agent status [-n REGEX] [-h HOST] [-p PORT] [-f table|json]``: 1 when a target failed."""
+    config = load_config_for(args)
+    targets = status_targets(
+        config,
+        host=args.host,
+        port=args.port,
+        target_filter=args.target_filter,
+        fingerprint=args.fingerprint,
+    )
+    timeout = parse_duration(str(args.timeout), name="--timeout")
+    answers = query_status(config, targets, timeout=timeout)
+    as_json = args.output_format == "json" or (
+        args.output_format is None and getattr(args, "log_format", None) == "json"
+    )
+    if as_json:
+        print(format_json(answers))
+    else:
+        for line in format_table(answers):
+            print(line)
+    failed = [a.target for a in answers if a.error]
+    if failed:
+        print(f"ERROR: status: no answer from {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
