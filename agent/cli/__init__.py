@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent.core.errors import AgentError, UsageError
-from agent.core.logs import setup
+from agent.core.logs import error_line, setup
 
 #: Modules that register subcommands. Each defines ``register(subparsers) -> None``.
 _REGISTRARS = (
@@ -104,19 +104,7 @@ def _print_error(message: str, level: str | None, fmt: str | None) -> None:
     """The one error line: ``ERROR: …``; JSON with ``-f json``; nothing with ``-l none``."""
     if level == "none":
         return
-    if fmt == "json":
-        import json
-        import time
-
-        record = {
-            "level": "error",
-            "logger": "agent",
-            "message": message,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        print(json.dumps(record, sort_keys=True), file=sys.stderr)
-        return
-    print(f"ERROR: {message}", file=sys.stderr)
+    print(error_line(message, fmt or "human"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
