@@ -5,7 +5,8 @@ a subcommand's handler is named by a ``"module:function"`` string and imported o
 subcommand runs, so ``agent version`` and ``agent jwt`` never import aiohttp or apscheduler.
 
 Output conventions: results go to stdout; a failure is one line on stderr (no traceback unless
-``-l debug``). Exit codes: 0 success, 1 failure, 2 usage error.
+``-l debug``). Exit codes: 0 success, 1 failure, 2 usage error. Bare ``agent`` prints the help
+(the command list) and exits 0; ``agent --version`` prints what ``agent version`` prints.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from agent import __version__
 from agent.core.errors import AgentError, UsageError
 from agent.core.logs import error_line, setup
 
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="agent",
         description="GitOps configuration agent for signed Pattern JWTs (Etcha-compatible).",
+    )
+    parser.add_argument(
+        "--version", dest="show_version", action="store_true", help="print the agent version"
     )
     parser.add_argument("-c", dest="config_path", metavar="PATH", help="config file path")
     parser.add_argument(
@@ -75,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="disable external Jsonnet natives (http getFile, getRecord)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
-    sub.required = True
+    sub = parser.add_subparsers(
+        dest="command", metavar="<command>", parser_class=_Parser, title="commands"
+    )
     for name in _REGISTRARS:
         try:
             module = importlib.import_module(name)
@@ -86,6 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
+
+
+def version_line() -> str:
+    """What ``agent version`` and ``agent --version`` print."""
+    return f"agent {__version__}"
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print the completion script for ``args.shell``, generated from the parser by shtab.
+
+    shtab rather than argcomplete: it generates a static script from the argparse parser, so
+    a completion never starts Python (argcomplete re-runs the program on every <Tab> through a
+    runtime hook in the shell), it covers bash, zsh and fish from one parser, and it is imported
+    only here, never on the other commands' paths.
+    """
+    import shtab  # third-party, only for this command
+
+    print(shtab.complete(build_parser(), shell=args.shell), end="")
+    return 0
 
 
 def _resolve(handler: str) -> Handler:
@@ -116,6 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(args_list)
+        if args.show_version:
+            print(version_line())
+            return 0
+        if args.command is None:
+            parser.print_help()
+            return 0
         level, fmt = args.log_level, args.log_format
         debug = level == "debug"
         configure_logging(args.log_level, args.log_format, args.no_color)
