@@ -61,7 +61,7 @@ def register(sub: Any) -> None:
         "show-config",
         help="print the merged config as JSON (secrets masked)",
         description="Print the config as loaded (file, AGENT_CONFIG, AGENT_* variables, then -x "
-        "overrides) as JSON, with keys and secrets masked.",
+        "overrides) as JSON, with secrets masked.",
     )
     p.set_defaults(handler="agent.cli.config_cmds:cmd_show_config")
 
