@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,3 +93,31 @@ def test_bash_completion_completes_commands_and_choices(tmp_path: Path) -> None:
 def test_completion_of_an_unknown_shell_is_a_usage_error() -> None:
     res = run_agent("completion", "csh")
     assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
+def test_fish_completion_completes_commands_and_choices(tmp_path: Path) -> None:
+    script = tmp_path / "agent.fish"
+    script.write_text(run_agent("completion", "fish").stdout)
+
+    def offered(line: str) -> list[str]:
+        code = f"source {script}; complete -C '{line}'"
+        out = subprocess.run(
+            ["fish", "--no-config", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return [row.split("\t", 1)[0] for row in out.stdout.splitlines()]
+
+    assert offered("agent com") == ["compare", "completion"]
+    assert offered("agent completion ") == ["bash", "zsh", "fish"]
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completion_script_parses(tmp_path: Path) -> None:
+    script = tmp_path / "_agent"
+    script.write_text(run_agent("completion", "zsh").stdout)
+    res = subprocess.run(["zsh", "-n", str(script)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
