@@ -71,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="log_format",
         choices=("human", "json"),
         default=None,
-        help="log format (default human): human lines are an RFC 3339 time, level, message; json is one "
-        "object per line with time, level, msg and, where they apply, source, id, trigger, "
-        "duration_ms and error. When JOURNAL_STREAM names stderr (systemd), lines start with "
-        "their journald priority (<3> error ... <7> debug) and human lines have no time",
+        help="log format (default human): human lines are an RFC 3339 time, level, message; "
+        "json is one object per line with time, level, msg and, where they apply, source, id, "
+        "trigger, duration_ms and error. When JOURNAL_STREAM names stderr (systemd), lines "
+        "start with their journald priority (<3> error ... <7> debug) and human lines have no "
+        "time",
     )
     parser.add_argument(
         "-n",

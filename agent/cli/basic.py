@@ -57,6 +57,11 @@ def register(sub: Any) -> None:
     p.add_argument("old", help="old JWT path or URL")
     p.set_defaults(handler="agent.cli.keys_cmds:cmd_compare")
 
+    _register_misc(sub)
+
+
+def _register_misc(sub: Any) -> None:
+    """show-config, version and completion."""
     p = sub.add_parser(
         "show-config",
         help="print the merged config as JSON (secrets masked)",

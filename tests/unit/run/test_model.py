@@ -183,7 +183,7 @@ def test_unknown_target_suggests_the_closest_ids(key: str) -> None:
     if key != "onRemove":
         cmds.reverse()
     assert errors_of(cmds).endswith(
-        f'command a: {key} target restart-ngix does not match any command id in this list '
+        f"command a: {key} target restart-ngix does not match any command id in this list "
         '(did you mean "restart-nginx"?)'
     )
 
