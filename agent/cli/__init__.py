@@ -5,7 +5,8 @@ a subcommand's handler is named by a ``"module:function"`` string and imported o
 subcommand runs, so ``agent version`` and ``agent jwt`` never import aiohttp or apscheduler.
 
 Output conventions: results go to stdout; a failure is one line on stderr (no traceback unless
-``-l debug``). Exit codes: 0 success, 1 failure, 2 usage error.
+``-l debug``). Exit codes: 0 success, 1 failure, 2 usage error. Bare ``agent`` prints the help
+(the command list) and exits 0; ``agent --version`` prints what ``agent version`` prints.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from agent import __version__
 from agent.core.errors import AgentError, UsageError
-from agent.core.logs import setup
+from agent.core.logs import error_line, setup
 
 #: Modules that register subcommands. Each defines ``register(subparsers) -> None``.
 _REGISTRARS = (
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="agent",
         description="GitOps configuration agent for signed Pattern JWTs (Etcha-compatible).",
     )
+    parser.add_argument(
+        "--version", dest="show_version", action="store_true", help="print the agent version"
+    )
     parser.add_argument("-c", dest="config_path", metavar="PATH", help="config file path")
     parser.add_argument(
         "-x",
@@ -67,17 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
         dest="log_format",
         choices=("human", "json"),
         default=None,
-        help="log format (default human)",
+        help="log format (default human): human lines are an RFC 3339 time, level, message; "
+        "json is one object per line with time, level, msg and, where they apply, source, id, "
+        "trigger, duration_ms and error. When JOURNAL_STREAM names stderr (systemd), lines "
+        "start with their journald priority (<3> error ... <7> debug) and human lines have no "
+        "time",
     )
-    parser.add_argument("-n", dest="no_color", action="store_true", help="no colour in output")
+    parser.add_argument(
+        "-n",
+        dest="no_color",
+        action="store_true",
+        help="no colour in output (also when the NO_COLOR variable is set)",
+    )
     parser.add_argument(
         "-d",
         dest="disable_external",
         action="store_true",
         help="disable external Jsonnet natives (http getFile, getRecord)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser)
-    sub.required = True
+    sub = parser.add_subparsers(
+        dest="command", metavar="<command>", parser_class=_Parser, title="commands"
+    )
     for name in _REGISTRARS:
         try:
             module = importlib.import_module(name)
@@ -87,6 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
+
+
+def version_line() -> str:
+    """What ``agent version`` and ``agent --version`` print."""
+    return f"agent {__version__}"
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print the completion script for ``args.shell``, generated from the parser by shtab.
+
+    shtab rather than argcomplete: it generates a static script from the argparse parser, so
+    a completion never starts Python (argcomplete re-runs the program on every <Tab> through a
+    runtime hook in the shell), it covers bash, zsh and fish from one parser, and it is imported
+    only here, never on the other commands' paths.
+    """
+    import shtab  # third-party, only for this command
+
+    print(shtab.complete(build_parser(), shell=args.shell), end="")
+    return 0
 
 
 def _resolve(handler: str) -> Handler:
@@ -105,19 +139,7 @@ def _print_error(message: str, level: str | None, fmt: str | None) -> None:
     """The one error line: ``ERROR: …``; JSON with ``-f json``; nothing with ``-l none``."""
     if level == "none":
         return
-    if fmt == "json":
-        import json
-        import time
-
-        record = {
-            "level": "error",
-            "logger": "agent",
-            "message": message,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        print(json.dumps(record, sort_keys=True), file=sys.stderr)
-        return
-    print(f"ERROR: {message}", file=sys.stderr)
+    print(error_line(message, fmt or "human"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(args_list)
+        if args.show_version:
+            print(version_line())
+            return 0
+        if args.command is None:
+            parser.print_help()
+            return 0
         level, fmt = args.log_level, args.log_format
         debug = level == "debug"
         configure_logging(args.log_level, args.log_format, args.no_color)

@@ -1,11 +1,12 @@
-"""Registrar for the foundation subcommands: generate-keys, jwt, compare, show-config, version."""
+"""Registrar for the foundation subcommands: generate-keys, jwt, compare, show-config, version,
+completion."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from agent import __version__
+from agent.cli import version_line
 
 
 def _register_generate_keys(sub: Any) -> None:
@@ -80,17 +81,39 @@ def register(sub: Any) -> None:
     p.add_argument("old", help="old JWT path or URL")
     p.set_defaults(handler="agent.cli.keys_cmds:cmd_compare")
 
+    _register_misc(sub)
+
+
+def _register_misc(sub: Any) -> None:
+    """show-config, version and completion."""
     p = sub.add_parser(
         "show-config",
         help="print the merged config as JSON (secrets masked)",
+        description="Print the config as loaded (file, AGENT_CONFIG, AGENT_* variables, then -x "
+        "overrides) as JSON, with secrets masked.",
     )
     p.set_defaults(handler="agent.cli.config_cmds:cmd_show_config")
 
-    p = sub.add_parser("version", help="print the agent version")
+    p = sub.add_parser(
+        "version",
+        help="print the agent version",
+        description="Print `agent <version>`; `agent --version` prints the same.",
+    )
     p.set_defaults(handler="agent.cli.basic:cmd_version")
+
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Print a completion script generated from this command's parser. "
+        'bash: `eval "$(agent completion bash)"` in ~/.bashrc; zsh: `agent completion zsh > '
+        '"${fpath[1]}/_agent"`; fish: `agent completion fish > '
+        "~/.config/fish/completions/agent.fish`.",
+    )
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    p.set_defaults(handler="agent.cli:cmd_completion")
 
 
 def cmd_version(args: argparse.Namespace) -> int:
     """Print the version."""
-    print(f"agent {__version__}")
+    print(version_line())
     return 0

@@ -51,11 +51,29 @@ def parse_duration(text: str, *, name: str = "duration") -> float:
     return total
 
 
-def format_duration(seconds: float) -> str:
-    """Format seconds compactly for log lines (``"12ms"``, ``"1.5s"``, ``"2m3s"``)."""
+def format_duration_short(seconds: float) -> str:
+    """Format seconds as a short Go-style duration for people: ``300`` → ``"5m"``, never ``300.0s``.
+
+    Under a second: whole milliseconds (``"250ms"``). Under a minute: seconds with at most one
+    decimal (``"1.5s"``, ``"30s"``). Otherwise whole seconds as hours, minutes and seconds with
+    the zero parts left out (``"5m"``, ``"2m3s"``, ``"1h30m"``, ``"2h"``). Every result parses
+    back with :func:`parse_duration` (to within the rounding).
+
+    Args:
+        seconds: a non-negative number of seconds (negative values are shown as ``0s``).
+    """
+    if seconds <= 0:
+        return "0s"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s".replace(".0s", "s")
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs}s"
+    if seconds < 59.95:
+        return f"{seconds:.1f}".removesuffix(".0") + "s"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = ((hours, "h"), (minutes, "m"), (secs, "s"))
+    return "".join(f"{n}{unit}" for n, unit in parts if n)
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds compactly for log lines: the same as :func:`format_duration_short`."""
+    return format_duration_short(seconds)

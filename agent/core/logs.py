@@ -1,11 +1,27 @@
-"""Logging setup for the CLI. Library modules only call ``logging.getLogger(__name__)``."""
+"""Logging setup for the CLI. Library modules only call ``logging.getLogger(__name__)``.
+
+Formats (issue 15, point 4):
+
+- ``human``: ``<RFC 3339 time> <LEVEL> <message>``, coloured by level on a terminal. Colours are
+  off with ``-n``, ``cli.noColor`` or a non-empty ``NO_COLOR`` environment variable.
+- ``json``: one object per line with ``time`` (RFC 3339, UTC), ``level``, ``msg``, ``logger``
+  and, when the call site passed them through :func:`fields`, ``source``, ``id``, ``trigger``,
+  ``duration_ms`` and ``error``; ``traceback`` with an exception.
+- Under systemd, when ``JOURNAL_STREAM`` names the device and inode of stderr, every line starts
+  with its sd-daemon priority (``<7>`` debug, ``<6>`` info, ``<4>`` warning, ``<3>`` error,
+  ``<2>`` critical), so ``journalctl -p err`` finds errors. Human lines then carry no time (the
+  journal stamps them) and no colours; JSON lines keep their fields.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import IO, Any
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -56,31 +72,157 @@ def escape(value: object, *, limit: int = MAX_FIELD_CHARS) -> str:
     return "".join(out)
 
 
+#: sd-daemon priorities (``sd-daemon.h``) by logging level, for stderr under journald.
+_PRIORITIES = ((logging.ERROR + 1, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+#: The structured fields :func:`fields` sets on a record, in the order JSON lines show them.
+FIELD_NAMES = ("source", "id", "trigger", "duration_ms", "error")
+
+
+def fields(
+    *,
+    source: str | None = None,
+    id: str | None = None,  # the JSON field is named id
+    trigger: str | None = None,
+    duration: float | None = None,
+    error: object = None,
+) -> dict[str, Any]:
+    """Structured fields for one log call, as the ``extra`` argument of a logger method.
+
+    ``logger.info("Changed %s", cid, extra=fields(source=name, id=cid, duration=0.2))``. The
+    JSON format writes them as keys (``duration`` in seconds becomes ``duration_ms``); the human
+    format ignores them, so the message must still say what matters. Fields left ``None`` are
+    not set.
+
+    Args:
+        source: the source name.
+        id: the command id.
+        trigger: what started the run (``"schedule"``, ``"webhook"``, ``"push"``...).
+        duration: seconds the action took.
+        error: the error (``str()`` is applied).
+    """
+    out: dict[str, Any] = {}
+    if source is not None:
+        out["source"] = source
+    if id is not None:
+        out["id"] = id
+    if trigger is not None:
+        out["trigger"] = trigger
+    if duration is not None:
+        out["duration_ms"] = round(duration * 1000)
+    if error is not None:
+        out["error"] = str(error)
+    return out
+
+
+def priority(levelno: int) -> int:
+    """The sd-daemon priority (2 crit ... 7 debug) for a logging level."""
+    for floor, prio in _PRIORITIES:
+        if levelno >= floor:
+            return prio
+    return 7
+
+
+def under_journald(stream: IO[str] | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``stream`` (default stderr) is the journal stream systemd named.
+
+    systemd sets ``JOURNAL_STREAM=<dev>:<inode>`` for a service whose stdout or stderr goes to
+    the journal; the variable is inherited by children whose stderr may go elsewhere, so the
+    stream's own device and inode are compared with it.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat((stream or sys.stderr).fileno())
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def colors_allowed(no_color: bool, stream: IO[str] | None = None) -> bool:
+    """Colours only on a terminal, and never with ``-n``/``cli.noColor`` or ``NO_COLOR`` set."""
+    if no_color or os.environ.get("NO_COLOR", ""):
+        return False
+    target = stream or sys.stderr
+    try:
+        return target.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def rfc3339(created: float, *, utc: bool = False) -> str:
+    """``created`` (epoch seconds) as RFC 3339 with milliseconds, local time unless ``utc``."""
+    when = datetime.fromtimestamp(created, UTC)
+    if utc:
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return when.astimezone().isoformat(timespec="milliseconds")
+
+
+def _with_priority(text: str, levelno: int) -> str:
+    prefix = f"<{priority(levelno)}>"
+    return "\n".join(prefix + line for line in text.split("\n"))
+
+
 class _HumanFormatter(logging.Formatter):
-    def __init__(self, color: bool) -> None:
+    def __init__(self, color: bool, journal: bool) -> None:
         super().__init__()
-        self.color = color
+        self.color = color and not journal
+        self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
         level = record.levelname.ljust(5)
         text = f"{level} {record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
+        if self.journal:
+            return _with_priority(text, record.levelno)
+        text = f"{rfc3339(record.created)} {text}"
         color = _COLORS.get(record.levelno) if self.color else None
         return f"{color}{text}\033[0m" if color else text
 
 
 class _JSONFormatter(logging.Formatter):
+    def __init__(self, journal: bool) -> None:
+        super().__init__()
+        self.journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        doc = json_record(record.levelno, record.getMessage(), record.created, record.name)
+        for name in FIELD_NAMES:
+            value = getattr(record, name, None)
+            if value is not None:
+                doc[name] = value
         if record.exc_info:
             doc["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(doc, sort_keys=True)
+        text = json.dumps(doc, sort_keys=True, default=str)
+        return _with_priority(text, record.levelno) if self.journal else text
+
+
+def json_record(levelno: int, msg: str, created: float, logger: str = "agent") -> dict[str, Any]:
+    """The common keys of a JSON log line."""
+    return {
+        "time": rfc3339(created, utc=True),
+        "level": logging.getLevelName(levelno).lower(),
+        "logger": logger,
+        "msg": msg,
+    }
+
+
+def error_line(message: str, fmt: str) -> str:
+    """The CLI's one failure line in ``fmt`` (``ERROR: ...``, or a JSON object).
+
+    Under journald it carries the ``<3>`` priority; a human line has no time, as it ends a
+    command rather than reporting an event.
+    """
+    if fmt == "json":
+        import time
+
+        text = json.dumps(json_record(logging.ERROR, message, time.time()), sort_keys=True)
+    else:
+        text = f"ERROR: {message}"
+    return _with_priority(text, logging.ERROR) if under_journald() else text
 
 
 def setup(level: str, fmt: str, no_color: bool) -> None:
@@ -88,11 +230,11 @@ def setup(level: str, fmt: str, no_color: bool) -> None:
     root = logging.getLogger("agent")
     root.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
+    journal = under_journald()
     if fmt == "json":
-        handler.setFormatter(_JSONFormatter())
+        handler.setFormatter(_JSONFormatter(journal))
     else:
-        color = not no_color and sys.stderr.isatty()
-        handler.setFormatter(_HumanFormatter(color))
+        handler.setFormatter(_HumanFormatter(colors_allowed(no_color), journal))
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, logging.INFO))
     root.propagate = False

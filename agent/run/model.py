@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -521,7 +522,9 @@ def _check_target(key: str, t: str, i: int, ids: list[str]) -> str:
     if not others:
         if matches:
             return f"{key} target {t} cannot target the command itself"
-        return f"{key} target {t} does not match any command id in this list"
+        return f"{key} target {t} does not match any command id in this list" + _did_you_mean(
+            t, ids, me
+        )
     if key == "onRemove":
         wrong = [ids[j] for j in others if j > i]
         if wrong:
@@ -531,6 +534,15 @@ def _check_target(key: str, t: str, i: int, ids: list[str]) -> str:
         if wrong:
             return f"{key} target {t} must come after {me}, got {', '.join(wrong)} before it"
     return ""
+
+
+def _did_you_mean(target: str, ids: Sequence[str], me: str) -> str:
+    """`` (did you mean "x"?)`` naming the known ids closest to ``target``, or ``""``."""
+    known = sorted({x for x in ids if x and x != me})
+    close = difflib.get_close_matches(target, known, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(f'"{c}"' for c in close) + "?)"
 
 
 def commands_from_json(text: str, *, where: str) -> tuple[Command, ...]:

@@ -1,7 +1,8 @@
 """``agent lint [-f] <path>``: Jsonnet syntax, pattern validation, formatting and script linters.
 
 Responsibility: Etcha's ``lint`` (reference etcha-build-verify-cli.md §5.2), extended as issue 4
-asks. Every problem is a :class:`Finding` printed as ``file:line: message``.
+asks. Every problem is a :class:`Finding` printed as ``file:line:col: message`` (1-based, as
+compilers print them, so editors jump to it).
 
 Invariants and decisions:
 
@@ -30,9 +31,11 @@ Invariants and decisions:
   temporary directory made for the lint run and removed afterwards (nothing runs in it).
 - An unknown top-level pattern key is a finding that suggests the nearest known key
   (``unknown key "runn" (did you mean "run"?)``, :func:`difflib.get_close_matches`).
-- Line numbers come from the Jsonnet engine for render/syntax errors. For problems found in the
-  rendered JSON (which has no positions) the line is where the key or command id first appears
-  in the file, else 1.
+- Lines and columns come from the Jsonnet engine (and ``jsonnetfmt``) errors; a missing import
+  is placed at its ``import`` on the line the engine names. Problems in the rendered JSON (which
+  has no positions) and linter failures are placed at the command's ``id: 'x'`` field, else
+  where the key or quoted id first appears, else (an id built by an expression) at 1:1. A
+  jsonnetfmt difference is placed at its first differing character.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ LINT_SOURCE = "test"
 MAX_DETAIL_LINES = 200
 
 _LOCATION = re.compile(
-    r"(?P<file>[^\s:|()]+):(?:\((?P<l1>\d+):\d+\)-\(\d+:\d+\)|(?P<l2>\d+):\d+(?:-\d+)?)"
+    r"(?P<file>[^\s:|()]+):"
+    r"(?:\((?P<l1>\d+):(?P<c1>\d+)\)-\(\d+:\d+\)|(?P<l2>\d+):(?P<c2>\d+)(?:-\d+)?)"
 )
 _IMPORT_ERROR = re.compile(r"from (?P<file>\S+?):(?P<line>\d+): ")
 _ERROR_PREFIX = re.compile(r"^(?:RUNTIME|STATIC) ERROR: ")
@@ -99,16 +103,18 @@ class Finding:
         line: 1-based line number; 0 for a finding about the whole path (printed without one).
         message: one line.
         detail: extra lines (a diff, a linter's output), printed indented.
+        col: 1-based column; 0 when unknown (printed as 1).
     """
 
     file: str
     line: int
     message: str
     detail: tuple[str, ...] = ()
+    col: int = 0
 
     def __str__(self) -> str:
         head = (
-            f"{self.file}:{self.line}: {self.message}"
+            f"{self.file}:{self.line}:{max(self.col, 1)}: {self.message}"
             if self.line > 0
             else f"{self.file}: {self.message}"
         )
@@ -198,20 +204,48 @@ def find_lint_files(path: Path, exclude: re.Pattern[str] | None = None) -> list[
     return found
 
 
-def _locate(text: str, needles: Iterable[str]) -> int:
-    """1-based line of the first needle found in ``text`` (needles tried in order), else 1."""
+def _locate(text: str, needles: Iterable[str | re.Pattern[str]]) -> tuple[int, int]:
+    """1-based (line, column) of the first needle found in ``text``, else (1, 1).
+
+    Needles are tried in order; a string is searched as is, a compiled pattern with ``search``.
+    """
     lines = text.splitlines()
     for needle in needles:
         if not needle:
             continue
         for i, line in enumerate(lines, 1):
-            if needle in line:
-                return i
-    return 1
+            if isinstance(needle, str):
+                col = line.find(needle)
+            else:
+                m = needle.search(line)
+                col = -1 if m is None else m.start()
+            if col >= 0:
+                return i, col + 1
+    return 1, 1
 
 
 def _quoted(value: str) -> list[str]:
     return [f"'{value}'", f'"{value}"', value]
+
+
+def _id_needles(cid: str) -> list[str | re.Pattern[str]]:
+    """Where a command with id ``cid`` is written: its ``id`` field first, then the quoted id."""
+    field = re.compile(r"""(?<![\w$])["']?id["']?\s*:+\s*(?P<q>["'])""" + re.escape(cid) + "(?P=q)")
+    return [field, *_quoted(cid)]
+
+
+def _import_col(source: str, line: int, name: str) -> int:
+    """Column of the import of ``name`` on ``line`` (1-based), else 1."""
+    lines = source.splitlines()
+    if not 0 < line <= len(lines):
+        return 1
+    text = lines[line - 1]
+    for needle in (f"'{name}'", f'"{name}"', name):
+        col = text.find(needle)
+        if col >= 0:
+            keyword = text.rfind("import", 0, col)
+            return (keyword if keyword >= 0 else col) + 1
+    return 1
 
 
 def _read_text(path: Path) -> str:
@@ -252,33 +286,31 @@ def _render_finding(file: Path, message: str, mapper: _Mapper) -> Finding:
     imp = _IMPORT_ERROR.search(text)
     if imp is not None and text.startswith("couldn't find import"):
         where = mapper.to_disk(imp.group("file"))
-        core = text
-        return Finding(_display(where), int(imp.group("line")), core)
+        line = int(imp.group("line"))
+        name = text[len("couldn't find import ") :].split(" from ", 1)[0]
+        col = _import_col(_read_text(Path(where)), line, name)
+        return Finding(_display(where), line, text, col=col)
     segments = [s.strip() for s in text.split(" | ")]
     first = _ERROR_PREFIX.sub("", segments[0]) if segments else text
-    loc_file: str | None = None
-    line = 1
-    core = first
-    m0 = _LOCATION.match(first)
-    if m0 is not None:
-        loc_file, line = m0.group("file"), int(m0.group("l1") or m0.group("l2"))
-        core = first[m0.end() :].strip() or first
-    else:
-        for seg in segments[1:]:
-            m1 = _LOCATION.match(seg)
-            if m1 is not None:
-                loc_file, line = m1.group("file"), int(m1.group("l1") or m1.group("l2"))
-                break
+    loc: re.Match[str] | None = _LOCATION.match(first)
+    core = first[loc.end() :].strip() or first if loc is not None else first
+    if loc is None:
+        loc = next((m for m in map(_LOCATION.match, segments[1:]) if m is not None), None)
     shown = _display(file)
-    if loc_file is None or loc_file.endswith("<lint>"):
-        return Finding(shown, line if loc_file else 1, core)
+    if loc is None:
+        return Finding(shown, 1, core, col=1)
+    loc_file = loc.group("file")
+    line = int(loc.group("l1") or loc.group("l2"))
+    col = int(loc.group("c1") or loc.group("c2"))
+    if loc_file.endswith("<lint>"):
+        return Finding(shown, line, core, col=col)
     disk = mapper.to_disk(loc_file)
     same = os.path.abspath(disk) == os.path.abspath(file) if os.path.isabs(disk) else False
     if same:
-        return Finding(shown, line, core)
+        return Finding(shown, line, core, col=col)
     if os.path.isabs(disk) and os.path.exists(disk):
-        return Finding(_display(disk), line, f"{core} (rendering {shown})")
-    return Finding(shown, 1, f"{loc_file}:{line}: {core}")
+        return Finding(_display(disk), line, f"{core} (rendering {shown})", col=col)
+    return Finding(shown, 1, f"{loc_file}:{line}:{col}: {core}", col=1)
 
 
 def _strip_where(message: str, where: str) -> str:
@@ -296,23 +328,25 @@ def _pattern_findings(file: Path, message: str, source: str) -> list[Finding]:
             out = []
             for problem in _PROBLEM_SPLIT.split(message[len(prefix) :]):
                 m = _COMMAND_LABEL.match(problem)
-                needles: list[str] = []
+                needles: list[str | re.Pattern[str]] = []
                 if m is not None:
-                    label = m.group("label")
-                    needles = _quoted(label.split(" > ")[-1])
-                out.append(Finding(shown, _locate(source, needles), f"{section}: {problem}"))
+                    needles = _id_needles(m.group("label").split(" > ")[-1])
+                line, col = _locate(source, needles)
+                out.append(Finding(shown, line, f"{section}: {problem}", col=col))
             return out
     text = _strip_where(message, where)
     key = text.split(":", 1)[0]
     needles = [f"{key}:", *_quoted(key)] if re.fullmatch(r"[A-Za-z]+", key) else []
-    return [Finding(shown, _locate(source, needles), text)]
+    line, col = _locate(source, needles)
+    return [Finding(shown, line, text, col=col)]
 
 
 def _warning_finding(file: Path, warning: str, source: str) -> Finding:
     text = _strip_where(warning, str(file))
     m = re.match(r'unknown key "([^"]*)"', text)
     needles = [f"{m.group(1)}:", *_quoted(m.group(1))] if m is not None else []
-    return Finding(_display(file), _locate(source, needles), text)
+    line, col = _locate(source, needles)
+    return Finding(_display(file), line, text, col=col)
 
 
 def _commands_to_lint(cmds: Sequence[Command]) -> Iterable[Command]:
@@ -365,20 +399,22 @@ async def _run_linters(
             try:
                 res = await shell.run(ex, "", stdin=script)
             except CommandError as exc:
-                out.append(
-                    Finding(_display(file), 1, f"linter {name}: could not run: {exc.message}")
-                )
+                line, col = _locate(source, _id_needles(cmd.id))
+                message = f"linter {name}: could not run: {exc.message}"
+                out.append(Finding(_display(file), line, message, col=col))
                 break
             if res.ok:
                 continue
             detail = tuple(line.rstrip() for line in res.output.strip().splitlines())
             reason = "timed out" if res.timed_out else f"exit status {res.exit_code}"
+            line, col = _locate(source, _id_needles(cmd.id))
             out.append(
                 Finding(
                     _display(file),
-                    _locate(source, _quoted(cmd.id)),
+                    line,
                     f"linter {name} failed for command {cmd.id!r} ({reason})",
                     detail[:MAX_DETAIL_LINES],
+                    col=col,
                 )
             )
     return out
@@ -388,28 +424,39 @@ async def _format_finding(file: Path, source: str) -> Finding | None:
     ex = Exec(command="jsonnetfmt -", env_inherit=True)
     res = await shell.run(ex, "", stdin=source)
     if not res.ok:
-        first = res.output.strip().splitlines()[:1]
+        first = " ".join(res.output.strip().splitlines()[:1])
+        loc = _LOCATION.search(first)
+        line, col = (1, 1)
+        if loc is not None:
+            line = int(loc.group("l1") or loc.group("l2"))
+            col = int(loc.group("c1") or loc.group("c2"))
         return Finding(
-            _display(file), 1, f"jsonnetfmt could not format the file: {' '.join(first)}"
+            _display(file), line, f"jsonnetfmt could not format the file: {first}", col=col
         )
     formatted = res.output
     if formatted == source:
         return None
-    old, new = source.splitlines(), formatted.splitlines()
-    line = next(
-        (i for i, (a, b) in enumerate(zip(old, new, strict=False), 1) if a != b),
-        min(len(old), len(new)) + 1,
-    )
+    line, col = _first_difference(source.splitlines(), formatted.splitlines())
     shown = _display(file)
     diff = difflib.unified_diff(
         source.splitlines(), formatted.splitlines(), shown, f"{shown} (jsonnetfmt)", lineterm=""
     )
     return Finding(
         shown,
-        max(line, 1),
+        line,
         "file is not formatted (jsonnetfmt); diff follows",
         tuple(diff)[:MAX_DETAIL_LINES],
+        col=col,
     )
+
+
+def _first_difference(old: Sequence[str], new: Sequence[str]) -> tuple[int, int]:
+    """1-based (line, column) of the first character where ``old`` and ``new`` differ."""
+    for i, (a, b) in enumerate(zip(old, new, strict=False), 1):
+        if a != b:
+            col = next((j for j, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+            return i, (min(len(a), len(b)) if col is None else col) + 1
+    return max(min(len(old), len(new)) + 1, 1), 1
 
 
 def _syntax_check(entrypoint: str, files: Mapping[str, str]) -> None:

@@ -174,7 +174,7 @@ def test_make_demo_runs_the_whole_tour_and_stops_cleanly(tmp_path: Path) -> None
         "trigger=event event=deploy",
         "body=some data",
         "etcha_sources_total{",
-        "daemon.log: INFO  Stopped",
+        "INFO  Stopped",
         "exit code 0",
         "nothing is left running",
     )

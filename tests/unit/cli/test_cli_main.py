@@ -31,19 +31,14 @@ def test_light_commands_do_not_import_the_daemon_stack(command: str, tmp_path: P
         f"args = {{'version': ['version'], 'jwt': ['jwt', 'missing.jwt'],"
         f" 'render': ['render', '{{run: [{{id: \"a\", always: true}}]}}']}}['{command}']\n"
         "main(args)\n"
-        "heavy = [m for m in ('aiohttp', 'apscheduler', 'prometheus_client') if m in sys.modules]\n"
+        "heavy = [m for m in ('aiohttp', 'apscheduler', 'prometheus_client', 'shtab')"
+        " if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
     res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60
     )
     assert "HEAVY=\n" in res.stdout, res.stdout + res.stderr
-
-
-def test_no_command_is_a_usage_error() -> None:
-    res = agent()
-    assert res.returncode == 2
-    assert res.stderr.startswith("usage error:")
 
 
 def test_unknown_flag_is_a_usage_error() -> None:
@@ -82,16 +77,18 @@ def test_log_level_error_hides_info(tmp_path: Path) -> None:
 def test_json_log_format(tmp_path: Path) -> None:
     res = _noisy(tmp_path, "-f", "json")
     line = json.loads(res.stderr.strip().splitlines()[-1])
-    assert line["level"] == "info" and "Always changed local > a" in line["message"]
+    assert line["level"] == "info" and "Always changed local > a" in line["msg"]
     assert {"time", "logger"} <= set(line)
 
 
-def _stderr_on_a_tty(tmp_path: Path, *flags: str) -> str:
+def _stderr_on_a_tty(tmp_path: Path, *flags: str, no_color_env: bool = False) -> str:
     """Run a failing `local` with stderr on a pseudo-terminal; return what it printed there."""
     import pty
 
     leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_") and k != "NO_COLOR"}
+    if no_color_env:
+        env["NO_COLOR"] = "1"
     try:
         subprocess.run(
             [
@@ -130,6 +127,11 @@ def test_warnings_are_coloured_on_a_terminal_unless_no_color(tmp_path: Path) -> 
     assert "\033[" not in plain and "Failed changing local > a" in plain
 
 
+def test_no_color_variable_turns_log_colours_off(tmp_path: Path) -> None:
+    plain = _stderr_on_a_tty(tmp_path, no_color_env=True)
+    assert "\033[" not in plain and "Failed changing local > a" in plain
+
+
 def test_disable_external_natives_flag(tmp_path: Path) -> None:
     text = "{run: [{id: std.native('getFile')('http://127.0.0.1:9/x', 'fallback'), always: true}]}"
     res = agent("-d", "render", text, cwd=tmp_path)
@@ -165,6 +167,6 @@ def test_error_line_follows_the_log_format_and_level(tmp_path: Path) -> None:
     as_json = agent("-f", "json", "-c", missing, "show-config")
     assert as_json.returncode == 1
     record = json.loads(as_json.stderr)
-    assert record["level"] == "error" and "missing.jsonnet" in record["message"]
+    assert record["level"] == "error" and "missing.jsonnet" in record["msg"]
     silent = agent("-l", "none", "-c", missing, "show-config")
     assert silent.returncode == 1 and silent.stderr == ""

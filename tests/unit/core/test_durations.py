@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.core.durations import format_duration, parse_duration
+from agent.core.durations import format_duration, format_duration_short, parse_duration
 from agent.core.errors import ConfigError
 
 
@@ -40,3 +40,23 @@ def test_rejects_what_go_rejects(text: str) -> None:
 )
 def test_formats_for_log_lines(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.25, "250ms"),
+        (30.0, "30s"),
+        (1.25, "1.2s"),
+        (59.99, "1m"),
+        (300.0, "5m"),
+        (123, "2m3s"),
+        (3600, "1h"),
+        (5400.0, "1h30m"),
+        (3605, "1h5s"),
+    ],
+)
+def test_short_durations_read_as_people_write_them(seconds: float, text: str) -> None:
+    assert format_duration_short(seconds) == text
+    assert parse_duration(text) == pytest.approx(seconds, abs=0.06)

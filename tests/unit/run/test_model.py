@@ -177,6 +177,21 @@ def test_target_matching_nothing_is_an_error() -> None:
     )
 
 
+@pytest.mark.parametrize("key", ["onChange", "onFail", "onRemove"])
+def test_unknown_target_suggests_the_closest_ids(key: str) -> None:
+    cmds: list[object] = [{"id": "restart-nginx"}, {"id": "a", key: "restart-ngix"}]
+    if key != "onRemove":
+        cmds.reverse()
+    assert errors_of(cmds).endswith(
+        f"command a: {key} target restart-ngix does not match any command id in this list "
+        '(did you mean "restart-nginx"?)'
+    )
+
+
+def test_unknown_target_without_a_close_id_has_no_suggestion() -> None:
+    assert "did you mean" not in errors_of([{"id": "a", "onChange": "zz"}, {"id": "restart"}])
+
+
 def test_regex_target_must_fully_match() -> None:
     # "b" is not an id, and as a regex it must match a whole id: "bc" does not count.
     assert "onChange target b does not match any command id" in errors_of(

@@ -52,8 +52,8 @@ def test_libsonnet_syntax_error_is_reported_with_file_and_line(tmp_path: Path) -
     write(tmp_path / "p" / "unbound.libsonnet", "function(x)\n  { a: y }\n")
     res = run_agent("lint", "p", cwd=tmp_path)
     assert res.returncode == 1
-    assert 'p/bad.libsonnet:3: Unexpected: "," while parsing terminal' in res.stdout
-    assert "p/unbound.libsonnet:2: Unknown variable: y" in res.stdout
+    assert 'p/bad.libsonnet:3:6: Unexpected: "," while parsing terminal' in res.stdout
+    assert "p/unbound.libsonnet:2:8: Unknown variable: y" in res.stdout
     assert "lint failure: 2 findings" in res.stderr
 
 
@@ -61,7 +61,7 @@ def test_jsonnet_render_error_names_file_and_line(tmp_path: Path) -> None:
     write(tmp_path / "p.jsonnet", "{\n  run: [\n    error 'boom',\n  ],\n}\n")
     res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
     assert res.returncode == 1
-    assert "p.jsonnet:3: boom" in res.stdout
+    assert "p.jsonnet:3:5: boom" in res.stdout
 
 
 def test_error_in_an_imported_library_points_at_the_library(tmp_path: Path) -> None:
@@ -71,14 +71,14 @@ def test_error_in_an_imported_library_points_at_the_library(tmp_path: Path) -> N
     )
     res = run_agent("lint", "pat", cwd=tmp_path)
     assert res.returncode == 1
-    assert "lib/bad.libsonnet:2: Unknown variable: x (rendering pat/p.jsonnet)" in res.stdout
+    assert "lib/bad.libsonnet:2:6: Unknown variable: x (rendering pat/p.jsonnet)" in res.stdout
 
 
 def test_missing_import_is_reported(tmp_path: Path) -> None:
     write(tmp_path / "p.jsonnet", "\nlocal x = import 'nothere.libsonnet';\n{run: [x]}\n")
     res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
     assert res.returncode == 1
-    assert "p.jsonnet:2: couldn't find import nothere.libsonnet" in res.stdout
+    assert "p.jsonnet:2:11: couldn't find import nothere.libsonnet" in res.stdout
 
 
 def test_unknown_pattern_keys_are_findings_naming_the_nearest_key(tmp_path: Path) -> None:
@@ -86,8 +86,8 @@ def test_unknown_pattern_keys_are_findings_naming_the_nearest_key(tmp_path: Path
     write(tmp_path / "p.jsonnet", text)
     res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
     assert res.returncode == 1
-    assert 'p.jsonnet:2: unknown key "runn" (did you mean "run"?)\n' in res.stdout
-    assert 'p.jsonnet:3: unknown key "colour"\n' in res.stdout
+    assert 'p.jsonnet:2:3: unknown key "runn" (did you mean "run"?)\n' in res.stdout
+    assert 'p.jsonnet:3:3: unknown key "colour"\n' in res.stdout
 
 
 def test_command_validation_problems_are_one_finding_each(tmp_path: Path) -> None:
@@ -95,8 +95,8 @@ def test_command_validation_problems_are_one_finding_each(tmp_path: Path) -> Non
     write(tmp_path / "p.jsonnet", text)
     res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
     assert res.returncode == 1
-    assert "p.jsonnet:3: run: command a: unknown field 'nope'" in res.stdout
-    assert "p.jsonnet:4: run: command b: onChange target zzz does not match any command" in (
+    assert "p.jsonnet:3:7: run: command a: unknown field 'nope'" in res.stdout
+    assert "p.jsonnet:4:7: run: command b: onChange target zzz does not match any command" in (
         res.stdout
     )
 
@@ -107,7 +107,7 @@ def test_default_shellcheck_reports_with_file_and_command_id(tmp_path: Path) -> 
     write(tmp_path / "p.jsonnet", text)
     res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
     assert res.returncode == 1
-    assert "p.jsonnet:3: linter shellcheck failed for command 'sc' (exit status 1)" in res.stdout
+    assert "p.jsonnet:3:7: linter shellcheck failed for command 'sc' (exit status 1)" in res.stdout
     assert "    In - line 1:" in res.stdout  # shellcheck's output, indented
     assert "SC2086" in res.stdout and "SC2006" in res.stdout
 
@@ -163,7 +163,7 @@ def test_configured_linter_gets_joined_scripts_on_stdin(tmp_path: Path) -> None:
     res = run_agent("lint", "p.jsonnet", cwd=tmp_path, env={"PATH": os.defpath})
     assert seen.read_text() == "forbidden\nc2\nr3"
     assert res.returncode == 1
-    assert "p.jsonnet:1: linter grepper failed for command 'ok' (exit status 1)" in res.stdout
+    assert "p.jsonnet:1:11: linter grepper failed for command 'ok' (exit status 1)" in res.stdout
 
 
 def test_exclude_regexp_skips_matching_files(tmp_path: Path) -> None:
@@ -191,11 +191,32 @@ def test_format_check_prints_a_diff_for_unformatted_files(tmp_path: Path) -> Non
     write(tmp_path / "ugly.libsonnet", '{\n  a: 1,\n     b:  "x"\n}\n')
     res = run_agent("lint", "-f", ".", cwd=tmp_path)
     assert res.returncode == 1
-    assert "ugly.libsonnet:3: file is not formatted (jsonnetfmt); diff follows" in res.stdout
+    assert "ugly.libsonnet:3:3: file is not formatted (jsonnetfmt); diff follows" in res.stdout
     assert '    -     b:  "x"' in res.stdout
     assert "    +  b: 'x'," in res.stdout
     assert "ok.libsonnet" not in res.stdout
     assert run_agent("lint", ".", cwd=tmp_path).returncode == 0  # without -f: no finding
+
+
+def test_command_problem_points_at_its_id_field_not_an_earlier_mention(tmp_path: Path) -> None:
+    text = (
+        "{\n  run: [\n    { id: 'a', change: 'true', onChange: ['b'] },\n"
+        "    {  id: 'b', nope: 1 },\n  ],\n}\n"
+    )
+    write(tmp_path / "p.jsonnet", text)
+    res = run_agent("lint", "p.jsonnet", cwd=tmp_path)
+    assert res.returncode == 1
+    assert res.stdout.splitlines()[0] == "p.jsonnet:4:8: run: command b: unknown field 'nope'"
+
+
+@needs_jsonnetfmt
+def test_unparsable_file_under_format_check_has_jsonnetfmt_line_and_column(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "p.libsonnet", "{\n  a: 1,\n  b: ,\n}\n")
+    res = run_agent("lint", "-f", "p.libsonnet", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "p.libsonnet:3:6: jsonnetfmt could not format the file: " in res.stdout
 
 
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
@@ -204,16 +225,17 @@ def test_missing_path_is_an_error(tmp_path: Path) -> None:
     assert "error opening path nope" in res.stderr
 
 
-def test_finding_prints_as_file_line_message_with_indented_detail() -> None:
-    assert str(Finding("a.jsonnet", 3, "bad")) == "a.jsonnet:3: bad"
-    assert str(Finding("a", 1, "m", ("x", "y"))) == "a:1: m\n    x\n    y"
+def test_finding_prints_as_file_line_col_message_with_indented_detail() -> None:
+    assert str(Finding("a.jsonnet", 3, "bad", col=7)) == "a.jsonnet:3:7: bad"
+    assert str(Finding("a", 1, "m", ("x", "y"))) == "a:1:1: m\n    x\n    y"
+    assert str(Finding("a", 0, "whole path")) == "a: whole path"
 
 
 def test_locate_finds_the_first_needle_that_appears() -> None:
     text = "{\n  run: [\n    { id: 'x' },\n  ],\n}\n"
-    assert _locate(text, ["'x'"]) == 3
-    assert _locate(text, ["missing", "run:"]) == 2
-    assert _locate(text, ["missing"]) == 1
+    assert _locate(text, ["'x'"]) == (3, 11)
+    assert _locate(text, ["missing", "run:"]) == (2, 3)
+    assert _locate(text, ["missing"]) == (1, 1)
 
 
 def test_files_importing_the_packaged_library_lint_clean_without_a_lib_dir(
