@@ -50,12 +50,25 @@ def register(sub: Any) -> None:
     p.add_argument("path", help="pattern file or directory")
     p.set_defaults(handler="agent.cli.pattern_tools:cmd_test")
 
-    p = sub.add_parser("lint", help="lint Jsonnet patterns and their scripts")
+    p = sub.add_parser(
+        "lint",
+        help="lint Jsonnet patterns and their scripts",
+        description="Check every .jsonnet and .libsonnet file under PATH: syntax and render "
+        "errors, missing imports, pattern and command validation, scripts through lint.linters "
+        "(default shellcheck) and, with -f, jsonnetfmt formatting. Findings print as "
+        "path:LINE:COL: message; exit 1 when there are any.",
+    )
     p.add_argument("-f", dest="check_format", action="store_true", help="check formatting")
     p.add_argument("path", help="file or directory")
     p.set_defaults(handler="agent.cli.pattern_tools:cmd_lint")
 
-    p = sub.add_parser("init", help="scaffold lib/, patterns/ and the standard library")
+    p = sub.add_parser(
+        "init",
+        help="scaffold lib/, patterns/ and the standard library",
+        description="Create lib/ and patterns/ in DIRECTORY when missing, always rewrite the "
+        "standard library lib/etcha/ from this agent's copy, and write README.md and "
+        "patterns/motd.jsonnet only when absent.",
+    )
     p.add_argument("directory", nargs="?", default=".", help="directory (default .)")
     p.set_defaults(handler="agent.cli.pattern_tools:cmd_init")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from agent import __version__
 from agent.cli.common import load_config_for
 from agent.core.errors import UsageError
+from agent.core.logs import error_line
 from agent.tools.lint import lint_path
 from agent.tools.report import log_command_output
 from agent.tools.scaffold import init_project
@@ -80,7 +81,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     print(report.summary())
     if not report.ok:
         n = len(report.failures)
-        print(f"ERROR: test failure: {n} command{'' if n == 1 else 's'} failed", file=sys.stderr)
+        msg = f"test failure: {n} command{'' if n == 1 else 's'} failed"
+        print(error_line(msg, getattr(args, "log_format", None) or "human"), file=sys.stderr)
         return 1
     return 0
 
@@ -108,7 +110,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
     print(report.summary())
     if not report.ok:
         n = len(report.findings)
-        print(f"ERROR: lint failure: {n} finding{'' if n == 1 else 's'}", file=sys.stderr)
+        msg = f"lint failure: {n} finding{'' if n == 1 else 's'}"
+        print(error_line(msg, getattr(args, "log_format", None) or "human"), file=sys.stderr)
         return 1
     return 0
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent.core.durations import format_duration_short
 from agent.core.errors import AgentError
 from agent.daemon.runner import RefusedUnderLock, Runner, RunRequest, empty_result
 from agent.trust.gate import Context
@@ -143,10 +144,15 @@ class Ingress:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            logger.error("Push for %s timed out after %ss (run.timeoutPush)", source, timeout)
+            logger.error(
+                "Push for %s timed out after %s (run.timeoutPush)",
+                source,
+                format_duration_short(timeout or 0),
+            )
             return Ran(
                 empty_result(
-                    f"push for {source}: expected to finish within run.timeoutPush {timeout}s, "
+                    f"push for {source}: expected to finish within run.timeoutPush "
+                    f"{format_duration_short(timeout or 0)}, "
                     "got a timeout"
                 )
             )

@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agent.core.durations import format_duration_short
 from agent.daemon import sdnotify
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def sync_jobs(
             max_instances=1,
             misfire_grace_time=max(1, int(freq)),
         )
-        logger.info("Source %s: running every %ss", name, freq)
+        logger.info("Source %s: running every %s", name, format_duration_short(freq))
 
 
 async def start_delay(config: Config, stop_event: asyncio.Event | None) -> None:

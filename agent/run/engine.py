@@ -41,6 +41,7 @@ from typing import Protocol
 
 from agent.core.durations import format_duration
 from agent.core.errors import CommandError
+from agent.core.logs import fields
 from agent.run import shell
 from agent.run.diff import diff, has_work
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
@@ -359,7 +360,13 @@ class _Run:
         duration = format_duration(res.duration)
         if reason is not None:
             verb = "removing" if remove else "changing"
-            logger.warning("Failed %s %s [%s]", verb, idstar, duration)
+            logger.error(
+                "Failed %s %s [%s]",
+                verb,
+                idstar,
+                duration,
+                extra=fields(id=idstar, duration=res.duration, error=reason),
+            )
             return out, CommandError(f"error {verb} id {idstar}: {reason}: {text}")
         logger.info("%s [%s]", done, duration)
         return out, None
