@@ -43,8 +43,8 @@ def _register_push(sub: Any) -> None:
         "Each target's result prints as soon as that target finishes (with the global -f json, "
         "one JSON object per line), and a recap line ends the output: "
         "`5 targets: 2 changed, 1 unchanged, 1 failed, 1 unreachable`. A target that gives no "
-        "HTTP answer (refused, timed out, TLS not trusted) is UNREACHABLE; one that answers "
-        "with an error is failed. "
+        "HTTP answer (refused, timed out) is UNREACHABLE; one that answers with an error, or "
+        "whose certificate is not trusted, is failed. "
         "Exit codes: 0 when no target failed or was unreachable; 1 when any did; 2 with "
         "--detailed-exitcode when none failed but something changed (or, with -c, would "
         "change); 2 is also a usage error, as for every command.",

@@ -259,11 +259,13 @@ def _send(
             max_bytes=MAX_RESPONSE_BYTES,
             fingerprint=target.fingerprint,
         )
-    except FingerprintMismatch as exc:
-        return _unreachable(target, fingerprint_mismatch_message(target, exc.expected, exc.got))
+    except FingerprintMismatch as exc:  # reached, but not trusted: a failure, not unreachable
+        return PushOutcome(
+            target.name, error=fingerprint_mismatch_message(target, exc.expected, exc.got)
+        )
     except TLSVerifyError as exc:
         reason = "error performing request: " + tls_failure_message(target, exc.reason)
-        return _unreachable(target, reason)
+        return PushOutcome(target.name, error=reason)
     except RequestTimeout:
         return _unreachable(
             target,
@@ -402,8 +404,7 @@ class _PushRun:
         self.done += 1
         self._clear_progress()  # the result line replaces the progress line, which follows it
         self.printer.emit(outcome)
-        if self.done < self.total:
-            self._show_progress()
+        self._show_progress()
 
     async def _one(
         self, target: PushTarget, semaphore: asyncio.Semaphore, pool: ThreadPoolExecutor

@@ -6,9 +6,10 @@ Each target ends in one status, counted by the recap (Ansible's ``PLAY RECAP`` i
   would);
 - ``unchanged``: a Result without ``err`` and without changes;
 - ``failed``: the target answered with an error (a Result with ``err``, 404, 429, an undecodable
-  body), or its pattern could not be built or signed;
-- ``unreachable``: no HTTP answer: refused, timed out (``UNREACHABLE: timed out after 2m``), TLS
-  not trusted, or another certificate than the pinned one;
+  body), its certificate was not trusted (or not the pinned one), or its pattern could not be
+  built or signed;
+- ``unreachable``: no connection or no HTTP answer: refused, reset, unknown host, or timed out
+  (``UNREACHABLE: timed out after 2m …``);
 - ``skipped``: not pushed, because an earlier ``--serial`` batch failed.
 
 Exit codes (:func:`exit_code`): 0 when nothing failed, 1 when a target failed or was
