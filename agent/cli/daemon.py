@@ -42,7 +42,16 @@ def _register_push(sub: Any) -> None:
         help="build, sign and push a pattern or command to targets",
         description="Pushes to every config target whose sourcePatterns lists SOURCE (or to -h). "
         "A value ending in .jsonnet is a pattern path; anything else is a command run with "
-        "always: true. Use -h http://HOST for a daemon with run.tlsDisable.",
+        "always: true. Use -h http://HOST for a daemon with run.tlsDisable. "
+        "Each target's result prints as soon as that target finishes (with the global flag, "
+        "`agent -f json push …`, one JSON object per line; push's own -f is the parent-id "
+        "filter), and a recap line ends the output: "
+        "`5 targets: 2 changed, 1 unchanged, 1 failed, 1 unreachable`. A target that gives no "
+        "HTTP answer (refused, timed out) is UNREACHABLE; one that answers with an error, or "
+        "whose certificate is not trusted, is failed. "
+        "Exit codes: 0 when no target failed or was unreachable; 1 when any did; 2 with "
+        "--detailed-exitcode when none failed but something changed (or, with -c, would "
+        "change); 2 is also a usage error, as for every command.",
         add_help=False,  # -h is the host, as in Etcha
     )
     p.add_argument("--help", action="help", help="show this help message and exit")
@@ -70,6 +79,7 @@ def _register_push(sub: Any) -> None:
         help="pin the target's certificate (as `agent fingerprint` prints it on the target); "
         "no CA or tlsSkipVerify needed",
     )
+    _push_fleet_flags(p)
     p.add_argument("source", help="source name on the targets")
     p.add_argument(
         "words",
@@ -78,6 +88,52 @@ def _register_push(sub: Any) -> None:
         help="pattern path, or a command (the rest of the line)",
     )
     p.set_defaults(handler="agent.cli.push_cmds:cmd_push")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _push_fleet_flags(p: argparse.ArgumentParser) -> None:
+    """``push``: the per-target timeout, concurrency, batches and exit codes."""
+    p.add_argument(
+        "--timeout",
+        dest="timeout",
+        default=None,
+        metavar="DURATION",
+        help="time limit per target: connect, TLS handshake and answer (default "
+        "build.pushTimeout, 2m; 0 = none); a target that hits it is UNREACHABLE",
+    )
+    p.add_argument(
+        "--forks",
+        "-j",
+        dest="forks",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="push to N targets at once (default build.pushMaxWorkers)",
+    )
+    p.add_argument(
+        "--serial",
+        dest="serial",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="push in batches of N targets, in name order, and stop after a batch with a "
+        "failed or unreachable target; the rest are reported as skipped",
+    )
+    p.add_argument(
+        "--detailed-exitcode",
+        dest="detailed_exitcode",
+        action="store_true",
+        help="exit 2 when no target failed but something changed (or would change with -c)",
+    )
 
 
 def _register_fingerprint(sub: Any) -> None:

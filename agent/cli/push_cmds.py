@@ -10,33 +10,53 @@ import os
 import sys
 
 from agent.cli.common import load_config_for
+from agent.core.durations import parse_duration
+from agent.core.errors import ConfigError, UsageError
 from agent.net.tlsutil import listener_fingerprint
-from agent.tools.push import run_push_cli
+from agent.tools.push import PushOptions, run_push_cli
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """``agent push [-c] [-f f] [-h host] [-p port] [-n re] [-u path] [--fingerprint fp] <source>
-    [pattern|cmd]``."""
+    """``agent push [-c] [-f f] [-h host] [-p port] [-n re] [-u path] [--fingerprint fp]
+    [--timeout d] [--forks n] [--serial n] [--detailed-exitcode] <source> [pattern|cmd]``."""
     config = load_config_for(args)
     no_color = bool(getattr(args, "no_color", False)) or bool(
         getattr(getattr(config, "cli", None), "no_color", False)
     )
     color = not no_color and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    options = PushOptions(
+        check=bool(args.check),
+        parent_filter=args.filter or "",
+        timeout=_timeout(getattr(args, "timeout", None)),
+        forks=getattr(args, "forks", None),
+        serial=getattr(args, "serial", None),
+        json_output=(getattr(args, "log_format", None) or config.cli.log_format) == "json",
+        detailed_exitcode=bool(getattr(args, "detailed_exitcode", False)),
+        color=color,
+    )
     return run_push_cli(
         config,
         args.source,
         list(args.words or ()),
-        check=bool(args.check),
-        parent_filter=args.filter or "",
+        options=options,
         host=args.host,
         port=args.port,
         path=args.path,
         target_filter=args.target_filter,
         fingerprint=args.fingerprint,
         progress=sys.stderr if sys.stderr.isatty() else None,
-        color=color,
         disable_external=bool(getattr(args, "disable_external", False)),
     )
+
+
+def _timeout(text: str | None) -> float | None:
+    """``--timeout``: seconds (None = build.pushTimeout)."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text, name="--timeout")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:

@@ -59,6 +59,7 @@ BUILD = (
         "Targets pushed to at the same time.",
         default_doc="number of CPUs",
     ),
+    Field("pushTimeout", "duration", "2m", "Time limit per target of `agent push` (--timeout)."),
     Field("pushTokenExpiresIn", "duration", "5m", "Lifetime of the JWTs `agent push` signs."),
     Field("signingCommands", "commands", [], "Commands whose `jwt` event signs (wins over keys)."),
     Field("signingExec", "exec", None, "Exec for signingCommands (overrides `exec`)."),

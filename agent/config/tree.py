@@ -34,6 +34,7 @@ class BuildConfig:
     ca_file: str
     push_domain_suffix: str
     push_max_workers: int
+    push_timeout: float
     push_token_expires_in: float
     signing_commands: tuple[Command, ...]
     signing_exec: Exec | None

@@ -11,10 +11,13 @@ Flow (reference etcha-run.md §6.6 with SPEC 14 fixes):
    once per distinct set of target ``vars`` (they are laid over the runVars). Every signed push
    token gets a random ``jti`` and an ``exp`` of ``build.pushTokenExpiresIn`` (default 5m; a
    shorter pattern ``expiresIn`` wins), for the receiver's replay protection; Etcha ignores both.
-4. At most ``build.pushMaxWorkers`` targets are pushed at once. Check mode and the parent-id filter
-   travel as ``?check=true&filter=…``.
-5. Output: for each target, in name order, a ``<target>:`` line and 4-space-indented lines. Exit 1
-   when any target failed.
+4. At most ``--forks`` (``build.pushMaxWorkers``) targets are pushed at once; ``--serial N``
+   pushes in batches of N and stops after a batch with a failure. ``--timeout``
+   (``build.pushTimeout``, 2m) bounds each target's request: connect, TLS handshake and answer.
+   Check mode and the parent-id filter travel as ``?check=true&filter=…``.
+5. Output (:mod:`agent.tools.push_output`): each target's ``<target>:`` line and 4-space-indented
+   lines (or one JSON object) as soon as that target finishes, then a recap line. Exit 1 when any
+   target failed or was unreachable; 2 with ``--detailed-exitcode`` when something changed.
 
 TLS verification is on by default; ``build.tlsSkipVerify`` or ``httpClient.tlsSkipVerify`` turn it
 off; ``httpClient.caFile`` (or ``build.caFile``) adds a CA; ``httpClient.noSystemCA`` drops the
@@ -43,13 +46,22 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent import __version__
-from agent.config.schema import Config
+from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
 from agent.jws.tokens import etcha_claims
-from agent.net.http import HTTPClient, RequestError, TLSVerifyError
+from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
 from agent.pattern.load import LoadedPattern, load_from_disk, load_from_text
 from agent.tools.build import collect_build, sign_claims
+from agent.tools.push_output import (
+    PushOutcome,
+    Recap,
+    exit_code,
+    format_outcome,
+    outcome_from_response,
+    outcome_json,
+    outcome_status,
+)
 from agent.tools.push_targets import (
     DEFAULT_PORT,
     DEFAULT_PUSH_PATH,
@@ -62,6 +74,7 @@ __all__ = [
     "AD_HOC_ID",
     "DEFAULT_PORT",
     "DEFAULT_PUSH_PATH",
+    "PushOptions",
     "PushOutcome",
     "PushTarget",
     "ad_hoc_pattern_text",
@@ -69,6 +82,7 @@ __all__ = [
     "client_options",
     "fingerprint_mismatch_message",
     "format_outcome",
+    "no_targets_message",
     "outcome_from_response",
     "push",
     "push_expires_in",
@@ -82,116 +96,6 @@ logger = logging.getLogger(__name__)
 AD_HOC_ID = "etcha push"
 #: The largest push response read (a Result with its change outputs).
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class PushOutcome:
-    """What one target answered.
-
-    Attributes:
-        target: the target name.
-        error: "" on success, else the reason (already worded for the user).
-        has_result: whether a Result was received (so the ID lines are meaningful).
-        changed_ids: ids changed (or, in check mode, that would change).
-        changed_outputs: change outputs (command mode prints these).
-        removed_ids: ids removed (or that would be removed).
-    """
-
-    target: str
-    error: str = ""
-    has_result: bool = False
-    changed_ids: tuple[str, ...] = ()
-    changed_outputs: tuple[str, ...] = ()
-    removed_ids: tuple[str, ...] = ()
-
-
-def _text_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        return ()
-    return tuple(str(v) for v in value)
-
-
-def outcome_from_response(target: str, status: int, body: bytes) -> PushOutcome:
-    """Interpret a push response (reference §6.6, SPEC 20).
-
-    Args:
-        target: the target name.
-        status: the HTTP status.
-        body: the response body.
-
-    Returns:
-        The outcome; ``error`` set for 404, 429, undecodable bodies and Results with ``err``.
-    """
-    if status == 404:
-        return PushOutcome(target, error="push didn't match any sources")
-    if status == 429:
-        return PushOutcome(target, error="push destination is rate limiting")
-    if status == 304:
-        return PushOutcome(target, has_result=True)
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        text = body.decode("utf-8", errors="replace").strip().splitlines()
-        detail = f" {text[0][:200]}" if text else ""
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        return PushOutcome(target, error=f"error decoding response: HTTP {status}{detail} ({why})")
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        return PushOutcome(
-            target, error=f"error decoding response (HTTP {status}): expected a JSON object"
-        )
-    err = str(doc.get("err") or "")
-    if not err and status >= 300:
-        err = f"bad response from server: {status}"
-    return PushOutcome(
-        target,
-        error=err,
-        has_result=True,
-        changed_ids=_text_list(doc.get("changedIDs")),
-        changed_outputs=_text_list(doc.get("changedOutputs")),
-        removed_ids=_text_list(doc.get("removedIDs")),
-    )
-
-
-def format_outcome(outcome: PushOutcome, *, check: bool, command_mode: bool, color: bool) -> str:
-    """Render one target's block: ``<target>:`` then 4-space-indented lines.
-
-    Args:
-        outcome: the target's outcome.
-        check: the push was in check mode (``Would change``/``Would remove``).
-        command_mode: an ad-hoc command was pushed (print its change outputs).
-        color: wrap ``ERROR:`` lines in red.
-
-    Returns:
-        The block, without a trailing newline.
-    """
-    lines: list[str] = []
-    if outcome.error:
-        err = f"ERROR: {outcome.error}"
-        lines.append(f"\033[31m{err}\033[0m" if color else err)
-    if outcome.has_result:
-        if command_mode and not check:
-            lines.extend(outcome.changed_outputs)
-        elif not outcome.changed_ids and not outcome.removed_ids:
-            lines.append("No changes")
-        else:
-            change_word, remove_word = (
-                ("Would change", "Would remove")
-                if check
-                else (
-                    "Changed",
-                    "Removed",
-                )
-            )
-            if outcome.changed_ids:
-                n = len(outcome.changed_ids)
-                lines.append(f"{change_word} {n}: {', '.join(outcome.changed_ids)}")
-            if outcome.removed_ids:
-                n = len(outcome.removed_ids)
-                lines.append(f"{remove_word} {n}: {', '.join(outcome.removed_ids)}")
-    body = "".join("\n    " + line.replace("\n", "\n    ") for line in lines)
-    return f"{outcome.target}:{body}"
 
 
 def ad_hoc_pattern_text(command: str) -> str:
@@ -334,10 +238,17 @@ def fingerprint_mismatch_message(target: PushTarget, expected: bytes, got: bytes
     )
 
 
+def _unreachable(target: PushTarget, reason: str) -> PushOutcome:
+    return PushOutcome(target.name, error=reason, unreachable=True)
+
+
 def _send(
     client: HTTPClient, target: PushTarget, url: str, token: str, *, timeout: float | None
 ) -> PushOutcome:
-    """POST one token (in a worker thread) and interpret the answer."""
+    """POST one token (in a worker thread) and interpret the answer.
+
+    ``timeout`` bounds the whole exchange: connect, TLS handshake, request and response.
+    """
     try:
         resp = client.request(
             url,
@@ -348,79 +259,160 @@ def _send(
             max_bytes=MAX_RESPONSE_BYTES,
             fingerprint=target.fingerprint,
         )
-    except FingerprintMismatch as exc:
+    except FingerprintMismatch as exc:  # reached, but not trusted: a failure, not unreachable
         return PushOutcome(
             target.name, error=fingerprint_mismatch_message(target, exc.expected, exc.got)
         )
     except TLSVerifyError as exc:
-        return PushOutcome(
-            target.name,
-            error="error performing request: " + tls_failure_message(target, exc.reason),
+        reason = "error performing request: " + tls_failure_message(target, exc.reason)
+        return PushOutcome(target.name, error=reason)
+    except RequestTimeout:
+        return _unreachable(
+            target,
+            f"timed out after {format_go_duration(timeout or 0)} waiting for "
+            f"{target.hostname}:{target.port} (connect, TLS handshake and answer; --timeout "
+            "or build.pushTimeout)",
         )
     except RequestError as exc:
-        return PushOutcome(target.name, error=f"error performing request: {exc}")
+        return _unreachable(target, f"error performing request: {exc}")
     return outcome_from_response(target.name, resp.status, resp.body)
+
+
+@dataclass(frozen=True, slots=True)
+class PushOptions:
+    """How a push runs and reports (the ``push`` flags).
+
+    Attributes:
+        check: ``-c``: check mode on the targets.
+        parent_filter: ``-f``: parent-id filter regex.
+        timeout: ``--timeout`` seconds per target (None = ``build.pushTimeout``; 0 = no limit).
+        forks: ``--forks``/``-j``: targets at once (None = ``build.pushMaxWorkers``).
+        serial: ``--serial``: batch size; stop after a batch with a failure (None = one batch).
+        json_output: one JSON object per target, then the recap object (``-f json``).
+        detailed_exitcode: exit 2 when nothing failed but something changed.
+        color: colour the ``ERROR:``/``UNREACHABLE:`` lines.
+    """
+
+    check: bool = False
+    parent_filter: str = ""
+    timeout: float | None = None
+    forks: int | None = None
+    serial: int | None = None
+    json_output: bool = False
+    detailed_exitcode: bool = False
+    color: bool = False
+
+
+class _Printer:
+    """Prints each outcome as it arrives (a block, or a JSON line) and counts it for the recap."""
+
+    def __init__(self, out: TextIO, specs: Mapping[str, str], options: PushOptions) -> None:
+        self.out = out
+        self.specs = specs
+        self.options = options
+        self.recap = Recap()
+
+    def emit(self, outcome: PushOutcome) -> None:
+        self.recap.add(outcome)
+        opts = self.options
+        if opts.json_output:
+            text = json.dumps(outcome_json(outcome, check=opts.check), ensure_ascii=False)
+        else:
+            command_mode = not self.specs.get(outcome.target, "").endswith(".jsonnet")
+            text = format_outcome(
+                outcome, check=opts.check, command_mode=command_mode, color=opts.color
+            )
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self.options.json_output:
+            self.out.write(json.dumps(self.recap.as_json()) + "\n")
+        else:
+            self.out.write(self.recap.line() + "\n")
+        self.out.flush()
 
 
 class _PushRun:
     """One push to many targets: signs once per distinct (spec, vars), sends with bounded workers.
 
-    At most ``build.pushMaxWorkers`` targets are worked on at once (signing and sending); the
-    requests run on a thread pool of that size, so the event loop only coordinates.
+    At most ``--forks`` (``build.pushMaxWorkers``) targets are worked on at once (signing and
+    sending); the requests run on a thread pool of that size, so the event loop only coordinates
+    and prints each target's result as soon as it is known. With ``--serial N`` the targets go in
+    batches of N, in name order, and a batch with a failed or unreachable target ends the push:
+    the rest are reported as skipped.
     """
 
     def __init__(
         self,
         config: Config,
         source: str,
-        specs: Mapping[str, str],
         built: Mapping[str, tuple[_Built, bool]],
-        *,
-        query: tuple[bool, str],
+        printer: _Printer,
         progress: TextIO | None,
     ) -> None:
         self.config = config
         self.source = source
-        self.specs = specs
+        self.specs = printer.specs
         self.built = built
-        self.check, self.parent_filter = query
+        self.printer = printer
+        self.options = options = printer.options
         self.progress = progress
         self.client = HTTPClient(client_options(config))
-        self.workers = max(1, config.build.push_max_workers or (os.cpu_count() or 1))
-        # The server bounds a run by its run.timeoutPush; allow the same (our config's) + slack.
-        self.timeout = config.run.timeout_push + 30.0 if config.run.timeout_push else None
+        self.workers = max(1, options.forks or config.build.push_max_workers or _cpus())
+        timeout = config.build.push_timeout if options.timeout is None else options.timeout
+        self.timeout = timeout if timeout > 0 else None
         self.tokens: dict[tuple[str, str], str] = {}
         self.token_lock = asyncio.Lock()
-        self.outcomes: dict[str, PushOutcome] = {}
         self.done = 0
         self.total = 0
 
-    async def all(self, targets: Sequence[PushTarget]) -> dict[str, PushOutcome]:
-        """Push to every target; the outcomes by target name."""
+    async def all(self, targets: Sequence[PushTarget]) -> None:
+        """Push to every target, printing each outcome as it arrives."""
         self.total = len(targets)
         for pinned in sorted({bool(t.fingerprint) for t in targets if t.scheme == "https"}):
             self.client.context(pinned=pinned)  # a bad caFile fails here, before any request
+        size = self.options.serial or len(targets)
+        batches = [targets[i : i + size] for i in range(0, len(targets), size)]
         semaphore = asyncio.Semaphore(self.workers)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="push") as pool:
             self._show_progress()
-            await asyncio.gather(*(self._one(t, semaphore, pool) for t in targets))
-        if self.progress is not None and self.total > 1:
-            self.progress.write("\r\033[K")
-            self.progress.flush()
-        return self.outcomes
+            for number, batch in enumerate(batches, start=1):
+                results = await asyncio.gather(*(self._one(t, semaphore, pool) for t in batch))
+                if any(outcome_status(o) in ("failed", "unreachable") for o in results):
+                    self._skip(batches[number:], number, size)
+                    break
+        self._clear_progress()
+
+    def _skip(self, batches: Sequence[Sequence[PushTarget]], number: int, size: int) -> None:
+        reason = f"not pushed: batch {number} of --serial {size} had a failure"
+        for batch in batches:
+            for target in batch:
+                self._report(PushOutcome(target.name, error=reason, skipped=True))
 
     def _show_progress(self) -> None:
         if self.progress is not None and self.total > 1:
             self.progress.write(f"\rPushing to {self.total} targets: {self.done}/{self.total} done")
             self.progress.flush()
 
+    def _clear_progress(self) -> None:
+        if self.progress is not None and self.total > 1:
+            self.progress.write("\r\033[K")
+            self.progress.flush()
+
+    def _report(self, outcome: PushOutcome) -> None:
+        self.done += 1
+        self._clear_progress()  # the result line replaces the progress line, which follows it
+        self.printer.emit(outcome)
+        self._show_progress()
+
     async def _one(
         self, target: PushTarget, semaphore: asyncio.Semaphore, pool: ThreadPoolExecutor
-    ) -> None:
+    ) -> PushOutcome:
         async with semaphore:
-            self.outcomes[target.name] = await self._outcome(target, pool)
-            self.done += 1
-            self._show_progress()
+            outcome = await self._outcome(target, pool)
+        self._report(outcome)
+        return outcome
 
     async def _outcome(self, target: PushTarget, pool: ThreadPoolExecutor) -> PushOutcome:
         spec = self.specs[target.name]
@@ -436,12 +428,17 @@ class _PushRun:
                     self.tokens[key] = await _sign(built, target, config=self.config)
             except AgentError as exc:
                 return PushOutcome(target.name, error=str(exc))
-        url = target.url(self.source, check=self.check, parent_filter=self.parent_filter)
+        opts = self.options
+        url = target.url(self.source, check=opts.check, parent_filter=opts.parent_filter)
         logger.debug("Pushing %s to %s", self.source, url)
         send = functools.partial(
             _send, self.client, target, url, self.tokens[key], timeout=self.timeout
         )
         return await asyncio.get_running_loop().run_in_executor(pool, send)
+
+
+def _cpus() -> int:
+    return os.cpu_count() or 1
 
 
 async def push(
@@ -461,6 +458,7 @@ async def push(
     color: bool = False,
     disable_external: bool = False,
     cwd: Path | None = None,
+    options: PushOptions | None = None,
 ) -> int:
     """Push ``spec`` (pattern path or command) for ``source`` to the selected targets.
 
@@ -468,32 +466,26 @@ async def push(
         config: the loaded config.
         source: the source name on the targets.
         spec: a ``*.jsonnet`` pattern path or an ad-hoc command ("" = use ``sourcePatterns``).
-        check: ``-c``: check mode on the targets.
-        parent_filter: ``-f``: parent-id filter regex.
+        check, parent_filter, color: shorthands for the same :class:`PushOptions` fields.
         host, port, path, target_filter, fingerprint: ``-h``, ``-p``, ``-u``, ``-n`` and
             ``--fingerprint`` (see :func:`agent.tools.push_targets.select_targets`).
         out, progress: results (stdout by default); a progress line for several targets.
-        color: colour ``ERROR:`` lines.
         disable_external, cwd: no external natives; where relative pattern paths start.
+        options: timeout, forks, serial, output format and exit codes (wins over the shorthands).
 
     Returns:
-        0 when every target succeeded, else 1.
+        The exit code (:func:`agent.tools.push_output.exit_code`).
 
     Raises:
         UsageError: bad ``-f``/``-n`` regex or ``--fingerprint``, or no target matches.
         ConfigError: ``httpClient.caFile`` cannot be loaded.
     """
-    _check_regex("-f", parent_filter)
-    targets = select_targets(
-        config,
-        source,
-        host=host,
-        port=port,
-        path=path,
-        target_filter=target_filter,
-        fingerprint=fingerprint,
-    )
-    _need_targets(targets, source, target_filter)
+    opts = options or PushOptions(check=check, parent_filter=parent_filter, color=color)
+    _check_regex("-f", opts.parent_filter)
+    selection = {"host": host, "port": port, "path": path, "fingerprint": fingerprint}
+    targets = select_targets(config, source, target_filter=target_filter, **selection)
+    if not targets:
+        raise UsageError(no_targets_message(config, source, spec, target_filter))
     # Build once per distinct pattern spec (SPEC 14), then sign per distinct target vars.
     specs = {t.name: (t.pattern or spec) for t in targets}
     built: dict[str, tuple[_Built, bool]] = {}
@@ -501,17 +493,47 @@ async def push(
         built[s] = await _build(
             s, config=config, cwd=cwd or Path.cwd(), disable_external=disable_external
         )
-    run = _PushRun(config, source, specs, built, query=(check, parent_filter), progress=progress)
-    outcomes = await run.all(targets)
-    return _write_outcomes(targets, outcomes, specs, out or sys.stdout, check=check, color=color)
+    printer = _Printer(out or sys.stdout, specs, opts)
+    await _PushRun(config, source, built, printer, progress).all(targets)
+    printer.finish()
+    return exit_code(printer.recap, detailed=opts.detailed_exitcode)
 
 
-def _need_targets(targets: Sequence[PushTarget], source: str, target_filter: str | None) -> None:
-    if not targets:
-        raise UsageError(
-            f"push: expected at least one target with sourcePatterns for {source!r}, got none"
-            + (f" matching {target_filter!r}" if target_filter else "")
+def no_targets_message(config: Config, source: str, spec: str, target_filter: str | None) -> str:
+    """The error for a push without targets: the config snippet to add, or ``-h HOST``.
+
+    Args:
+        config: the loaded config.
+        source: the source name.
+        spec: the pattern path or command given ("" = none).
+        target_filter: ``-n`` ("" or None = none).
+
+    Returns:
+        With a filter that hid every target, the names it could have matched; else a
+        ``targets`` block for the config and the ``-h HOST`` alternative.
+    """
+    if target_filter:
+        names = [t.name for t in select_targets(config, source)]
+        if names:
+            return (
+                f"push: expected a target for {source!r} matching -n {target_filter!r}, got "
+                f"none (targets for {source!r}: {', '.join(names)})"
+            )
+    pattern = spec if spec.endswith(".jsonnet") else ""
+    target = {"hostname": "web1.example.com", "sourcePatterns": {source: pattern}}
+    snippet = json.dumps({"targets": {"web1": target}})
+    arg = f" {spec}" if spec else " PATTERN.jsonnet"
+    return (
+        f"push: expected at least one target with sourcePatterns for {source!r}, got none. "
+        f"Add one to the config:\n  {snippet[1:-1]},\n"
+        + (
+            "  (an empty sourcePatterns value pushes the pattern or command given on the "
+            "command line)\n"
+            if not pattern
+            else ""
         )
+        + f"or push to one host: agent push -h HOST {source}{arg}"
+    )
 
 
 def _check_regex(flag: str, pattern: str) -> None:
@@ -521,28 +543,6 @@ def _check_regex(flag: str, pattern: str) -> None:
         re.compile(pattern)
     except re.error as exc:
         raise UsageError(f"{flag}: expected a regular expression, got {pattern!r}: {exc}") from exc
-
-
-def _write_outcomes(
-    targets: Sequence[PushTarget],
-    outcomes: Mapping[str, PushOutcome],
-    specs: Mapping[str, str],
-    out: TextIO,
-    *,
-    check: bool,
-    color: bool,
-) -> int:
-    """Print each target's block in name order; 1 when any target failed, else 0."""
-    failed = False
-    for target in targets:
-        outcome = outcomes[target.name]
-        failed = failed or bool(outcome.error)
-        command_mode = not specs[target.name].endswith(".jsonnet")
-        out.write(
-            format_outcome(outcome, check=check, command_mode=command_mode, color=color) + "\n"
-        )
-    out.flush()
-    return 1 if failed else 0
 
 
 def run_push_cli(

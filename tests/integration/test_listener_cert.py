@@ -26,6 +26,10 @@ _LOGGED = re.compile(
 )
 
 
+#: The recap line of a push to one target that changed something.
+RECAP1 = "1 target: 1 changed, 0 unchanged, 0 failed, 0 unreachable\n"
+
+
 def server_config(tmp: Path, port: int) -> Path:
     """A host with TLS on (no certificate configured) and one push source."""
     return listener_config(tmp, port, {"core": {"allowPush": True}}, tls=True)
@@ -104,11 +108,11 @@ def test_push_with_the_fingerprint_works_without_ca_or_skip_verify(
     port, fingerprint = host
     args = ("-h", "127.0.0.1", "-p", str(port), "--fingerprint", fingerprint, "core")
     proc = push(tmp_path, SIGNING, *args, "echo pinned")
-    assert (proc.returncode, proc.stdout) == (0, "127.0.0.1:\n    pinned\n"), proc.stderr
+    assert (proc.returncode, proc.stdout) == (0, "127.0.0.1:\n    pinned\n" + RECAP1), proc.stderr
     target = {"hostname": "127.0.0.1", "port": port, "fingerprint": fingerprint}
     client = {**SIGNING, "targets": {"h1": {**target, "sourcePatterns": {"core": ""}}}}
     proc = push(tmp_path, client, "core", "echo from-config")
-    assert (proc.returncode, proc.stdout) == (0, "h1:\n    from-config\n"), proc.stderr
+    assert (proc.returncode, proc.stdout) == (0, "h1:\n    from-config\n" + RECAP1), proc.stderr
 
 
 def test_push_with_a_wrong_fingerprint_names_expected_and_got(
@@ -157,7 +161,7 @@ def test_etcha_push_targets_and_push_tls_skip_verify_route_a_push(
         }
     }
     proc = push(tmp_path, client, "core", "echo old-form")
-    assert (proc.returncode, proc.stdout) == (0, "web:\n    old-form\n"), proc.stderr
+    assert (proc.returncode, proc.stdout) == (0, "web:\n    old-form\n" + RECAP1), proc.stderr
     assert '"build.pushTLSSkipVerify"' in proc.stderr and "old name" in proc.stderr
     assert '"build.pushTargets"' in proc.stderr
 

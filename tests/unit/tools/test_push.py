@@ -217,9 +217,11 @@ def test_build_runs_once_per_push_and_target_vars_are_signed(tmp_path: Path) -> 
     code, text = asyncio.run(go())
     assert code == 0
     assert build_log.read_text().splitlines() == ["built"]
-    assert text == (
-        "t1:\n    Changed 2: a, b\nt2:\n    Changed 2: a, b\nt3:\n    Changed 2: a, b\n"
-    )
+    # Each target prints when it finishes (in any order), then the recap.
+    lines = text.splitlines()
+    blocks = sorted("\n".join(lines[i : i + 2]) for i in range(0, len(lines) - 1, 2))
+    assert blocks == [f"{name}:\n    Changed 2: a, b" for name in ("t1", "t2", "t3")]
+    assert lines[-1] == "3 targets: 3 changed, 0 unchanged, 0 failed, 0 unreachable"
     for name, records in seen.items():
         assert len(records) == 1
         assert records[0]["path"] == "/etcha/v1/push/core"
@@ -256,16 +258,14 @@ def test_check_filter_failures_and_exit_code(tmp_path: Path) -> None:
 
     code, text = asyncio.run(go())
     assert code == 1
-    lines = text.splitlines()
-    assert lines[:4] == [
-        "a-ok:",
-        "    Would change 1: x",
-        "    Would remove 1: y",
-        "b-404:",
-    ]
-    assert lines[4] == "    ERROR: push didn't match any sources"
-    assert lines[5] == "c-dead:"
-    assert lines[6].startswith("    ERROR: error performing request:")
+    blocks = text.split("\n")[:-2]  # the last line is the recap
+    heads = [i for i, line in enumerate(blocks) if not line.startswith(" ")]
+    ends = [*heads[1:], len(blocks)]
+    by_name = {blocks[i]: blocks[i + 1 : j] for i, j in zip(heads, ends, strict=True)}
+    assert by_name["a-ok:"] == ["    Would change 1: x", "    Would remove 1: y"]
+    assert by_name["b-404:"] == ["    ERROR: push didn't match any sources"]
+    assert by_name["c-dead:"][0].startswith("    UNREACHABLE: error performing request:")
+    assert text.splitlines()[-1] == "3 targets: 1 changed, 0 unchanged, 1 failed, 1 unreachable"
     assert seen_ok[0]["query"] == {"check": "true", "filter": "^core"}
     claims = decode_token(seen_ok[0]["token"]).claims
     assert claims["etchaPattern"]["files"]["/main.jsonnet"].count("echo hi") == 1
@@ -285,7 +285,10 @@ def test_command_mode_prints_the_change_outputs(tmp_path: Path) -> None:
 
     code, text = asyncio.run(go())
     assert code == 0
-    assert text == "http://127.0.0.1:\n    hello\n    world\n"
+    assert text == (
+        "http://127.0.0.1:\n    hello\n    world\n"
+        "1 target: 1 changed, 0 unchanged, 0 failed, 0 unreachable\n"
+    )
 
 
 def test_tls_is_verified_by_default_and_skip_verify_turns_it_off(tmp_path: Path) -> None:
@@ -553,7 +556,9 @@ def test_tls_verification_failure_names_the_three_fixes(tmp_path: Path) -> None:
     assert "self-signed certificate" in text
     for fix in ("httpClient.caFile", "fingerprint", "httpClient.tlsSkipVerify"):
         assert fix in text, fix
-    assert len(text.splitlines()) == 2  # the target header and one error line
+    lines = text.splitlines()  # the target header, one error line and the recap
+    assert len(lines) == 3
+    assert lines[2] == "1 target: 0 changed, 0 unchanged, 1 failed, 0 unreachable"
 
 
 # ------------------------------------------------------------------ Etcha's build.pushTargets
