@@ -62,6 +62,11 @@ def register(sub: Any) -> None:
     p.add_argument("path", help="file or directory")
     p.set_defaults(handler="agent.cli.pattern_tools:cmd_lint")
 
+    _register_lint_init(sub)
+
+
+def _register_lint_init(sub: Any) -> None:
+    """Add ``lint`` and ``init``."""
     p = sub.add_parser(
         "init",
         help="scaffold lib/, patterns/ and the standard library",

@@ -141,21 +141,21 @@ class Ingress:
         except RefusedUnderLock:
             return Refused("rollback")
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            logger.error(
-                "Push for %s timed out after %s (run.timeoutPush)",
-                source,
-                format_duration_short(timeout or 0),
-            )
-            return Ran(
-                empty_result(
-                    f"push for {source}: expected to finish within run.timeoutPush "
-                    f"{format_duration_short(timeout or 0)}, "
-                    "got a timeout"
-                )
-            )
+            return await _timed_out(source, task, timeout or 0)
+
+
+async def _timed_out(source: str, task: asyncio.Task[Result], timeout: float) -> Ran:
+    """Cancel a push run that passed ``run.timeoutPush``; the Result says so."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    shown = format_duration_short(timeout)
+    logger.error("Push for %s timed out after %s (run.timeoutPush)", source, shown)
+    return Ran(
+        empty_result(
+            f"push for {source}: expected to finish within run.timeoutPush {shown}, got a timeout"
+        )
+    )
 
 
 __all__ = ["Ingress", "PushOutcome", "Ran", "Refused", "Unavailable"]
