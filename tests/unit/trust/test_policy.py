@@ -329,6 +329,7 @@ def test_push_token_lifetime_defaults_to_five_minutes() -> None:
 def test_push_rollback_refused_with_plain_404_survives_restart_and_allow_rollback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    NOW = time.time()
     cfg = make_config(tmp_path)
     captured, newer = make_token(NOW - 600), make_token(NOW - 60)
 
@@ -359,6 +360,7 @@ def test_push_rollback_refused_with_plain_404_survives_restart_and_allow_rollbac
 
 
 def test_equal_iat_is_accepted(tmp_path: Path) -> None:
+    NOW = time.time()
     cfg = make_config(tmp_path)
 
     async def go() -> None:
@@ -372,6 +374,7 @@ def test_equal_iat_is_accepted(tmp_path: Path) -> None:
 def test_restored_token_older_than_the_mark_is_not_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    NOW = time.time()
     cfg = make_config(tmp_path)
     captured = make_token(NOW - 600)
 
@@ -390,6 +393,7 @@ def test_restored_token_older_than_the_mark_is_not_run(
 def test_pull_serving_an_older_token_is_refused_and_the_newer_pattern_stays(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    NOW = time.time()
     served = tmp_path / "served.jwt"
     marker = tmp_path / "applied"
     cfg = make_config(tmp_path, {"allowPush": False, "pullPaths": [str(served)]})
@@ -421,6 +425,7 @@ def test_pull_serving_an_older_token_is_refused_and_the_newer_pattern_stays(
 
 
 def test_push_replay_refused_new_jti_accepted_and_replay_survives_restart(tmp_path: Path) -> None:
+    NOW = time.time()
     cfg = make_config(tmp_path)
     token = make_token(NOW, jti="once", expires_in=3600)
 
@@ -436,6 +441,7 @@ def test_push_replay_refused_new_jti_accepted_and_replay_survives_restart(tmp_pa
 
 
 def test_push_require_jti_and_exp_refuse_etcha_style_tokens(tmp_path: Path) -> None:
+    NOW = time.time()
     cfg = make_config(tmp_path, run={"pushRequireJti": True, "pushRequireExp": True})
 
     async def go() -> None:
@@ -450,6 +456,7 @@ def test_push_require_jti_and_exp_refuse_etcha_style_tokens(tmp_path: Path) -> N
 def test_max_token_age_on_push_and_on_pull(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    NOW = time.time()
     served = tmp_path / "served.jwt"
     cfg = make_config(tmp_path, {"maxTokenAge": "10m", "pullPaths": [str(served)]})
 
@@ -467,6 +474,7 @@ def test_max_token_age_on_push_and_on_pull(
 
 
 def test_allowlist_and_key_windows_refuse_pushes_in_the_daemon(tmp_path: Path) -> None:
+    NOW = time.time()
     cfg = make_config(
         tmp_path,
         {"allowedKeys": ["other"], "verifyKeys": [OTHER_PUB]},
