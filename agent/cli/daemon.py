@@ -129,6 +129,9 @@ def _push_fleet_flags(p: argparse.ArgumentParser) -> None:
         "failed or unreachable target; the rest are reported as skipped",
     )
     p.add_argument(
+        "-v", dest="verbose", action="store_true", help="print each command's output under its id"
+    )
+    p.add_argument(
         "--detailed-exitcode",
         dest="detailed_exitcode",
         action="store_true",

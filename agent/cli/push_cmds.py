@@ -33,6 +33,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         json_output=(getattr(args, "log_format", None) or config.cli.log_format) == "json",
         detailed_exitcode=bool(getattr(args, "detailed_exitcode", False)),
         color=color,
+        verbose=bool(getattr(args, "verbose", False)),
     )
     return run_push_cli(
         config,

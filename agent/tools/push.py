@@ -291,6 +291,7 @@ class PushOptions:
         json_output: one JSON object per target, then the recap object (``-f json``).
         detailed_exitcode: exit 2 when nothing failed but something changed.
         color: colour the ``ERROR:``/``UNREACHABLE:`` lines.
+        verbose: ``-v``: print each command's output under its id.
     """
 
     check: bool = False
@@ -301,6 +302,7 @@ class PushOptions:
     json_output: bool = False
     detailed_exitcode: bool = False
     color: bool = False
+    verbose: bool = False
 
 
 class _Printer:
@@ -320,7 +322,11 @@ class _Printer:
         else:
             command_mode = not self.specs.get(outcome.target, "").endswith(".jsonnet")
             text = format_outcome(
-                outcome, check=opts.check, command_mode=command_mode, color=opts.color
+                outcome,
+                check=opts.check,
+                command_mode=command_mode,
+                color=opts.color,
+                verbose=opts.verbose,
             )
         self.out.write(text + "\n")
         self.out.flush()

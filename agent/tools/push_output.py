@@ -19,11 +19,16 @@ would change in check mode).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from agent.core.errors import AgentError
+from agent.run.result import Result
+from agent.tools.report import result_lines
 
 __all__ = [
     "STATUSES",
@@ -53,6 +58,7 @@ class PushOutcome:
         removed_ids: ids removed (or that would be removed).
         unreachable: no HTTP answer was received (``error`` says why).
         skipped: not pushed (``error`` says why).
+        result: the daemon's whole Result, when one was received (``Failed N:`` and ``-v``).
     """
 
     target: str
@@ -63,6 +69,7 @@ class PushOutcome:
     removed_ids: tuple[str, ...] = ()
     unreachable: bool = False
     skipped: bool = False
+    result: Result | None = field(default=None, compare=False)
 
 
 def outcome_status(outcome: PushOutcome) -> str:
@@ -117,6 +124,10 @@ def outcome_from_response(target: str, status: int, body: bytes) -> PushOutcome:
     err = str(doc.get("err") or "")
     if not err and status >= 300:
         err = f"bad response from server: {status}"
+    try:
+        result: Result | None = Result.from_json(doc)
+    except (AgentError, TypeError, ValueError):
+        result = None  # not a Result this agent can read: the ID lines below still print
     return PushOutcome(
         target,
         error=err,
@@ -124,6 +135,7 @@ def outcome_from_response(target: str, status: int, body: bytes) -> PushOutcome:
         changed_ids=_text_list(doc.get("changedIDs")),
         changed_outputs=_text_list(doc.get("changedOutputs")),
         removed_ids=_text_list(doc.get("removedIDs")),
+        result=result,
     )
 
 
@@ -151,7 +163,9 @@ def _result_lines(outcome: PushOutcome, *, check: bool, command_mode: bool) -> l
     return lines
 
 
-def format_outcome(outcome: PushOutcome, *, check: bool, command_mode: bool, color: bool) -> str:
+def format_outcome(
+    outcome: PushOutcome, *, check: bool, command_mode: bool, color: bool, verbose: bool = False
+) -> str:
     """Render one target's block: ``<target>:`` then 4-space-indented lines.
 
     Args:
@@ -159,6 +173,7 @@ def format_outcome(outcome: PushOutcome, *, check: bool, command_mode: bool, col
         check: the push was in check mode (``Would change``/``Would remove``).
         command_mode: an ad-hoc command was pushed (print its change outputs).
         color: wrap ``ERROR:``/``UNREACHABLE:`` lines in red, ``SKIPPED:`` in yellow.
+        verbose: ``push -v``: each command's output under its id.
 
     Returns:
         The block, without a trailing newline.
@@ -166,7 +181,14 @@ def format_outcome(outcome: PushOutcome, *, check: bool, command_mode: bool, col
     lines: list[str] = []
     if outcome.error:
         lines.append(_error_line(outcome, color))
-    if outcome.has_result:
+    if outcome.result is not None:
+        # The one summary (agent.tools.report): a failed command is `Failed N:`, never `Changed`.
+        quiet = dataclasses.replace(outcome.result, err="")  # the error line is printed above
+        lines.extend(
+            result_lines(quiet, check=check, command_mode=command_mode, verbose=verbose)
+            or ["No changes"]
+        )
+    elif outcome.has_result:
         lines.extend(_result_lines(outcome, check=check, command_mode=command_mode))
     body = "".join("\n    " + line.replace("\n", "\n    ") for line in lines)
     return f"{outcome.target}:{body}"

@@ -382,3 +382,30 @@ def test_no_targets_error_shows_the_config_snippet_and_h_host(tmp_path: Path) ->
     # The snippet, pasted into a config, gives the push a target.
     config = config_from_dict(json.loads("{" + snippet + "}"))
     assert [t.name for t in select_targets(config, "web")] == ["web1"]
+
+
+# ---------------------------------------------------------------------- failures and -v
+
+
+def test_push_lists_a_failed_command_as_failed_with_its_output_and_v_prints_outputs(
+    tmp_path: Path,
+) -> None:
+    """Issue 15 point 1 through a real daemon: `Failed N:` never inside `Changed`; -v outputs."""
+    pattern = tmp_path / "mixed.jsonnet"
+    pattern.write_text(
+        "{run: [{id: 'ok', always: true, change: 'echo ok-output'},"
+        " {id: 'bad', always: true, change: 'echo bad-output; exit 3'}]}\n"
+    )
+    with core_daemon(tmp_path) as port:
+        host = ("-h", "http://127.0.0.1", "-p", str(port))
+        client = str(fleet_client(tmp_path, {}))
+        plain = run_agent("-c", client, "push", *host, "core", str(pattern), cwd=tmp_path)
+        verbose = run_agent("-c", client, "push", "-v", *host, "core", str(pattern), cwd=tmp_path)
+    assert plain.returncode == 1
+    assert "Changed 1: ok" in plain.stdout
+    assert "Failed 1: bad" in plain.stdout
+    assert "Changed 2" not in plain.stdout
+    assert "bad-output" in plain.stdout  # a failure's output is shown without -v
+    assert "ok-output" not in plain.stdout
+    assert verbose.returncode == 1
+    assert "ok-output" in verbose.stdout and "bad-output" in verbose.stdout
