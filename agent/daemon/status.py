@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.core.durations import format_duration
-from agent.core.logs import escape
+from agent.core.logs import escape, fields
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -156,7 +156,8 @@ def summary_line(name: str, run: LastRun) -> str:
 
 def log_summary(name: str, run: LastRun) -> None:
     """Log :func:`summary_line` at INFO (one line per run)."""
-    logger.info("%s", summary_line(escape(name), run))
+    extra = fields(source=name, trigger=run.trigger, duration=run.duration, error=run.err or None)
+    logger.info("%s", summary_line(escape(name), run), extra=extra)
 
 
 def source_status(rt: SourceRuntime, next_run: float | None) -> dict[str, Any]:

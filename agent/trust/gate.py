@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol
 
 from agent.core.errors import AgentError, VerifyError
+from agent.core.logs import fields
 from agent.jws.tokens import verify_token
 from agent.trust.policy import (
     PolicyError,
@@ -384,6 +385,8 @@ class TrustGate:
                 exc.reason,
                 key_id,
                 exc,
+                source=source,
+                error=exc.reason,
             )
         else:
             self._log(
@@ -393,15 +396,18 @@ class TrustGate:
                 what,
                 exc.reason,
                 exc,
+                source=source,
+                error=exc.reason,
             )
         if context is not Context.OFFLINE:
             self._metrics.verify_failure(source, exc.reason)
 
     @staticmethod
-    def _log(context: Context, msg: str, *args: object) -> None:
+    def _log(context: Context, msg: str, *args: object, source: str = "", error: str = "") -> None:
         # The CLI prints the refusal as its one error line; the daemon logs it.
         level = logging.DEBUG if context is Context.OFFLINE else logging.ERROR
-        logger.log(level, msg, *args)
+        extra = fields(source=source or None, trigger=context.value, error=error or None)
+        logger.log(level, msg, *args, extra=extra)
 
 
 def signature_precheck(config: Config, source: str, raw: str) -> bool:
