@@ -36,6 +36,7 @@ from agent.daemon.server import PushReply, reply_for
 from agent.daemon.service import Daemon
 from agent.daemon.sources import is_adhoc
 from agent.daemon.state import SourceMeta, StateStore
+from agent.daemon.status import source_status
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import decode_token, etcha_claims, sign_token
 from agent.run.model import parse_commands
@@ -472,10 +473,13 @@ def test_max_token_age_fires_on_an_identical_file_body(tmp_path: Path) -> None:
         await d.load()
         await d.run_source("p", init=True)
         assert failures(metrics, "stale") == 0
+        assert source_status(d.sources["p"], None)["stale"] is False
         strict = make_config(tmp_path, {"p": {"pullPaths": [str(jwt)], "maxTokenAge": "10s"}})
         await d.reload(strict)
         await d.run_source("p")
         await d.run_source("p")
+        # The status endpoint shows the freeze (issue 12 point 4).
+        assert source_status(d.sources["p"], None)["stale"] is True
 
     asyncio.run(go())
     assert failures(metrics, "stale") == 2  # every pull that keeps the stale token counts
