@@ -213,8 +213,8 @@ class HTTPClient:
             fingerprint=fingerprint,
             secrets=url + "#" + "\r\n".join(f"{k}:{v}" for k, v in (*headers, *base_headers)),
         )
-        current, auth = _split_userinfo(url)
         try:
+            current, auth = _split_userinfo(url)
             home = origin(current)
         except ValueError as exc:
             raise RequestError("expected a valid http(s) URL, got an unparsable one") from exc

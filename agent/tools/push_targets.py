@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from agent.config.schema import Config, parse_fingerprint
-from agent.core.errors import UsageError
+from agent.core.errors import ConfigError, UsageError
 
 DEFAULT_PORT = "4000"
 DEFAULT_PUSH_PATH = "/etcha/v1/push"
@@ -183,11 +183,17 @@ def _select(
             continue
         if regex is not None and not regex.search(name):
             continue
+        hostname = tc.hostname or name
+        if "/" in hostname or "@" in hostname:
+            raise ConfigError(
+                f"targets.{name}.hostname: expected a host name or address, got {hostname!r} "
+                "(no scheme or path: use insecure: true for plain http, pathPush for the path)"
+            )
         targets.append(
             PushTarget(
                 name=name,
                 scheme="http" if tc.insecure else "https",
-                hostname=tc.hostname or name,
+                hostname=hostname,
                 port=port or _port_text(tc.port),
                 path_push=path or tc.path_push or DEFAULT_PUSH_PATH,
                 pattern=patterns[source] or "",

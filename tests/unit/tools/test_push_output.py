@@ -6,7 +6,8 @@ import pytest
 
 from agent.cli import build_parser
 from agent.config.schema import config_from_dict
-from agent.core.errors import UsageError
+from agent.core.errors import ConfigError, UsageError
+from agent.net.http import HTTPClient, RequestError
 from agent.tools.push import no_targets_message
 from agent.tools.push_output import (
     PushOutcome,
@@ -16,6 +17,7 @@ from agent.tools.push_output import (
     outcome_json,
     outcome_status,
 )
+from agent.tools.push_targets import select_targets
 
 CHANGED = PushOutcome("c", has_result=True, changed_ids=("a",))
 REMOVED = PushOutcome("r", has_result=True, removed_ids=("z",))
@@ -125,3 +127,16 @@ def test_no_targets_snippet_for_a_command_leaves_the_pattern_to_the_command_line
     assert '"sourcePatterns": {"core": ""}' in message
     assert "an empty sourcePatterns value pushes the pattern or command given" in message
     assert message.endswith("or push to one host: agent push -h HOST core echo hi")
+
+
+def test_a_target_hostname_with_a_scheme_is_a_config_error_naming_the_fix() -> None:
+    config = config_from_dict(
+        {"targets": {"web1": {"hostname": "http://127.0.0.1", "sourcePatterns": {"core": ""}}}}
+    )
+    with pytest.raises(ConfigError, match=r"targets\.web1\.hostname: .*insecure: true"):
+        select_targets(config, "core")
+
+
+def test_an_unparsable_url_is_a_request_error_not_a_crash() -> None:
+    with pytest.raises(RequestError, match="expected a valid http"):
+        HTTPClient().request("https://[http://127.0.0.1]:1/x", max_bytes=10, timeout=1)
