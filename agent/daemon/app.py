@@ -215,4 +215,21 @@ async def start_app(
     return runner
 
 
-__all__ = ["listener_ssl", "parse_listen_address", "start_app"]
+#: Listener settings a SIGHUP cannot apply (they need a restart).
+LISTENER_KEYS = (
+    "listenAddress",
+    "maxBodyBytes",
+    "tlsDisable",
+    "tlsCertificatePath",
+    "tlsCertificateBase64",
+    "tlsKeyPath",
+    "tlsKeyBase64",
+)
+
+
+def listener_changed(old_run: dict[str, Any], new_run: dict[str, Any]) -> bool:
+    """Whether a re-read ``run`` section changes a listener setting (see :data:`LISTENER_KEYS`)."""
+    return any(old_run.get(k) != new_run.get(k) for k in LISTENER_KEYS)
+
+
+__all__ = ["LISTENER_KEYS", "listener_changed", "listener_ssl", "parse_listen_address", "start_app"]

@@ -86,4 +86,11 @@ async def watchdog() -> None:
         await asyncio.sleep(interval)
 
 
-__all__ = ["start_delay", "sync_jobs", "watchdog"]
+def next_run(scheduler: Any, name: str) -> float | None:
+    """When the scheduler next runs ``name`` (Unix time), or None when it is not scheduled."""
+    job = scheduler.get_job(f"source:{name}") if scheduler is not None else None
+    when = getattr(job, "next_run_time", None)
+    return float(when.timestamp()) if when is not None else None
+
+
+__all__ = ["next_run", "start_delay", "sync_jobs", "watchdog"]

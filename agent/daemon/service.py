@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.core.errors import AgentError, ConfigError
 from agent.daemon import schedule, sdnotify
-from agent.daemon.app import start_app
+from agent.daemon.app import listener_changed, start_app
 from agent.daemon.events import EventDispatcher, Events
 from agent.daemon.httpmw import app_extras
 from agent.daemon.ingress import Ingress, PushOutcome
@@ -57,9 +57,6 @@ T = TypeVar("T")
 
 #: How long shutdown waits for in-flight runs before cancelling them.
 SHUTDOWN_GRACE_SECONDS = 30.0
-#: Listener settings a SIGHUP cannot apply.
-_LISTENER_KEYS: tuple[str, ...] = ("listenAddress", "maxBodyBytes", "tlsDisable")
-_LISTENER_KEYS += ("tlsCertificatePath", "tlsCertificateBase64", "tlsKeyPath", "tlsKeyBase64")
 
 
 class Service:
@@ -160,9 +157,7 @@ class Service:
         return status_document(self.sources, self._next_run)
 
     def _next_run(self, name: str) -> float | None:
-        job = self._scheduler.get_job(f"source:{name}") if self._scheduler is not None else None
-        when = getattr(job, "next_run_time", None)
-        return when.timestamp() if when is not None else None
+        return schedule.next_run(self._scheduler, name)
 
     # ------------------------------------------------------------------ start-up and runs
 
@@ -261,7 +256,7 @@ class Service:
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if not changed:
             return changed
-        if any(old["run"].get(k) != new["run"].get(k) for k in _LISTENER_KEYS):
+        if listener_changed(old["run"], new["run"]):
             logger.warning("SIGHUP: listener settings changed; restart the agent to apply them")
         added = sorted(set(fresh.sources) - set(self.sources.names))
         removed = sorted(set(self.sources.names) - set(fresh.sources))
