@@ -9,15 +9,14 @@ the wrong permissions. Owners and groups are names or numeric ids; when the proc
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import os
 import pwd
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.core.atomicio import atomic_write
 from agent.core.errors import CommandError, UsageError
 
 DEFAULT_FILE_PERMS = 0o644
@@ -187,32 +186,18 @@ def write_atomic(path: Path, data: bytes, want: Ownership) -> None:
         gid = old.st_gid if gid is None else gid
     if perms is None:
         perms = DEFAULT_FILE_PERMS
+    owner = None
+    if uid is not None or gid is not None:
+        owner = (-1 if uid is None else uid, -1 if gid is None else gid)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        # The one atomic writer: temp file, owner, mode, fsync, os.replace, directory fsync.
+        atomic_write(path, data, mode=perms, owner=owner)
+    except PermissionError as exc:
+        if owner is not None:
+            raise chown_error(path, Ownership(perms, uid, gid), exc) from exc
+        raise CommandError(f"{path}: cannot write: {exc.strerror}") from exc
     except OSError as exc:
-        raise CommandError(f"{path}: cannot create a temp file: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            made = os.fstat(fh.fileno())
-            new_uid = -1 if uid is None or uid == made.st_uid else uid
-            new_gid = -1 if gid is None or gid == made.st_gid else gid
-            if new_uid != -1 or new_gid != -1:
-                try:
-                    os.fchown(fh.fileno(), new_uid, new_gid)
-                except OSError as exc:
-                    raise chown_error(path, Ownership(perms, uid, gid), exc) from exc
-            os.fchmod(fh.fileno(), perms)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise CommandError(f"{path}: cannot write: {exc.strerror}") from exc
-        raise
-    fsync_dir(directory)
+        raise CommandError(f"{path}: cannot write: {exc.strerror}") from exc
 
 
 def read_file(path: Path, max_bytes: int = MAX_COPY_BYTES) -> bytes:
