@@ -7,6 +7,7 @@ from functools import partial
 
 from agent.cli.common import load_config_for
 from agent.daemon.service import run_daemon
+from agent.tools.inprocess import helper_runner
 from agent.tools.report import log_command_output
 
 
@@ -20,6 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         once=bool(args.once),
         config_loader=partial(load_config_for, args),
         disable_external=bool(getattr(args, "disable_external", False)),
+        inprocess=helper_runner,
     )
 
 

@@ -19,6 +19,7 @@ from agent.pattern.load import load_from_disk, load_from_text, load_from_token
 from agent.run.engine import Mode, Result, RunOutcome, run_commands
 from agent.tools.build import build_to_file, collect_build
 from agent.tools.helpers.diff import DIFF_ENV, DIFF_REDACT_ENV
+from agent.tools.inprocess import helper_runner
 from agent.tools.report import output_block, result_json, result_lines, shown_outputs
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ async def _local(args: argparse.Namespace) -> int:
         env=diff_env(config.run.diff_redact) if args.diff else None,
         parent_id=source,
         parent_id_filter=pattern_filter,
+        inprocess=helper_runner(config),
     )
     json_format = (args.log_format or config.cli.log_format) == "json"
     return _print_outcome(outcome, check=check, args=args, json_format=json_format)

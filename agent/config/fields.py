@@ -108,6 +108,21 @@ RUN = (
         "0600 or stricter).",
     ),
     Field(
+        "inProcessEtcha",
+        "bool",
+        False,
+        "Also run `etcha file|dir|copy|line|link ...` commands (patterns built with Etcha's "
+        "library) inside the agent, as `inProcessHelpers` does for `agent ...` ones.",
+    ),
+    Field(
+        "inProcessHelpers",
+        "bool",
+        True,
+        "Run a command whose script is exactly one `agent file|dir|copy|line|link ...` "
+        "invocation inside the agent instead of a new process, under the default exec only "
+        "(same exit code, output and file effects; see docs/patterns.md).",
+    ),
+    Field(
         "keepaliveTimeout",
         "duration",
         "15s",

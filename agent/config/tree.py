@@ -88,6 +88,8 @@ class RunConfig:
     """``run``: the daemon, its listener and the global verifiers."""
 
     diff_redact: tuple[str, ...]
+    in_process_etcha: bool
+    in_process_helpers: bool
     keepalive_timeout: float
     listen_address: str
     max_body_bytes: int

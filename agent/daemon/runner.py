@@ -43,6 +43,7 @@ from agent.daemon.telemetry import DaemonMetrics
 from agent.jws.tokens import decode_token
 from agent.pattern.load import load_from_token
 from agent.run.engine import Result, RunOutcome, diff_run
+from agent.run.inprocess import InProcess
 from agent.trust.gate import AdmittedToken, Context, TrustGate
 from agent.trust.policy import next_high_water
 
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
     from agent.config.schema import Config
     from agent.daemon.events import EventDispatcher
     from agent.run.engine import CommandObserver
+
+#: Makes the in-process helper hook for a config (``None``: spawn every script); ``agent run``
+#: passes :func:`agent.tools.inprocess.helper_runner`.
+InProcessFactory = Callable[["Config"], InProcess | None]
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +152,8 @@ class Runner:
         self.metrics = metrics
         self.observer = observer
         self.disable_external = disable_external
+        #: Set by ``agent run`` (the daemon layer cannot import the helpers).
+        self.inprocess: InProcessFactory | None = None
 
     # ------------------------------------------------------------------ restore and re-admission
 
@@ -409,6 +416,7 @@ class Runner:
                     source=name,
                     parent_id_filter=req.parent_id_filter,
                     observer=self._observer_for(name, token, req.remote),
+                    inprocess=self.inprocess(self._config()) if self.inprocess else None,
                 )
             except AgentError as exc:
                 logger.error("Source %s: run failed: %s", name, exc)

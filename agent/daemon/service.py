@@ -1,10 +1,8 @@
 """`agent run`: the daemon's lifecycle (start-up, schedules, signals, reload, shutdown).
 
-The work is split by responsibility: :mod:`agent.daemon.sources` (per-source state),
-:mod:`agent.trust.gate` (admission), :mod:`agent.daemon.runner` (render, diff, run, save),
-:mod:`agent.daemon.pull`, :mod:`agent.daemon.ingress` (pushes) and :mod:`agent.daemon.app`
-(listener, TLS, routes). :class:`Service` wires them and is the
-:class:`~agent.daemon.sources.SourceView` events and webhooks see.
+The work is split: ``sources`` (per-source state), :mod:`agent.trust.gate` (admission), ``runner``
+(render, diff, run, save), ``pull``, ``ingress`` (pushes) and ``app`` (listener, TLS, routes), all
+in :mod:`agent.daemon`. :class:`Service` wires them and is the SourceView events and webhooks see.
 
 Start-up (reference etcha-run.md §4.2, SPEC 6 and 21): refuse a token source without a verifier;
 load every source in name order (static ``commands``, then, unless ``noRestore``, the stored token
@@ -12,9 +10,9 @@ admitted again in the ``restore`` context and rendered); sleep a random
 ``0..run.randomizedStartDelaySec``; run each source once (``init``); start the listener (unless
 ``-o``), notify systemd ``READY=1`` and schedule each ``runFrequency``.
 
-Lifecycle: SIGTERM/SIGINT stop the listener, wait (bounded) for in-flight runs, and exit 0.
-SIGHUP re-reads the config: later runs use it, added sources are loaded and run once, removed
-ones unscheduled, every kept source's stored token is re-admitted at once, and the log says what
+Lifecycle: SIGTERM/SIGINT stop the listener, wait (bounded) for in-flight runs, and exit 0. SIGHUP
+re-reads the config: later runs use it, added sources are loaded and run once, removed ones
+unscheduled, every kept source's stored token is re-admitted at once, and the log says what
 changed. Listener settings (address, TLS, body limit) need a restart.
 """
 
@@ -35,7 +33,7 @@ from agent.daemon.httpmw import app_extras
 from agent.daemon.ingress import Ingress, PushOutcome
 from agent.daemon.pull import Puller
 from agent.daemon.replay import ReplayJournal
-from agent.daemon.runner import Runner
+from agent.daemon.runner import InProcessFactory, Runner
 from agent.daemon.sources import SourceTable, StoredPattern
 from agent.daemon.state import StateStore, check_state_dir
 from agent.daemon.status import status_document
@@ -371,12 +369,13 @@ def run_daemon(
     once: bool = False,
     config_loader: Callable[[], Config] | None = None,
     disable_external: bool = False,
+    inprocess: InProcessFactory | None = None,
 ) -> int:
     """Entry point for ``agent run`` (blocking).
 
     ``once`` is ``-o`` (run every source once, exit 1 if any failed); ``config_loader`` re-reads
-    the config on SIGHUP. Raises ConfigError (a webhook path under ``/etcha``, ``-o`` without
-    sources, what :meth:`Service.serve` raises) or SourceError (an unusable ``run.stateDir``).
+    the config on SIGHUP; ``inprocess`` the helper hook. Raises ConfigError (a webhook path under
+    ``/etcha``, ``-o`` without sources, :meth:`Service.serve`'s) or SourceError (bad stateDir).
     """
     from agent.daemon.metrics import Metrics  # lazy: prometheus_client, only for `agent run`
 
@@ -389,6 +388,7 @@ def run_daemon(
         service = Service(
             config, disable_external=disable_external, events=Events(), metrics=Metrics()
         )
+        service.runner.inprocess = inprocess
         if once:
             return await service.run_once()
         return await service.serve(config_loader=config_loader)

@@ -44,6 +44,7 @@ from agent.core.errors import CommandError
 from agent.core.logs import fields
 from agent.run import shell
 from agent.run.diff import diff, has_work
+from agent.run.inprocess import InProcess, helper_argv
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
 from agent.run.result import Result
 
@@ -154,6 +155,7 @@ class _Run:
     env: dict[str, str]
     parent_filter: re.Pattern[str] | None
     observer: CommandObserver | None
+    inprocess: InProcess | None = None
     remove_unchecked: bool = False
     outputs: list[Output] = field(default_factory=list)
     emitted: list[tuple[str, Output]] = field(default_factory=list)
@@ -165,8 +167,17 @@ class _Run:
     async def spawn(
         self, ex: Exec, script: str, stdin: str
     ) -> tuple[shell.ShellResult, str | None]:
-        """Run a script; return (result, failure reason or None)."""
+        """Run a script; return (result, failure reason or None).
+
+        A lone helper invocation under the default exec runs in-process when there is a hook
+        (:mod:`agent.run.inprocess`) and it does not decline; anything else spawns."""
         env = dict(self.env)
+        hook = self.inprocess
+        argv = None if hook is None else helper_argv(ex, script, etcha=hook.etcha)
+        if hook is not None and argv is not None:
+            res = hook.try_run(argv, shell.process_env(ex, env), stdin)
+            if res is not None:
+                return res, None if res.ok else _failure_reason(res, ex)
         try:
             res = await shell.run(ex, script, env=env, stdin=stdin)
         except CommandError as exc:
@@ -426,6 +437,7 @@ async def run_commands(
     parent_id: str = "",
     parent_id_filter: re.Pattern[str] | None = None,
     observer: CommandObserver | None = None,
+    inprocess: InProcess | None = None,
 ) -> RunOutcome:
     """Run a command list.
 
@@ -439,6 +451,8 @@ async def run_commands(
         parent_id_filter: when set and non-empty, leaves whose ParentID it does not match
             (``re.search``) are skipped.
         observer: metrics hook.
+        inprocess: runs lone helper invocations inside the agent (:mod:`agent.run.inprocess`);
+            ``None`` spawns every script.
 
     Returns:
         The :class:`RunOutcome`; a failed command is its ``error``, never an exception.
@@ -449,6 +463,7 @@ async def run_commands(
         env=dict(env or {}),
         parent_filter=parent_id_filter,
         observer=observer,
+        inprocess=inprocess,
     )
     _, err = await run.run_list(cmds, remove=mode is Mode.REMOVE, parent=parent_id)
     return run.outcome(err)
@@ -465,6 +480,7 @@ async def diff_run(
     parent_id_filter: re.Pattern[str] | None = None,
     env: Mapping[str, str] | None = None,
     observer: CommandObserver | None = None,
+    inprocess: InProcess | None = None,
 ) -> RunOutcome:
     """Run a new command list after an old one (reference §3.2, SPEC 10 and 25).
 
@@ -483,6 +499,7 @@ async def diff_run(
         parent_id_filter: see :func:`run_commands`.
         env: initial variables; copied.
         observer: metrics hook.
+        inprocess: see :func:`run_commands`.
 
     Returns:
         The concatenated :class:`RunOutcome` of the phases that ran; the first error stops it.
@@ -499,6 +516,7 @@ async def diff_run(
         env=dict(env or {}),
         parent_filter=parent_id_filter,
         observer=observer,
+        inprocess=inprocess,
     )
     for cmds, remove in ((before, True), (new, False), (after, True)):
         if not cmds:

@@ -51,7 +51,9 @@ from typing import TYPE_CHECKING
 from agent.core.errors import SourceError
 from agent.pattern.load import ROOT_VAR, TEST_DIR_VAR, load_from_disk
 from agent.run.engine import Mode, Output, run_commands
+from agent.run.inprocess import InProcess
 from agent.run.model import Command, Exec
+from agent.tools.inprocess import helper_runner
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -145,6 +147,7 @@ async def check_idempotency(
     *,
     exec: Exec,
     parent_id_filter: re.Pattern[str] | None = None,
+    inprocess: InProcess | None = None,
 ) -> dict[str, list[str]]:
     """Run Etcha's five-run idempotency test on one command list.
 
@@ -152,6 +155,7 @@ async def check_idempotency(
         cmds: the commands to test.
         exec: the exec the list runs under.
         parent_id_filter: only leaves whose ParentID matches run (ParentID is ``""`` at the top).
+        inprocess: runs lone helper invocations inside the agent (``None``: spawn them).
 
     Returns:
         Command id → failure messages (empty when the list is idempotent).
@@ -159,7 +163,7 @@ async def check_idempotency(
     results: dict[str, list[str]] = {}
 
     async def run(mode: Mode, check_only: bool) -> tuple[Output, ...]:
-        return await _run_phase(cmds, exec, parent_id_filter, mode, check_only)
+        return await _run_phase(cmds, exec, parent_id_filter, mode, check_only, inprocess)
 
     changed = _record(
         await run(Mode.CHANGE, False),
@@ -205,6 +209,7 @@ async def _run_phase(
     parent_id_filter: re.Pattern[str] | None,
     mode: Mode,
     check_only: bool,
+    inprocess: InProcess | None = None,
 ) -> tuple[Output, ...]:
     """One run of the test; its error is ignored like Etcha's (the output flags tell the story)."""
     outcome = await run_commands(
@@ -214,6 +219,7 @@ async def _run_phase(
         check_only=check_only,
         parent_id="",
         parent_id_filter=parent_id_filter,
+        inprocess=inprocess,
     )
     if outcome.error is not None:
         logger.debug("test %s run: %s", mode.value, outcome.error)
@@ -302,6 +308,7 @@ async def run_pattern_tests(
         PatternError: a pattern is not valid.
     """
     files = find_pattern_files(path)
+    hook = helper_runner(config)
     failures: dict[str, tuple[str, ...]] = {}
     count = 0
     for file in files:
@@ -322,7 +329,9 @@ async def run_pattern_tests(
                 if not cmds:
                     continue
                 count += count_commands(cmds)
-                res = await check_idempotency(cmds, exec=ex, parent_id_filter=parent_id_filter)
+                res = await check_idempotency(
+                    cmds, exec=ex, parent_id_filter=parent_id_filter, inprocess=hook
+                )
                 for cid, msgs in res.items():
                     merged.setdefault(cid, []).extend(msgs)
         for cid, msgs in merged.items():

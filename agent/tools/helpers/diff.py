@@ -27,7 +27,7 @@ import fnmatch
 import os
 import stat
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,8 +161,13 @@ def file_changes(
     return lines + content_diff(path, old, new, settings=settings, modes=(current, wanted))
 
 
-def emit(lines: Sequence[str]) -> None:
-    """Print diff lines on stdout and flush them (before any stderr line)."""
-    if lines:
-        sys.stdout.write("".join(line + "\n" for line in lines))
-        sys.stdout.flush()
+def emit(lines: Sequence[str], out: Callable[[bytes], object] | None = None) -> None:
+    """Print diff lines on stdout (or ``out``) and flush them (before any stderr line)."""
+    if not lines:
+        return
+    text = "".join(line + "\n" for line in lines)
+    if out is not None:
+        out(text.encode("utf-8", "surrogateescape"))
+        return
+    sys.stdout.write(text)
+    sys.stdout.flush()

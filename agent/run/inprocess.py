@@ -1,0 +1,144 @@
+"""Built-in helpers in-process: which scripts qualify, and the hook that runs them (issue 14).
+
+The standard library renders its file, dir, copy, line and symlink commands as one helper
+invocation, ``<agentBin> file check -p '0644' -- '/etc/motd' -``. Starting a Python process for
+each costs far more than the check itself, so the engine hands such a script to an
+:class:`InProcess` hook (implemented by :mod:`agent.tools.inprocess`, passed in by ``agent local``,
+``agent test`` and the daemon), which runs the same verb functions inside the agent.
+
+A script qualifies (:func:`helper_argv`) only when all of this holds; otherwise it runs in a
+shell exactly as before:
+
+- the exec is the default one (:func:`exec_allows`): a plain ``bash``/``sh`` ``-c`` command with
+  only ``-e``, ``-u`` and ``-o pipefail`` as options, no user, group, sudo (unless the agent is
+  root, where sudo adds nothing), container, or work directory other than the agent's own;
+- the script is one simple command: outside quotes only letters, digits, blanks and
+  ``_ - . / : , + = @ %`` (no ``| & ; < > ( ) $ ` \\ * ? [ ] { } ~ # !``, no unquoted newline except
+  trailing ones); inside double quotes no ``$``, backtick, ``\\`` or ``!``; single quotes are
+  literal. So no pipe, list, redirection, variable, expansion, glob or comment can change what
+  the words are;
+- the first word is the agent itself: ``agent``, the agent's own executable as
+  :func:`agent.run.selfexec.agent_command` renders it (an absolute path, or
+  ``<python> -m agent``), or ``etcha`` when the hook allows it (``run.inProcessEtcha``);
+- the second word is a helper verb (``copy``, ``dir``, ``file``, ``line``, ``link``).
+
+The hook may still decline (return ``None``), e.g. for arguments its parser rejects or a URL
+source; then the script runs in a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from agent.run.model import Exec
+from agent.run.selfexec import DEFAULT_AGENT_BIN, agent_command
+from agent.run.shell import ShellResult
+
+__all__ = ["HELPER_VERBS", "InProcess", "exec_allows", "helper_argv", "simple_words"]
+
+#: The helper verbs that may run in-process.
+HELPER_VERBS = frozenset({"copy", "dir", "file", "line", "link"})
+#: The program name of patterns built with Etcha's library.
+ETCHA_BIN = "etcha"
+
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,+=@% \t")
+_DQ_SPECIAL = frozenset("$`\\!")
+_SHELLS = frozenset({"bash", "sh"})
+_SHELL_OPTS = frozenset({"-e", "-u", "-eu", "-ue"})
+
+
+class InProcess(Protocol):
+    """Runs a helper invocation inside the agent, or declines."""
+
+    @property
+    def etcha(self) -> bool:
+        """Whether ``etcha <verb> ...`` counts as a helper invocation too."""
+
+    def try_run(
+        self, argv: Sequence[str], env: Mapping[str, str], stdin: str
+    ) -> ShellResult | None:
+        """Run ``argv`` (``[verb, args...]``, program name removed) with the command's ``env``
+        (what the child would get) and ``stdin`` text; ``None`` to decline (run in a shell)."""
+
+
+def _quote_ok(script: str) -> bool:
+    """True when no shell metacharacter or expansion can act in ``script`` (see module doc)."""
+    text = script.rstrip("\n")
+    quote = ""
+    for ch in text:
+        if quote == "'":
+            if ch == "'":
+                quote = ""
+        elif quote == '"':
+            if ch == '"':
+                quote = ""
+            elif ch in _DQ_SPECIAL:
+                return False
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch not in _SAFE:
+            return False
+    return quote == ""
+
+
+def simple_words(script: str) -> list[str] | None:
+    """The words of ``script`` when it is one simple command with nothing a shell would expand
+    or interpret (see module doc); ``None`` otherwise."""
+    if not script.strip() or not _quote_ok(script):
+        return None
+    try:
+        return shlex.split(script, posix=True)
+    except ValueError:
+        return None
+
+
+def exec_allows(ex: Exec) -> bool:
+    """Whether ``ex`` is the default kind of exec, where a helper may run in-process."""
+    if ex.user or ex.group or ex.container_image:
+        return False
+    if ex.sudo and os.geteuid() != 0:
+        return False
+    if ex.work_dir and os.path.realpath(ex.work_dir) != os.path.realpath(os.getcwd()):
+        return False
+    try:
+        words = shlex.split(ex.command or "")
+    except ValueError:
+        return False
+    if len(words) < 2 or os.path.basename(words[0]) not in _SHELLS or words[-1] != "-c":
+        return False
+    opts = words[1:-1]
+    i = 0
+    while i < len(opts):
+        if opts[i] == "-o" and i + 1 < len(opts) and opts[i + 1] == "pipefail":
+            i += 2
+        elif opts[i] in _SHELL_OPTS:
+            i += 1
+        else:
+            return False
+    return True
+
+
+def _programs(etcha: bool) -> list[list[str]]:
+    """The first words that name the agent (and ``etcha`` when allowed)."""
+    out = [[DEFAULT_AGENT_BIN], shlex.split(agent_command())]
+    if etcha:
+        out.append([ETCHA_BIN])
+    return out
+
+
+def helper_argv(ex: Exec, script: str, *, etcha: bool) -> list[str] | None:
+    """``[verb, args...]`` when ``script`` under ``ex`` is exactly one helper invocation (see
+    module doc), else ``None``."""
+    if not exec_allows(ex):
+        return None
+    words = simple_words(script)
+    if words is None:
+        return None
+    for program in _programs(etcha):
+        n = len(program)
+        if words[:n] == program and len(words) > n and words[n] in HELPER_VERBS:
+            return words[n:]
+    return None
