@@ -46,7 +46,12 @@ PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM
 ROUNDS = 7
 PUSHES = 10
 BASH = shutil.which("bash") or "/usr/bin/bash"
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
+# `agent` on PATH is this checkout's console script, as on a host (the helpers' default agentBin).
+ENV = dict(
+    os.environ,
+    PYTHONPATH=str(REPO),
+    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+)
 AGENT = [sys.executable, "-m", "agent"]
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -119,11 +124,7 @@ def file_pattern(tmp: Path, n: int) -> str:
         (files / f"f{i}").write_text(f"content {i}\n")
         (files / f"f{i}").chmod(0o644)
     lib = REPO / "agent" / "lib" / "etcha" / "file.libsonnet"
-    agent = f"{sys.executable} -m agent"
-    body = ", ".join(
-        f"file(path='{files}/f{i}', contents='content {i}\\n', agentBin='{agent}')"
-        for i in range(n)
-    )
+    body = ", ".join(f"file(path='{files}/f{i}', contents='content {i}\\n')" for i in range(n))
     return f"local file = import '{lib}';\n{{run: [{body}]}}\n"
 
 
