@@ -24,9 +24,11 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 SKIP = {"run_all.py", "peers.py"}
 
+FLOOR = re.compile(r"\bfloor (?P<floor>[^,;]+)")
 ROW = re.compile(
-    r"^(?P<name>[^:]+):.*?(?:ratio (?P<ratio>[\d.]+)x?|(?P<value>[+-]?[\d.]+) ?(?P<unit>ms|MB)) "
-    r"\(target (?P<op><=|>=) (?P<target>[\d.]+ ?(?:x|ms|MB)?)\)"
+    r"^(?P<name>[^:]+):.*?"
+    r"(?:ratio (?P<ratio>[\d.]+)x?|(?P<value>[+-]?[\d.]+) ?(?P<unit>ms|MiB|MB)) "
+    r"\(target (?P<op><=|>=) (?P<target>[\d.]+ ?(?:x|ms|MiB|MB)?)\)"
 )
 
 
@@ -62,13 +64,25 @@ def rows_from(script: str, text: str) -> list[str]:
         measured = f"{m['ratio']}" if m["ratio"] else f"{m['value']} {m['unit']}"
         verdict = "PASS" if re.search(r"\b(PASS|OK)\b", line) else "FAIL"
         name = m["name"].strip()
-        rows.append(f"| {script} | {name} | {measured} | {m['op']} {m['target']} | {verdict} |")
+        floor = FLOOR.search(line)
+        floor_text = floor["floor"].strip() if floor else ""
+        rows.append(
+            f"| {script} | {name} | {measured} | {floor_text} | {m['op']} {m['target']} "
+            f"| {verdict} |"
+        )
+        print(
+            f"  {name}: {measured}, floor {floor_text or '-'}, target {m['op']} {m['target']}: "
+            f"{verdict}"
+        )
     return rows
 
 
 def main() -> int:
     scripts = sorted(p for p in BENCH.glob("*.py") if p.name not in SKIP)
-    table = ["| bench | measure | measured | target | verdict |", "|---|---|---|---|---|"]
+    table = [
+        "| bench | measure | measured | floor (same run) | target | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     outputs: list[str] = []
     ok = True
     for script in scripts:
@@ -82,7 +96,9 @@ def main() -> int:
         if proc.returncode != 0 or not rows:
             ok = False
         if not rows:
-            table.append(f"| {script.name} | (no result line; exit {proc.returncode}) | | | FAIL |")
+            table.append(
+                f"| {script.name} | (no result line; exit {proc.returncode}) | | | | FAIL |"
+            )
         table.extend(rows)
         outputs += [
             f"### {script.name} (exit {proc.returncode})",

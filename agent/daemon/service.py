@@ -38,7 +38,7 @@ from agent.daemon.sources import SourceTable, StoredPattern
 from agent.daemon.state import StateStore, check_state_dir
 from agent.daemon.status import status_document
 from agent.daemon.tasks import Inflight
-from agent.daemon.telemetry import DaemonMetrics, Exposition, NoMetrics
+from agent.daemon.telemetry import DaemonMetrics, Exposition, NoMetrics, metrics_for
 from agent.daemon.webhooks import check_webhook_paths
 from agent.trust.gate import AdmittedToken, TrustGate, warn_expiring_keys
 from agent.trust.verify import check_verifiers
@@ -377,16 +377,16 @@ def run_daemon(
     the config on SIGHUP; ``inprocess`` the helper hook. Raises ConfigError (a webhook path under
     ``/etcha``, ``-o`` without sources, :meth:`Service.serve`'s) or SourceError (bad stateDir).
     """
-    from agent.daemon.metrics import Metrics  # lazy: prometheus_client, only for `agent run`
-
     check_webhook_paths(config)
     if once and not config.sources:
         raise ConfigError("agent run -o: no sources configured (expected sources.<name>, got none)")
     check_state_dir(Path(config.run.state_dir or "."))
 
+    metrics = metrics_for(config.run.system_metrics_key)
+
     async def main() -> int:
         service = Service(
-            config, disable_external=disable_external, events=Events(), metrics=Metrics()
+            config, disable_external=disable_external, events=Events(), metrics=metrics
         )
         service.runner.inprocess = inprocess
         if once:

@@ -4,7 +4,8 @@
 :class:`DaemonMetrics`; :class:`NoMetrics` is the no-op used when none is attached (tests,
 embedding). Callers never probe for methods by name.
 
-Invariants: no state, no heavy imports (this module is imported on every daemon path).
+Invariants: no state, no heavy imports at module level (this module is imported on every daemon
+path); :func:`metrics_for` imports prometheus_client only when a metrics key is set.
 """
 
 from __future__ import annotations
@@ -108,4 +109,17 @@ class NoMetrics:
         """Do nothing."""
 
 
-__all__ = ["DaemonMetrics", "Exposition", "NoMetrics"]
+__all__ = ["DaemonMetrics", "Exposition", "NoMetrics", "metrics_for"]
+
+
+def metrics_for(metrics_key: str) -> DaemonMetrics:
+    """Prometheus metrics when ``run.systemMetricsKey`` is set at start-up, else :class:`NoMetrics`.
+
+    prometheus_client is imported only then (issue 14: a smaller idle daemon). A key first set by
+    a SIGHUP reload takes effect at the next restart: the registry is created once.
+    """
+    if not metrics_key:
+        return NoMetrics()
+    from agent.daemon.metrics import Metrics  # lazy: prometheus_client, only with a metrics key
+
+    return Metrics()

@@ -48,7 +48,7 @@ LAZY_IMPORTS = frozenset(
     {
         "agent/config/load.py::evaluate_jsonnet",  # the engine loads _gojsonnet
         "agent/config/values.py::_verify_key",  # key code only when keys are configured
-        "agent/daemon/service.py::run_daemon",  # prometheus_client, only for `agent run`
+        "agent/daemon/telemetry.py::metrics_for",  # prometheus_client, only with a metrics key
     }
 )
 
