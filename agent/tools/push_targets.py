@@ -9,7 +9,7 @@ only an https target can be pinned.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -141,19 +141,70 @@ def select_targets(
         UsageError: ``target_filter`` is not a valid regex, ``fingerprint`` is malformed, or
             ``fingerprint`` is given for a plain-HTTP target.
     """
-    pinned = ""
-    if fingerprint:
-        try:
-            pinned = parse_fingerprint(fingerprint)
-        except ValueError as exc:
-            raise UsageError(f"--fingerprint: {exc}") from exc
+    pinned = parse_pin(fingerprint)
     targets = _select(config, source, host, port, path, target_filter, pinned)
+    require_https_for_pin(targets, pinned)
+    return targets
+
+
+def parse_pin(fingerprint: str | None) -> str:
+    """``--fingerprint`` in canonical form (``""`` when not given).
+
+    Raises:
+        UsageError: a malformed fingerprint.
+    """
+    if not fingerprint:
+        return ""
+    try:
+        return parse_fingerprint(fingerprint)
+    except ValueError as exc:
+        raise UsageError(f"--fingerprint: {exc}") from exc
+
+
+def require_https_for_pin(targets: Sequence[PushTarget], pinned: str) -> None:
+    """Refuse a ``--fingerprint`` pin for a plain-HTTP target (nothing to pin).
+
+    Raises:
+        UsageError: naming the first such target.
+    """
     for target in targets:
         if pinned and target.scheme != "https":
             raise UsageError(
                 f"--fingerprint: expected an https target to pin, got {target.name} over http"
             )
-    return targets
+
+
+def config_target(
+    config: Config,
+    name: str,
+    *,
+    port: str = "",
+    path_push: str = "",
+    pattern: str = "",
+    pinned: str = "",
+) -> PushTarget:
+    """The :class:`PushTarget` of ``targets.<name>`` (the one place config targets are read).
+
+    Raises:
+        ConfigError: a hostname with a scheme, path or user info.
+    """
+    tc = config.targets[name]
+    hostname = tc.hostname or name
+    if "/" in hostname or "@" in hostname:
+        raise ConfigError(
+            f"targets.{name}.hostname: expected a host name or address, got {hostname!r} "
+            "(no scheme or path: use insecure: true for plain http, pathPush for the path)"
+        )
+    return PushTarget(
+        name=name,
+        scheme="http" if tc.insecure else "https",
+        hostname=hostname,
+        port=port or _port_text(tc.port),
+        path_push=path_push,
+        pattern=pattern,
+        vars=dict(tc.vars or {}),
+        fingerprint=pinned or tc.fingerprint,
+    )
 
 
 def _select(
@@ -183,22 +234,14 @@ def _select(
             continue
         if regex is not None and not regex.search(name):
             continue
-        hostname = tc.hostname or name
-        if "/" in hostname or "@" in hostname:
-            raise ConfigError(
-                f"targets.{name}.hostname: expected a host name or address, got {hostname!r} "
-                "(no scheme or path: use insecure: true for plain http, pathPush for the path)"
-            )
         targets.append(
-            PushTarget(
-                name=name,
-                scheme="http" if tc.insecure else "https",
-                hostname=hostname,
-                port=port or _port_text(tc.port),
+            config_target(
+                config,
+                name,
+                port=port or "",
                 path_push=path or tc.path_push or DEFAULT_PUSH_PATH,
                 pattern=patterns[source] or "",
-                vars=dict(tc.vars or {}),
-                fingerprint=pinned or tc.fingerprint,
+                pinned=pinned,
             )
         )
     return targets

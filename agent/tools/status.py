@@ -23,13 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from agent.config.schema import Config, parse_fingerprint
+from agent.config.schema import Config
 from agent.core.durations import format_duration
 from agent.core.errors import UsageError
 from agent.net.http import HTTPClient, RequestError, TLSVerifyError
 from agent.net.tls import FingerprintMismatch
 from agent.tools.push import client_options, fingerprint_mismatch_message, tls_failure_message
-from agent.tools.push_targets import DEFAULT_PORT, PushTarget, ad_hoc_target
+from agent.tools.push_targets import (
+    PushTarget,
+    ad_hoc_target,
+    config_target,
+    parse_pin,
+    require_https_for_pin,
+)
 
 __all__ = [
     "STATUS_PATH",
@@ -80,12 +86,7 @@ def status_targets(
         UsageError: a bad ``-n`` regex or ``--fingerprint``, a pin for a plain-HTTP target, or
             no target at all.
     """
-    pinned = ""
-    if fingerprint:
-        try:
-            pinned = parse_fingerprint(fingerprint)
-        except ValueError as exc:
-            raise UsageError(f"--fingerprint: {exc}") from exc
+    pinned = parse_pin(fingerprint)
     if host:
         targets = [ad_hoc_target(host, port=port, path=None, fingerprint=pinned)]
     else:
@@ -95,11 +96,7 @@ def status_targets(
             "status: no targets: expected config targets (targets: {web1: {hostname: "
             "'web1.example.com'}}) matching -n, or -h HOST"
         )
-    for target in targets:
-        if pinned and target.scheme != "https":
-            raise UsageError(
-                f"--fingerprint: expected an https target to pin, got {target.name} over http"
-            )
+    require_https_for_pin(targets, pinned)
     return targets
 
 
@@ -116,17 +113,7 @@ def _config_targets(
     for name in sorted(config.targets):
         if regex is not None and not regex.search(name):
             continue
-        tc = config.targets[name]
-        targets.append(
-            PushTarget(
-                name=name,
-                scheme="http" if tc.insecure else "https",
-                hostname=tc.hostname or name,
-                port=port or tc.port or DEFAULT_PORT,
-                path_push="",
-                fingerprint=pinned or tc.fingerprint,
-            )
-        )
+        targets.append(config_target(config, name, port=port or "", pinned=pinned))
     return targets
 
 
