@@ -8,12 +8,15 @@ the tutorial's wrong key (WRONG).
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -244,3 +247,32 @@ def client_config(
 ) -> Path:
     """Write ``tmp/NAME``: a client config that signs with ``key`` (RIGHT_PRIV by default)."""
     return write_json(tmp / name, {"build": {"signingKey": key, **build}})
+
+
+@contextmanager
+def tls_http_server(
+    directory: Path, handler: type[http.server.BaseHTTPRequestHandler]
+) -> Iterator[tuple[int, Path, str]]:
+    """A threaded HTTPS server on 127.0.0.1 with a fresh self-signed certificate.
+
+    Yields ``(port, certificate file, "sha256:<hex>" fingerprint)``; stops the server at the end.
+    """
+    from agent.net.tlsutil import fingerprint_pem, self_signed
+
+    cert, key = self_signed()
+    (directory / "cert.pem").write_bytes(cert)
+    (directory / "key.pem").write_bytes(key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield (
+            int(server.server_address[1]),
+            directory / "cert.pem",
+            fingerprint_pem(cert, what="test"),
+        )
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -18,17 +18,15 @@ to end against a TLS server and counts ``load_default_certs``/``set_default_veri
 from __future__ import annotations
 
 import http.server
-import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import tls_http_server
 
 from agent.jws.keys import generate_keys
-from agent.net.tlsutil import fingerprint_pem, self_signed
 
 HEAVY = ("asyncio", "ssl", "aiohttp", "prometheus_client", "apscheduler", "cryptography")
 NO_RUNTIME = frozenset(HEAVY)
@@ -154,20 +152,8 @@ class _Push(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def tls_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, str]]:
     """A TLS server answering pushes: yields (port, its certificate file, its fingerprint)."""
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = self_signed()
-    (d / "cert.pem").write_bytes(cert)
-    (d / "key.pem").write_bytes(key)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Push)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1], d / "cert.pem", fingerprint_pem(cert, what="test")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with tls_http_server(tmp_path_factory.mktemp("tls"), _Push) as served:
+        yield served
 
 
 def _ca_loads(res: subprocess.CompletedProcess[str]) -> int:

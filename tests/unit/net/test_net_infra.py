@@ -11,12 +11,12 @@ import os
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import tls_http_server
 
 from agent.core.atomicio import atomic_write
 from agent.core.errors import CommandError, ConfigError, RenderError
@@ -27,7 +27,7 @@ from agent.jws.keys import generate_keys, parse_signing_key, parse_verify_key
 from agent.jws.tokens import VerifiedToken, etcha_claims, sign_token, verify_token
 from agent.net.http import HTTPClient
 from agent.net.tls import TLSOptions, client_context
-from agent.net.tlsutil import fingerprint_pem, self_signed
+from agent.net.tlsutil import self_signed
 from agent.tools.helpers.copy import read_source
 
 BODY = b"served-over-tls"
@@ -47,25 +47,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
     """An HTTPS server: yields (base URL, its certificate file, its fingerprint)."""
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = self_signed()
-    (directory / "cert.pem").write_bytes(cert)
-    (directory / "key.pem").write_bytes(key)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield (
-            f"https://127.0.0.1:{server.server_address[1]}",
-            directory / "cert.pem",
-            fingerprint_pem(cert, what="test"),
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    with tls_http_server(tmp_path_factory.mktemp("tls"), _Handler) as (port, cert, fingerprint):
+        yield f"https://127.0.0.1:{port}", cert, fingerprint
 
 
 def _other_ca(tmp_path: Path) -> Path:
