@@ -154,6 +154,17 @@ class Runner:
         self.disable_external = disable_external
         #: Set by ``agent run`` (the daemon layer cannot import the helpers).
         self.inprocess: InProcessFactory | None = None
+        #: The hook built for the config in force: one per config, not one per run.
+        self._hook: tuple[Config, InProcess | None] | None = None
+
+    def _inprocess_hook(self) -> InProcess | None:
+        """The in-process helper hook for the current config (rebuilt only after a reload)."""
+        if self.inprocess is None:
+            return None
+        config = self._config()
+        if self._hook is None or self._hook[0] is not config:
+            self._hook = (config, self.inprocess(config))
+        return self._hook[1]
 
     # ------------------------------------------------------------------ restore and re-admission
 
@@ -416,7 +427,7 @@ class Runner:
                     source=name,
                     parent_id_filter=req.parent_id_filter,
                     observer=self._observer_for(name, token, req.remote),
-                    inprocess=self.inprocess(self._config()) if self.inprocess else None,
+                    inprocess=self._inprocess_hook(),
                 )
             except AgentError as exc:
                 logger.error("Source %s: run failed: %s", name, exc)

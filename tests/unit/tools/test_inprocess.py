@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from support import REPO, run_agent, write_json
 
+from agent.config.schema import config_from_dict
+from agent.daemon.service import Daemon
 from agent.run import shell
 from agent.run.engine import Mode, run_commands
 from agent.run.model import DEFAULT_EXEC, Exec, parse_commands
-from agent.tools.inprocess import HelperRunner
+from agent.tools.inprocess import HelperRunner, helper_runner
 
 #: The child ``agent`` used for the reference results.
 AGENT = [sys.executable, "-m", "agent"]
@@ -231,3 +233,15 @@ def test_the_daemon_runs_helper_commands_in_process(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stderr.count("Ran file check in-process: exit 0") == 20, res.stderr[-2000:]
     assert json.dumps(doc)  # the config was a real JSON document
+
+
+def test_the_daemon_builds_one_helper_hook_per_config_not_one_per_run(tmp_path: Path) -> None:
+    cfg = config_from_dict({"run": {"stateDir": str(tmp_path / "state")}})
+    fresh = config_from_dict({"run": {"stateDir": str(tmp_path / "state"), "inProcessEtcha": True}})
+    service = Daemon(cfg)
+    service.runner.inprocess = helper_runner
+    first = service.runner._inprocess_hook()
+    assert first is not None and service.runner._inprocess_hook() is first
+    asyncio.run(service.reload(fresh))
+    again = service.runner._inprocess_hook()
+    assert again is not first and again is not None and again.etcha
