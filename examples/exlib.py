@@ -16,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -178,13 +177,9 @@ def copy_example(example: str, dest: Path) -> None:
 
 
 def write_keys(tour: Tour, kid: str) -> None:
-    """``agent generate-keys``; split the pair into ``signing.key`` (0600) and ``public.key``."""
-    proc = tour.run(["agent", "generate-keys", kid], quiet=True)
-    pair = json.loads(proc.stdout)
-    signing = tour.cwd / "signing.key"
-    signing.touch(mode=0o600)
-    signing.write_text(pair["privateKey"])
-    (tour.cwd / "public.key").write_text(pair["publicKey"])
+    """``agent generate-keys --private-file signing.key --public-file public.key`` (0600, 0644)."""
+    keys = ["--private-file", "signing.key", "--public-file", "public.key"]
+    tour.run(["agent", "generate-keys", kid, *keys], quiet=True)
     tour.note(f"signing.key: ed25519private:… (kept secret, mode 0600); public.key: {kid}")
 
 
