@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -224,3 +225,33 @@ def test_agent_status_with_a_wrong_key_says_so(host: Host) -> None:
     res = run_agent("-c", str(client), "status", "-h", f"http://127.0.0.1:{host.port}")
     assert res.returncode == 1
     assert "401: the key was refused" in res.stdout
+
+
+def test_agent_status_timeout_reports_a_silent_target(tmp_path: Path) -> None:
+    """``--timeout`` bounds each target: a host that accepts and never answers is reported."""
+    client = write_json(tmp_path / "k.json", {"run": {"systemMetricsKey": KEY}})
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        res = run_agent(
+            "-c", str(client), "status", "--timeout", "1s", "-h", "http://127.0.0.1", "-p",
+            str(port), cwd=tmp_path,
+        )  # fmt: skip
+    assert res.returncode == 1
+    assert "expected an answer within 1s, got none" in res.stdout, res.stdout + res.stderr
+
+
+def test_agent_status_fingerprint_needs_https_and_a_valid_value(tmp_path: Path) -> None:
+    client = write_json(tmp_path / "k.json", {"run": {"systemMetricsKey": KEY}})
+    pin = "sha256:" + "ab" * 32
+    plain = run_agent(
+        "-c", str(client), "status", "--fingerprint", pin, "-h", "http://127.0.0.1", cwd=tmp_path
+    )
+    assert plain.returncode == 2
+    assert "--fingerprint: expected an https target to pin" in plain.stderr
+    bad = run_agent(
+        "-c", str(client), "status", "--fingerprint", "sha256:xyz", "-h", "127.0.0.1", cwd=tmp_path
+    )
+    assert bad.returncode == 2
+    assert "--fingerprint:" in bad.stderr
