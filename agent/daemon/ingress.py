@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from agent.core.durations import format_duration_short
 from agent.core.errors import AgentError
 from agent.daemon.runner import RefusedUnderLock, Runner, RunRequest, empty_result
-from agent.trust.gate import Context
+from agent.trust.gate import Action, Context
 
 if TYPE_CHECKING:
     from agent.run.engine import Result
@@ -122,7 +122,10 @@ class Ingress:
             return Unavailable(empty_result("agent is shutting down"))
         origin = f"from {remote}"
         try:
-            admitted = await self.gate.admit(token, source, Context.PUSH, origin=origin)
+            action = Action.CHECK if check else Action.PUSH
+            admitted = await self.gate.admit(
+                token, source, Context.PUSH, origin=origin, action=action
+            )
         except AgentError as exc:
             self.runner.refused(source, "push", exc)
             return Refused(getattr(exc, "reason", "") or "error")

@@ -237,7 +237,9 @@ class Runner:
             return True
         token = rt.token
         try:
-            await self.gate.admit(token.raw, name, Context.RUN, origin="(stored token)")
+            await self.gate.admit(
+                token.raw, name, Context.RUN, origin="(stored token)", action=token.action
+            )
         except VerifyError as exc:
             self.refused(name, "run", exc)
             rt.withdraw(token)

@@ -67,10 +67,26 @@ class Context(StrEnum):
     RESTORE = "restore"
     RUN = "run"
     OFFLINE = "offline"
+    SHELL = "shell"
 
+
+class Action(StrEnum):
+    """What a token is used for: scopes and delegations grant actions (docs/security.md)."""
+
+    PUSH = "push"
+    PULL = "pull"
+    CHECK = "check"
+    SHELL = "shell"
+    DELEGATE = "delegate"
+
+
+#: The action a context implies when the caller names none (restore/run/offline imply none).
+DEFAULT_ACTIONS: Final[Mapping[Context, Action]] = MappingProxyType(
+    {Context.PUSH: Action.PUSH, Context.PULL: Action.PULL, Context.SHELL: Action.SHELL}
+)
 
 _ALL: Final = frozenset(Context)
-_DELIVERY: Final = frozenset({Context.PUSH, Context.PULL, Context.OFFLINE})
+_DELIVERY: Final = frozenset({Context.PUSH, Context.PULL, Context.OFFLINE, Context.SHELL})
 
 #: THE table: check name -> the contexts it applies in (docs/security.md shows the same table).
 CHECKS: Final[Mapping[str, frozenset[Context]]] = MappingProxyType(
@@ -79,7 +95,7 @@ CHECKS: Final[Mapping[str, frozenset[Context]]] = MappingProxyType(
         "key_window": _ALL,
         "allowed_keys": _ALL,
         "times": _DELIVERY,
-        "stale": _DELIVERY,
+        "stale": frozenset({Context.PUSH, Context.PULL, Context.OFFLINE}),
         "rollback": frozenset({Context.PUSH, Context.PULL, Context.RESTORE}),
         "push_claims": frozenset({Context.PUSH}),
         "replay": frozenset({Context.PUSH}),
@@ -122,6 +138,18 @@ class NoRefusalMetrics:
         """Do nothing."""
 
 
+class GateObserver(Protocol):
+    """Told of every admission and refusal (the audit log listens here)."""
+
+    def admitted(self, token: AdmittedToken, origin: str) -> None:
+        """``token`` was admitted (``origin``: e.g. ``from 10.0.0.7``)."""
+        ...
+
+    def refused(self, source: str, context: Context, reason: str, key_id: str, origin: str) -> None:
+        """A token for ``source`` was refused in ``context`` with ``reason``."""
+        ...
+
+
 _GATE: Final = object()
 
 
@@ -133,21 +161,34 @@ class AdmittedToken:
         verified: the verified token (claims, key id, pattern).
         source: the source it was admitted for (``""``: none, the CLI).
         context: the context it was admitted in.
+        action: the action it was admitted for (``None``: none named, e.g. the CLI).
     """
 
-    __slots__ = ("context", "source", "verified")
+    __slots__ = ("action", "context", "source", "verified")
 
     def __init__(
-        self, verified: VerifiedToken, source: str, context: Context, *, _origin: object = None
+        self,
+        verified: VerifiedToken,
+        source: str,
+        context: Context,
+        action: Action | None = None,
+        *,
+        _origin: object = None,
     ) -> None:
         if _origin is not _GATE:
             raise TypeError("AdmittedToken is built only by agent.trust.gate.TrustGate.admit")
         self.verified = verified
         self.source = source
         self.context = context
+        self.action = action
 
     def __repr__(self) -> str:
         return f"AdmittedToken(source={self.source!r}, context={self.context.value!r})"
+
+    @property
+    def chain_key_ids(self) -> tuple[str, ...]:
+        """The key ids of the delegation chain, root first (empty: no chain)."""
+        return ()
 
     @property
     def raw(self) -> str:
@@ -257,6 +298,7 @@ class TrustGate:
         replay: the push ``jti`` memory (default: remembers nothing).
         on_replay: awaited after a push ``jti`` was remembered (the daemon persists the cache).
         metrics: counts refusals (default: nothing).
+        observer: told of every admission and refusal (default: nobody).
         clock: Unix time.
     """
 
@@ -268,9 +310,11 @@ class TrustGate:
         replay: ReplayMemory | None = None,
         on_replay: Callable[[], Awaitable[None]] | None = None,
         metrics: RefusalMetrics | None = None,
+        observer: GateObserver | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.observer = observer
         self.replay: ReplayMemory = replay if replay is not None else _NoReplay()
         self._marks = marks
         self._on_replay = on_replay
@@ -289,6 +333,7 @@ class TrustGate:
         *,
         origin: str = "",
         now: float | None = None,
+        action: Action | None = None,
     ) -> AdmittedToken:
         """Run every check :data:`CHECKS` lists for ``context``; admit or refuse ``raw``.
 
@@ -298,6 +343,9 @@ class TrustGate:
             context: where it arrived.
             origin: for the log line, e.g. ``from 10.0.0.7`` or ``from https://host/x.jwt``.
             now: Unix time (default: the clock); key windows, times and maxTokenAge use it.
+            action: what the token is for (default: :data:`DEFAULT_ACTIONS` of ``context``;
+                a check-mode push passes :attr:`Action.CHECK`, a re-admission the action the
+                token was first admitted with).
 
         Returns:
             The admitted token.
@@ -331,7 +379,11 @@ class TrustGate:
             raise
         if "replay" in applies and verified.jti and self._on_replay is not None:
             await self._on_replay()
-        return AdmittedToken(verified, source, context, _origin=_GATE)
+        effective = action if action is not None else DEFAULT_ACTIONS.get(context)
+        admitted = AdmittedToken(verified, source, context, effective, _origin=_GATE)
+        if self.observer is not None:
+            self.observer.admitted(admitted, origin)
+        return admitted
 
     def recheck(self, token: AdmittedToken, *, origin: str = "") -> None:
         """Under the source lock: re-check what can change while a run waits (the rollback mark).
@@ -401,6 +453,9 @@ class TrustGate:
             )
         if context is not Context.OFFLINE:
             self._metrics.verify_failure(source, exc.reason)
+        if self.observer is not None:
+            key_id = exc.key_id if isinstance(exc, PolicyError) else ""
+            self.observer.refused(source, context, exc.reason, key_id, origin)
 
     @staticmethod
     def _log(context: Context, msg: str, *args: object, source: str = "", error: str = "") -> None:
@@ -457,9 +512,12 @@ def _what(context: Context, origin: str) -> str:
 __all__ = [
     "CHECKS",
     "CHECK_DOCS",
+    "DEFAULT_ACTIONS",
     "VERIFY_STEP",
+    "Action",
     "AdmittedToken",
     "Context",
+    "GateObserver",
     "NoRefusalMetrics",
     "RefusalMetrics",
     "TrustGate",

@@ -20,6 +20,7 @@ from agent.trust.gate import (
     _AFTER_VERIFY,
     CHECKS,
     VERIFY_STEP,
+    Action,
     AdmittedToken,
     Context,
     TrustGate,
@@ -81,6 +82,43 @@ def test_gate_counts_each_refusal_once_with_its_reason() -> None:
     assert info.value.reason == "stale"
     asyncio.run(gate.admit(raw, "web", Context.RUN))  # stored tokens stay applied
     assert seen == [("web", "stale")]
+
+
+def test_gate_tells_its_observer_of_each_admission_and_refusal_with_the_action() -> None:
+    private, public = generate_keys("ed25519", "k")
+    now = int(time.time())
+    fresh = sign_token({"iat": now}, parse_signing_key(private))
+    old = sign_token({"iat": now - 7200}, parse_signing_key(private))
+    cfg = config_from_dict(
+        {"run": {"verifyKeys": [public]}, "sources": {"web": {"maxTokenAge": "1h"}}}
+    )
+    events: list[tuple[str, ...]] = []
+
+    class Observer:
+        def admitted(self, token: AdmittedToken, origin: str) -> None:
+            action = token.action.value if token.action else "-"
+            events.append(("admit", token.source, token.context.value, action, origin))
+
+        def refused(
+            self, source: str, context: Context, reason: str, key_id: str, origin: str
+        ) -> None:
+            events.append(("refuse", source, context.value, reason, key_id, origin))
+
+    gate = TrustGate(cfg, observer=Observer())
+    asyncio.run(gate.admit(fresh, "web", Context.PUSH, origin="from 127.0.0.1"))
+    asyncio.run(gate.admit(fresh, "web", Context.PUSH, action=Action.CHECK))
+    asyncio.run(gate.admit(fresh, "web", Context.PULL))
+    admitted = asyncio.run(gate.admit(fresh, "web", Context.RUN))
+    with pytest.raises(VerifyError):
+        asyncio.run(gate.admit(old, "web", Context.PULL, origin="from mirror"))
+    assert admitted.chain_key_ids == ()
+    assert events == [
+        ("admit", "web", "push", "push", "from 127.0.0.1"),
+        ("admit", "web", "push", "check", ""),
+        ("admit", "web", "pull", "pull", ""),
+        ("admit", "web", "run", "-", ""),
+        ("refuse", "web", "pull", "stale", "k", "from mirror"),
+    ]
 
 
 def test_render_s_refuses_a_stale_token_like_jwt_s_and_runs_no_natives(tmp_path: Path) -> None:
