@@ -169,6 +169,24 @@ RUN = (
     Field("verifyKeys", "verifykeys", [], "Public keys tried, in order, for every source."),
     Field("webhookMaxConcurrent", "posint", 4, "Webhook runs at once per source (429 beyond)."),
 )
+PUBLISH = (
+    Field(
+        "artifacts",
+        "artifacts",
+        {},
+        "Artifact name -> `{pattern, dest, expiresIn, resignBefore}` that `agent publish` keeps "
+        "fresh: `dest` lists file paths or http(s) URLs; `expiresIn` is required and "
+        "`resignBefore` (default a quarter of it) must be shorter.",
+    ),
+    Field("checkFrequency", "duration", "1m", "How often `agent publish` checks (jittered)."),
+    Field("fileMode", "filemode", "0644", "Mode of published files, an octal string."),
+    Field(
+        "metricsAddress",
+        "str",
+        "",
+        "`host:port` where `agent publish` serves /etcha/v1/system/metrics (empty: none).",
+    ),
+)
 SOURCE = (
     Field("allowPush", "bool", False, "Accept pushed JWTs."),
     Field("allowRollback", "bool", False, "Accept a JWT older than the current one."),
@@ -189,6 +207,12 @@ SOURCE = (
     Field("noRestore", "bool", False, "Do not restore the state JWT at start-up."),
     Field("pullIgnoreVersion", "bool", False, "Do not re-run when only etchaVersion changed."),
     Field("pullPaths", "strlist", [], "Paths or URLs a JWT is pulled from."),
+    Field(
+        "requireExp",
+        "bool",
+        False,
+        "Refuse pushed or pulled JWTs without an `exp` claim (reason `missing_exp`).",
+    ),
     Field("runFrequency", "duration_opt", "", "How often to pull and run (empty: never)."),
     Field("runMulti", "bool", False, "Allow concurrent runs of this source."),
     Field("shell", "shell", "", "Command (or exec) for `agent shell` sessions."),
@@ -221,6 +245,7 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
     "build": BUILD,
     "cli": CLI,
     "lint": LINT,
+    "publish": PUBLISH,
     "run": RUN,
 }
 #: Sections that map names to typed records.
@@ -265,6 +290,8 @@ KIND_DOC = {
     "port": "string or integer",
     "shell": "string or exec object",
     "fingerprint": "string",
+    "artifacts": "object of artifacts",
+    "filemode": "octal string",
 }
 #: ``build.pushTargets.<name>``: Etcha's old form of ``targets`` (SPEC 18).
 PUSH_TARGET = (

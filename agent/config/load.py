@@ -31,6 +31,7 @@ from agent.config.fields import (
     CLI,
     EXEC_SECTION,
     LINT,
+    PUBLISH,
     RUN,
     SOURCE,
     TARGET,
@@ -46,6 +47,7 @@ from agent.config.tree import (
     Config,
     HTTPClientConfig,
     LintConfig,
+    PublishConfig,
     RunConfig,
     SourceConfig,
     TargetConfig,
@@ -280,6 +282,7 @@ def _build_config(merged: Mapping[str, Any], base: Path, layer: Layer) -> Config
         targets=_build_targets(layer, merged["targets"]),
         vars=dict(merged["vars"]),
         raw_exec=copy.deepcopy(dict(merged["exec"])),
+        publish=_build_record(PublishConfig, PUBLISH, merged["publish"]),
     )
 
 

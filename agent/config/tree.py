@@ -23,7 +23,7 @@ from typing import Any
 
 from agent.config.fields import SECTIONS, SOURCE, TARGET, TYPED_JSON_KINDS, Field, snake
 from agent.config.masking import mask_config
-from agent.config.values import VerifyKeyEntry, to_json
+from agent.config.values import PublishArtifact, VerifyKeyEntry, to_json
 from agent.run.model import Command, Exec
 
 
@@ -84,6 +84,16 @@ class LintConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishConfig:
+    """``publish``: the artifacts `agent publish` keeps fresh, and its service settings."""
+
+    artifacts: Mapping[str, PublishArtifact] = field(default_factory=dict)
+    check_frequency: float = 60.0
+    file_mode: str = "0644"
+    metrics_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """``run``: the daemon, its listener and the global verifiers."""
 
@@ -140,6 +150,7 @@ class SourceConfig:
     no_restore: bool
     pull_ignore_version: bool
     pull_paths: tuple[str, ...]
+    require_exp: bool
     run_frequency: float
     run_multi: bool
     shell: str | Exec
@@ -188,6 +199,7 @@ class Config:
     vars: Mapping[str, Any]
     #: The top-level ``exec`` object as written (``to_dict`` shows it, not compared).
     raw_exec: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    publish: PublishConfig = field(default_factory=PublishConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The full effective config in its camelCase JSON form (loadable again)."""
@@ -243,6 +255,8 @@ __all__ = [
     "Config",
     "HTTPClientConfig",
     "LintConfig",
+    "PublishArtifact",
+    "PublishConfig",
     "RunConfig",
     "SourceConfig",
     "TargetConfig",

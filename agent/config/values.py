@@ -47,6 +47,25 @@ class VerifyKeyEntry:
     not_after: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PublishArtifact:
+    """One ``publish.artifacts.<name>``: a pattern kept fresh at its destinations.
+
+    Args:
+        name: the artifact name.
+        pattern: the pattern path.
+        dest: file paths or http(s) URLs, in order.
+        expires_in: the lifetime of each published token (seconds, > 0).
+        resign_before: re-sign when a token expires within this (seconds, < ``expires_in``).
+    """
+
+    name: str
+    pattern: str
+    dest: tuple[str, ...]
+    expires_in: float
+    resign_before: float
+
+
 class Bad(Exception):
     """A value that does not fit its field; the caller turns it into a ConfigError.
 
@@ -313,6 +332,71 @@ def linter_execs(linters: Mapping[str, Any]) -> dict[str, Exec]:
     return {name: parse_exec(v, f".{name}") for name, v in linters.items()}
 
 
+_ARTIFACT_KEYS = ("dest", "expiresIn", "pattern", "resignBefore")
+
+
+def _artifact_duration(item: Mapping[str, Any], key: str, name: str) -> float | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    try:
+        return _duration(Field(key, "duration", "", ""), value)
+    except Bad as exc:
+        raise Bad(str(exc), sub=f".{name}.{key}") from None
+
+
+def _artifact_dest(dest: Any, name: str) -> tuple[str, ...]:
+    if isinstance(dest, str):
+        dest = [dest]
+    if not isinstance(dest, list | tuple) or not dest:
+        raise Bad("expected a non-empty list of paths or URLs", sub=f".{name}.dest")
+    for index, entry in enumerate(dest):
+        where = f".{name}.dest[{index}]"
+        if not isinstance(entry, str) or not entry.strip():
+            raise Bad(f"expected a path or URL, got {json_kind(entry)}", sub=where)
+        scheme = entry.split("://", 1)[0].lower() if "://" in entry else ""
+        if scheme and scheme not in ("http", "https"):
+            raise Bad(f"expected a file path or an http(s) URL, got a {scheme}:// URL", sub=where)
+    return tuple(dest)
+
+
+def _artifact(name: str, item: Any) -> PublishArtifact:
+    if not isinstance(item, Mapping):
+        raise Bad(f"expected an object, got {json_kind(item)}", sub=f".{name}")
+    for key in item:
+        if key not in _ARTIFACT_KEYS:
+            raise Bad("unknown key", sub=f".{name}.{key}", choices=_ARTIFACT_KEYS)
+    pattern = item.get("pattern")
+    if not isinstance(pattern, str) or not pattern:
+        raise Bad(f"expected a pattern path, got {json_kind(pattern)}", sub=f".{name}.pattern")
+    dest = _artifact_dest(item.get("dest"), name)
+    expires_in = _artifact_duration(item, "expiresIn", name)
+    if not expires_in:
+        raise Bad("expected a duration > 0 (it is required), got none", sub=f".{name}.expiresIn")
+    resign_before = _artifact_duration(item, "resignBefore", name)
+    if resign_before is None:
+        resign_before = expires_in / 4
+    if resign_before >= expires_in:
+        raise Bad(
+            f"expected resignBefore shorter than expiresIn ({format_go_duration(expires_in)}), "
+            f"got {format_go_duration(resign_before)}",
+            sub=f".{name}.resignBefore",
+        )
+    return PublishArtifact(name, pattern, dest, expires_in, resign_before)
+
+
+def _artifacts(_: Field, value: Any) -> dict[str, PublishArtifact]:
+    expect(value, isinstance(value, Mapping), "an object of artifacts")
+    return {str(name): _artifact(str(name), item) for name, item in sorted(value.items())}
+
+
+def _file_mode(_: Field, value: Any) -> str:
+    expect(value, isinstance(value, str), "an octal string such as '0644'")
+    if not re.fullmatch(r"0?[0-7]{3}", value):
+        raise Bad(f"expected an octal mode such as '0644' or '0640', got {value!r}")
+    return str(value)
+
+
 _CONVERTERS: dict[str, Callable[[Field, Any], Any]] = {
     "str": _string,
     "regex": _string,
@@ -333,6 +417,8 @@ _CONVERTERS: dict[str, Callable[[Field, Any], Any]] = {
     "port": _port,
     "fingerprint": _fingerprint,
     "shell": _shell,
+    "artifacts": _artifacts,
+    "filemode": _file_mode,
 }
 
 
@@ -403,6 +489,16 @@ def to_json(f: Field, value: Any) -> Any:
         return format_go_duration(value) if value else ""
     if f.kind == "verifykeys":
         return _verify_keys_json(value)
+    if f.kind == "artifacts":
+        return {
+            name: {
+                "dest": list(a.dest),
+                "expiresIn": format_go_duration(a.expires_in),
+                "pattern": a.pattern,
+                "resignBefore": format_go_duration(a.resign_before),
+            }
+            for name, a in value.items()
+        }
     if isinstance(value, Exec):
         return value.to_dict()
     if isinstance(value, tuple) and value and all(isinstance(c, Command) for c in value):
@@ -416,6 +512,7 @@ def to_json(f: Field, value: Any) -> Any:
 
 __all__ = [
     "Bad",
+    "PublishArtifact",
     "VerifyKeyEntry",
     "convert",
     "expect",

@@ -9,6 +9,8 @@ Names and labels follow Etcha (reference etcha-run.md §8) with the labels its d
 - ``etcha_sources_shells{name,public_key,remote_addr}`` gauge (open shell sessions)
 - ``agent_verify_failures_total{source,reason}`` counter
 - ``agent_pattern_expires_in_seconds{source}`` gauge, computed at scrape time from ``exp``
+- ``etcha_source_token_expires_in_seconds{source}`` gauge, the same value under the name the
+  publisher's alerts use (every source with an applied token that has ``exp``)
 - ``agent_pull_total{source,result}`` counter, result ``fetched``/``not_modified``/``error``
 - ``agent_connections_refused_total{reason}`` counter, reason ``total`` (``run.maxConnections``)
   or ``address`` (``run.maxConnectionsPerAddress``)
@@ -60,7 +62,8 @@ def _flag(error: bool) -> str:
 
 
 class _ExpiryCollector(Collector):
-    """Yields ``agent_pattern_expires_in_seconds`` as ``exp - now`` at scrape time."""
+    """Yields ``agent_pattern_expires_in_seconds`` and ``etcha_source_token_expires_in_seconds``
+    as ``exp - now`` at scrape time."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -78,10 +81,17 @@ class _ExpiryCollector(Collector):
             "Seconds until the current pattern token of a source expires (negative: expired).",
             labels=["source"],
         )
+        token = GaugeMetricFamily(
+            "etcha_source_token_expires_in_seconds",
+            "Seconds until the applied token of a source expires (negative: expired).",
+            labels=["source"],
+        )
         now = self._clock()
         for source, exp in sorted(dict(self._expiry).items()):
             family.add_metric([source], exp - now)
+            token.add_metric([source], exp - now)
         yield family
+        yield token
 
 
 class _WithoutCreated(Collector):

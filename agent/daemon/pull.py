@@ -7,16 +7,21 @@ every such pull but keeps running, SPEC 31). A new token is admitted by the gate
 context and replaces the stored one only when it differs by manifest, pattern files or version
 (``pullIgnoreVersion``). Every tick re-runs the checks (drift correction).
 
+A newly admitted token of the same pattern (re-signed by ``agent publish``: new ``iat``/``exp``/
+``jti``) runs nothing new, but becomes the source's token: it is saved to stateDir, its ``iat``
+moves the rollback mark and its ``exp`` feeds the expiry gauges.
+
 Every pull attempt is counted in ``agent_pull_total`` and fires the ``pull`` system event.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from agent.core.errors import AgentError
+from agent.core.errors import AgentError, VerifyError
 from agent.daemon.runner import RefusedUnderLock, Runner, RunRequest, empty_result
 from agent.daemon.sources import Pulled
 from agent.daemon.state import SourceMeta
@@ -68,6 +73,9 @@ class Puller:
                 ):
                     logger.info("Source %s: pulled a new token", name)
                     token = pulled.token
+                elif pulled.token is not token and pulled.token.raw != token.raw:
+                    await self._adopt(name, pulled)
+                    token = rt.token
             elif token is not None:
                 logger.warning("Source %s: no pull path gave a token; using the stored token", name)
             elif rt.pattern is None:
@@ -83,6 +91,41 @@ class Puller:
             return await self.runner.run(name, token, req)
         except RefusedUnderLock as exc:
             return empty_result(str(exc))
+
+    async def _adopt(self, name: str, pulled: Pulled) -> None:
+        """A re-signed token of the pattern in hand becomes the source's token; nothing runs.
+
+        Under the source lock (as a run): the rollback mark is re-checked, the token saved
+        (unless ``noRestore``/``checkOnly``, which save nothing) and the expiry gauge fed.
+        """
+        src = self._config().sources[name]
+        rt = self.table[name]
+        lock: contextlib.AbstractAsyncContextManager[Any] = (
+            contextlib.nullcontext() if src.run_multi else rt.lock
+        )
+        new = pulled.token
+        async with lock:
+            current = rt.token
+            if current is None or not same_pattern(
+                current.verified, new.verified, ignore_version=src.pull_ignore_version
+            ):
+                return  # a run changed the source meanwhile; the next pull decides again
+            try:
+                self.gate.recheck(new, origin="(re-signed, same pattern)")
+            except VerifyError as exc:
+                self.runner.refused(name, "pull", exc)
+                return
+            if not src.no_restore and not src.check_only:
+                try:
+                    await self.runner.save(name, new, self._meta_for(name, new))
+                except AgentError as exc:
+                    logger.error("Source %s: state not saved: %s", name, exc)
+                    return
+            rt.token = new
+        logger.info(
+            "Source %s: pulled a re-signed token of the same pattern; nothing re-runs", name
+        )
+        self.metrics.pattern_expiry(name, new.exp)
 
     def _meta_for(self, name: str, token: AdmittedToken | None) -> SourceMeta | None:
         rt = self.table[name]

@@ -98,6 +98,7 @@ CHECKS: Final[Mapping[str, frozenset[Context]]] = MappingProxyType(
         "stale": frozenset({Context.PUSH, Context.PULL, Context.OFFLINE}),
         "rollback": frozenset({Context.PUSH, Context.PULL, Context.RESTORE}),
         "push_claims": frozenset({Context.PUSH}),
+        "require_exp": frozenset({Context.PUSH, Context.PULL}),
         "replay": frozenset({Context.PUSH}),
     }
 )
@@ -115,6 +116,7 @@ CHECK_DOCS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "stale": ("`sources.X.maxTokenAge`", "`stale`"),
         "rollback": ("the rollback mark (`allowRollback` turns it off)", "`rollback`"),
         "push_claims": ("`run.pushRequireJti`/`pushRequireExp`", "`missing_jti`, `missing_exp`"),
+        "require_exp": ("`sources.X.requireExp`", "`missing_exp`"),
         "replay": ("push `jti` seen before (replay cache)", "`replay`"),
     }
 )
@@ -252,6 +254,18 @@ def _push_claims(req: _Request) -> None:
     check_push_claims(req.token, req.gate.config, source_name=req.source)
 
 
+def _require_exp(req: _Request) -> None:
+    """``sources.X.requireExp``: a pushed or pulled token must carry ``exp``."""
+    src = req.gate.config.sources.get(req.source) if req.source else None
+    if src is not None and src.require_exp and not req.token.exp:
+        raise PolicyError(
+            f"source {req.source}: expected a token with an exp (sources.{req.source}.requireExp), "
+            "got none",
+            "missing_exp",
+            key_id=req.token.key_id,
+        )
+
+
 def _replay(req: _Request) -> None:
     check_replay(req.token, req.gate.replay, source_name=req.source, now=req.now)
 
@@ -261,6 +275,7 @@ _AFTER_VERIFY: Final[tuple[tuple[str, Callable[[_Request], None]], ...]] = (
     ("stale", _stale),
     ("rollback", _rollback),
     ("push_claims", _push_claims),
+    ("require_exp", _require_exp),
     ("replay", _replay),
 )
 
