@@ -88,12 +88,13 @@ class FileDest:
         return Published(data.decode("utf-8", errors="replace").strip())
 
     def write(self, token: str, published: Published) -> None:
-        """Write ``token`` atomically (temp file, fsync, rename).
+        """Write ``token`` atomically (temp file, fsync, rename); missing parents are made.
 
         Raises:
             SourceError: the write failed.
         """
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, token, mode=self.mode)
         except OSError as exc:
             raise SourceError(f"writing {self.path}: {exc.strerror or exc}") from exc

@@ -1,0 +1,103 @@
+"""Handler for ``agent publish`` (imported on use)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from agent.cli.common import http_client_for, load_config_for
+from agent.config.schema import Config
+from agent.core.errors import ConfigError
+from agent.daemon import sdnotify
+from agent.daemon.app import parse_listen_address
+from agent.daemon.httpmw import metrics_handler
+from agent.tools.publish import Publisher
+from agent.tools.publish_service import PublishMetrics, PublishService
+
+logger = logging.getLogger(__name__)
+
+
+def delegation_chain(config: Config) -> tuple[str, ...]:
+    """The link JWTs of ``build.delegationChain`` (root first): JWT strings or files holding one.
+
+    ``BuildConfig.delegation_chain`` comes with the delegated-trust issue; until it exists the
+    chain is empty.
+    """
+    entries: tuple[str, ...] = tuple(getattr(config.build, "delegation_chain", ()) or ())
+    links = []
+    for index, entry in enumerate(entries):
+        text = entry.strip()
+        if text.count(".") == 2 and "/" not in text and not Path(text).exists():
+            links.append(text)
+            continue
+        try:
+            links.append(Path(text).read_text().strip())
+        except OSError as exc:
+            raise ConfigError(
+                f"build.delegationChain[{index}]: expected a JWT or a readable file, "
+                f"got {exc.strerror or exc}"
+            ) from exc
+    return tuple(links)
+
+
+def _publisher(config: Config) -> Publisher:
+    return Publisher(config, client=http_client_for(config), chain=delegation_chain(config))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """``agent publish [--once | --dry-run]``."""
+    config = load_config_for(args)
+    if not config.publish.artifacts:
+        raise ConfigError("publish.artifacts: expected at least one artifact, got none")
+    if args.dry_run or args.once:
+        reports = asyncio.run(_publisher(config).check_all(dry_run=bool(args.dry_run)))
+        for report in reports:
+            print(report.line(), flush=True)
+        if args.dry_run:
+            return 0
+        return 1 if any(r.result == "failed" for r in reports) else 0
+    return asyncio.run(_serve(config, args))
+
+
+async def _serve(config: Config, args: argparse.Namespace) -> int:
+    metrics = None
+    runner: Any = None
+    key = config.run.system_metrics_key
+    address = config.publish.metrics_address
+    if address and not key:
+        logger.warning("publish.metricsAddress is set but run.systemMetricsKey is not: no metrics")
+    if address and key:
+        metrics = PublishMetrics()
+        runner = await _start_metrics(address, metrics, key)
+    service = PublishService(
+        config,
+        publisher_for=_publisher,
+        loader=lambda: load_config_for(args),
+        metrics=metrics,
+        notifier=sdnotify,
+    )
+    try:
+        return await service.serve()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _start_metrics(address: str, metrics: PublishMetrics, key: str) -> Any:
+    """Serve ``GET /etcha/v1/system/metrics?key=`` with the daemon's handler (plain HTTP)."""
+    from aiohttp import web  # lazy: aiohttp only for the service with metrics
+
+    host, port = parse_listen_address(address)
+    app = web.Application()
+    app.router.add_get("/etcha/v1/system/metrics", metrics_handler(metrics, key))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    logger.info("Publish metrics on %s/etcha/v1/system/metrics", address)
+    return runner
+
+
+__all__ = ["cmd_publish", "delegation_chain"]
