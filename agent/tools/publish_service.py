@@ -88,9 +88,20 @@ class PublishMetrics:
         """The text exposition, without the ``*_created`` series."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # lazy: heavy
 
-        body = generate_latest(self.registry)
-        kept = [line for line in body.split(b"\n") if b"_created" not in line.split(b" ")[0]]
-        return b"\n".join(kept), CONTENT_TYPE_LATEST
+        return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_LATEST
+
+
+class _WithoutCreated:
+    """The registry minus the ``*_created`` series of counters (as the daemon's metrics)."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        for family in self._registry.collect():
+            created = family.name + "_created"
+            family.samples = [s for s in family.samples if s.name != created]
+            yield family
 
 
 class _ExpiryCollector:
