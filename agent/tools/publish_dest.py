@@ -30,7 +30,7 @@ _ABSENT = frozenset({404, 410})
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """What a destination holds: the token text (``None``: nothing) and its ``ETag``."""
+    """What a destination holds: the text (``None``: nothing is there) and its ``ETag``."""
 
     raw: str | None
     etag: str = ""
@@ -132,7 +132,7 @@ class HTTPDest:
         if resp.status != 200:
             raise SourceError(f"GET {self.shown}: expected 200 or 404, got {resp.status}")
         text = resp.body.decode("utf-8", errors="replace").strip()
-        return Published(text or None, resp.header("ETag"))
+        return Published(text, resp.header("ETag"))  # "" (empty) is there, and not a token
 
     def write(self, token: str, published: Published) -> None:
         """``PUT`` ``token``, conditional on what was read.

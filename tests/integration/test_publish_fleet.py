@@ -80,7 +80,7 @@ def test_host_keeps_applying_a_republished_pattern_over_three_expiry_periods(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_port(pub_port, publisher, log)  # type: ignore[arg-type]
+        wait_port(pub_port, publisher, log)
         deadline = time.monotonic() + 15
         while not mirror.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
