@@ -5,7 +5,9 @@ the token?
 ``typ: etcha-delegation+jwt`` and claims ``sub``, ``etchaDelegation``, ``iat``, ``nbf``, ``exp``)
 without verifying them (hosts verify chains; the publisher only reads their times) and says:
 
-- a warning for every link that expires within ``2 x resignBefore`` of ``now``;
+- a warning for every link that expires within ``2 x resignBefore`` of the token's ``exp`` (the
+  next re-signs would outlive it; with ``2 x resignBefore`` longer than ``expiresIn`` this also
+  covers every link that expires within ``2 x resignBefore`` of ``now``);
 - a refusal when a link expires before the token would (``exp``), naming the link by its index
   in ``build.delegationChain`` and its subject key id (``sub``).
 
@@ -69,9 +71,10 @@ def check_chain(
                 f"{who} expires in {_left(exp, now)}, before the token, which {until}: "
                 "renew the delegation",
             )
-        if exp - now <= 2 * resign_before:
+        if exp - token_exp <= 2 * resign_before:
             warnings.append(
-                f"{who} expires in {_left(exp, now)} (within 2 x resignBefore): renew it soon"
+                f"{who} expires in {_left(exp, now)}, within 2 x resignBefore of the token's "
+                "exp: renew it soon"
             )
     return ChainCheck(tuple(warnings))
 

@@ -8,6 +8,7 @@ periods its stored token never expires, and its one change ran exactly once.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -93,21 +94,25 @@ def test_host_keeps_applying_a_republished_pattern_over_three_expiry_periods(
         with daemon(host_dir, host_config, host_port, clean_exit=True) as host:
             state = host_dir / "state" / "web.jwt"
             jtis: set[str] = set()
+            iats: list[int] = []
             lapses = []
             end = time.monotonic() + 12  # three expiry periods of 4s
             while time.monotonic() < end:
                 if state.exists():
                     claims = decode_token(state.read_text()).claims
                     jtis.add(str(claims.get("jti")))
+                    iats.append(int(claims["iat"]))
                     if claims["exp"] <= time.time():
                         lapses.append(claims["exp"])
                 time.sleep(0.2)
+            meta = json.loads((host_dir / "state" / "web.meta.json").read_text())
             host_metrics = scrape(host_port, "hk")
             pub_metrics = scrape(pub_port, "pk")
             host_log = host.log.read_text()
         assert lapses == [], f"the host's stored token expired: {lapses}\n{host_log}"
         assert len(jtis) >= 3, f"expected at least 3 re-signed tokens in stateDir, got {jtis}"
         assert (host_dir / "changes").read_text() == "ran\n"  # no change re-ran
+        assert meta["high_water_iat"] > iats[0] > 0  # the rollback mark moved with it
         assert "pulled a re-signed token of the same pattern; nothing re-runs" in host_log
         left = sample(host_metrics, 'etcha_source_token_expires_in_seconds{source="web"}')
         assert left is not None and 0 < left <= 4, host_metrics

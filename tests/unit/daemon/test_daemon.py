@@ -503,11 +503,14 @@ def test_pull_from_file_replaces_the_token_only_when_the_pattern_changes(tmp_pat
         stored = d.stored_token("p")
         assert stored is not None and stored.raw == first
         await asyncio.sleep(1.1)  # a later iat: a different token with the same pattern
-        jwt.write_text(await sign(cfg, [file_cmd("a", a)]))
+        second = await sign(cfg, [file_cmd("a", a)])
+        jwt.write_text(second)
         a.unlink()
         assert (await d.run_source("p")).changed_ids == ("a",)  # drift corrected
         stored = d.stored_token("p")
-        assert stored is not None and stored.raw == first  # not replaced
+        # issue 17: the same pattern, re-signed, becomes the source's token (nothing new runs)
+        assert stored is not None and stored.raw == second
+        assert (tmp_path / "state" / "p.jwt").read_text().strip() == second
         new = await sign(cfg, [file_cmd("b", b)])
         jwt.write_text(new)
         result = await d.run_source("p")

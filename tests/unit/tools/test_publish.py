@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,39 @@ def test_once_exits_1_when_a_destination_fails_and_dry_run_prints_lines(tmp_path
     again = run_agent("-c", str(write_json(tmp_path / "c2.json", doc)), "publish", "--once")
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith(f"web {tmp_path / 'ok.jwt'}: keep (fresh, expires in")
+
+
+def _link(sub: str, exp: int) -> str:
+    def b64(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    header = {"alg": "EdDSA", "typ": "etcha-delegation+jwt"}
+    claims = {"sub": sub, "etchaDelegation": {}, "iat": 1, "nbf": 1, "exp": exp}
+    return f"{b64(header)}.{b64(claims)}.c2ln"
+
+
+def test_chain_expiring_before_the_token_refuses_to_publish(tmp_path: Path) -> None:
+    doc = _project(tmp_path)
+    chain = [_link("root", 1_000_000 + 10_000), _link("ci", 1_000_000 + 1800)]
+    publisher = Publisher(
+        config_from_dict(doc), client=HTTPClient(), chain=chain, clock=Clock(1_000_000)
+    )
+    [report] = asyncio.run(publisher.check_all())
+    assert report.result == "failed"
+    assert report.error.startswith(
+        "refusing to publish: build.delegationChain[1] (subject key ci) expires in 30m"
+    )
+    assert not (tmp_path / "dist" / "web.jwt").exists()
+
+
+def test_chain_close_to_expiry_warns_and_publishes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = _project(tmp_path)
+    chain = [_link("root", 1_000_000 + 3600 + 60)]
+    publisher = Publisher(
+        config_from_dict(doc), client=HTTPClient(), chain=chain, clock=Clock(1_000_000)
+    )
+    [report] = asyncio.run(publisher.check_all())
+    assert report.result == "published"
+    assert "build.delegationChain[0] (subject key root) expires in 1h1m" in caplog.text

@@ -48,8 +48,8 @@ def test_link_expiring_within_twice_resign_before_warns() -> None:
     )
     assert found.refusal == ""
     assert found.warnings == (
-        "build.delegationChain[1] (subject key ci) expires in 1h1m40s "
-        "(within 2 x resignBefore): renew it soon",
+        "build.delegationChain[1] (subject key ci) expires in 1h1m40s, "
+        "within 2 x resignBefore of the token's exp: renew it soon",
     )
 
 
