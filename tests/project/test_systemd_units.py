@@ -12,7 +12,7 @@ import pytest
 from support import REPO
 
 ROOT = REPO
-UNITS = ("agent.service", "agent-pull.service", "agent-pull.timer")
+UNITS = ("agent.service", "agent-pull.service", "agent-pull.timer", "agent-publish.service")
 
 
 def _installed_agent() -> Path:
@@ -69,6 +69,18 @@ def test_service_contract_settings() -> None:
         assert not any(line.startswith(("ProtectSystem=", "NoNewPrivileges=")) for line in settings)
     timer = (ROOT / "systemd" / "agent-pull.timer").read_text()
     assert "OnUnitActiveSec=5min" in timer.splitlines()
+
+
+def test_publish_service_contract_settings() -> None:
+    lines = (ROOT / "systemd" / "agent-publish.service").read_text().splitlines()
+    for line in (
+        "Type=notify",
+        "ExecStart=/usr/bin/agent -c /etc/agent/publish.jsonnet publish",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=always",
+        "WorkingDirectory=/var/lib/agent-publish",
+    ):
+        assert line in lines, line
 
 
 def _settings(unit: str, key: str) -> list[str]:
