@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import RIGHT_PRIV, agent_env, daemon, free_port, listener_config, wait_port, write_json
@@ -130,3 +131,42 @@ def test_host_keeps_applying_a_republished_pattern_over_three_expiry_periods(
     assert text.count("resign (expires in") >= 3, text
     assert "Stopped" in text
     assert os.stat(mirror).st_mode & 0o777 == 0o644
+
+
+def test_service_rereads_its_config_on_sighup_and_drains_on_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "web.jsonnet").write_text(PATTERN % {"root": tmp_path})
+    first, second = tmp_path / "a.jwt", tmp_path / "b.jwt"
+    web: dict[str, Any] = {"pattern": "web.jsonnet", "dest": [str(first)], "expiresIn": "1h"}
+    doc = {
+        "build": {"signingKey": RIGHT_PRIV},
+        "publish": {"checkFrequency": "1h", "artifacts": {"web": web}},
+    }
+    config = write_json(tmp_path / "publish.json", doc)
+    log = tmp_path / "publish.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "-c", str(config), "publish"],
+            cwd=tmp_path,
+            env=agent_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while not first.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.exists(), log.read_text()
+        web["dest"] = [str(first), str(second)]
+        write_json(config, doc)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while not second.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert second.exists(), log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    text = log.read_text()
+    assert "SIGHUP: config reloaded; checking now" in text
+    assert f"Publish web to {second}: resign (nothing published)" in text
+    assert "Received SIGTERM" in text and "Stopped" in text
