@@ -206,7 +206,7 @@ class Publisher:
             entrypoint, files = await asyncio.to_thread(collect_files, Path(artifact.pattern))
             keys = publishing_keys(self.config)
         except AgentError as exc:
-            return [_failed(artifact, d.shown, REBUILD, "pattern", exc) for d in dests]
+            return [_failed(artifact, d.shown, "check", "pattern and key", exc) for d in dests]
 
         def judge(published: Published) -> Decision:
             return decide(

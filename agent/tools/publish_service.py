@@ -150,8 +150,12 @@ class PublishService:
         self._wake = asyncio.Event()
 
     async def check(self) -> list[DestReport]:
-        """One check of every artifact (metrics recorded, failures logged)."""
-        reports = await self.publisher_for(self.config).check_all()
+        """One check of every artifact (metrics recorded, failures logged; the loop goes on)."""
+        try:
+            reports = await self.publisher_for(self.config).check_all()
+        except AgentError as exc:
+            logger.error("Publish check failed: %s", exc)
+            return []
         if self.metrics is not None:
             self.metrics.record(reports)
         for report in reports:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,10 @@ def test_host_keeps_applying_a_republished_pattern_over_three_expiry_periods(
             meta = json.loads((host_dir / "state" / "web.meta.json").read_text())
             host_metrics = scrape(host_port, "hk")
             pub_metrics = scrape(pub_port, "pk")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                scrape(pub_port, "wrong")
+            refused.value.close()
+            assert refused.value.code == 401
             host_log = host.log.read_text()
         assert lapses == [], f"the host's stored token expired: {lapses}\n{host_log}"
         assert len(jtis) >= 3, f"expected at least 3 re-signed tokens in stateDir, got {jtis}"
