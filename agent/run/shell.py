@@ -33,9 +33,10 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.core.errors import CommandError
@@ -51,6 +52,7 @@ __all__ = [
     "expand_vars",
     "process_env",
     "run",
+    "spawn_pty",
 ]
 
 MAX_OUTPUT = 4 * 1024 * 1024
@@ -421,3 +423,79 @@ async def _wait(
                     await task
         transport.close()
     return timed_out, ended
+
+
+#: Runs in the child before the shell: makes the pty (its stdin) the controlling terminal of the
+#: new session, so job control and Ctrl-C reach the shell's foreground job. A separate process
+#: (not ``preexec_fn``) because the daemon has threads; the real interpreter (not a virtualenv
+#: link another user may not reach) runs it, isolated and without ``site``.
+_CTTY = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n"
+)
+
+
+def _identity(ex: Exec) -> dict[str, Any]:
+    """``user``/``group``/``extra_groups`` for the spawn: the user's own groups, not ours."""
+    kwargs: dict[str, Any] = {}
+    if ex.user:
+        uid = _lookup_user(ex.user)
+        kwargs["user"] = uid
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            entry = None
+        gid = _lookup_group(ex.group) if ex.group else (entry.pw_gid if entry else uid)
+        kwargs["group"] = gid
+        if os.geteuid() == 0:
+            kwargs["extra_groups"] = os.getgrouplist(entry.pw_name, gid) if entry else [gid]
+    elif ex.group:
+        kwargs["group"] = _lookup_group(ex.group)
+    return kwargs
+
+
+async def spawn_pty(
+    ex: Exec, command: str, slave_fd: int, *, env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start ``command`` (shell words, no script) under ``ex`` on the terminal ``slave_fd``.
+
+    Used by remote shell sessions. The process leads a new session whose controlling terminal
+    is the pty; it gets ``ex``'s user (with that user's groups), group, environment
+    (:func:`process_env`, plus ``TERM=xterm`` when unset), working directory, ``sudo`` and
+    container. ``exec.timeout`` is not applied (the caller bounds the session).
+
+    Raises:
+        CommandError: nothing to run, unbalanced quotes, an unknown user or group, or the
+            program could not be started.
+    """
+    child_env = process_env(ex, env)
+    child_env.setdefault("TERM", "xterm")
+    runtime = container_runtime() if ex.container_image else None
+    argv = build_argv(
+        replace(ex, command=command),
+        "",
+        env={**(ex.env or {}), **(env or {})},
+        runtime=runtime,
+        is_root=os.geteuid() == 0,
+    )
+    kwargs = _identity(ex)
+    try:
+        return await asyncio.create_subprocess_exec(
+            os.path.realpath(sys.executable),
+            "-I",
+            "-S",
+            "-c",
+            _CTTY,
+            *argv,
+            stdin=slave_fd,
+            stdout=slave_fd,
+            stderr=slave_fd,
+            env=child_env,
+            cwd=ex.work_dir or None,
+            start_new_session=True,
+            **kwargs,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise CommandError(f"error starting shell: {argv[0]}: {reason}") from exc
