@@ -11,8 +11,8 @@ is not a terminal) and each window resize is a follow-up request with ``i``.
 
 Terminal: with stdin on a terminal it is set to raw mode (keys, Ctrl-C included, go to the
 remote shell) and restored on every exit path: the end of the session, a broken connection, an
-error, SIGINT, SIGTERM and SIGHUP. When piped stdin ends, a Ctrl-D is sent so the remote shell
-sees the end of its input too.
+error, SIGINT, SIGTERM and SIGHUP. When piped stdin ends, Ctrl-D is sent (again every second
+until the session ends) so the remote shell sees the end of its input too.
 
 Exit codes: 0 when the session ended (the remote shell exited or the daemon closed it); 1 when it
 could not start or the connection broke.
@@ -54,8 +54,9 @@ EXPIRES_IN = 5
 STREAM_TIMEOUT = 60.0
 #: Seconds for connecting and for each follow-up request.
 REQUEST_TIMEOUT = 30.0
-#: Ctrl-D: sent when piped stdin ends.
+#: Ctrl-D: sent when piped stdin ends (every :data:`EOT_PERIOD` seconds until the session ends).
 EOT = b"\x04"
+EOT_PERIOD = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,7 @@ class ShellClient:
         self.session = ""
         self.outbox: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
         self.failure = ""
+        self.ended = threading.Event()
 
     def claims(self, data: bytes) -> dict[str, Any]:
         """The claims of a request carrying ``data``."""
@@ -228,7 +230,11 @@ class ShellClient:
         with os.fdopen(os.dup(self.stdin_fd), "rb") as stream:
             for line in _lines(stream):
                 self.outbox.put(line)
-        self.outbox.put(EOT)
+        # A Ctrl-D that arrives while a command runs can be lost when the remote shell's line
+        # editor switches the pty mode, so repeat it until the session ends.
+        while not self.ended.is_set():
+            _offer(self.outbox, EOT)
+            self.ended.wait(EOT_PERIOD)
 
 
 def _lines(stream: BinaryIO) -> Iterator[bytes]:
@@ -327,6 +333,7 @@ def run_shell(
             client.failure = "interrupted"
         finally:
             signal.signal(signal.SIGWINCH, old_winch)
+            client.ended.set()
             conn.close()
             _offer(client.outbox, None)
     sender.join(timeout=1.0)
