@@ -18,10 +18,12 @@ import pty
 import re
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -463,3 +465,53 @@ def test_agent_client_uses_a_config_target(shell_daemon: tuple[int, Path], tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert "target-7" in done.stdout
+
+
+def _broken_server(sock: socket.socket, release: threading.Event) -> None:
+    """Answer one shell request with a session id and one output line, then drop the connection."""
+    conn, _ = sock.accept()
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            body += conn.recv(65536)
+
+        def chunk(payload: bytes) -> bytes:
+            return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + chunk(b"7d0c8c2e-0c2f-4c4c-8f5e-5b0f3c2d1a00\n")
+            + chunk(b"o" + base64.b64encode(b"hello-broken") + b"\n")
+        )
+        release.wait(20)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_terminal_restored_when_the_connection_breaks(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        release = threading.Event()
+        server = threading.Thread(target=_broken_server, args=(sock, release), daemon=True)
+        server.start()
+        proc, master, slave = _client_on_pty(tmp_path, sock.getsockname()[1])
+        before = termios.tcgetattr(slave)
+        try:
+            assert b"hello-broken" in _read_until(master, b"hello-broken")
+            assert termios.tcgetattr(slave) != before
+            release.set()
+            assert proc.wait(timeout=20) == 1
+            assert termios.tcgetattr(slave) == before
+            assert b"connection lost" in _read_until(master, b"connection lost", timeout=5)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+            os.close(slave)
