@@ -94,6 +94,8 @@ MAX_BODY_BYTES = 128 * 1024
 OUTPUT_RATE = 256 * 1024
 #: Output bytes a session may send at once.
 OUTPUT_BURST = 64 * 1024
+#: Seconds between two looks at whether the client of a session's stream went away.
+DISCONNECT_CHECK = 1.0
 
 
 class AuditHook(Protocol):
@@ -305,7 +307,9 @@ class ShellSessions:
         try:
             await response.prepare(request)
             await response.write(session.sid.encode() + b"\n")
-            reason = await self._pump(response, session, float(config.run.timeout_shell))
+            reason = await self._pump(
+                response, session, float(config.run.timeout_shell), request.transport
+            )
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await response.write_eof()
         except (ConnectionError, RuntimeError):
@@ -336,8 +340,11 @@ class ShellSessions:
         self._sessions[sid] = session
         return session
 
-    async def _pump(self, response: web.StreamResponse, session: Session, idle: float) -> str:
-        """Copy the pty to the stream until the shell exits or the session closes."""
+    async def _pump(
+        self, response: web.StreamResponse, session: Session, idle: float, transport: Any
+    ) -> str:
+        """Copy the pty to the stream until the shell exits, the session closes or the client
+        goes away (looked at every :data:`DISCONNECT_CHECK` seconds)."""
         bucket = TokenBucket(OUTPUT_RATE, OUTPUT_BURST, self._clock)
         next_keepalive = self._clock() + keepalive_interval()
         while True:
@@ -345,7 +352,11 @@ class ShellSessions:
             idle_left = session.last_active + idle - now if idle > 0 else float("inf")
             if idle_left <= 0:
                 return "idle"
-            state = await session.wait_readable(min(next_keepalive - now, idle_left))
+            state = await session.wait_readable(
+                min(next_keepalive - now, idle_left, DISCONNECT_CHECK)
+            )
+            if transport is None or transport.is_closing():
+                return "disconnected"
             if state == "closing":
                 return "closed"
             if state == "timeout":

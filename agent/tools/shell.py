@@ -201,17 +201,22 @@ class ShellClient:
             data = self.outbox.get()
             if data is None:
                 break
-            try:
-                if conn is None:
-                    conn = self.connect()
-                conn.request("POST", self.where.url_path(self.source), body=self.sign(data))
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException, AgentError) as exc:
-                self.failure = f"sending input failed: {exc}"
-                if conn is not None:
-                    conn.close()
-                conn = None
+            # A kept-alive connection the daemon closed while idle fails once: retry on a new one.
+            for attempt in (1, 2):
+                fresh = conn is None
+                try:
+                    if conn is None:
+                        conn = self.connect()
+                    conn.request("POST", self.where.url_path(self.source), body=self.sign(data))
+                    conn.getresponse().read()
+                    break
+                except (OSError, http.client.HTTPException, AgentError) as exc:
+                    self.failure = f"sending input failed: {exc}"
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    if fresh or attempt == 2:
+                        break
         if conn is not None:
             conn.close()
 

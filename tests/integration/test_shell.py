@@ -305,6 +305,18 @@ def test_session_limit_per_source_is_429(shell_daemon: tuple[int, Path]) -> None
             shell.close()
 
 
+def test_session_ends_when_the_client_goes_away(shell_daemon: tuple[int, Path]) -> None:
+    port, log = shell_daemon
+    shell = RawShell(port, "execsh")
+    assert shell.status == 200
+    shell.close()
+    assert wait_for(
+        lambda: (
+            "source execsh using key reqYEklgP4 from 127.0.0.1 (disconnected)" in log.read_text()
+        )
+    )
+
+
 def test_idle_session_is_closed(tmp_path: Path) -> None:
     port = free_port()
     config = listener_config(
