@@ -142,6 +142,9 @@ def shell_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int
     sources = {
         "sh": {"shell": SHELL, "exec": {"env": SHELL_ENV}},
         "execsh": {"shell": {"command": SHELL, "env": SHELL_ENV, "workDir": str(tmp)}},
+        "asnobody": {
+            "shell": {"command": SHELL, "env": SHELL_ENV, "user": "nobody", "workDir": "/"}
+        },
         "noshell": {"commands": []},
         "watcher": {
             "eventsReceive": ["shell"],
@@ -237,6 +240,23 @@ def test_exec_object_shell_runs_with_its_work_dir_and_env(shell_daemon: tuple[in
         shell.close()
     assert str(log.parent) in out
     assert "tty-/dev/pts" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_shell_runs_as_the_exec_user_with_that_users_groups(shell_daemon: tuple[int, Path]) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    port, _ = shell_daemon
+    shell = RawShell(port, "asnobody")
+    try:
+        assert shell.status == 200
+        shell.send(b"echo ids:$(id -u):$(id -G):$(pwd); exit\n")
+        out = shell.read_to_end().decode(errors="replace")
+    finally:
+        shell.close()
+    groups = " ".join(str(g) for g in os.getgrouplist("nobody", nobody.pw_gid))
+    assert f"ids:{nobody.pw_uid}:{groups}:/" in out.replace("\r", "")
 
 
 @pytest.mark.parametrize("source", ["nosuchsource", "noshell"])
