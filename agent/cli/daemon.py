@@ -149,7 +149,8 @@ def _register_shell(sub: Any) -> None:
         "whose sources.<name>.shell must be set there. Every request is signed like a push "
         "(Etcha's protocol). The local terminal is in raw mode until the session ends and is "
         "restored on every exit; piped stdin is sent one line at a time. Exit 0 when the "
-        "remote shell ended, 1 when the session could not start or the connection broke.",
+        "remote shell ended, 1 when the session could not start or the connection broke, 130 when "
+        "interrupted.",
         add_help=False,  # -h is the host, as for push
     )
     p.add_argument("--help", action="help", help="show this help message and exit")

@@ -15,7 +15,7 @@ error, SIGINT, SIGTERM and SIGHUP. When piped stdin ends, Ctrl-D is sent (again 
 until the session ends) so the remote shell sees the end of its input too.
 
 Exit codes: 0 when the session ended (the remote shell exited or the daemon closed it); 1 when it
-could not start or the connection broke.
+could not start or the connection broke; 130 when interrupted (SIGINT, SIGTERM, SIGHUP).
 """
 
 from __future__ import annotations

@@ -547,3 +547,30 @@ def test_terminal_restored_when_the_connection_breaks(tmp_path: Path) -> None:
                 proc.wait()
             os.close(master)
             os.close(slave)
+
+
+def test_agent_client_over_tls_with_a_pinned_certificate(tmp_path: Path) -> None:
+    port = free_port()
+    config = listener_config(
+        tmp_path, port, {"sh": {"shell": SHELL, "exec": {"env": SHELL_ENV}}}, tls=True
+    )
+    with daemon(tmp_path, config, port):
+        fingerprint = run_agent("-c", str(config), "fingerprint", cwd=tmp_path).stdout.strip()
+        client = client_config(tmp_path)
+        done = run_agent(
+            "-c",
+            str(client),
+            "shell",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--fingerprint",
+            fingerprint,
+            "sh",
+            stdin="echo tls-$((4+4)); exit\n",
+            cwd=tmp_path,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "tls-8" in done.stdout
