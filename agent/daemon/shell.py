@@ -248,8 +248,7 @@ class ShellSessions:
             )
             return web.Response(status=404)
         session.touch()
-        with contextlib.suppress(OSError):
-            set_size(session.master, claims.cols, claims.rows)
+        await session.resize(claims.cols, claims.rows)
         if claims.stdin:
             written = await session.write(claims.stdin)
             if written < len(claims.stdin):
@@ -411,8 +410,7 @@ class ShellSessions:
         self._sessions.pop(session.sid, None)
         self._release(session.source)
         await stop_group(session.proc)
-        with contextlib.suppress(OSError):
-            os.close(session.master)
+        await session.close_pty()
         self._metrics.shells(
             session.source, -1, public_key=session.key_id, remote_addr=session.remote
         )

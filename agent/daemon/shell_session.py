@@ -152,6 +152,7 @@ class Session:
         self.last_active = self.started
         self.closing = asyncio.Event()
         self.write_lock = asyncio.Lock()
+        self.closed = False
 
     def touch(self) -> None:
         """Note activity (input or output): the idle timeout starts again."""
@@ -195,13 +196,29 @@ class Session:
             return "exited"
         return "timeout"
 
+    async def resize(self, cols: int, rows: int) -> None:
+        """Set the window size (the foreground job gets SIGWINCH); nothing once closed."""
+        async with self.write_lock:
+            if not self.closed:
+                with contextlib.suppress(OSError):
+                    set_size(self.master, cols, rows)
+
+    async def close_pty(self) -> None:
+        """Close the master side, after any write in progress (its fd number is never reused
+        by a write or resize meant for this session)."""
+        async with self.write_lock:
+            if not self.closed:
+                self.closed = True
+                with contextlib.suppress(OSError):
+                    os.close(self.master)
+
     async def write(self, data: bytes) -> int:
         """Write ``data`` to the pty (bounded by :data:`WRITE_TIMEOUT`); return bytes written."""
         loop = asyncio.get_running_loop()
         done = 0
         deadline = loop.time() + WRITE_TIMEOUT
         async with self.write_lock:
-            while done < len(data):
+            while done < len(data) and not self.closed:
                 try:
                     done += os.write(self.master, data[done:])
                     continue
