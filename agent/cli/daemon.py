@@ -8,9 +8,10 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    """Add ``run``, ``push`` and ``fingerprint`` to ``sub`` (an argparse subparsers action)."""
+    """Add ``run``, ``push``, ``shell`` and ``fingerprint`` to ``sub`` (argparse subparsers)."""
     _register_run(sub)
     _register_push(sub)
+    _register_shell(sub)
     _register_fingerprint(sub)
 
 
@@ -137,6 +138,43 @@ def _push_fleet_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 2 when no target failed but something changed (or would change with -c)",
     )
+
+
+def _register_shell(sub: Any) -> None:
+    """``shell``."""
+    p = sub.add_parser(
+        "shell",
+        help="open an interactive shell on a target over its push listener",
+        description="Opens a terminal on TARGET (a name from targets, or -h HOST) for SOURCE, "
+        "whose sources.<name>.shell must be set there. Every request is signed like a push "
+        "(Etcha's protocol). The local terminal is in raw mode until the session ends and is "
+        "restored on every exit; piped stdin is sent one line at a time. Exit 0 when the "
+        "remote shell ended, 1 when the session could not start or the connection broke, 130 when "
+        "interrupted.",
+        add_help=False,  # -h is the host, as for push
+    )
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument(
+        "-h",
+        dest="host",
+        default=None,
+        metavar="HOST",
+        help="connect to this host (https; http://HOST for plain HTTP)",
+    )
+    p.add_argument("-p", dest="port", default=None, metavar="PORT", help="port (default 4000)")
+    p.add_argument(
+        "-u", dest="path", default=None, metavar="PATH", help="shell path (default /etcha/v1/shell)"
+    )
+    p.add_argument(
+        "--fingerprint",
+        dest="fingerprint",
+        default=None,
+        metavar="sha256:HEX",
+        help="pin the target's certificate (as `agent fingerprint` prints it on the target)",
+    )
+    p.add_argument("source", help="source name on the target (its shell is used)")
+    p.add_argument("target", nargs="?", default=None, help="target name from the config")
+    p.set_defaults(handler="agent.cli.shell_cmds:cmd_shell")
 
 
 def _register_fingerprint(sub: Any) -> None:

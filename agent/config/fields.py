@@ -151,13 +151,24 @@ RUN = (
     Field(
         "rateLimiterRate", "rate", "10-M", "Failed requests allowed per client, `<n>-<S|M|H|D>`."
     ),
+    Field(
+        "shellMaxSessions",
+        "posint",
+        4,
+        "Open `agent shell` sessions per source (429 beyond).",
+    ),
     Field("stateDir", "str", "", "Directory for `<source>.jwt` state.", default_doc="cwd"),
     Field("systemMetricsKey", "str", "", "`?key=` enabling /etcha/v1/system/metrics (secret)."),
     Field("systemPprofKey", "str", "", "`?key=` enabling /etcha/v1/system/pprof (secret)."),
     Field("timeoutBody", "duration", "30s", "Time limit for reading a request body."),
     Field("timeoutHeaders", "duration", "10s", "Time limit for a request line and its headers."),
     Field("timeoutPush", "duration", "10m", "Time limit of a push run."),
-    Field("timeoutShell", "duration", "10m", "Time limit of a shell session."),
+    Field(
+        "timeoutShell",
+        "duration",
+        "10m",
+        "Idle time (no input and no output) after which a shell session is closed.",
+    ),
     Field("timeoutWebhook", "duration", "10m", "Time limit of a webhook run."),
     Field("tlsCertificateBase64", "str", "", "Listener certificate, base64 PEM."),
     Field("tlsCertificatePath", "str", "", "Listener certificate file."),
@@ -215,7 +226,13 @@ SOURCE = (
     ),
     Field("runFrequency", "duration_opt", "", "How often to pull and run (empty: never)."),
     Field("runMulti", "bool", False, "Allow concurrent runs of this source."),
-    Field("shell", "shell", "", "Command (or exec) for `agent shell` sessions."),
+    Field(
+        "shell",
+        "shell",
+        "",
+        "Command (or exec object with a `command`) run under a pty for `agent shell` "
+        "sessions; empty: no shell (404).",
+    ),
     Field("triggerOnly", "bool", False, "Run only when triggered (event, webhook, push)."),
     Field("verifyCommands", "commands", [], "Commands whose `jwt` event verifies tokens."),
     Field("verifyExec", "exec", None, "Exec for verifyCommands."),

@@ -110,6 +110,7 @@ class RunConfig:
     push_require_jti: bool
     randomized_start_delay_sec: int
     rate_limiter_rate: str
+    shell_max_sessions: int
     state_dir: str
     system_metrics_key: str = field(repr=False)
     system_pprof_key: str = field(repr=False)

@@ -2,7 +2,8 @@
 
 :func:`start_app` builds the aiohttp application (:func:`agent.daemon.server.create_app` around
 the push :class:`~agent.daemon.ingress.Ingress`, plus :func:`agent.daemon.httpmw.app_extras`:
-the metrics route, webhooks and the rate limiter) and starts it behind the bounded listener
+the metrics route, webhooks and the rate limiter, and the shell route of
+:class:`agent.daemon.shell.ShellSessions`) and starts it behind the bounded listener
 (:func:`agent.daemon.listener.start_listener`).
 
 TLS: configured material (``run.tlsCertificate*``/``run.tlsKey*``), else the persistent
@@ -28,6 +29,7 @@ from agent.core.errors import ConfigError, SourceError
 from agent.daemon.ingress import Ingress
 from agent.daemon.listener import ListenerLimits, start_listener
 from agent.daemon.server import create_app
+from agent.daemon.shell import AuditHook, ShellSessions
 from agent.net.tlsutil import (
     ListenerCertificate,
     ensure_listener_certificate,
@@ -168,6 +170,7 @@ async def start_app(
     *,
     extras: Mapping[str, Any],
     on_refused: Callable[[str], None] | None = None,
+    audit: AuditHook | None = None,
 ) -> Any:
     """Build the application and start the listener (``None`` when ``listenAddress`` is empty).
 
@@ -177,6 +180,7 @@ async def start_app(
         extras: more :func:`agent.daemon.server.create_app` keyword arguments (``extra_routes``,
             ``fallback``, ``middlewares``).
         on_refused: counts connections the listener refused.
+        audit: the audit log's ``record(event, **fields)`` for shell sessions (``None``: none).
 
     Returns:
         The aiohttp ``AppRunner``, or ``None``.
@@ -191,13 +195,16 @@ async def start_app(
         return None
     host, port = parse_listen_address(run.listen_address)
     limits = ListenerLimits.from_run(run)
+    shells = shell_sessions(ingress, audit=audit)
+    routes = (*extras.get("extra_routes", ()), *shells.routes())
     app = create_app(
         ingress,
         max_token_bytes=int(run.max_token_bytes),
         max_body_bytes=int(run.max_body_bytes),
         timeout_body=limits.timeout_body or None,
-        **extras,
+        **{**extras, "extra_routes": routes},
     )
+    app.on_shutdown.append(shells.close_all)
     ssl_ctx = None if run.tls_disable else await asyncio.to_thread(listener_ssl, config)
     try:
         runner = await start_listener(
@@ -213,6 +220,19 @@ async def start_app(
         "http" if ssl_ctx is None else "https",
     )
     return runner
+
+
+def shell_sessions(ingress: Ingress, *, audit: AuditHook | None = None) -> ShellSessions:
+    """The shell endpoint's sessions, sharing the push path's gate, config, events and metrics."""
+    runner = ingress.runner
+    return ShellSessions(
+        config=runner.config_fn,
+        gate=ingress.gate,
+        view=runner.view,
+        events=runner.events,
+        metrics=runner.metrics,
+        audit=audit,
+    )
 
 
 #: Listener settings a SIGHUP cannot apply (they need a restart).
@@ -232,4 +252,11 @@ def listener_changed(old_run: dict[str, Any], new_run: dict[str, Any]) -> bool:
     return any(old_run.get(k) != new_run.get(k) for k in LISTENER_KEYS)
 
 
-__all__ = ["LISTENER_KEYS", "listener_changed", "listener_ssl", "parse_listen_address", "start_app"]
+__all__ = [
+    "LISTENER_KEYS",
+    "listener_changed",
+    "listener_ssl",
+    "parse_listen_address",
+    "shell_sessions",
+    "start_app",
+]

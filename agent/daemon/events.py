@@ -41,8 +41,10 @@ System events:
   ``ETCHA_EVENT_ID`` is the source name and ``ETCHA_EVENT_OUTPUT`` the Result as compact JSON
   (the push client's answer, e.g. ``{"changedIDs":["a"],...,"err":""}``).
 - ``pull``, ``push`` and ``shell`` are **reserved**: only the daemon fires them; a pattern that
-  emits them is ignored (logged), so a pattern cannot impersonate the daemon. ``shell`` is kept
-  for shell sessions.
+  emits them is ignored (logged), so a pattern cannot impersonate the daemon. ``shell`` is
+  fired by :mod:`agent.daemon.shell` when a session opens (``ETCHA_EVENT_ID`` the source,
+  ``ETCHA_EVENT_OUTPUT`` ``opened``, ``ETCHA_EVENT_PUBLIC_KEY`` the key id, ``ETCHA_EVENT_SRC``
+  the client address).
 - ``webhookBody``/``webhookContentType`` are read by :mod:`agent.daemon.webhooks`; ``jwt``,
   ``buildManifest`` and ``runVar_*`` belong to build and verify.
 

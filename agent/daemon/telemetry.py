@@ -60,6 +60,10 @@ class DaemonMetrics(Protocol):
         """Count a connection the listener refused."""
         ...
 
+    def shells(self, name: str, delta: int, *, public_key: str = "", remote_addr: str = "") -> None:
+        """Adjust ``etcha_sources_shells`` (open shell sessions) by ``delta``."""
+        ...
+
 
 @runtime_checkable
 class Exposition(Protocol):
@@ -106,6 +110,9 @@ class NoMetrics:
         """Do nothing."""
 
     def connection_refused(self, reason: str) -> None:
+        """Do nothing."""
+
+    def shells(self, name: str, delta: int, *, public_key: str = "", remote_addr: str = "") -> None:
         """Do nothing."""
 
 

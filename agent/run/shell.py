@@ -33,9 +33,10 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.core.errors import CommandError
@@ -51,6 +52,7 @@ __all__ = [
     "expand_vars",
     "process_env",
     "run",
+    "spawn_pty",
 ]
 
 MAX_OUTPUT = 4 * 1024 * 1024
@@ -421,3 +423,98 @@ async def _wait(
                     await task
         transport.close()
     return timed_out, ended
+
+
+#: Runs in the child before the shell (as the agent's user): makes the pty (its stdin) the
+#: controlling terminal of the new session, so job control and Ctrl-C reach the shell's
+#: foreground job; then drops to the exec's groups, group and user, enters the work dir and
+#: starts the shell. A separate process (not ``preexec_fn``) because the daemon has threads; the
+#: real interpreter (not a virtualenv link), isolated and without ``site``.
+#: argv: ``uid gid groups workdir program args...`` (``-`` = keep; groups comma-separated).
+_CTTY = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "uid, gid, groups, cwd = sys.argv[1:5]\n"
+    "if groups != '-': os.setgroups([int(g) for g in groups.split(',') if g])\n"
+    "if gid != '-': os.setgid(int(gid))\n"
+    "if uid != '-': os.setuid(int(uid))\n"
+    "if cwd != '-': os.chdir(cwd)\n"
+    "os.execvp(sys.argv[5], sys.argv[5:])\n"
+)
+
+
+def _identity(ex: Exec) -> list[str]:
+    """``uid gid groups`` for :data:`_CTTY`: the exec's user with that user's own groups.
+
+    Raises:
+        CommandError: an unknown user or group, or a user to switch to while not root.
+    """
+    uid = gid = groups = "-"
+    if ex.group:
+        gid = str(_lookup_group(ex.group))
+    if ex.user:
+        number = _lookup_user(ex.user)
+        if number != os.geteuid() and os.geteuid() != 0:
+            raise CommandError(
+                f"error starting shell: exec user {ex.user}: expected the agent to run as root "
+                "to switch users"
+            )
+        try:
+            entry: pwd.struct_passwd | None = pwd.getpwuid(number)
+        except KeyError:
+            entry = None
+        if gid == "-":
+            gid = str(entry.pw_gid if entry is not None else number)
+        uid = str(number)
+        if os.geteuid() == 0:
+            ids = os.getgrouplist(entry.pw_name, int(gid)) if entry is not None else [int(gid)]
+            groups = ",".join(str(g) for g in ids)
+    elif gid != "-" and os.geteuid() == 0:
+        groups = gid
+    return [uid, gid, groups]
+
+
+async def spawn_pty(
+    ex: Exec, command: str, slave_fd: int, *, env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start ``command`` (shell words, no script) under ``ex`` on the terminal ``slave_fd``.
+
+    Used by remote shell sessions. The process leads a new session whose controlling terminal
+    is the pty; it gets ``ex``'s user (with that user's groups, never the agent's), group,
+    environment (:func:`process_env`, plus ``TERM=xterm`` when unset), working directory,
+    ``sudo`` and container. ``exec.timeout`` is not applied (the caller bounds the session).
+
+    Raises:
+        CommandError: nothing to run, unbalanced quotes, an unknown user or group, a user switch
+            while not root, or the program could not be started.
+    """
+    child_env = process_env(ex, env)
+    child_env.setdefault("TERM", "xterm")
+    runtime = container_runtime() if ex.container_image else None
+    argv = build_argv(
+        replace(ex, command=command),
+        "",
+        env={**(ex.env or {}), **(env or {})},
+        runtime=runtime,
+        is_root=os.geteuid() == 0,
+    )
+    identity = _identity(ex)
+    try:
+        return await asyncio.create_subprocess_exec(
+            os.path.realpath(sys.executable),
+            "-I",
+            "-S",
+            "-c",
+            _CTTY,
+            *identity,
+            ex.work_dir or "-",
+            *argv,
+            stdin=slave_fd,
+            stdout=slave_fd,
+            stderr=slave_fd,
+            env=child_env,
+            start_new_session=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise CommandError(f"error starting shell: {argv[0]}: {reason}") from exc
