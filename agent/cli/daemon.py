@@ -187,4 +187,4 @@ def _register_fingerprint(sub: Any) -> None:
         "in <run.stateDir>/tls/ (created by the first `agent run`). Pin it on the pushing side "
         "with targets.<name>.fingerprint or `agent push --fingerprint`.",
     )
-    p.set_defaults(handler="agent.cli.push_cmds:cmd_fingerprint")
+    p.set_defaults(handler="agent.cli.fingerprint_cmds:cmd_fingerprint")

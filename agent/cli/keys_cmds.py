@@ -15,13 +15,13 @@ Invariants:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import difflib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.cli.admit import admit_offline, check_source
 from agent.cli.common import load_config_for, read_token_arg
 from agent.core.atomicio import atomic_write
 from agent.core.errors import AgentError, ConfigError, TokenError, UsageError, VerifyError
@@ -29,8 +29,7 @@ from agent.core.gojson import dumps_indent
 from agent.jws.compare import token_difference
 from agent.jws.keys import generate_keys
 from agent.jws.tokens import decode_token
-from agent.net.fetch import is_http, safe_url
-from agent.trust.gate import AdmittedToken, Context, TrustGate
+from agent.net.urls import is_http, safe_url
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -80,30 +79,6 @@ def cmd_generate_keys(args: argparse.Namespace) -> int:
         f"Wrote {private_file} (private key, mode 0600) and {public_file} (public key, mode 0644)"
     )
     return 0
-
-
-def check_source(config: Config, source: str) -> None:
-    """Refuse an unknown ``-s`` source (``""`` is none: the global keys, like Etcha).
-
-    Raises:
-        ConfigError: naming the configured sources.
-    """
-    if source and source not in config.sources:
-        known = ", ".join(sorted(config.sources)) or "none"
-        raise ConfigError(f'unknown source "{source}" (configured sources: {known})')
-
-
-def admit_offline(token: str, config: Config, source: str = "") -> AdmittedToken:
-    """Admit ``token`` through the trust gate in the ``offline`` context for ``source``.
-
-    Everything that needs no daemon state applies (signature or verifyCommands, key windows,
-    allowedKeys, exp/nbf, maxTokenAge), so ``jwt -s web``, ``render -s web`` and
-    ``compare -s web`` refuse what the daemon's ``web`` source would refuse on delivery.
-
-    Raises:
-        VerifyError: the token did not verify, or the policy refused it.
-    """
-    return asyncio.run(TrustGate(config).admit(token, source, Context.OFFLINE))
 
 
 def _display_claims(decoded: DecodedToken) -> dict[str, Any]:

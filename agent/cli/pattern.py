@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("target", metavar="jwt|pattern|jsonnet", help="JWT path/URL, pattern or text")
     p.add_argument("-s", dest="source", default="", help="source name to render for")
-    p.set_defaults(handler="agent.cli.pattern_cmds:cmd_render")
+    p.set_defaults(handler="agent.cli.render_cmds:cmd_render")
 
     _register_local(sub)
 
@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("pattern", help="pattern path (.jsonnet)")
     p.add_argument("dest", nargs="?", default=None, help="destination JWT path")
-    p.set_defaults(handler="agent.cli.pattern_cmds:cmd_build")
+    p.set_defaults(handler="agent.cli.build_cmds:cmd_build")
 
     p = sub.add_parser(
         "test",

@@ -1,4 +1,5 @@
-"""Handlers for `render`, `local` and `build`."""
+"""Handler for `local` (``render`` is in :mod:`agent.cli.render_cmds`, ``build`` in
+:mod:`agent.cli.build_cmds`: they run no command, so they do not import the engine)."""
 
 from __future__ import annotations
 
@@ -11,67 +12,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.cli.common import load_config_for, looks_like_token, read_token_arg
-from agent.cli.keys_cmds import admit_offline, check_source
-from agent.core.errors import UsageError, VerifyError
-from agent.core.gojson import dumps_indent
-from agent.pattern.load import load_from_disk, load_from_text, load_from_token
+from agent.cli.common import load_config_for
+from agent.core.errors import UsageError
+from agent.pattern.load import load_from_disk, load_from_text
 from agent.run.engine import Mode, Result, RunOutcome, run_commands
-from agent.tools.build import build_to_file, collect_build
+from agent.tools.build import collect_build
 from agent.tools.helpers.diff import DIFF_ENV, DIFF_REDACT_ENV
 from agent.tools.inprocess import helper_runner
 from agent.tools.report import output_block, result_json, result_lines, shown_outputs
 
 if TYPE_CHECKING:
     from agent.pattern.load import LoadedPattern
-
-_PATTERN_SUFFIXES = (".jsonnet", ".libsonnet", ".json")
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    """Render a JWT (admitted by the trust gate first), a pattern file, or Jsonnet text.
-
-    A token goes through the same gate as ``agent jwt -s`` (context ``offline``); a refused one
-    is never rendered, so none of its Jsonnet (or natives) runs.
-    """
-    config = load_config_for(args)
-    target: str = args.target
-    source: str = args.source
-    disable = bool(args.disable_external)
-    path = Path(target)
-    token: str | None = None
-    if target.startswith(("http://", "https://")):
-        token = read_token_arg(target, config=config)
-    elif path.is_file() and not target.endswith(_PATTERN_SUFFIXES):
-        content = read_token_arg(target, config=config)
-        if looks_like_token(content):
-            token = content
-    elif not path.exists() and looks_like_token(target.strip()):
-        token = target.strip()
-
-    if token is not None:
-        check_source(config, source)
-        try:
-            admitted = admit_offline(token, config, source)
-        except VerifyError as exc:
-            raise VerifyError(
-                f"refusing to render a token that did not verify: {exc} (reason {exc.reason})",
-                exc.reason,
-            ) from exc
-        loaded = load_from_token(admitted, config=config, source=source, disable_external=disable)
-    elif path.is_file():
-        loaded = load_from_disk(path, config=config, source=source, disable_external=disable)
-    elif target.endswith((*_PATTERN_SUFFIXES, ".jwt")) or _looks_like_path(target):
-        raise UsageError(f"render: file {target} does not exist")
-    else:
-        loaded = load_from_text(target, config=config, source=source, disable_external=disable)
-    print(dumps_indent(loaded.pattern.to_dict()))
-    return 0
-
-
-def _looks_like_path(text: str) -> bool:
-    """A bare word such as ``out.jwt`` or ``dir/x`` is a missing file, not Jsonnet text."""
-    return bool(text) and not any(c in text for c in "{}[]()'\":+ \n")
 
 
 def cmd_local(args: argparse.Namespace) -> int:
@@ -156,18 +107,4 @@ def _print_outcome(
     if outcome.error is not None:
         print(f"ERROR: {outcome.error}", file=sys.stderr)
         return 1
-    return 0
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    """Build and sign a pattern into a JWT file."""
-    config = load_config_for(args)
-    path = Path(args.pattern)
-    if not path.is_file():
-        raise UsageError(f"build: pattern file {args.pattern} does not exist")
-    dest = Path(args.dest) if args.dest else None
-    written = asyncio.run(
-        build_to_file(path, dest, config=config, disable_external=bool(args.disable_external))
-    )
-    print(f"Wrote {written}", file=sys.stderr)
     return 0

@@ -1,6 +1,8 @@
-"""Handlers for ``agent push`` and ``agent fingerprint`` (imported on use).
+"""Handler for ``agent push`` (imported on use; ``fingerprint`` is in
+:mod:`agent.cli.fingerprint_cmds`).
 
-They never import the daemon stack (aiohttp): push uses the one HTTP client.
+It never imports the daemon stack (aiohttp) nor asyncio: push uses the one HTTP client on a
+thread pool (:mod:`agent.tools.push`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import sys
 from agent.cli.common import load_config_for
 from agent.core.durations import parse_duration
 from agent.core.errors import ConfigError, UsageError
-from agent.net.tlsutil import listener_fingerprint
 from agent.tools.push import PushOptions, run_push_cli
 
 
@@ -60,17 +61,4 @@ def _timeout(text: str | None) -> float | None:
         raise UsageError(str(exc)) from exc
 
 
-def cmd_fingerprint(args: argparse.Namespace) -> int:
-    """``agent fingerprint``: the listener certificate's ``sha256:<hex>``."""
-    run = load_config_for(args).run
-    print(
-        listener_fingerprint(
-            cert_path=run.tls_certificate_path,
-            cert_b64=run.tls_certificate_base64,
-            state_dir=run.state_dir,
-        )
-    )
-    return 0
-
-
-__all__ = ["cmd_fingerprint", "cmd_push"]
+__all__ = ["cmd_push"]

@@ -117,7 +117,45 @@ def read_config_file(path: Path) -> Any:
             problem = getattr(exc, "problem", None) or type(exc).__name__
             raise ConfigError(f"config file {path}: expected YAML, got {problem}{where}") from exc
         return {} if data is None else data
-    return evaluate_jsonnet(text, str(path))
+    plain = plain_json(text)
+    return plain if plain is not None else evaluate_jsonnet(text, str(path))
+
+
+def _json_number(text: str) -> float | int:
+    """A JSON number as Jsonnet yields it: a double, integral ones as ints."""
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return int(value) if value.is_integer() else value
+
+
+def _jsonnet_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object as Jsonnet yields it: fields sorted; duplicates refused."""
+    out = dict(sorted(pairs))
+    if len(out) != len(pairs):
+        raise ValueError("duplicate field")  # Jsonnet refuses those: let it say so
+    return out
+
+
+def plain_json(text: str) -> Any | None:
+    """``text`` parsed as strict JSON with Jsonnet's result, or None (then Jsonnet evaluates it).
+
+    Issue 14: most config files are plain JSON, and evaluating them would load the Go Jsonnet
+    runtime (~6 MiB resident, and its start-up) into every CLI verb and every daemon. Numbers
+    become doubles as in Jsonnet (integral ones ints) and fields are sorted, as Jsonnet does;
+    duplicate fields, non-finite numbers and anything that is not strict JSON (comments, Jsonnet
+    syntax) go to Jsonnet, which gives the same value or the same error as before.
+    """
+    try:
+        return json.loads(
+            text,
+            parse_int=_json_number,
+            parse_float=_json_number,
+            parse_constant=_json_number,
+            object_pairs_hook=_jsonnet_object,
+        )
+    except ValueError:
+        return None
 
 
 def parse_override_value(text: str) -> Any:

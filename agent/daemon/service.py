@@ -114,7 +114,7 @@ class Service:
         )
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
-        self._scheduler: Any = None
+        self._scheduler: schedule.IntervalJobs | None = None
 
     # ------------------------------------------------------------------ the SourceView
 
@@ -330,8 +330,6 @@ class Service:
 
     async def _serving(self, stop_event: asyncio.Event) -> Any:
         """Listener, READY=1, schedules and the watchdog until stopped; then stop accepting."""
-        from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
         runner = await start_app(
             self._config,
             self.ingress,
@@ -340,15 +338,14 @@ class Service:
         )
         sdnotify.ready()
         sdnotify.status(f"running {len(self.sources)} source(s)")
-        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        self._scheduler = schedule.IntervalJobs()
         self._sync_jobs()
-        self._scheduler.start()
         watchdog = asyncio.get_running_loop().create_task(schedule.watchdog())
         await stop_event.wait()
         watchdog.cancel()
         logger.info("Stopping: no new requests; waiting for running sources")
         sdnotify.stopping()
-        self._scheduler.shutdown(wait=False)
+        self._scheduler.shutdown()
         if runner is not None:
             for site in list(runner.sites):
                 await site.stop()

@@ -43,8 +43,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import _gojsonnet
-
 from agent.core.errors import RenderError
 
 __all__ = [
@@ -138,6 +136,8 @@ def evaluate(
         }
     if natives is not None:
         natives._frames.append((import_callback, filename))
+    import _gojsonnet  # the Go runtime (~6 MiB resident): loaded on the first render only
+
     try:
         out = _gojsonnet.evaluate_snippet(filename, text, **kwargs)
     except (RuntimeError, UnicodeDecodeError) as exc:

@@ -24,7 +24,6 @@ from agent.core.errors import AgentError, BuildError
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import encode_payload, etcha_claims, sign_token
 from agent.pattern.load import LoadedPattern, load_from_disk
-from agent.run.engine import Mode, run_commands
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -57,6 +56,8 @@ async def collect_build(
     run_vars: dict[str, Any] = dict(loaded.pattern.run_vars)
     if not loaded.pattern.build:
         return "", run_vars
+    from agent.run.engine import Mode, run_commands  # lazy: asyncio, only for build commands
+
     outcome = await run_commands(
         loaded.pattern.build, exec=loaded.build_exec, mode=Mode.CHANGE, parent_id=parent_id
     )
@@ -114,6 +115,8 @@ def _warn_open_key(path: str, mode: int) -> None:
 
 
 async def _sign_with_commands(payload: str, *, config: Config) -> str:
+    from agent.run.engine import Mode, run_commands  # lazy: asyncio, only for signingCommands
+
     exec_ = config.exec.override(config.build.signing_exec)  # parsed when the config loaded
     outcome = await run_commands(
         config.build.signing_commands,
@@ -180,6 +183,24 @@ async def build_to_file(
     Raises:
         AgentError: rendering, building or signing failed; no partial file is left.
     """
+    loaded, target = prepare_build(path, dest, config=config, disable_external=disable_external)
+    try:
+        token = await build_token(loaded, config=config)
+    except BuildError:
+        raise
+    except AgentError as exc:
+        raise BuildError(f"building {path}: {exc}") from exc
+    return write_token(target, token)
+
+
+def prepare_build(
+    path: Path, dest: Path | None, *, config: Config, disable_external: bool = False
+) -> tuple[LoadedPattern, Path]:
+    """Render ``path`` for :func:`build_to_file`; return the pattern and its destination.
+
+    Raises:
+        AgentError: rendering failed, or the destination is a directory.
+    """
 
     def extra(target: Path) -> dict[str, str]:
         return {
@@ -207,12 +228,15 @@ async def build_to_file(
         target = guess
     if target.exists() and target.is_dir():
         raise BuildError(f"error writing jwt {target}: it is a directory")
-    try:
-        token = await build_token(loaded, config=config)
-    except BuildError:
-        raise
-    except AgentError as exc:
-        raise BuildError(f"building {path}: {exc}") from exc
+    return loaded, target
+
+
+def write_token(target: Path, token: str) -> Path:
+    """Write ``token`` to ``target`` atomically (mode 0644); return ``target``.
+
+    Raises:
+        BuildError: the file could not be written.
+    """
     try:
         atomic_write(target, token, mode=0o644)
     except OSError as exc:

@@ -30,7 +30,6 @@ works the first time. A failed verification names the three ways to trust a targ
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -40,7 +39,7 @@ import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -69,6 +68,7 @@ from agent.tools.push_targets import (
     ad_hoc_target,
     select_targets,
 )
+from agent.tools.syncrun import build_runs_commands, finish, signing_runs_commands
 
 __all__ = [
     "AD_HOC_ID",
@@ -86,6 +86,7 @@ __all__ = [
     "outcome_from_response",
     "push",
     "push_expires_in",
+    "push_sync",
     "run_push_cli",
     "select_targets",
     "tls_failure_message",
@@ -142,15 +143,12 @@ class _Built:
     error: str
 
 
-async def _build(
-    spec: str, *, config: Config, cwd: Path, disable_external: bool
-) -> tuple[_Built, bool]:
+def _build(spec: str, *, config: Config, cwd: Path, disable_external: bool) -> tuple[_Built, bool]:
     """Render and build one pattern spec once. Returns (built, command_mode)."""
     command_mode = not spec.endswith(".jsonnet")
     try:
         if command_mode:
-            loaded = await asyncio.to_thread(
-                load_from_text,
+            loaded = load_from_text(
                 ad_hoc_pattern_text(spec),
                 config=config,
                 source="",
@@ -160,16 +158,16 @@ async def _build(
             path = Path(spec)
             if not path.is_absolute():
                 path = cwd / path
-            loaded = await asyncio.to_thread(
-                load_from_disk, path, config=config, source="", disable_external=disable_external
+            loaded = load_from_disk(
+                path, config=config, source="", disable_external=disable_external
             )
-        manifest, run_vars = await collect_build(loaded)
+        manifest, run_vars = finish(collect_build(loaded), needs_loop=build_runs_commands(loaded))
     except AgentError as exc:
         return _Built(None, "", {}, str(exc)), command_mode
     return _Built(loaded, manifest, run_vars, ""), command_mode
 
 
-async def _sign(built: _Built, target: PushTarget, *, config: Config) -> str:
+def _sign(built: _Built, target: PushTarget, *, config: Config) -> str:
     if built.loaded is None:  # callers only sign successful builds
         raise AgentError("push: expected a built pattern to sign, got none")
     pattern = built.loaded.pattern
@@ -188,7 +186,7 @@ async def _sign(built: _Built, target: PushTarget, *, config: Config) -> str:
         jti=secrets.token_urlsafe(16),  # replay protection: each signed push is unique
         now=time.time(),
     )
-    return await sign_claims(claims, config=config)
+    return finish(sign_claims(claims, config=config), needs_loop=signing_runs_commands(config))
 
 
 def push_expires_in(config: Config, pattern_expires_in: float) -> float:
@@ -342,11 +340,11 @@ class _Printer:
 class _PushRun:
     """One push to many targets: signs once per distinct (spec, vars), sends with bounded workers.
 
-    At most ``--forks`` (``build.pushMaxWorkers``) targets are worked on at once (signing and
-    sending); the requests run on a thread pool of that size, so the event loop only coordinates
-    and prints each target's result as soon as it is known. With ``--serial N`` the targets go in
-    batches of N, in name order, and a batch with a failed or unreachable target ends the push:
-    the rest are reported as skipped.
+    At most ``--forks`` (``build.pushMaxWorkers``) requests run at once, on a thread pool of that
+    size; the calling thread signs (once per distinct spec and target vars, before the batch is
+    sent) and prints each target's result as soon as it is known. With ``--serial N`` the
+    targets go in batches of N, in name order, and a batch with a failed or unreachable target
+    ends the push: the rest are reported as skipped. No event loop is involved.
     """
 
     def __init__(
@@ -369,26 +367,41 @@ class _PushRun:
         timeout = config.build.push_timeout if options.timeout is None else options.timeout
         self.timeout = timeout if timeout > 0 else None
         self.tokens: dict[tuple[str, str], str] = {}
-        self.token_lock = asyncio.Lock()
         self.done = 0
         self.total = 0
 
-    async def all(self, targets: Sequence[PushTarget]) -> None:
+    def all(self, targets: Sequence[PushTarget]) -> None:
         """Push to every target, printing each outcome as it arrives."""
         self.total = len(targets)
         for pinned in sorted({bool(t.fingerprint) for t in targets if t.scheme == "https"}):
             self.client.context(pinned=pinned)  # a bad caFile fails here, before any request
         size = self.options.serial or len(targets)
         batches = [targets[i : i + size] for i in range(0, len(targets), size)]
-        semaphore = asyncio.Semaphore(self.workers)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="push") as pool:
             self._show_progress()
             for number, batch in enumerate(batches, start=1):
-                results = await asyncio.gather(*(self._one(t, semaphore, pool) for t in batch))
+                results = self._batch(batch, pool)
                 if any(outcome_status(o) in ("failed", "unreachable") for o in results):
                     self._skip(batches[number:], number, size)
                     break
         self._clear_progress()
+
+    def _batch(self, batch: Sequence[PushTarget], pool: ThreadPoolExecutor) -> list[PushOutcome]:
+        """Sign, then send the batch on the pool; report each outcome as it completes."""
+        results: list[PushOutcome] = []
+        pending = []
+        for target in batch:
+            ready = self._prepare(target)
+            if isinstance(ready, PushOutcome):
+                self._report(ready)
+                results.append(ready)
+            else:
+                pending.append(pool.submit(ready))
+        for future in as_completed(pending):
+            outcome = future.result()
+            self._report(outcome)
+            results.append(outcome)
+        return results
 
     def _skip(self, batches: Sequence[Sequence[PushTarget]], number: int, size: int) -> None:
         reason = f"not pushed: batch {number} of --serial {size} had a failure"
@@ -412,15 +425,8 @@ class _PushRun:
         self.printer.emit(outcome)
         self._show_progress()
 
-    async def _one(
-        self, target: PushTarget, semaphore: asyncio.Semaphore, pool: ThreadPoolExecutor
-    ) -> PushOutcome:
-        async with semaphore:
-            outcome = await self._outcome(target, pool)
-        self._report(outcome)
-        return outcome
-
-    async def _outcome(self, target: PushTarget, pool: ThreadPoolExecutor) -> PushOutcome:
+    def _prepare(self, target: PushTarget) -> PushOutcome | functools.partial[PushOutcome]:
+        """The target's request (signed), or its outcome when there is nothing to send."""
         spec = self.specs[target.name]
         if not spec:
             return PushOutcome(target.name, error="no pattern or command given for this source")
@@ -428,26 +434,31 @@ class _PushRun:
         if built.error:
             return PushOutcome(target.name, error=built.error)
         key = (spec, json.dumps(dict(target.vars), sort_keys=True, default=str))
-        async with self.token_lock:
-            try:
-                if key not in self.tokens:
-                    self.tokens[key] = await _sign(built, target, config=self.config)
-            except AgentError as exc:
-                return PushOutcome(target.name, error=str(exc))
+        try:
+            if key not in self.tokens:
+                self.tokens[key] = _sign(built, target, config=self.config)
+        except AgentError as exc:
+            return PushOutcome(target.name, error=str(exc))
         opts = self.options
         url = target.url(self.source, check=opts.check, parent_filter=opts.parent_filter)
         logger.debug("Pushing %s to %s", self.source, url)
-        send = functools.partial(
+        return functools.partial(
             _send, self.client, target, url, self.tokens[key], timeout=self.timeout
         )
-        return await asyncio.get_running_loop().run_in_executor(pool, send)
 
 
 def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-async def push(
+async def push(config: Config, source: str, spec: str, **kwargs: Any) -> int:
+    """:func:`push_sync` in a worker thread, for callers inside an event loop (same arguments)."""
+    import asyncio
+
+    return await asyncio.to_thread(functools.partial(push_sync, config, source, spec, **kwargs))
+
+
+def push_sync(
     config: Config,
     source: str,
     spec: str,
@@ -496,11 +507,11 @@ async def push(
     specs = {t.name: (t.pattern or spec) for t in targets}
     built: dict[str, tuple[_Built, bool]] = {}
     for s in sorted(set(specs.values()) - {""}):
-        built[s] = await _build(
+        built[s] = _build(
             s, config=config, cwd=cwd or Path.cwd(), disable_external=disable_external
         )
     printer = _Printer(out or sys.stdout, specs, opts)
-    await _PushRun(config, source, built, printer, progress).all(targets)
+    _PushRun(config, source, built, printer, progress).all(targets)
     printer.finish()
     return exit_code(printer.recap, detailed=opts.detailed_exitcode)
 
@@ -557,15 +568,15 @@ def run_push_cli(
     words: Sequence[str],
     **kwargs: Any,
 ) -> int:
-    """Synchronous wrapper for the CLI: join ``words`` into the spec and run :func:`push`.
+    """The CLI's entry: join ``words`` into the spec and run :func:`push_sync`.
 
     Args:
         config: the loaded config.
         source: the source name.
         words: the remaining command-line words (a pattern path, or a command's words).
-        **kwargs: passed to :func:`push`.
+        **kwargs: passed to :func:`push_sync`.
 
     Returns:
         The exit code.
     """
-    return asyncio.run(push(config, source, " ".join(words), **kwargs))
+    return push_sync(config, source, " ".join(words), **kwargs)

@@ -26,11 +26,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.run.engine import OUTPUT_LOGGER
-
 if TYPE_CHECKING:
     from agent.run.engine import RunOutcome
     from agent.run.result import Result
+
+#: :data:`agent.run.engine.OUTPUT_LOGGER`, not imported from there: the engine imports asyncio,
+#: which ``agent push`` (that prints results) does not need. A test keeps the two equal.
+OUTPUT_LOGGER = "agent.run.output"
 
 __all__ = [
     "StepOutput",

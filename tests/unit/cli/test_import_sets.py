@@ -37,13 +37,19 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "local": NO_RUNTIME - {"asyncio", "ssl"},
     "push": NO_RUNTIME - {"ssl"},
 }
-# What each verb still imports on this branch, and why (issue 14 follow-ups).
+# What each verb still imports on this branch, and why (issue 14 follow-ups). The CLI, the push
+# client (a thread pool) and the build steps no longer import asyncio themselves; every one of
+# these verbs imports it through one module-level line, ``from agent.run.engine import ...`` in
+# agent/trust/verify.py (pattern.load and the CLI import the trust gate; the engine imports
+# agent/run/shell.py, which imports asyncio and with it ssl). Moving that import into the
+# verifyCommands path of trust.verify closes render, build and push; jwt also needs the gate to
+# admit without an event loop when no verifyCommands apply (see agent/cli/admit.py).
+_TRUST_CHAIN = "asyncio+ssl via agent.trust.verify -> agent.run.engine -> agent.run.shell"
 KNOWN_GAPS: dict[str, str] = {
-    "render": "asyncio+ssl: pattern.load -> trust.gate -> trust.verify -> run.engine -> run.shell "
-    "imports asyncio at module level (agent/run is owned by the runner work)",
-    "build": "asyncio+ssl: tools.build is async (asyncio.run) and imports the engine",
-    "jwt": "asyncio+ssl: keys_cmds runs the async TrustGate.admit through asyncio.run",
-    "push": "asyncio: tools.push drives its bounded workers with asyncio + a thread pool",
+    "render": _TRUST_CHAIN + " (pattern.load and cli.admit import the trust gate)",
+    "build": _TRUST_CHAIN + " (pattern.load imports the trust gate)",
+    "jwt": _TRUST_CHAIN + "; and TrustGate.admit is a coroutine (asyncio.run in cli.admit)",
+    "push": _TRUST_CHAIN + " (pattern.load imports the trust gate)",
 }
 
 WRAPPER = (
@@ -52,6 +58,26 @@ WRAPPER = (
     "    top = {m.split('.')[0] for m in sys.modules}\n"
     f"    print('HEAVY=' + ','.join(sorted(top & set({HEAVY!r}))), file=sys.stderr)\n"
     "atexit.register(_dump)\n"
+    "from agent.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+#: Prints the agent modules on the stack when asyncio is first imported (innermost last).
+WHO_IMPORTS_ASYNCIO = (
+    "import sys\n"
+    "class _Spy:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'asyncio':\n"
+    "            f, chain = sys._getframe(), []\n"
+    "            while f is not None:\n"
+    "                mod = f.f_globals.get('__name__', '')\n"
+    "                if mod.startswith('agent.') and (not chain or chain[-1] != mod):\n"
+    "                    chain.append(mod)\n"
+    "                f = f.f_back\n"
+    "            print('ASYNCIO_VIA=' + ','.join(reversed(chain)), file=sys.stderr)\n"
+    "            sys.meta_path.remove(self)\n"
+    "        return None\n"
+    "sys.meta_path.insert(0, _Spy())\n"
     "from agent.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -124,6 +150,24 @@ def test_each_verb_imports_only_what_it_uses(verb: str, workdir: Path) -> None:
     if verb != "push":  # push to a closed port fails by design; the import set is what counts
         assert res.returncode == 0, res.stdout + res.stderr
     assert not _heavy(res) & FORBIDDEN[verb], f"{verb} imported {_heavy(res) & FORBIDDEN[verb]}"
+
+
+@pytest.mark.parametrize("verb", sorted(KNOWN_GAPS))
+def test_a_verb_imports_asyncio_only_through_the_trust_gate(verb: str, workdir: Path) -> None:
+    """What is left of each gap is the one trust.verify -> run.engine line, nothing of ours."""
+    res = _run(WHO_IMPORTS_ASYNCIO, VERBS[verb], workdir)
+    chains = [ln for ln in res.stderr.splitlines() if ln.startswith("ASYNCIO_VIA=")]
+    assert chains, res.stdout + res.stderr
+    chain = chains[0].removeprefix("ASYNCIO_VIA=").split(",")
+    assert chain[-3:] == ["agent.trust.verify", "agent.run.engine", "agent.run.shell"], chain
+
+
+def test_report_output_logger_is_the_engines() -> None:
+    """``agent.tools.report`` copies the engine's output logger name (to avoid importing it)."""
+    from agent.run.engine import OUTPUT_LOGGER as ENGINE_LOGGER
+    from agent.tools.report import OUTPUT_LOGGER
+
+    assert OUTPUT_LOGGER == ENGINE_LOGGER
 
 
 def test_push_never_imports_aiohttp_prometheus_or_cryptography(workdir: Path) -> None:

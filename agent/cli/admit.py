@@ -1,0 +1,44 @@
+"""Admitting a token offline for the CLI (``jwt``, ``render``, ``compare``): the trust gate in the
+``offline`` context, and the ``-s`` source check.
+
+Kept apart from the verbs so that ``render`` imports only the gate, not ``keys_cmds``' helpers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agent.core.errors import ConfigError
+from agent.trust.gate import AdmittedToken, Context, TrustGate
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+
+
+def check_source(config: Config, source: str) -> None:
+    """Refuse an unknown ``-s`` source (``""`` is none: the global keys, like Etcha).
+
+    Raises:
+        ConfigError: naming the configured sources.
+    """
+    if source and source not in config.sources:
+        known = ", ".join(sorted(config.sources)) or "none"
+        raise ConfigError(f'unknown source "{source}" (configured sources: {known})')
+
+
+def admit_offline(token: str, config: Config, source: str = "") -> AdmittedToken:
+    """Admit ``token`` through the trust gate in the ``offline`` context for ``source``.
+
+    Everything that needs no daemon state applies (signature or verifyCommands, key windows,
+    allowedKeys, exp/nbf, maxTokenAge), so ``jwt -s web``, ``render -s web`` and
+    ``compare -s web`` refuse what the daemon's ``web`` source would refuse on delivery.
+
+    Raises:
+        VerifyError: the token did not verify, or the policy refused it.
+    """
+    import asyncio  # the gate's admit is a coroutine (verifyCommands spawn processes)
+
+    return asyncio.run(TrustGate(config).admit(token, source, Context.OFFLINE))
+
+
+__all__ = ["admit_offline", "check_source"]
