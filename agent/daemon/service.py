@@ -114,7 +114,7 @@ class Service:
         )
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
-        self._scheduler: schedule.IntervalJobs | None = None
+        self._scheduler: schedule.Jobs | None = None
 
     # ------------------------------------------------------------------ the SourceView
 
@@ -155,7 +155,7 @@ class Service:
         return status_document(self.sources, self._next_run)
 
     def _next_run(self, name: str) -> float | None:
-        return schedule.next_run(self._scheduler, name)
+        return self._scheduler.next_run(name) if self._scheduler is not None else None
 
     # ------------------------------------------------------------------ start-up and runs
 
@@ -242,7 +242,7 @@ class Service:
 
     def _sync_jobs(self) -> None:
         if self._scheduler is not None:
-            schedule.sync_jobs(self._scheduler, self._config, self.source_names, self._tick)
+            self._scheduler.sync(self._config, self.source_names, self._tick)
 
     async def reload(self, fresh: Config) -> list[str]:
         """Apply a re-read config (SIGHUP); return the top-level sections that changed.
@@ -338,7 +338,7 @@ class Service:
         )
         sdnotify.ready()
         sdnotify.status(f"running {len(self.sources)} source(s)")
-        self._scheduler = schedule.IntervalJobs()
+        self._scheduler = schedule.Jobs()
         self._sync_jobs()
         watchdog = asyncio.get_running_loop().create_task(schedule.watchdog())
         await stop_event.wait()

@@ -7,7 +7,7 @@ given config; the test reads that file. Heavy parts and what brings each in:
 - ``prometheus_client``: only with ``run.systemMetricsKey``;
 - ``_gojsonnet`` (the Go Jsonnet engine): only once something renders (a push, a pull);
 - ``cryptography``: only for non-Ed25519 keys (every key here is Ed25519);
-- ``apscheduler``: never (the interval jobs are asyncio tasks), even with ``runFrequency``.
+- ``apscheduler``: only when a source has a ``runFrequency``.
 """
 
 from __future__ import annotations
@@ -59,14 +59,16 @@ def test_daemon_without_metrics_key_or_renders_imports_no_heavy_part(tmp_path: P
     port = free_port()
     sources = {
         "static": {"commands": [{"id": "s", "check": "true", "change": "true"}]},
-        "core": {"allowPush": True, "runFrequency": "1h"},
+        "core": {"allowPush": True},
     }
     modules = _daemon_modules(tmp_path, listener_config(tmp_path, port, sources), port, push=False)
     assert "aiohttp" in modules  # the dump is real: the listener is there
     assert not modules & {"prometheus_client", "_gojsonnet", "cryptography", "apscheduler"}
 
 
-def test_metrics_key_and_a_push_bring_in_only_prometheus_and_the_engine(tmp_path: Path) -> None:
+def test_metrics_key_a_push_and_a_run_frequency_bring_in_only_what_they_need(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     pull = tmp_path / "pull.jsonnet"
     pull.write_text("{run: [{id: 'p', check: 'true', change: 'true'}]}\n")
@@ -76,5 +78,5 @@ def test_metrics_key_and_a_push_bring_in_only_prometheus_and_the_engine(tmp_path
     }
     config = listener_config(tmp_path, port, sources, systemMetricsKey="secret-metrics-key")
     modules = _daemon_modules(tmp_path, config, port, push=True)
-    assert {"prometheus_client", "_gojsonnet"} <= modules
-    assert not modules & {"cryptography", "apscheduler"}
+    assert {"prometheus_client", "_gojsonnet", "apscheduler"} <= modules
+    assert "cryptography" not in modules

@@ -1,78 +1,81 @@
-"""The daemon's interval jobs (:class:`agent.daemon.schedule.IntervalJobs`), on a real event loop.
+"""The daemon's interval jobs (:class:`agent.daemon.schedule.Jobs`) on a real event loop.
 
-The behaviours APScheduler gave before: a job runs every interval, never overlaps itself, skips
-(coalesces) the slots a slow run missed, reports its next run, and stops when removed.
+One APScheduler job per source ``runFrequency``: it runs every interval, never overlaps itself,
+reports its next run, follows a reload, and the scheduler is not created while no source has a
+``runFrequency`` (the daemon then never imports APScheduler: tests/integration/
+test_daemon_imports.py checks a real process).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 
-from agent.daemon.schedule import IntervalJobs
+from agent.config.schema import Config, config_from_dict
+from agent.daemon.schedule import Jobs
 
 
-def test_a_slow_job_never_overlaps_and_skips_the_slots_it_missed() -> None:
+def _config(**freqs: str) -> Config:
+    sources = {name: {"runFrequency": freq} if freq else {} for name, freq in freqs.items()}
+    return config_from_dict({"sources": sources})
+
+
+def test_no_run_frequency_creates_no_scheduler() -> None:
+    async def noop(name: str) -> None:
+        return None
+
+    async def go() -> bool:
+        jobs = Jobs()
+        jobs.sync(_config(web=""), ["web"], noop)
+        return jobs.loaded
+
+    assert asyncio.run(go()) is False
+
+
+def test_job_runs_every_interval_and_a_slow_run_never_overlaps() -> None:
     running, most, starts = 0, 0, []
 
     async def tick(name: str) -> None:
         nonlocal running, most
         running += 1
         most = max(most, running)
-        starts.append(asyncio.get_running_loop().time())
-        await asyncio.sleep(0.25)  # five slots of 0.05 s
+        starts.append(name)
+        await asyncio.sleep(1.5)  # longer than the 1 s interval
         running -= 1
 
     async def go() -> None:
-        jobs = IntervalJobs()
-        jobs.add("a", 0.05, tick)
-        while len(starts) < 3:
-            await asyncio.sleep(0.01)
+        jobs = Jobs()
+        jobs.sync(_config(web="1s"), ["web"], tick)
+        deadline = time.monotonic() + 10
+        while len(starts) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         jobs.shutdown()
 
     asyncio.run(go())
+    assert starts[:2] == ["web", "web"]
     assert most == 1
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert all(g >= 0.25 for g in gaps)  # after the slow run, not once per missed slot
 
 
-def test_next_run_is_one_interval_ahead_and_removal_stops_the_job() -> None:
-    ticks: list[str] = []
+def test_next_run_follows_a_reload_and_a_removed_source() -> None:
+    async def noop(name: str) -> None:
+        return None
 
-    async def tick(name: str) -> None:
-        ticks.append(name)
-
-    async def go() -> tuple[float | None, float | None, int]:
-        jobs = IntervalJobs()
+    async def go() -> tuple[float | None, float | None, float | None]:
+        jobs = Jobs()
         before = time.time()
-        jobs.add("a", 3600, tick)
-        await asyncio.sleep(0)
-        ahead = jobs.next_run("a")
-        jobs.remove("a")
-        await asyncio.sleep(0)
-        return (ahead - before if ahead is not None else None), jobs.next_run("a"), len(ticks)
-
-    ahead, after, count = asyncio.run(go())
-    assert ahead is not None and 3590 < ahead <= 3601
-    assert after is None
-    assert count == 0
-
-
-def test_a_crashing_job_keeps_its_schedule() -> None:
-    calls = 0
-
-    async def tick(name: str) -> None:
-        nonlocal calls
-        calls += 1
-        raise RuntimeError("boom")
-
-    async def go() -> None:
-        jobs = IntervalJobs()
-        jobs.add("a", 0.01, tick)
-        while calls < 3:
-            await asyncio.sleep(0.01)
+        jobs.sync(_config(web="1h", db="5m"), ["web", "db"], noop)
+        hour = jobs.next_run("web")
+        jobs.sync(_config(web="2h"), ["web"], noop)  # SIGHUP: web's frequency changed, db gone
+        two = jobs.next_run("web")
+        gone = jobs.next_run("db")
         jobs.shutdown()
+        return (
+            hour - before if hour is not None else None,
+            two - before if two is not None else None,
+            gone,
+        )
 
-    asyncio.run(go())
-    assert calls >= 3
+    hour, two, gone = asyncio.run(go())
+    assert hour is not None and 3590 < hour <= 3601
+    assert two is not None and 7190 < two <= 7201
+    assert gone is None
