@@ -170,6 +170,7 @@ RUN = (
     Field("webhookMaxConcurrent", "posint", 4, "Webhook runs at once per source (429 beyond)."),
 )
 SOURCE = (
+    Field("allowNATS", "bool", False, "Accept pushes over NATS (needs the `nats` section)."),
     Field("allowPush", "bool", False, "Accept pushed JWTs."),
     Field("allowRollback", "bool", False, "Accept a JWT older than the current one."),
     Field("allowedKeys", "strlist", [], "Key ids allowed to sign for this source (empty: any)."),
@@ -199,6 +200,27 @@ SOURCE = (
     Field("vars", "object", {}, "Variables merged over the top-level `vars`."),
     Field("webhookPaths", "strlist", [], "HTTP paths that run this source."),
 )
+#: ``nats``: the fleet transport (docs/scaling.md); off while ``servers`` is empty.
+NATS = (
+    Field("credsFile", "str", "", "NATS credentials file (user JWT and nkey seed)."),
+    Field(
+        "hostname",
+        "str",
+        "",
+        "Host name in this host's NATS subjects and replies.",
+        default_doc="vars.sysinfo.hostname",
+    ),
+    Field("nkeySeedFile", "str", "", "NATS nkey seed file (nkey authentication)."),
+    Field("password", "str", "", "NATS password, with `user` (secret)."),
+    Field(
+        "servers", "strlist", [], "NATS server URLs, `nats://host:4222` or `tls://host:4222`."
+    ),
+    Field("stream", "str", "ETCHA", "JetStream stream keeping the last push per subject."),
+    Field("subjectPrefix", "str", "etcha", "First token of every subject."),
+    Field("tls", "natstls", {}, "TLS to the NATS servers: `{caFile, certFile, keyFile}`."),
+    Field("token", "str", "", "NATS authentication token (secret)."),
+    Field("user", "str", "", "NATS user name, with `password`."),
+)
 TARGET = (
     Field(
         "fingerprint",
@@ -221,6 +243,7 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
     "build": BUILD,
     "cli": CLI,
     "lint": LINT,
+    "nats": NATS,
     "run": RUN,
 }
 #: Sections that map names to typed records.
@@ -265,6 +288,7 @@ KIND_DOC = {
     "port": "string or integer",
     "shell": "string or exec object",
     "fingerprint": "string",
+    "natstls": "object of file paths",
 }
 #: ``build.pushTargets.<name>``: Etcha's old form of ``targets`` (SPEC 18).
 PUSH_TARGET = (

@@ -31,6 +31,7 @@ from agent.config.fields import (
     CLI,
     EXEC_SECTION,
     LINT,
+    NATS,
     RUN,
     SOURCE,
     TARGET,
@@ -46,6 +47,7 @@ from agent.config.tree import (
     Config,
     HTTPClientConfig,
     LintConfig,
+    NATSConfig,
     RunConfig,
     SourceConfig,
     TargetConfig,
@@ -271,6 +273,7 @@ def _build_config(merged: Mapping[str, Any], base: Path, layer: Layer) -> Config
             follow_cross_origin_redirects=bool(client.get("followCrossOriginRedirects")),
         ),
         lint=replace(lint, linter_execs=linter_execs(lint.linters)),
+        nats=_build_record(NATSConfig, NATS, merged["nats"]),
         run=replace(run, state_dir=resolved),
         sources={
             name: _build_record(SourceConfig, SOURCE, rec, name=name)

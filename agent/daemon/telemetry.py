@@ -60,6 +60,14 @@ class DaemonMetrics(Protocol):
         """Count a connection the listener refused."""
         ...
 
+    def nats_connected(self, connected: bool) -> None:
+        """Set ``etcha_nats_connected`` (1 while connected to NATS)."""
+        ...
+
+    def nats_message(self, source: str, status: str) -> None:
+        """Count a NATS push (``ok``, ``failed``, ``refused``): ``etcha_nats_messages_total``."""
+        ...
+
 
 @runtime_checkable
 class Exposition(Protocol):
@@ -106,6 +114,12 @@ class NoMetrics:
         """Do nothing."""
 
     def connection_refused(self, reason: str) -> None:
+        """Do nothing."""
+
+    def nats_connected(self, connected: bool) -> None:
+        """Do nothing."""
+
+    def nats_message(self, source: str, status: str) -> None:
         """Do nothing."""
 
 
