@@ -80,6 +80,7 @@ def _register_push(sub: Any) -> None:
         "no CA or tlsSkipVerify needed",
     )
     _push_fleet_flags(p)
+    _push_nats_flags(p)
     p.add_argument("source", help="source name on the targets")
     p.add_argument(
         "words",
@@ -136,6 +137,32 @@ def _push_fleet_flags(p: argparse.ArgumentParser) -> None:
         dest="detailed_exitcode",
         action="store_true",
         help="exit 2 when no target failed but something changed (or would change with -c)",
+    )
+
+
+def _push_nats_flags(p: argparse.ArgumentParser) -> None:
+    """``push --nats``: publish once over NATS (docs/scaling.md)."""
+    p.add_argument(
+        "--nats",
+        dest="nats",
+        action="store_true",
+        help="publish once to <nats.subjectPrefix>.push.SOURCE and print each host's reply as "
+        "it arrives (--timeout defaults to 10s; waiting also ends 2s after the last reply)",
+    )
+    p.add_argument(
+        "--host",
+        dest="nats_host",
+        default="",
+        metavar="NAME",
+        help="with --nats: only the host whose nats.hostname (or host name) is NAME",
+    )
+    p.add_argument(
+        "--expect",
+        dest="expect",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --nats: stop after N replies (default: 1 with --host)",
     )
 
 

@@ -212,9 +212,7 @@ NATS = (
     ),
     Field("nkeySeedFile", "str", "", "NATS nkey seed file (nkey authentication)."),
     Field("password", "str", "", "NATS password, with `user` (secret)."),
-    Field(
-        "servers", "strlist", [], "NATS server URLs, `nats://host:4222` or `tls://host:4222`."
-    ),
+    Field("servers", "strlist", [], "NATS server URLs, `nats://host:4222` or `tls://host:4222`."),
     Field("stream", "str", "ETCHA", "JetStream stream keeping the last push per subject."),
     Field("subjectPrefix", "str", "etcha", "First token of every subject."),
     Field("tls", "natstls", {}, "TLS to the NATS servers: `{caFile, certFile, keyFile}`."),
