@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.errors import ConfigError
+from agent.core.errors import ConfigError, SourceError
 
 __all__ = [
     "CHECK_HEADER",
@@ -180,8 +180,12 @@ async def connect(
 
     Returns:
         The connected ``nats.aio.client.Client``.
+
+    Raises:
+        ConfigError: see :func:`connect_options`.
+        SourceError: no server could be reached (the last error says why).
     """
-    import nats  # lazy: only a process with a `nats` section loads the client
+    from nats.aio.client import Client  # lazy: only a process with a `nats` section loads it
 
     options = connect_options(settings)
     if servers is not None:
@@ -191,6 +195,21 @@ async def connect(
         return None  # connection errors are reported by the caller
 
     options.update({"error_cb": _quiet_error, **dict(callbacks or {})})
-    return await nats.connect(
-        name=name, allow_reconnect=False, connect_timeout=max(1, round(timeout)), **options
-    )
+    nc = Client()
+    try:
+        # One quick pass over the servers (nats-py tries each twice at most, no wait between).
+        await nc.connect(
+            name=name,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
+            connect_timeout=max(1, round(timeout)),
+            **options,
+        )
+    except Exception as exc:
+        why = nc.last_error or exc
+        raise SourceError(
+            f"nats: expected to connect to {', '.join(options['servers'])}, got "
+            f"{str(why) or type(why).__name__}"
+        ) from exc
+    return nc

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.config.schema import Config
-from agent.core.errors import AgentError, ConfigError, UsageError
+from agent.core.errors import AgentError, UsageError
 from agent.net.natsconn import (
     CHECK_HEADER,
     FILTER_HEADER,
@@ -278,15 +278,7 @@ async def nats_push(
 
 
 async def _connect(settings: NATSSettings, timeout: float) -> Any:
-    try:
-        return await connect(settings, name="agent push", timeout=min(timeout, 5.0) or 5.0)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise AgentError(
-            f"nats: expected to connect to {', '.join(settings.servers)}, got "
-            f"{exc or type(exc).__name__}"
-        ) from exc
+    return await connect(settings, name="agent push", timeout=min(timeout, 5.0) or 5.0)
 
 
 def _stream_seq(data: bytes) -> int | None:
