@@ -38,9 +38,7 @@ class NATSServer:
         self.log = tmp / "nats.log"
         store = tmp / "jetstream"
         self.conf.write_text(
-            f"listen: 127.0.0.1:{self.port}\n"
-            f'jetstream {{ store_dir: "{store}" }}\n'
-            f"{conf_extra}\n"
+            f'listen: 127.0.0.1:{self.port}\njetstream {{ store_dir: "{store}" }}\n{conf_extra}\n'
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
