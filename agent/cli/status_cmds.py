@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import Any
 
 from agent.cli.common import load_config_for
 from agent.core.durations import parse_duration
+from agent.tools.nats_push import nats_status
 from agent.tools.status import (
     StatusAnswer,
     format_json,
@@ -50,10 +52,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _nats_status(config: Any, args: argparse.Namespace) -> int:
     """``agent status --nats``: every host's answer on ``<prefix>.status``; 1 when none."""
-    import asyncio
-
-    from agent.tools.nats_push import nats_status
-
     timeout = parse_duration(str(args.timeout), name="--timeout")
     docs = asyncio.run(nats_status(config, timeout=timeout))
     answers = [StatusAnswer(host, "nats", document=doc) for host, doc in sorted(docs.items())]

@@ -126,6 +126,18 @@ class CommandObserver:
         )
 
 
+def _nats_metrics(reg: CollectorRegistry) -> tuple[Gauge, Counter]:
+    """``etcha_nats_connected`` and ``etcha_nats_messages_total{source,status}``."""
+    connected = Gauge("etcha_nats_connected", "1 while connected to NATS, else 0.", registry=reg)
+    messages = Counter(
+        "etcha_nats_messages",
+        "NATS pushes (live and caught up), by source and status (ok, failed, refused).",
+        ["source", "status"],
+        registry=reg,
+    )
+    return connected, messages
+
+
 class Metrics:
     """The daemon's metrics and their registry.
 
@@ -181,15 +193,7 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
-        self._nats_connected = Gauge(
-            "etcha_nats_connected", "1 while connected to NATS, else 0.", registry=reg
-        )
-        self._nats_messages = Counter(
-            "etcha_nats_messages",
-            "NATS pushes (live and caught up), by source and status (ok, failed, refused).",
-            ["source", "status"],
-            registry=reg,
-        )
+        self._nats_connected, self._nats_messages = _nats_metrics(reg)
         self._addresses: set[str] = set()
         self._expiry = _ExpiryCollector(clock)
         reg.register(self._expiry)
