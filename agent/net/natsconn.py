@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,10 +156,31 @@ def connect_options(settings: NATSSettings) -> dict[str, Any]:
     """
     if not settings.servers:
         raise ConfigError("nats.servers: expected at least one nats:// or tls:// URL, got none")
+    for url in settings.servers:
+        if "://" in url and not url.startswith(("nats://", "tls://")):
+            raise ConfigError(f"nats.servers: expected nats:// or tls:// URLs, got {url!r}")
     options: dict[str, Any] = {"servers": list(settings.servers), **_auth(settings)}
     if settings.tls or any(s.startswith("tls://") for s in settings.servers):
         options["tls"] = _tls_context(settings.tls)
     return options
+
+
+def _client_class() -> Any:
+    """nats-py's ``Client``, imported on first use (lazy: only a process with a ``nats`` section).
+
+    nats-py imports aiohttp only for ``ws://`` servers, which are not accepted here. When the
+    process has not loaded aiohttp (the CLI), the import is made to fail for that one statement,
+    so ``agent push --nats`` does not pay for it (about 0.4 s); the daemon has it loaded already.
+    """
+    blocked = "aiohttp" not in sys.modules and "nats.aio.client" not in sys.modules
+    if blocked:
+        sys.modules["aiohttp"] = None  # type: ignore[assignment]
+    try:
+        from nats.aio.client import Client
+    finally:
+        if blocked:
+            del sys.modules["aiohttp"]
+    return Client
 
 
 async def connect(
@@ -185,8 +207,7 @@ async def connect(
         ConfigError: see :func:`connect_options`.
         SourceError: no server could be reached (the last error says why).
     """
-    from nats.aio.client import Client  # lazy: only a process with a `nats` section loads it
-
+    client_class = _client_class()
     options = connect_options(settings)
     if servers is not None:
         options["servers"] = list(servers)
@@ -195,7 +216,7 @@ async def connect(
         return None  # connection errors are reported by the caller
 
     options.update({"error_cb": _quiet_error, **dict(callbacks or {})})
-    nc = Client()
+    nc = client_class()
     try:
         # One quick pass over the servers (nats-py tries each twice at most, no wait between).
         await nc.connect(
