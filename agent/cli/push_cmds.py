@@ -39,6 +39,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     )
     if getattr(args, "nats", False):
         return _nats_push(config, args, options)
+    if getattr(args, "nats_host", "") or getattr(args, "expect", None):
+        raise UsageError("push: --host and --expect need --nats (the HTTPS host is -h HOST)")
     return run_push_cli(
         config,
         args.source,
