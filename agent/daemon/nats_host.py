@@ -36,6 +36,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.core.errors import ConfigError
 from agent.daemon.ingress import PushOutcome, Refused, Unavailable
 from agent.jsonnet import sysinfo
 from agent.net.natsconn import (
@@ -44,6 +45,7 @@ from agent.net.natsconn import (
     KEY_HEADER,
     NATSSettings,
     connect,
+    connect_options,
     host_token,
     push_subjects,
     source_token_ok,
@@ -365,6 +367,11 @@ async def start_nats(service: NATSService) -> NATSHost | None:
     host = NATSHost(service)
     if not host.sources:
         logger.info("NATS: no source has allowNATS; not connecting")
+        return None
+    try:
+        connect_options(host.settings)
+    except ConfigError as exc:
+        logger.error("NATS: not connecting: %s", exc)
         return None
     host._spawn(host.run())
     return host

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agent.config.load import config_from_dict
 from agent.daemon.ingress import Ran, Refused, Unavailable
-from agent.daemon.nats_host import backoff, nats_sources, reply_document
+from agent.daemon.nats_host import backoff, nats_sources, reply_document, start_nats
 from agent.run.result import Result
 
 
@@ -52,3 +54,31 @@ def test_only_allow_nats_sources_with_subject_safe_names_are_subscribed() -> Non
         }
     )
     assert nats_sources(config) == ["ops-1", "web"]
+
+
+class _Service:
+    """The little of a Service the NATS side reads before connecting."""
+
+    def __init__(self, nats: dict[str, object]) -> None:
+        self.config = config_from_dict({"nats": nats, "sources": {"web": {"allowNATS": True}}})
+        self.ingress = None
+        self.metrics = None
+
+    def stored_token(self, source: str) -> None:
+        return None
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+
+def test_a_nats_section_with_two_authentications_is_logged_and_not_connected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nats = {"servers": ["nats://127.0.0.1:1"], "hostname": "h", "token": "t", "user": "u"}
+    host = asyncio.run(start_nats(_Service(nats)))  # type: ignore[arg-type]
+    assert host is None
+    assert "NATS: not connecting: nats: expected one authentication" in caplog.text
+
+
+def test_no_nats_section_starts_nothing() -> None:
+    assert asyncio.run(start_nats(_Service({}))) is None  # type: ignore[arg-type]
