@@ -65,6 +65,8 @@ BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
 #: Seconds shutdown waits for replies to runs still in progress before closing the connection.
 CLOSE_GRACE = 5.0
+#: Messages handled at once; further ones wait in the subscription's bounded queue.
+MAX_IN_FLIGHT = 32
 #: Result keys dropped from a reply that would pass the server's max_payload.
 _OUTPUT_KEYS = ("changedOutputs", "removedOutputs", "failedOutputs")
 
@@ -132,6 +134,7 @@ class NATSHost:
         self.sources = nats_sources(config)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._nc: Any = None
 
     # ------------------------------------------------------------------ the connection loop
@@ -221,9 +224,10 @@ class NATSHost:
         self, work: Callable[[Any], Awaitable[None]]
     ) -> Callable[[Any], Coroutine[Any, Any, None]]:
         """A subscription callback that hands each message to its own task (a long run does not
-        hold up the next message)."""
+        hold up the next message), at most :data:`MAX_IN_FLIGHT` at once."""
 
         async def cb(msg: Any) -> None:
+            await self._slots.acquire()
             self._spawn(self._guarded(work, msg))
 
         return cb
@@ -235,6 +239,8 @@ class NATSHost:
             raise
         except Exception:
             logger.exception("NATS: message on %s failed", getattr(msg, "subject", "?"))
+        finally:
+            self._slots.release()
 
     async def _subscribe(self, nc: Any) -> None:
         for source in self.sources:

@@ -44,6 +44,8 @@ CHECK_HEADER = "Etcha-Check"
 FILTER_HEADER = "Etcha-Filter"
 #: ``Bearer <run.systemMetricsKey>`` on a status request, when the hosts have a key.
 KEY_HEADER = "Authorization"
+#: Seconds between pings: a silent server is found dead after about three of them.
+PING_INTERVAL = 20
 #: Characters allowed in one subject token (a source name).
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 #: Characters kept in a host name (dots allowed: a host subject may have several tokens).
@@ -225,6 +227,8 @@ async def connect(
             max_reconnect_attempts=1,
             reconnect_time_wait=0,
             connect_timeout=max(1, round(timeout)),
+            ping_interval=PING_INTERVAL,
+            max_outstanding_pings=3,
             **options,
         )
     except Exception as exc:
