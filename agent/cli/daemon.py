@@ -81,6 +81,7 @@ def _register_push(sub: Any) -> None:
         "no CA or tlsSkipVerify needed",
     )
     _push_fleet_flags(p)
+    _push_nats_flags(p)
     p.add_argument("source", help="source name on the targets")
     p.add_argument(
         "words",
@@ -175,6 +176,32 @@ def _register_shell(sub: Any) -> None:
     p.add_argument("source", help="source name on the target (its shell is used)")
     p.add_argument("target", nargs="?", default=None, help="target name from the config")
     p.set_defaults(handler="agent.cli.shell_cmds:cmd_shell")
+
+
+def _push_nats_flags(p: argparse.ArgumentParser) -> None:
+    """``push --nats``: publish once over NATS (docs/scaling.md)."""
+    p.add_argument(
+        "--nats",
+        dest="nats",
+        action="store_true",
+        help="publish once to <nats.subjectPrefix>.push.SOURCE and print each host's reply as "
+        "it arrives (--timeout defaults to 10s; waiting also ends 2s after the last reply)",
+    )
+    p.add_argument(
+        "--host",
+        dest="nats_host",
+        default="",
+        metavar="NAME",
+        help="with --nats: only the host whose nats.hostname (or host name) is NAME",
+    )
+    p.add_argument(
+        "--expect",
+        dest="expect",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --nats: stop after N replies (default: 1 with --host)",
+    )
 
 
 def _register_fingerprint(sub: Any) -> None:

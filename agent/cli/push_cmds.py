@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from agent.cli.common import load_config_for
 from agent.core.durations import parse_duration
 from agent.core.errors import ConfigError, UsageError
+from agent.tools.nats_push import DEFAULT_TIMEOUT, NATSPushOptions, run_nats_push_cli
 from agent.tools.push import PushOptions, run_push_cli
 
 
@@ -36,6 +38,10 @@ def cmd_push(args: argparse.Namespace) -> int:
         color=color,
         verbose=bool(getattr(args, "verbose", False)),
     )
+    if getattr(args, "nats", False):
+        return _nats_push(config, args, options)
+    if getattr(args, "nats_host", "") or getattr(args, "expect", None):
+        raise UsageError("push: --host and --expect need --nats (the HTTPS host is -h HOST)")
     return run_push_cli(
         config,
         args.source,
@@ -47,6 +53,22 @@ def cmd_push(args: argparse.Namespace) -> int:
         target_filter=args.target_filter,
         fingerprint=args.fingerprint,
         progress=sys.stderr if sys.stderr.isatty() else None,
+        disable_external=bool(getattr(args, "disable_external", False)),
+    )
+
+
+def _nats_push(config: Any, args: argparse.Namespace, options: PushOptions) -> int:
+    """``agent push --nats [--host NAME] [--expect N] [--timeout d] SOURCE pattern|command``."""
+    timeout = options.timeout if options.timeout is not None else DEFAULT_TIMEOUT
+    nats_options = NATSPushOptions(
+        host=args.nats_host or "", expect=args.expect, timeout=timeout or DEFAULT_TIMEOUT
+    )
+    return run_nats_push_cli(
+        config,
+        args.source,
+        list(args.words or ()),
+        options=options,
+        nats_options=nats_options,
         disable_external=bool(getattr(args, "disable_external", False)),
     )
 

@@ -49,4 +49,11 @@ def register(sub: Any) -> None:
         metavar="DURATION",
         help="time allowed for each target, connection included (default 30s)",
     )
+    p.add_argument(
+        "--nats",
+        dest="nats",
+        action="store_true",
+        help="ask every host over NATS (<nats.subjectPrefix>.status) instead of the targets; "
+        "waiting ends at --timeout or 2s after the last answer",
+    )
     p.set_defaults(handler="agent.cli.status_cmds:cmd_status")

@@ -199,6 +199,7 @@ PUBLISH = (
     ),
 )
 SOURCE = (
+    Field("allowNATS", "bool", False, "Accept pushes over NATS (needs the `nats` section)."),
     Field("allowPush", "bool", False, "Accept pushed JWTs."),
     Field("allowRollback", "bool", False, "Accept a JWT older than the current one."),
     Field("allowedKeys", "strlist", [], "Key ids allowed to sign for this source (empty: any)."),
@@ -240,6 +241,25 @@ SOURCE = (
     Field("vars", "object", {}, "Variables merged over the top-level `vars`."),
     Field("webhookPaths", "strlist", [], "HTTP paths that run this source."),
 )
+#: ``nats``: the fleet transport (docs/scaling.md); off while ``servers`` is empty.
+NATS = (
+    Field("credsFile", "str", "", "NATS credentials file (user JWT and nkey seed)."),
+    Field(
+        "hostname",
+        "str",
+        "",
+        "Host name in this host's NATS subjects and replies.",
+        default_doc="vars.sysinfo.hostname",
+    ),
+    Field("nkeySeedFile", "str", "", "NATS nkey seed file (nkey authentication)."),
+    Field("password", "str", "", "NATS password, with `user` (secret)."),
+    Field("servers", "strlist", [], "NATS server URLs, `nats://host:4222` or `tls://host:4222`."),
+    Field("stream", "str", "ETCHA", "JetStream stream keeping the last push per subject."),
+    Field("subjectPrefix", "str", "etcha", "First token of every subject."),
+    Field("tls", "natstls", {}, "TLS to the NATS servers: `{caFile, certFile, keyFile}`."),
+    Field("token", "str", "", "NATS authentication token (secret)."),
+    Field("user", "str", "", "NATS user name, with `password`."),
+)
 TARGET = (
     Field(
         "fingerprint",
@@ -263,6 +283,7 @@ SECTIONS: dict[str, tuple[Field, ...]] = {
     "cli": CLI,
     "lint": LINT,
     "publish": PUBLISH,
+    "nats": NATS,
     "run": RUN,
 }
 #: Sections that map names to typed records.
@@ -309,6 +330,7 @@ KIND_DOC = {
     "fingerprint": "string",
     "artifacts": "object of artifacts",
     "filemode": "octal string",
+    "natstls": "object of file paths",
 }
 #: ``build.pushTargets.<name>``: Etcha's old form of ``targets`` (SPEC 18).
 PUSH_TARGET = (

@@ -31,6 +31,7 @@ from agent.config.fields import (
     CLI,
     EXEC_SECTION,
     LINT,
+    NATS,
     PUBLISH,
     RUN,
     SOURCE,
@@ -47,6 +48,7 @@ from agent.config.tree import (
     Config,
     HTTPClientConfig,
     LintConfig,
+    NATSConfig,
     PublishConfig,
     RunConfig,
     SourceConfig,
@@ -311,6 +313,7 @@ def _build_config(merged: Mapping[str, Any], base: Path, layer: Layer) -> Config
             follow_cross_origin_redirects=bool(client.get("followCrossOriginRedirects")),
         ),
         lint=replace(lint, linter_execs=linter_execs(lint.linters)),
+        nats=_build_record(NATSConfig, NATS, merged["nats"]),
         run=replace(run, state_dir=resolved),
         sources={
             name: _build_record(SourceConfig, SOURCE, rec, name=name)

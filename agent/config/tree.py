@@ -46,6 +46,30 @@ class BuildConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NATSConfig:
+    """``nats``: the fleet transport (hosts subscribe, ``agent push --nats`` publishes).
+
+    It is on when ``servers`` is not empty (:attr:`enabled`); ``stream`` "" turns JetStream off.
+    """
+
+    creds_file: str
+    hostname: str
+    nkey_seed_file: str
+    password: str = field(repr=False)
+    servers: tuple[str, ...]
+    stream: str
+    subject_prefix: str
+    tls: Mapping[str, str]
+    token: str = field(repr=False)
+    user: str
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a ``nats`` section with servers is configured."""
+        return bool(self.servers)
+
+
+@dataclass(frozen=True, slots=True)
 class CLIConfig:
     """``cli``: log and output settings (command-line flags win over these)."""
 
@@ -137,6 +161,7 @@ class SourceConfig:
     """``sources.<name>``: where patterns come from and how they run."""
 
     name: str
+    allow_nats: bool
     allow_push: bool
     allow_rollback: bool
     allowed_keys: tuple[str, ...]
@@ -194,6 +219,7 @@ class Config:
     exec: Exec
     http_client: HTTPClientConfig
     lint: LintConfig
+    nats: NATSConfig
     run: RunConfig
     sources: Mapping[str, SourceConfig]
     targets: Mapping[str, TargetConfig]
@@ -256,6 +282,7 @@ __all__ = [
     "Config",
     "HTTPClientConfig",
     "LintConfig",
+    "NATSConfig",
     "PublishArtifact",
     "PublishConfig",
     "RunConfig",

@@ -173,6 +173,19 @@ def _object(_: Field, value: Any) -> dict[str, Any]:
     return copy.deepcopy(dict(value))
 
 
+#: The keys of ``nats.tls``.
+NATS_TLS_KEYS = ("caFile", "certFile", "keyFile")
+
+
+def _nats_tls(f: Field, value: Any) -> dict[str, Any]:
+    obj = _object(f, value)
+    for k, v in obj.items():
+        if k not in NATS_TLS_KEYS:
+            raise Bad(f"expected keys {', '.join(NATS_TLS_KEYS)}, got {k!r}")
+        expect(v, isinstance(v, str), "a file path string")
+    return obj
+
+
 def _str_map(f: Field, value: Any) -> dict[str, Any]:
     obj = _object(f, value)
     for v in obj.values():
@@ -419,6 +432,7 @@ _CONVERTERS: dict[str, Callable[[Field, Any], Any]] = {
     "shell": _shell,
     "artifacts": _artifacts,
     "filemode": _file_mode,
+    "natstls": _nats_tls,
 }
 
 

@@ -80,14 +80,15 @@ class Ingress:
         self._stopping = stopping
         self._track = track
 
-    def _refuse_early(self, source: str, remote: str) -> Refused | None:
+    def _refuse_early(self, source: str, remote: str, via_nats: bool) -> Refused | None:
         src = self._config().sources.get(source)
         if src is None:
             logger.error("Push from %s refused: unknown source %r", remote, source)
             self.metrics.verify_failure("", "not_allowed")
             return Refused("not_allowed")
-        if not src.allow_push:
-            logger.error("Push from %s refused: source %s does not allowPush", remote, source)
+        if not (src.allow_nats if via_nats else src.allow_push):
+            flag = "allowNATS" if via_nats else "allowPush"
+            logger.error("Push from %s refused: source %s does not %s", remote, source, flag)
             self.metrics.verify_failure(source, "not_allowed")
             self.runner.refused(source, "push", "not_allowed")
             return Refused("not_allowed")
@@ -101,6 +102,7 @@ class Ingress:
         check: bool,
         parent_id_filter: re.Pattern[str] | None,
         remote: str,
+        via_nats: bool = False,
     ) -> PushOutcome:
         """Admit and run a pushed token.
 
@@ -110,11 +112,13 @@ class Ingress:
             check: ``?check=true``.
             parent_id_filter: ``?filter=``.
             remote: the client address (logs, metrics labels).
+            via_nats: a NATS message (:mod:`agent.daemon.nats_host`): the source must
+                ``allowNATS`` instead of ``allowPush``.
 
         Returns:
             The outcome (see the module docstring).
         """
-        refused = self._refuse_early(source, remote)
+        refused = self._refuse_early(source, remote, via_nats)
         if refused is not None:
             return refused
         if self._stopping():

@@ -136,6 +136,18 @@ class CommandObserver:
         )
 
 
+def _nats_metrics(reg: CollectorRegistry) -> tuple[Gauge, Counter]:
+    """``etcha_nats_connected`` and ``etcha_nats_messages_total{source,status}``."""
+    connected = Gauge("etcha_nats_connected", "1 while connected to NATS, else 0.", registry=reg)
+    messages = Counter(
+        "etcha_nats_messages",
+        "NATS pushes (live and caught up), by source and status (ok, failed, refused).",
+        ["source", "status"],
+        registry=reg,
+    )
+    return connected, messages
+
+
 class Metrics:
     """The daemon's metrics and their registry.
 
@@ -191,6 +203,7 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
+        self._nats_connected, self._nats_messages = _nats_metrics(reg)
         self._addresses: set[str] = set()
         self._expiry = _ExpiryCollector(clock)
         reg.register(self._expiry)
@@ -367,6 +380,14 @@ class Metrics:
                 f"pull result: expected fetched, not_modified or error, got {result!r}"
             )
         self._pulls.labels(source=source, result=result).inc()
+
+    def nats_connected(self, connected: bool) -> None:
+        """Set ``etcha_nats_connected``."""
+        self._nats_connected.set(1 if connected else 0)
+
+    def nats_message(self, source: str, status: str) -> None:
+        """Count one NATS push by status (``ok``, ``failed``, ``refused``)."""
+        self._nats_messages.labels(source=source, status=status).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of this registry.

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.core.errors import AgentError, ConfigError
-from agent.daemon import schedule, sdnotify
+from agent.daemon import nats_host, schedule, sdnotify
 from agent.daemon.app import listener_changed, start_app
 from agent.daemon.events import EventDispatcher, Events
 from agent.daemon.httpmw import app_extras
@@ -340,6 +340,7 @@ class Service:
         sdnotify.status(f"running {len(self.sources)} source(s)")
         self._scheduler = schedule.Jobs()
         self._sync_jobs()
+        nats_host.start(self, stop_event, track=self._inflight.track)  # with a `nats` section
         watchdog = asyncio.get_running_loop().create_task(schedule.watchdog())
         await stop_event.wait()
         watchdog.cancel()
@@ -356,8 +357,7 @@ class Service:
         self.stop()
 
 
-#: The name the tests and older callers use.
-Daemon = Service
+Daemon = Service  # the name the tests and older callers use
 
 
 def run_daemon(

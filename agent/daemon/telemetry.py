@@ -64,6 +64,14 @@ class DaemonMetrics(Protocol):
         """Adjust ``etcha_sources_shells`` (open shell sessions) by ``delta``."""
         ...
 
+    def nats_connected(self, connected: bool) -> None:
+        """Set ``etcha_nats_connected`` (1 while connected to NATS)."""
+        ...
+
+    def nats_message(self, source: str, status: str) -> None:
+        """Count a NATS push (``ok``, ``failed``, ``refused``): ``etcha_nats_messages_total``."""
+        ...
+
 
 @runtime_checkable
 class Exposition(Protocol):
@@ -113,6 +121,12 @@ class NoMetrics:
         """Do nothing."""
 
     def shells(self, name: str, delta: int, *, public_key: str = "", remote_addr: str = "") -> None:
+        """Do nothing."""
+
+    def nats_connected(self, connected: bool) -> None:
+        """Do nothing."""
+
+    def nats_message(self, source: str, status: str) -> None:
         """Do nothing."""
 
 
