@@ -15,7 +15,6 @@ from typing import Any
 from agent.cli.common import load_config_for
 from agent.core.durations import parse_duration
 from agent.core.errors import ConfigError, UsageError
-from agent.tools.nats_push import DEFAULT_TIMEOUT, NATSPushOptions, run_nats_push_cli
 from agent.tools.push import PushOptions, run_push_cli
 
 
@@ -59,6 +58,12 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def _nats_push(config: Any, args: argparse.Namespace, options: PushOptions) -> int:
     """``agent push --nats [--host NAME] [--expect N] [--timeout d] SOURCE pattern|command``."""
+    from agent.tools.nats_push import (  # lazy: asyncio and nats-py, only for --nats
+        DEFAULT_TIMEOUT,
+        NATSPushOptions,
+        run_nats_push_cli,
+    )
+
     timeout = options.timeout if options.timeout is not None else DEFAULT_TIMEOUT
     nats_options = NATSPushOptions(
         host=args.nats_host or "", expect=args.expect, timeout=timeout or DEFAULT_TIMEOUT
