@@ -188,6 +188,8 @@ def format_outcome(
             result_lines(quiet, check=check, command_mode=command_mode, verbose=verbose)
             or ["No changes"]
         )
+        if verbose and outcome.result.audit_seq:  # the host's audit receipt (docs/security.md)
+            lines.append(f"Audit receipt: {outcome.result.audit_seq}:{outcome.result.audit_hash}")
     elif outcome.has_result:
         lines.extend(_result_lines(outcome, check=check, command_mode=command_mode))
     body = "".join("\n    " + line.replace("\n", "\n    ") for line in lines)
@@ -200,7 +202,7 @@ def outcome_json(outcome: PushOutcome, *, check: bool) -> dict[str, Any]:
     Returns:
         ``{"target", "status", "check", "err", "changedIDs", "changedOutputs", "removedIDs"}``.
     """
-    return {
+    out: dict[str, Any] = {
         "target": outcome.target,
         "status": outcome_status(outcome),
         "check": check,
@@ -209,6 +211,10 @@ def outcome_json(outcome: PushOutcome, *, check: bool) -> dict[str, Any]:
         "changedOutputs": list(outcome.changed_outputs),
         "removedIDs": list(outcome.removed_ids),
     }
+    if outcome.result is not None and outcome.result.audit_seq:  # the audit receipt
+        out["auditSeq"] = outcome.result.audit_seq
+        out["auditHash"] = outcome.result.audit_hash
+    return out
 
 
 class Recap:
