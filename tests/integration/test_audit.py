@@ -3,6 +3,7 @@ kill -9 and repair (issue 18)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from support import (
     write_json,
 )
 
+from agent.jws.audit import audit_files
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import etcha_claims, sign_token
 
@@ -57,15 +59,13 @@ def post(port: int, body: str, source: str = "web") -> tuple[int, bytes]:
 
 def post_quietly(port: int, body: str) -> None:
     """A push whose connection the test may cut (kill -9)."""
-    try:
+    with contextlib.suppress(OSError):
         post(port, body)
-    except OSError:
-        pass
 
 
 def entries(state: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for path in sorted((state / "audit").glob("audit-*.jsonl")) + [state / "audit" / "audit.jsonl"]:
+    for path in audit_files(state / "audit"):
         out.extend(json.loads(line) for line in path.read_text().splitlines())
     return out
 
