@@ -39,6 +39,10 @@ def register(sub: Any) -> None:
     )
     v.add_argument("dir", nargs="?", default=None, metavar="DIR", help="audit directory")
     v.set_defaults(handler="agent.cli.audit_cmds:cmd_verify")
+    _register_show_and_key(verbs)
+
+
+def _register_show_and_key(verbs: Any) -> None:
     s = verbs.add_parser(
         "show",
         help="print audit events as a table or JSON",

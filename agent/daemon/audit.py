@@ -163,7 +163,7 @@ def run_fields(result: Result, duration: float) -> dict[str, Any]:
         for i, o in zip(
             (*result.changed_ids, *result.removed_ids),
             (*result.changed_outputs, *result.removed_outputs),
-            strict=True,
+            strict=False,  # check mode: ids without outputs
         )
         if o
     ]
