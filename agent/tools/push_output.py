@@ -202,7 +202,7 @@ def outcome_json(outcome: PushOutcome, *, check: bool) -> dict[str, Any]:
     Returns:
         ``{"target", "status", "check", "err", "changedIDs", "changedOutputs", "removedIDs"}``.
     """
-    out: dict[str, Any] = {
+    return {
         "target": outcome.target,
         "status": outcome_status(outcome),
         "check": check,
@@ -211,10 +211,6 @@ def outcome_json(outcome: PushOutcome, *, check: bool) -> dict[str, Any]:
         "changedOutputs": list(outcome.changed_outputs),
         "removedIDs": list(outcome.removed_ids),
     }
-    if outcome.result is not None and outcome.result.audit_seq:  # the audit receipt
-        out["auditSeq"] = outcome.result.audit_seq
-        out["auditHash"] = outcome.result.audit_hash
-    return out
 
 
 class Recap:
