@@ -419,7 +419,7 @@ class AuditLog:
         """The gate admitted ``token`` (:class:`~agent.trust.gate.GateObserver`)."""
         if token.context is Context.OFFLINE:
             return
-        self.record(
+        self._observed(
             "admit",
             source=token.source,
             context=token.context.value,
@@ -432,7 +432,7 @@ class AuditLog:
         """The gate refused a token (:class:`~agent.trust.gate.GateObserver`)."""
         if context is Context.OFFLINE:
             return
-        self.record(
+        self._observed(
             "refuse",
             source=source,
             context=context.value,
@@ -441,6 +441,13 @@ class AuditLog:
             reason=reason,
             kid=key_id,
         )
+
+    def _observed(self, event: str, **fields: Any) -> None:
+        """A gate callback: a write error is logged, never raised into the admission."""
+        try:
+            self.record(event, **fields)
+        except (OSError, AgentError) as exc:
+            logger.error("Audit: %s of %s not recorded: %s", event, fields.get("source"), exc)
 
     async def record_run(
         self,
@@ -466,7 +473,7 @@ class AuditLog:
         fields["result"] = run_fields(result, duration)
         try:
             receipt = await self.arecord("run", **fields)
-        except OSError as exc:
+        except (OSError, AgentError) as exc:
             logger.error("Audit: run of %s not recorded: %s", source, exc)
             return result
         return dataclasses.replace(result, audit_seq=receipt.seq, audit_hash=receipt.hash)

@@ -221,3 +221,14 @@ def test_an_unreachable_journal_does_not_stop_the_log(tmp_path: Path) -> None:
     log.record("start")
     log.close()
     assert [e["event"] for e in chained(tmp_path)] == ["start"]
+
+
+def test_a_gate_callback_never_raises_when_the_log_cannot_be_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent.trust.gate import Context
+
+    (tmp_path / "file").write_text("not a directory")
+    log = AuditLog(tmp_path / "file" / "audit", key=lambda: load_or_create_key(tmp_path))
+    log.refused("web", Context.PUSH, "no_match", "", "from 10.0.0.7")
+    assert "Audit: refuse of web not recorded" in caplog.text
