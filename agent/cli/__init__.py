@@ -29,6 +29,7 @@ _REGISTRARS = (
     "agent.cli.daemon",
     "agent.cli.status",
     "agent.cli.publish",
+    "agent.cli.audit",
 )
 
 logger = logging.getLogger("agent")

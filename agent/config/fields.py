@@ -101,6 +101,33 @@ LINT = (
 )
 RUN = (
     Field(
+        "audit",
+        "bool",
+        True,
+        "Keep the tamper-evident audit log `<stateDir>/audit/audit.jsonl` (docs/security.md).",
+    ),
+    Field(
+        "auditCheckpointEvery",
+        "posint",
+        100,
+        "Entries between two signed checkpoint lines of the audit log (one more at stop).",
+    ),
+    Field(
+        "auditJournal",
+        "bool",
+        False,
+        "Also send each audit entry to journald as structured fields (native protocol).",
+    ),
+    Field("auditKeep", "posint", 8, "Audit log files kept, the current one included."),
+    Field("auditMaxBytes", "posint", 64 * 1024 * 1024, "Size at which the audit log rotates."),
+    Field(
+        "auditSigningKey",
+        "str",
+        "",
+        "Ed25519 private key string signing audit checkpoints (secret; default: "
+        "`<stateDir>/audit.key`, generated once).",
+    ),
+    Field(
         "diffRedact",
         "strlist",
         [],

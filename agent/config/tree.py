@@ -121,6 +121,12 @@ class PublishConfig:
 class RunConfig:
     """``run``: the daemon, its listener and the global verifiers."""
 
+    audit: bool
+    audit_checkpoint_every: int
+    audit_journal: bool
+    audit_keep: int
+    audit_max_bytes: int
+    audit_signing_key: str = field(repr=False)
     diff_redact: tuple[str, ...]
     in_process_etcha: bool
     in_process_helpers: bool

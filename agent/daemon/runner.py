@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config.execs import source_exec
 from agent.core.errors import AgentError, VerifyError
 from agent.core.gojson import dumps_compact
+from agent.daemon.audit import AuditLog, NoAudit
 from agent.daemon.sources import Pulled, SourceTable, SourceView, StoredPattern, is_adhoc
 from agent.daemon.state import SourceMeta, StateStore
 from agent.daemon.status import LastRun, Refusal, log_summary
@@ -156,6 +157,8 @@ class Runner:
         self.inprocess: InProcessFactory | None = None
         #: The hook built for the config in force: one per config, not one per run.
         self._hook: tuple[Config, InProcess | None] | None = None
+        #: The audit log (set by the service): each finished run is recorded, with its receipt.
+        self.audit: AuditLog | NoAudit = NoAudit()
 
     def _inprocess_hook(self) -> InProcess | None:
         """The in-process helper hook for the current config (rebuilt only after a reload)."""
@@ -288,7 +291,17 @@ class Runner:
         key_id = self.table.key_id(name, token)
         if runnable:
             self._count(name, req, result, adhoc=adhoc, key_id=key_id)
-            self._record(name, req, result, attempt, time.monotonic() - started)
+            duration = time.monotonic() - started
+            self._record(name, req, result, attempt, duration)
+            result = await self.audit.record_run(
+                name,
+                token,
+                trigger=req.trigger,
+                remote=req.remote,
+                result=result,
+                duration=duration,
+                check=attempt.check,
+            )
         if req.trigger == "push" and token is not None and not req.check:
             result = await self._fire_push(name, result, key_id=key_id, remote=req.remote)
         return result

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agent.core.errors import AgentError, ConfigError
 from agent.daemon import nats_host, schedule, sdnotify
 from agent.daemon.app import listener_changed, start_app
+from agent.daemon.audit import audit_session, open_audit
 from agent.daemon.events import EventDispatcher, Events
 from agent.daemon.httpmw import app_extras
 from agent.daemon.ingress import Ingress, PushOutcome
@@ -64,8 +65,7 @@ class Service:
         config: the loaded config.
         state: the state store (default: ``StateStore(config.run.state_dir)``).
         observer: the default command observer.
-        events: event dispatcher (default: none; :class:`~agent.daemon.events.Events` in
-            ``agent run``).
+        events: event dispatcher (default: none; :class:`~agent.daemon.events.Events` in run).
         disable_external: disable external Jsonnet natives when rendering tokens.
         metrics: the metrics (default: :class:`~agent.daemon.telemetry.NoMetrics`).
     """
@@ -90,12 +90,14 @@ class Service:
         self.exposition = metrics if isinstance(metrics, Exposition) else None
         self.sources = SourceTable(list(config.sources))
         self.replay = ReplayJournal(self.state)
+        self.audit = open_audit(config)  # the gate's observer; runs record their receipts
         self.gate = TrustGate(
             config,
             marks=self.sources.mark,
             replay=self.replay,
             on_replay=self.replay.persist,
             metrics=self.metrics,
+            observer=self.audit,
         )
         self.runner = Runner(
             lambda: self._config,
@@ -108,6 +110,7 @@ class Service:
             observer=observer,
             disable_external=disable_external,
         )
+        self.runner.audit = self.audit
         self.puller = Puller(self.runner)
         self.ingress = Ingress(
             self.runner, stopping=lambda: self._stopping, track=self._inflight.track
@@ -115,8 +118,6 @@ class Service:
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
         self._scheduler: schedule.Jobs | None = None
-
-    # ------------------------------------------------------------------ the SourceView
 
     @property
     def config(self) -> Config:
@@ -156,8 +157,6 @@ class Service:
 
     def _next_run(self, name: str) -> float | None:
         return self._scheduler.next_run(name) if self._scheduler is not None else None
-
-    # ------------------------------------------------------------------ start-up and runs
 
     async def load(self) -> None:
         """Load every source's pattern (static, then the stored token re-admitted), in name order.
@@ -238,8 +237,6 @@ class Service:
             logger.info("Source %s: exit requested by an event receiver", name)
             self.stop()
 
-    # ------------------------------------------------------------------ schedules and reload
-
     def _sync_jobs(self) -> None:
         if self._scheduler is not None:
             self._scheduler.sync(self._config, self.source_names, self._tick)
@@ -269,6 +266,7 @@ class Service:
         for name in sorted(set(self.sources.names) - set(added)):
             await self.runner.readmit(name)  # a removed or retired key withdraws the pattern now
         self._sync_jobs()
+        self.audit.record("reload", changed=changed, added=added, removed=removed)
         for name in added:
             logger.info("SIGHUP: source %s added", name)
             result = await self.tracked(self.run_source(name, init=True))
@@ -293,8 +291,6 @@ class Service:
             logger.info("SIGHUP: config sections changed: %s", ", ".join(changed))
         else:
             logger.info("SIGHUP: config unchanged")
-
-    # ------------------------------------------------------------------ lifecycle
 
     async def serve(self, *, config_loader: Callable[[], Config] | None = None) -> int:
         """Run until SIGTERM/SIGINT (load, start-up runs, listener, schedules, drain); 0 after a
@@ -335,6 +331,7 @@ class Service:
             self.ingress,
             extras=app_extras(self, self.exposition, self.status),
             on_refused=self.metrics.connection_refused,
+            audit=self.audit.record,
         )
         sdnotify.ready()
         sdnotify.status(f"running {len(self.sources)} source(s)")
@@ -386,9 +383,10 @@ def run_daemon(
             config, disable_external=disable_external, events=Events(), metrics=metrics
         )
         service.runner.inprocess = inprocess
-        if once:
-            return await service.run_once()
-        return await service.serve(config_loader=config_loader)
+        async with audit_session(service.audit, once=once or None):
+            if once:
+                return await service.run_once()
+            return await service.serve(config_loader=config_loader)
 
     return asyncio.run(main())
 

@@ -431,7 +431,12 @@ class ShellSessions:
             return
         try:
             self._audit(
-                event, source=session.source, key_id=session.key_id, remote=session.remote, **extra
+                "shell",
+                source=session.source,
+                phase=event.removeprefix("shell_"),
+                kid=session.key_id,
+                remoteAddr=session.remote,
+                **extra,
             )
         except Exception:  # the audit log must not end a session
             logger.exception("Audit record %s failed", event)

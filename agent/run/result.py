@@ -8,6 +8,8 @@ Invariants:
 - ``failedIDs``/``failedOutputs`` are this agent's addition: the commands whose change or remove
   failed, with their outputs. Etcha clients ignore the keys; reports use them to list a failure
   as ``Failed N: ids`` and never as a change.
+- ``auditSeq``/``auditHash`` (only when the host keeps an audit log) are the receipt: the ``seq``
+  and ``hash`` of the run's line in the host's audit log (docs/security.md).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Result:
     removed_outputs: tuple[str, ...] = ()
     failed_ids: tuple[str, ...] = ()
     failed_outputs: tuple[str, ...] = ()
+    audit_seq: int = 0
+    audit_hash: str = ""
 
     @classmethod
     def from_outcome(cls, outcome: RunOutcome, *, check: bool, exit: bool = False) -> Result:
@@ -87,8 +91,8 @@ class Result:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object; empty lists are ``null`` as in Etcha."""
-        return {
+        """The JSON object; empty lists are ``null`` as in Etcha; the receipt only when set."""
+        out: dict[str, Any] = {
             "changedIDs": _list_or_none(self.changed_ids),
             "changedOutputs": _list_or_none(self.changed_outputs),
             "err": self.err,
@@ -98,6 +102,10 @@ class Result:
             "removedIDs": _list_or_none(self.removed_ids),
             "removedOutputs": _list_or_none(self.removed_outputs),
         }
+        if self.audit_seq:
+            out["auditHash"] = self.audit_hash
+            out["auditSeq"] = self.audit_seq
+        return out
 
     @classmethod
     def from_json(cls, d: Any) -> Result:
@@ -125,4 +133,11 @@ class Result:
             removed_outputs=_strings(d, "removedOutputs"),
             failed_ids=_strings(d, "failedIDs"),
             failed_outputs=_strings(d, "failedOutputs"),
+            audit_seq=_receipt_seq(d.get("auditSeq")),
+            audit_hash=str(d.get("auditHash") or ""),
         )
+
+
+def _receipt_seq(value: Any) -> int:
+    """``auditSeq`` (absent from Etcha and from hosts without an audit log: 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

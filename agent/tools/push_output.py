@@ -188,6 +188,8 @@ def format_outcome(
             result_lines(quiet, check=check, command_mode=command_mode, verbose=verbose)
             or ["No changes"]
         )
+        if verbose and outcome.result.audit_seq:  # the host's audit receipt (docs/security.md)
+            lines.append(f"Audit receipt: {outcome.result.audit_seq}:{outcome.result.audit_hash}")
     elif outcome.has_result:
         lines.extend(_result_lines(outcome, check=check, command_mode=command_mode))
     body = "".join("\n    " + line.replace("\n", "\n    ") for line in lines)

@@ -574,3 +574,24 @@ def test_agent_client_over_tls_with_a_pinned_certificate(tmp_path: Path) -> None
         )
     assert done.returncode == 0, done.stderr
     assert "tls-8" in done.stdout
+
+
+def test_shell_sessions_are_recorded_in_the_audit_log(
+    shell_daemon: tuple[int, Path], tmp_path: Path
+) -> None:
+    port, log = shell_daemon
+    client = client_config(tmp_path)
+    done = run_agent(
+        "-c", str(client), "shell", "-h", "http://127.0.0.1", "-p", str(port), "sh",
+        stdin="echo audited\n", cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (audit,) = log.parent.rglob("audit.jsonl")
+
+    def phases() -> list[tuple[str, str]]:
+        lines = [json.loads(line) for line in audit.read_text().splitlines()]
+        return [(e["phase"], e["kid"]) for e in lines if e["event"] == "shell"]
+
+    assert wait_for(lambda: ("end", "reqYEklgP4") in phases())
+    assert ("start", "reqYEklgP4") in phases()
+    assert "audited" not in audit.read_text()  # session output never reaches the log
