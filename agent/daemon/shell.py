@@ -101,8 +101,8 @@ DISCONNECT_CHECK = 1.0
 class AuditHook(Protocol):
     """The audit log's ``record(event, **fields)``."""
 
-    def __call__(self, event: str, **fields: Any) -> None:
-        """Record one event."""
+    def __call__(self, event: str, **fields: Any) -> object:
+        """Record one event (what it returns, e.g. a receipt, is not used)."""
         ...
 
 
