@@ -28,6 +28,7 @@ _REGISTRARS = (
     "agent.cli.pattern",
     "agent.cli.daemon",
     "agent.cli.status",
+    "agent.cli.trust",
 )
 
 logger = logging.getLogger("agent")

@@ -30,7 +30,8 @@ from agent.jws.compare import token_difference
 from agent.jws.keys import generate_keys
 from agent.jws.tokens import decode_token
 from agent.net.fetch import is_http, safe_url
-from agent.trust.gate import AdmittedToken, Context, TrustGate
+from agent.trust.gate import Action, AdmittedToken, Context, TrustGate
+from agent.trust.report import chain_report
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -93,7 +94,9 @@ def check_source(config: Config, source: str) -> None:
         raise ConfigError(f'unknown source "{source}" (configured sources: {known})')
 
 
-def admit_offline(token: str, config: Config, source: str = "") -> AdmittedToken:
+def admit_offline(
+    token: str, config: Config, source: str = "", action: Action | None = None
+) -> AdmittedToken:
     """Admit ``token`` through the trust gate in the ``offline`` context for ``source``.
 
     Everything that needs no daemon state applies (signature or verifyCommands, key windows,
@@ -103,7 +106,7 @@ def admit_offline(token: str, config: Config, source: str = "") -> AdmittedToken
     Raises:
         VerifyError: the token did not verify, or the policy refused it.
     """
-    return asyncio.run(TrustGate(config).admit(token, source, Context.OFFLINE))
+    return asyncio.run(TrustGate(config).admit(token, source, Context.OFFLINE, action=action))
 
 
 def _display_claims(decoded: DecodedToken) -> dict[str, Any]:
@@ -134,18 +137,36 @@ def cmd_jwt(args: argparse.Namespace) -> int:
     token = read_token_arg(args.path, config=config)
     source = getattr(args, "source", "") or ""
     check_source(config, source)
+    named = getattr(args, "action", "") or ""
+    action = Action(named) if named else (Action.PUSH if source else None)
     decoded = decode_token(token)
     error: AgentError | None = None
     try:
-        admit_offline(token, config, source)
+        admit_offline(token, config, source, action)
     except VerifyError as exc:
         error = VerifyError(f"{exc} (reason {exc.reason})", exc.reason)
     except AgentError as exc:  # a verify key that does not parse
         error = exc
     print(dumps_indent(_display_claims(decoded)))
+    if source or named:
+        _print_verdict(token, config, source, action, error)
     if error is not None:
         raise error
     return 0
+
+
+def _print_verdict(
+    token: str, config: Config, source: str, action: Action | None, error: AgentError | None
+) -> None:
+    """``jwt -s``: the chain link by link, then whether ``source`` admits the token."""
+    for line in chain_report(token, config, source, revoked=TrustGate(config).revocations()):
+        print(line)
+    what = f"source {source or '(none)'}" + (f" for {action.value}" if action else "")
+    if error is None:
+        print(f"Verdict: {what}: admitted")
+    else:
+        reason = error.reason if isinstance(error, VerifyError) else "error"
+        print(f"Verdict: {what}: refused ({reason})")
 
 
 def _diff(old: str, new: str, label: str) -> str:

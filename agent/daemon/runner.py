@@ -44,7 +44,7 @@ from agent.jws.tokens import decode_token
 from agent.pattern.load import load_from_token
 from agent.run.engine import Result, RunOutcome, diff_run
 from agent.run.inprocess import InProcess
-from agent.trust.gate import AdmittedToken, Context, TrustGate
+from agent.trust.gate import AdmittedToken, Context, TrustGate, stored_action
 from agent.trust.policy import next_high_water
 
 if TYPE_CHECKING:
@@ -199,7 +199,13 @@ class Runner:
         marks = [m for m in (stored.meta.high_water_iat, _raw_iat(stored.token)) if m is not None]
         rt.meta = SourceMeta(high_water_iat=max(marks) if marks else None)
         try:
-            token = await self.gate.admit(stored.token, name, Context.RESTORE, origin="(cached)")
+            token = await self.gate.admit(
+                stored.token,
+                name,
+                Context.RESTORE,
+                origin="(cached)",
+                action=stored_action(stored.meta.action),
+            )
         except AgentError as exc:
             self.refused(name, "restore", exc)
             return  # logged and counted by the gate
@@ -503,7 +509,10 @@ class Runner:
             base = meta or dataclasses.replace(rt.meta, etag="", last_modified="")
             marks = [m for m in (rt.meta.high_water_iat, base.high_water_iat) if m is not None]
             high = next_high_water(max(marks) if marks else None, token.verified)
-            new_meta = dataclasses.replace(base, high_water_iat=high, accepted_at=time.time())
+            action = token.action.value if token.action is not None else base.action
+            new_meta = dataclasses.replace(
+                base, high_water_iat=high, accepted_at=time.time(), action=action
+            )
             logger.info("Saving JWT for %s", name)
             await asyncio.to_thread(self.state.save, name, token, new_meta)
             rt.meta = new_meta

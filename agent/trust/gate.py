@@ -19,15 +19,8 @@ the same table; tests/unit/trust/test_trust_gate.py keeps the two equal):
   :meth:`TrustGate.recheck` (the only check that can change while a run waits for the lock).
 - ``push_claims`` (``pushRequireJti``/``pushRequireExp``) and ``replay``: push only; replay runs
   last so that only a token every other check accepted consumes its ``jti``.
-- ``chain`` (delegation, :mod:`agent.trust.chain`) and ``revoked`` (:mod:`agent.trust.revocation`):
-  every context, in the verify step. ``scope`` (verify key scopes, the chain's last link,
-  ``etchaScope``): every context; the action part only when an action is known (a push, a pull, a
-  shell, or a re-admission with the action first admitted). ``jwt_rule``: every context, after
-  every check but replay.
-
-Adding a check (delegation, scopes, revocation, audit) is one entry in :data:`CHECKS` plus one
-function in :data:`_AFTER_VERIFY` (a check that needs the verify step itself goes into
-:data:`VERIFY_STEP`).
+- ``chain``, ``revoked`` (verify step), ``scope``, ``jwt_rule``: every context; scope's action
+  part only when an action is known (push, pull, shell, or a re-admission's first action).
 
 Invariants: the gate holds no token; its only mutable state is the replay cache it is given and
 the config the daemon swaps at reload. Messages and logs never carry a token or key material.
@@ -94,6 +87,12 @@ class Action(StrEnum):
 DEFAULT_ACTIONS: Final[Mapping[Context, Action]] = MappingProxyType(
     {Context.PUSH: Action.PUSH, Context.PULL: Action.PULL, Context.SHELL: Action.SHELL}
 )
+
+
+def stored_action(text: str) -> Action | None:
+    """The :class:`Action` saved with a stored token (``None``: empty or unknown)."""
+    return next((a for a in Action if a.value == text), None)
+
 
 _ALL: Final = frozenset(Context)
 _DELIVERY: Final = frozenset({Context.PUSH, Context.PULL, Context.OFFLINE, Context.SHELL})
@@ -593,5 +592,6 @@ __all__ = [
     "checks_for",
     "docs_table",
     "signature_precheck",
+    "stored_action",
     "warn_expiring_keys",
 ]
