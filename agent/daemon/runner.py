@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config.execs import source_exec
 from agent.core.errors import AgentError, VerifyError
 from agent.core.gojson import dumps_compact
+from agent.daemon.revocations import RevocationPuller
 from agent.daemon.sources import Pulled, SourceTable, SourceView, StoredPattern, is_adhoc
 from agent.daemon.state import SourceMeta, StateStore
 from agent.daemon.status import LastRun, Refusal, log_summary
@@ -156,6 +157,8 @@ class Runner:
         self.inprocess: InProcessFactory | None = None
         #: The hook built for the config in force: one per config, not one per run.
         self._hook: tuple[Config, InProcess | None] | None = None
+        #: ``run.revocationPaths``: pulled before restores and re-admissions (docs/security.md).
+        self.revocations = RevocationPuller(config, gate, state.state_dir)
 
     def _inprocess_hook(self) -> InProcess | None:
         """The in-process helper hook for the current config (rebuilt only after a reload)."""
@@ -188,6 +191,7 @@ class Runner:
         it. The token file is written before the meta file, so the stored token's own ``iat``
         also counts (a crash between the two writes, or a lost meta file).
         """
+        await self.revocations.due()
         try:
             stored = await asyncio.to_thread(self.state.load, name)
         except AgentError as exc:
@@ -238,6 +242,7 @@ class Runner:
         Returns:
             Whether the source may run its stored pattern (``True`` without a stored token).
         """
+        await self.revocations.due()
         rt = self.table.get(name)
         if rt is None or rt.token is None:
             return True
