@@ -148,18 +148,27 @@ def cmd_jwt(args: argparse.Namespace) -> int:
     except AgentError as exc:  # a verify key that does not parse
         error = exc
     print(dumps_indent(_display_claims(decoded)))
-    if source or named:
-        _print_verdict(token, config, source, action, error)
+    _print_verdict(token, config, source, action, error, always=bool(named))
     if error is not None:
         raise error
     return 0
 
 
 def _print_verdict(
-    token: str, config: Config, source: str, action: Action | None, error: AgentError | None
+    token: str,
+    config: Config,
+    source: str,
+    action: Action | None,
+    error: AgentError | None,
+    *,
+    always: bool,
 ) -> None:
-    """``jwt -s``: the chain link by link, then whether ``source`` admits the token."""
-    for line in chain_report(token, config, source, revoked=TrustGate(config).revocations()):
+    """The chain link by link, then whether ``source`` admits the token (printed with
+    ``--action``, or for a token with a chain or ``etchaScope``)."""
+    lines = chain_report(token, config, source, revoked=TrustGate(config).revocations())
+    if not lines and not always:
+        return
+    for line in lines:
         print(line)
     what = f"source {source or '(none)'}" + (f" for {action.value}" if action else "")
     if error is None:

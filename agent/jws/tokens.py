@@ -6,8 +6,9 @@ Invariants:
 
 - Signing: the header is exactly ``{"alg":…,"kid":…,"typ":"JWT"}`` in that order, ``kid`` omitted
   when the key has no id (extra header members, such as ``etchaChain``, and another ``typ`` are
-  placed in sorted key order, as Go marshals a map); the payload is :func:`agent.core.gojson.dumps_compact` of the claims, so a
-  token is byte-identical to Etcha's for the same claims, key and (Ed25519) signature.
+  placed in sorted key order, as Go marshals a map); the payload is
+  :func:`agent.core.gojson.dumps_compact` of the claims, so a token is byte-identical to
+  Etcha's for the same claims, key and (Ed25519) signature.
 - Verification never raises anything but :class:`~agent.core.errors.VerifyError` (``reason`` one of
   ``no_keys``, ``no_match``, ``expired``, ``not_yet_valid``, ``malformed``); decoding never raises
   anything but :class:`~agent.core.errors.TokenError`. Messages never contain the token.
@@ -70,12 +71,12 @@ __all__ = [
     "DecodedToken",
     "VerifiedToken",
     "accept_command_token",
+    "check_typ",
     "decode_token",
     "encode_payload",
     "etcha_claims",
     "sign_token",
     "token_identity",
-    "check_typ",
     "verify_token",
     "verify_token_with",
 ]

@@ -10,8 +10,8 @@ list of delegations, root first:
 - link *i* > 0 verifies with link *i-1*'s subject key (``chain_bad_signature``), and link *i-1*
   must grant ``delegate`` (``chain_widens``);
 - every link must be inside its ``nbf``/``exp`` (``chain_expired``), narrow its parent: sources
-  and actions subsets, ``exp`` not later (``chain_widens``), and have a signer not revoked for
-  its ``iat`` (``revoked``);
+  and actions subsets, ``exp`` not later (``chain_widens``), and have a signer and a subject not
+  revoked for its ``iat`` (``revoked``);
 - at most ``run.maxChainDepth`` links (``chain_depth``); each link at most
   :data:`MAX_LINK_BYTES`, checked before any parsing.
 
@@ -214,6 +214,9 @@ def _check_link(index: int, token: VerifiedToken, signer: VerifyKey, walk: _Walk
         raise walk.fail(index, str(exc), exc.reason) from None
     try:
         walk.revoked.check(signer, iat, what="the delegation")
+        # A delegation TO a revoked key, issued before the revocation, is void as well: the
+        # key cannot sign a new pattern under it (NATS: the user JWT is revoked, not the key).
+        walk.revoked.check(subject, iat, what="the delegation's subject")
     except PolicyError as exc:
         raise walk.fail(index, str(exc), exc.reason) from None
     if walk.links:

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Final, Protocol
 from agent.config.jwtrule import compile_rule
 from agent.core.errors import AgentError, VerifyError
 from agent.core.logs import fields
-from agent.jws.tokens import verify_token
 from agent.trust.chain import Chain
 from agent.trust.policy import (
     PolicyError,
@@ -53,7 +52,7 @@ from agent.trust.policy import (
 from agent.trust.revocation import RevocationSet, Revoked
 from agent.trust.rule import check_jwt_rule
 from agent.trust.scope import SCOPE_CLAIM, check_token_scopes
-from agent.trust.verify import Verification, verify_for_admission, verify_keys_for
+from agent.trust.verify import Verification, signature_precheck, verify_for_admission
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -430,21 +429,8 @@ class TrustGate:
         applies = checks_for(context)
         effective = action if action is not None else DEFAULT_ACTIONS.get(context)
         try:
-            found = await verify_for_admission(
-                raw,
-                config=self.config,
-                source=source,
-                now=current,
-                check_times="times" in applies,
-                revoked=self.revocations(),
-            )
+            found = await self._checked(raw, source, context, current, effective)
             verified = found.token
-            req = _Request(
-                self, verified, source, context, self.mark(source), current, found, effective
-            )
-            for name, check in _AFTER_VERIFY:
-                if name in applies:
-                    check(req)
         except VerifyError as exc:
             self.refused(source, context, exc, origin=origin)
             raise
@@ -465,6 +451,25 @@ class TrustGate:
         if self.observer is not None:
             self.observer.admitted(admitted, origin)
         return admitted
+
+    async def _checked(
+        self, raw: str, source: str, context: Context, now: float, action: Action | None
+    ) -> Verification:
+        """The verify step, then every later check of ``context`` (raises the refusal)."""
+        applies = checks_for(context)
+        found = await verify_for_admission(
+            raw,
+            config=self.config,
+            source=source,
+            now=now,
+            check_times="times" in applies,
+            revoked=self.revocations(),
+        )
+        req = _Request(self, found.token, source, context, self.mark(source), now, found, action)
+        for name, check in _AFTER_VERIFY:
+            if name in applies:
+                check(req)
+        return found
 
     def recheck(self, token: AdmittedToken, *, origin: str = "") -> None:
         """Under the source lock: re-check what can change while a run waits (the rollback mark).
@@ -544,32 +549,6 @@ class TrustGate:
         level = logging.DEBUG if context is Context.OFFLINE else logging.ERROR
         extra = fields(source=source or None, trigger=context.value, error=error or None)
         logger.log(level, msg, *args, extra=extra)
-
-
-def signature_precheck(config: Config, source: str, raw: str) -> bool:
-    """A cheap signature check that admits nothing (the rate limiter's exception for pushes).
-
-    Only a source that accepts pushes and is verified by keys qualifies: the signature must
-    verify with ``run.verifyKeys`` + ``sources.<source>.verifyKeys`` (and ``exp``/``nbf`` hold).
-    A source verified by ``verifyCommands`` never qualifies, so no process is spawned. The token
-    still goes through :meth:`TrustGate.admit` afterwards.
-
-    Returns:
-        Whether the push may be handled.
-    """
-    src = config.sources.get(source)
-    if src is None or not src.allow_push:
-        return False
-    if src.verify_commands or config.run.verify_commands:
-        return False
-    try:
-        keys = verify_keys_for(config, source)
-        if not keys:
-            return False
-        verify_token(raw, keys)
-    except AgentError:
-        return False
-    return True
 
 
 def _what(context: Context, origin: str) -> str:

@@ -145,10 +145,8 @@ async def verify_for_admission(
         config: the loaded config.
         source: the source name (``""`` for CLI commands).
         now: the current time (for tests); key windows are always judged at it.
-        check_times: check the token's ``exp``/``nbf``. The daemon turns this off only to
-            re-admit a token the source already accepted (restore and every later run of it):
-            the time claims guard delivery, not storage (SPEC 31). Signature, keys, key windows,
-            ``allowedKeys``, chains and verify commands are checked either way.
+        check_times: check the token's ``exp``/``nbf`` (off only to re-admit a stored token:
+            they guard delivery, not storage, SPEC 31; everything else is checked either way).
         max_bytes: longest accepted token (default: ``run.maxTokenBytes``), checked first,
             so an oversized token never reaches a verify command.
         revoked: the effective revocations (default: ``run.revocations``).
@@ -177,6 +175,7 @@ async def verify_for_admission(
         )
         check_allowed_key(verified.key_id, src, source_name=source)
         return Verification(verified)
+    rev = revoked if revoked is not None else RevocationSet.from_config(config)
     found = _verify_with_keys(
         token,
         config=config,
@@ -184,11 +183,10 @@ async def verify_for_admission(
         now=now,
         max_bytes=max_bytes,
         check_times=check_times,
-        revoked=revoked if revoked is not None else RevocationSet.from_config(config),
+        revoked=rev,
     )
     if found.signer is not None:
         what = "the pattern token" if found.chain is None else "the pattern token (delegated)"
-        rev = revoked if revoked is not None else RevocationSet.from_config(config)
         rev.check(found.signer, found.token.iat, what=what)
     return found
 
@@ -207,21 +205,7 @@ def _verify_with_keys(
     current = time.time() if now is None else now
     src = config.sources.get(source)
     allowed = src.allowed_keys if src is not None else ()
-    entries = list(config.run.verify_keys) + list(src.verify_keys if src is not None else ())
-    usable: list[VerifyKey] = []
-    scopes: dict[int, Scope | None] = {}
-    held: list[tuple[VerifyKey, str]] = []
-    for entry in entries:
-        key = parse_verify_key(entry.key)
-        if allowed and key.kid not in allowed:
-            held.append((key, "key_not_allowed"))
-            continue
-        reason = key_window_reason(entry, current)
-        if reason is not None:
-            held.append((key, reason))
-        else:
-            usable.append(key)
-            scopes[id(key)] = scope_of_entry(entry)
+    usable, scopes, held = _partition_keys(config, source, allowed, current)
     try:
         verified, signer = verify_token_with(
             token, usable, now=current, max_bytes=max_bytes, check_times=check_times
@@ -243,6 +227,8 @@ def _verify_with_keys(
             check_times=check_times,
             revoked=revoked,
         )
+    if not held:
+        raise miss
     _explain_held_back(
         token, held, source=source, allowed=allowed, now=current, max_bytes=max_bytes, miss=miss
     )
@@ -253,6 +239,29 @@ def _verify_with_keys(
             "no_match",
         ) from miss
     raise miss
+
+
+def _partition_keys(
+    config: Config, source: str, allowed: tuple[str, ...], now: float
+) -> tuple[list[VerifyKey], dict[int, Scope | None], list[tuple[VerifyKey, str]]]:
+    """The usable verify keys (with their scopes, by ``id``) and the held-back ones."""
+    src = config.sources.get(source)
+    entries = list(config.run.verify_keys) + list(src.verify_keys if src is not None else ())
+    usable: list[VerifyKey] = []
+    scopes: dict[int, Scope | None] = {}
+    held: list[tuple[VerifyKey, str]] = []
+    for entry in entries:
+        key = parse_verify_key(entry.key)
+        if allowed and key.kid not in allowed:
+            held.append((key, "key_not_allowed"))
+            continue
+        reason = key_window_reason(entry, now)
+        if reason is not None:
+            held.append((key, reason))
+        else:
+            usable.append(key)
+            scopes[id(key)] = scope_of_entry(entry)
+    return usable, scopes, held
 
 
 def _verify_chained(
@@ -353,3 +362,29 @@ async def _verify_with_commands(
         "verifyCommands did not accept the token: no command fired etcha:jwt with output",
         "no_match",
     )
+
+
+def signature_precheck(config: Config, source: str, raw: str) -> bool:
+    """A cheap signature check that admits nothing (the rate limiter's exception for pushes).
+
+    Only a source that accepts pushes and is verified by keys qualifies: the signature must
+    verify with ``run.verifyKeys`` + ``sources.<source>.verifyKeys`` (and ``exp``/``nbf`` hold).
+    A source verified by ``verifyCommands`` never qualifies, so no process is spawned. The token
+    still goes through :meth:`TrustGate.admit` afterwards.
+
+    Returns:
+        Whether the push may be handled.
+    """
+    src = config.sources.get(source)
+    if src is None or not src.allow_push:
+        return False
+    if src.verify_commands or config.run.verify_commands:
+        return False
+    try:
+        keys = verify_keys_for(config, source)
+        if not keys:
+            return False
+        verify_token(raw, keys)
+    except AgentError:
+        return False
+    return True

@@ -674,7 +674,10 @@ def test_verify_keys_from_yaml_timestamps(tmp_path: Path) -> None:
             ],
             "notBefore before notAfter",
         ),
-        ([{"key": PUB1, "until": "x"}], "expected keys actions, key, notAfter, notBefore, sources, got 'until'"),
+        (
+            [{"key": PUB1, "until": "x"}],
+            "expected keys actions, key, notAfter, notBefore, sources, got 'until'",
+        ),
         ([{"notAfter": "2025-01-01T00:00:00Z"}], "item 0 to be a key string, got null"),
         ([5], "item 0 to be a key string, got an integer"),
         ({"key": PUB1}, "expected a list of verify keys, got an object"),
