@@ -147,8 +147,7 @@ async def verify_for_admission(
         now: the current time (for tests); key windows are always judged at it.
         check_times: check the token's ``exp``/``nbf`` (off only to re-admit a stored token:
             they guard delivery, not storage, SPEC 31; everything else is checked either way).
-        max_bytes: longest accepted token (default: ``run.maxTokenBytes``), checked first,
-            so an oversized token never reaches a verify command.
+        max_bytes: longest accepted token (default ``run.maxTokenBytes``), checked first.
         revoked: the effective revocations (default: ``run.revocations``).
 
     Raises:
