@@ -198,6 +198,13 @@ def _ignored_and_secrets() -> list[str]:
         "> 1700000000` works because JSON numbers are doubles or ints; mix with care). A rule "
         "that does not compile is refused when the config loads.",
         "",
+        "Why this package: of the maintained CEL implementations on PyPI, "
+        "`common-expression-language` (Rust `cel-interpreter` bindings) returns plain Python "
+        "values (only the Python `True` accepts), raises on compile and evaluation errors, and "
+        "evaluates in native code; `cel-python` (pure-Python evaluator) pulls in lark, pendulum, "
+        "google-re2 and jmespath and returns its own value types; Google's `cel-expr-python` is "
+        "at 0.1. The package is imported only when a rule is configured.",
+        "",
         "## Secrets in `show-config`",
         "",
         f"`agent show-config` prints the effective config with these values replaced by `{MASK}`:",

@@ -78,14 +78,14 @@ json_leaf = st.one_of(
     st.booleans(),
     st.integers(),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=30),
+    st.text(max_size=20),
 )
 json_value = st.recursive(
     json_leaf,
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
     ),
-    max_leaves=12,
+    max_leaves=5,
 )
 mutated = st.builds(
     _mutate,
@@ -93,8 +93,8 @@ mutated = st.builds(
     st.integers(min_value=0, max_value=10_000),
     st.sampled_from("A_-.xe0="),
 )
-link_like = st.one_of(st.sampled_from(POOL), mutated, st.text(max_size=40), json_value)
-chain_value = st.one_of(json_value, st.lists(link_like, max_size=5))
+link_like = st.one_of(st.sampled_from(POOL), mutated, st.text(max_size=20), json_leaf)
+chain_value = st.one_of(st.lists(link_like, max_size=5), json_value)
 
 
 @settings(settings.get_profile("chain-fuzz"))
