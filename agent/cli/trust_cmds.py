@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import secrets
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from agent.core.durations import parse_duration
 from agent.core.errors import AgentError, ConfigError, UsageError
 from agent.jws.keys import SigningKey, parse_signing_key, parse_verify_key
 from agent.jws.tokens import TYP_DELEGATION, TYP_REVOCATIONS, decode_token, sign_token
-from agent.tools.build import load_signing_key
+from agent.tools.build import delegation_chain, load_signing_key
 from agent.trust.chain import delegation_claims
 from agent.trust.revocation import Revoked, parse_entries, revocation_claims
 
@@ -89,17 +90,55 @@ def cmd_delegate(args: argparse.Namespace) -> int:
     if args.delegate and "delegate" not in actions:
         actions.append("delegate")
     key = _signing_key(args.key, args)
+    now = time.time()
+    expires_in = _parent_limit(args, key, sources, actions, now + _lifetime(args.expires)) - now
     claims = delegation_claims(
         subject=str(subject),
         sources=sources,
         actions=actions,
         issuer=key.kid,
         jti=secrets.token_urlsafe(16),
-        now=time.time(),
-        expires_in=_lifetime(args.expires),
+        now=now,
+        expires_in=expires_in,
     )
     _emit(sign_token(claims, key, typ=TYP_DELEGATION), args.output, "delegate")
     return 0
+
+
+def _parent_limit(
+    args: argparse.Namespace, key: SigningKey, sources: list[str], actions: list[str], exp: float
+) -> float:
+    """With ``build.delegationChain`` ending in a link to the signing key, refuse a link that
+    would widen it and clamp ``exp`` to its ``exp`` (a later one would be ``chain_widens``)."""
+    chain = load_config_for(args).build.delegation_chain
+    if not chain:
+        return exp
+    try:
+        claims = decode_token(delegation_chain(load_config_for(args))[-1]).claims
+    except AgentError:
+        return exp
+    own = key.public()
+    if claims.get("sub") is None or str(claims.get("sub")).split(":")[1:2] != [own.material]:
+        return exp
+    scope = claims.get("etchaDelegation") or {}
+    granted = set(scope.get("actions") or ()) if isinstance(scope, dict) else set()
+    allowed = set(scope.get("sources") or ()) if isinstance(scope, dict) else set()
+    if "delegate" not in granted or not set(actions) <= granted:
+        raise UsageError(
+            f"delegate: the parent link grants actions {sorted(granted)}; "
+            f"expected delegate and a subset, got {actions}"
+        )
+    if "*" not in allowed and not set(sources) <= allowed:
+        raise UsageError(
+            f"delegate: the parent link grants sources {sorted(allowed)}, got {sources}"
+        )
+    parent_exp = claims.get("exp")
+    if isinstance(parent_exp, int | float) and parent_exp < exp:
+        print(
+            f"Note: --expires clamped to the parent link's exp ({int(parent_exp)})", file=sys.stderr
+        )
+        return float(parent_exp)
+    return exp
 
 
 def _before(text: str) -> float:

@@ -100,8 +100,10 @@ class Chain:
 class ChainError(PolicyError):
     """A chain refusal; ``links`` holds the links verified before it, ``index`` the failing one."""
 
-    def __init__(self, message: str, reason: str, *, index: int, links: Sequence[Link]) -> None:
-        super().__init__(f"etchaChain[{index}]: {message}", reason)
+    def __init__(
+        self, message: str, reason: str, *, index: int, links: Sequence[Link], key_id: str = ""
+    ) -> None:
+        super().__init__(f"etchaChain[{index}]: {message}", reason, key_id=key_id)
         self.index = index
         self.links = tuple(links)
 
@@ -114,7 +116,9 @@ class _Walk:
     links: list[Link] = field(default_factory=list)
 
     def fail(self, index: int, message: str, reason: str) -> ChainError:
-        return ChainError(message, reason, index=index, links=self.links)
+        # The key id logged with a chain refusal: the signer of the last link that verified.
+        key_id = self.links[-1].subject.kid if self.links else ""
+        return ChainError(message, reason, index=index, links=self.links, key_id=key_id)
 
 
 def delegation_claims(

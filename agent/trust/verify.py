@@ -367,7 +367,8 @@ def signature_precheck(config: Config, source: str, raw: str) -> bool:
     """A cheap signature check that admits nothing (the rate limiter's exception for pushes).
 
     Only a source that accepts pushes and is verified by keys qualifies: the signature must
-    verify with ``run.verifyKeys`` + ``sources.<source>.verifyKeys`` (and ``exp``/``nbf`` hold).
+    verify with ``run.verifyKeys`` + ``sources.<source>.verifyKeys``, or through its
+    ``etchaChain`` from the trust roots (and ``exp``/``nbf`` hold).
     A source verified by ``verifyCommands`` never qualifies, so no process is spawned. The token
     still goes through :meth:`TrustGate.admit` afterwards.
 
@@ -381,9 +382,26 @@ def signature_precheck(config: Config, source: str, raw: str) -> bool:
         return False
     try:
         keys = verify_keys_for(config, source)
-        if not keys:
+        if keys:
+            try:
+                verify_token(raw, keys)
+                return True
+            except VerifyError:
+                pass
+        header = split_token(raw, config.run.max_token_bytes).header
+        if CHAIN_HEADER not in header:
             return False
-        verify_token(raw, keys)
+        now = time.time()
+        _verify_chained(
+            raw,
+            header[CHAIN_HEADER],
+            config=config,
+            source=source,
+            now=now,
+            max_bytes=config.run.max_token_bytes,
+            check_times=True,
+            revoked=RevocationSet.from_config(config),
+        )
     except AgentError:
         return False
     return True

@@ -19,7 +19,7 @@ import pytest
 from support import daemon, free_port, listener_config, run_agent, write_json
 
 from agent.jws.keys import parse_signing_key
-from agent.jws.tokens import TYP_REVOCATIONS, sign_token
+from agent.jws.tokens import TYP_REVOCATIONS, decode_token, sign_token
 from agent.trust.revocation import Revoked, revocation_claims
 
 pytestmark = pytest.mark.integration
@@ -304,3 +304,70 @@ def test_pulled_revocation_list_stops_a_stored_pattern_and_older_lists_are_ignor
         len(kept) == 1
         and kept[0].read_text().strip() == (tmp_path / "list.jwt").read_text().strip()
     )
+
+
+def test_delegate_refuses_a_link_wider_than_its_parent_and_clamps_exp(tmp_path: Path) -> None:
+    root_key, _ = keys(tmp_path, "root")
+    team_key, team_pub = keys(tmp_path, "team")
+    _, ci_pub = keys(tmp_path, "ci")
+    parent = delegate(
+        tmp_path,
+        root_key,
+        team_pub,
+        "team.jwt",
+        "--sources",
+        "web",
+        "--actions",
+        "push",
+        "--delegate",
+        "--expires",
+        "1h",
+    )
+    config = write_json(
+        tmp_path / "team.json",
+        {"build": {"signingKeyPath": str(team_key), "delegationChain": [str(parent)]}},
+    )
+    base = ("-c", str(config), "delegate", "--subject", ci_pub, "--actions", "push")
+    wide = run_agent(*base, "--sources", "web,db", "--expires", "1h", cwd=tmp_path)
+    assert wide.returncode == 2 and "grants sources ['web']" in wide.stderr
+    long = run_agent(*base, "--sources", "web", "--expires", "90d", cwd=tmp_path)
+    assert long.returncode == 0, long.stderr
+    child = decode_token(long.stdout.strip()).claims
+    assert child["exp"] == decode_token(parent.read_text().strip()).claims["exp"]
+    assert child["etchaDelegation"] == {"actions": ["push"], "sources": ["web"]}
+
+
+def test_revoke_merges_an_existing_list_keeping_the_latest_time(tmp_path: Path) -> None:
+    root_key, _ = keys(tmp_path, "root")
+    signing = ("--signing-key", str(root_key))
+    first = run_agent(
+        "revoke",
+        "--key",
+        "a",
+        "--before",
+        "2030-01-01T00:00:00Z",
+        *signing,
+        "-o",
+        "list.jwt",
+        cwd=tmp_path,
+    )
+    assert first.returncode == 0, first.stderr
+    merged = run_agent(
+        "revoke", "--key", "b", "--before", "now", "--merge", "list.jwt", *signing, cwd=tmp_path
+    )
+    again = run_agent(
+        "revoke",
+        "--key",
+        "a",
+        "--before",
+        "2029-01-01T00:00:00Z",
+        "--merge",
+        "list.jwt",
+        *signing,
+        cwd=tmp_path,
+    )
+    token = decode_token(merged.stdout.strip())
+    assert token.header["typ"] == "etcha-revocations+jwt"
+    assert [e["key"] for e in token.claims["etchaRevocations"]] == ["a", "b"]
+    kept = decode_token(again.stdout.strip()).claims["etchaRevocations"]
+    assert kept == [{"key": "a", "before": "2030-01-01T00:00:00Z"}]
