@@ -26,6 +26,7 @@ from agent.cli.common import load_config_for, read_token_arg
 from agent.core.atomicio import atomic_write
 from agent.core.errors import AgentError, ConfigError, TokenError, UsageError, VerifyError
 from agent.core.gojson import dumps_indent
+from agent.daemon.revocations import kept_revocations
 from agent.jws.compare import token_difference
 from agent.jws.keys import generate_keys
 from agent.jws.tokens import decode_token
@@ -106,7 +107,9 @@ def admit_offline(
     Raises:
         VerifyError: the token did not verify, or the policy refused it.
     """
-    return asyncio.run(TrustGate(config).admit(token, source, Context.OFFLINE, action=action))
+    gate = TrustGate(config)
+    kept_revocations(config, gate)  # the lists a daemon with this config pulled
+    return asyncio.run(gate.admit(token, source, Context.OFFLINE, action=action))
 
 
 def _display_claims(decoded: DecodedToken) -> dict[str, Any]:
@@ -165,7 +168,9 @@ def _print_verdict(
 ) -> None:
     """The chain link by link, then whether ``source`` admits the token (printed with
     ``--action``, or for a token with a chain or ``etchaScope``)."""
-    lines = chain_report(token, config, source, revoked=TrustGate(config).revocations())
+    gate = TrustGate(config)
+    kept_revocations(config, gate)
+    lines = chain_report(token, config, source, revoked=gate.revocations())
     if not lines and not always:
         return
     for line in lines:

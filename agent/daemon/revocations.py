@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeldList", "RevocationPuller"]
+__all__ = ["HeldList", "RevocationPuller", "kept_revocations"]
 
 _PREFIX = "agent-revocations-"
 
@@ -95,7 +95,7 @@ class RevocationPuller:
             return
         async with self._lock:
             if self._last is None:
-                self._load_held(config)
+                self.load_held(config)
             elif self._clock() - self._last < config.run.revocation_frequency:
                 return
             self._last = self._clock()
@@ -187,7 +187,7 @@ class RevocationPuller:
         except OSError as exc:
             logger.error("Revocation list %s: not kept in %s: %s", safe_url(path), self._dir, exc)
 
-    def _load_held(self, config: Config) -> None:
+    def load_held(self, config: Config) -> None:
         """The lists kept in stateDir, verified again (a list that fails now is dropped)."""
         for path in config.run.revocation_paths:
             token_path, meta_path = self._paths(path)
@@ -212,3 +212,12 @@ class RevocationPuller:
                 modified if isinstance(modified, str) else "",
             )
         self._publish()
+
+
+def kept_revocations(config: Config, gate: TrustGate) -> None:
+    """Give ``gate`` the lists the daemon keeps in ``stateDir`` (the CLI: ``jwt -s``, ``render
+    -s``), verified again; nothing is pulled."""
+    if not config.run.revocation_paths:
+        return
+    puller = RevocationPuller(lambda: config, gate, Path(config.run.state_dir or "."))
+    puller.load_held(config)

@@ -115,9 +115,10 @@ class _Walk:
     now: float
     links: list[Link] = field(default_factory=list)
 
-    def fail(self, index: int, message: str, reason: str) -> ChainError:
-        # The key id logged with a chain refusal: the signer of the last link that verified.
-        key_id = self.links[-1].subject.kid if self.links else ""
+    def fail(self, index: int, message: str, reason: str, key_id: str = "") -> ChainError:
+        # The key id logged with a chain refusal: the key named, else the last verified subject.
+        if not key_id and self.links:
+            key_id = self.links[-1].subject.kid
         return ChainError(message, reason, index=index, links=self.links, key_id=key_id)
 
 
@@ -220,9 +221,9 @@ def _check_link(index: int, token: VerifiedToken, signer: VerifyKey, walk: _Walk
         walk.revoked.check(signer, iat, what="the delegation")
         # A delegation TO a revoked key, issued before the revocation, is void as well: the
         # key cannot sign a new pattern under it (NATS: the user JWT is revoked, not the key).
-        walk.revoked.check(subject, iat, what="the delegation's subject")
+        walk.revoked.check(subject, iat, what="the delegation", verb="delegates to")
     except PolicyError as exc:
-        raise walk.fail(index, str(exc), exc.reason) from None
+        raise walk.fail(index, str(exc), exc.reason, key_id=exc.key_id) from None
     if walk.links:
         _check_narrows(index, walk.links[-1], scope, exp, walk)
     return Link(index, signer, subject, scope, iat, nbf, exp)

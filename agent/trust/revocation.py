@@ -99,7 +99,9 @@ class RevocationSet:
         found = [t for t in times if t is not None]
         return max(found) if found else None
 
-    def check(self, key: VerifyKey, iat: float | None, *, what: str) -> None:
+    def check(
+        self, key: VerifyKey, iat: float | None, *, what: str, verb: str = "is signed by"
+    ) -> None:
         """Refuse a token ``key`` signed when the key is revoked for its ``iat``.
 
         Raises:
@@ -111,7 +113,7 @@ class RevocationSet:
         label = repr(key.kid) if key.kid else "(no id)"
         got = "no iat" if iat is None else f"iat {_utc(iat)}"
         raise PolicyError(
-            f"{what} is signed by key {label}, revoked for tokens issued before {_utc(before)}, "
+            f"{what} {verb} key {label}, revoked for tokens issued before {_utc(before)}, "
             f"got {got}",
             "revoked",
             key_id=key.kid,
