@@ -92,6 +92,9 @@ class RevocationPuller:
         ``revocationFrequency`` has passed; start the periodic pull once."""
         config = self._config()
         if not config.run.revocation_paths:
+            if self._held:  # revocationPaths were removed by a reload
+                self._held.clear()
+                self._publish()
             return
         async with self._lock:
             if self._last is None:
