@@ -30,6 +30,7 @@ _REGISTRARS = (
     "agent.cli.status",
     "agent.cli.publish",
     "agent.cli.audit",
+    "agent.cli.trust",
 )
 
 logger = logging.getLogger("agent")

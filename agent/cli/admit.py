@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agent.core.errors import ConfigError
-from agent.trust.gate import AdmittedToken, Context, TrustGate
+from agent.trust.gate import Action, AdmittedToken, Context, TrustGate
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -26,19 +26,33 @@ def check_source(config: Config, source: str) -> None:
         raise ConfigError(f'unknown source "{source}" (configured sources: {known})')
 
 
-def admit_offline(token: str, config: Config, source: str = "") -> AdmittedToken:
+def with_kept_revocations(gate: TrustGate) -> TrustGate:
+    """``gate`` with the revocation lists a daemon with the same config keeps in ``stateDir``
+    (verified again; nothing is pulled). Without ``run.revocationPaths`` nothing is read."""
+    if gate.config.run.revocation_paths:
+        from agent.daemon.revocations import kept_revocations  # lazy: only with revocationPaths
+
+        kept_revocations(gate.config, gate)
+    return gate
+
+
+def admit_offline(
+    token: str, config: Config, source: str = "", action: Action | None = None
+) -> AdmittedToken:
     """Admit ``token`` through the trust gate in the ``offline`` context for ``source``.
 
     Everything that needs no daemon state applies (signature or verifyCommands, key windows,
-    allowedKeys, exp/nbf, maxTokenAge), so ``jwt -s web``, ``render -s web`` and
-    ``compare -s web`` refuse what the daemon's ``web`` source would refuse on delivery.
+    allowedKeys, exp/nbf, maxTokenAge, chains, scopes for ``action``, revocations including the
+    lists kept in ``stateDir``, jwtRule), so ``jwt -s web``, ``render -s web`` and ``compare -s
+    web`` refuse what the daemon's ``web`` source would refuse on delivery.
 
     Raises:
         VerifyError: the token did not verify, or the policy refused it.
     """
     import asyncio  # the gate's admit is a coroutine (verifyCommands spawn processes)
 
-    return asyncio.run(TrustGate(config).admit(token, source, Context.OFFLINE))
+    gate = with_kept_revocations(TrustGate(config))
+    return asyncio.run(gate.admit(token, source, Context.OFFLINE, action=action))
 
 
-__all__ = ["admit_offline", "check_source"]
+__all__ = ["admit_offline", "check_source", "with_kept_revocations"]

@@ -62,6 +62,12 @@ def register(sub: Any) -> None:
         default="",
         help="verify as this source would: its verifyKeys/verifyCommands and trust policy",
     )
+    p.add_argument(
+        "--action",
+        default="",
+        choices=("push", "pull", "check", "shell"),
+        help="with -s: judge the token for this action (default push); prints the chain",
+    )
     p.add_argument("path", help="JWT file path or http(s) URL")
     p.set_defaults(handler="agent.cli.keys_cmds:cmd_jwt")
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.cli.admit import admit_offline, check_source
+from agent.cli.admit import admit_offline, check_source, with_kept_revocations
 from agent.cli.common import load_config_for, read_token_arg
 from agent.core.atomicio import atomic_write
 from agent.core.errors import AgentError, ConfigError, TokenError, UsageError, VerifyError
@@ -30,6 +30,8 @@ from agent.jws.compare import token_difference
 from agent.jws.keys import generate_keys
 from agent.jws.tokens import decode_token
 from agent.net.urls import is_http, safe_url
+from agent.trust.gate import Action, TrustGate
+from agent.trust.report import chain_report
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -109,18 +111,46 @@ def cmd_jwt(args: argparse.Namespace) -> int:
     token = read_token_arg(args.path, config=config)
     source = getattr(args, "source", "") or ""
     check_source(config, source)
+    named = getattr(args, "action", "") or ""
+    action = Action(named) if named else (Action.PUSH if source else None)
     decoded = decode_token(token)
     error: AgentError | None = None
     try:
-        admit_offline(token, config, source)
+        admit_offline(token, config, source, action)
     except VerifyError as exc:
         error = VerifyError(f"{exc} (reason {exc.reason})", exc.reason)
     except AgentError as exc:  # a verify key that does not parse
         error = exc
     print(dumps_indent(_display_claims(decoded)))
+    _print_verdict(token, config, source, action, error, always=bool(named))
     if error is not None:
         raise error
     return 0
+
+
+def _print_verdict(
+    token: str,
+    config: Config,
+    source: str,
+    action: Action | None,
+    error: AgentError | None,
+    *,
+    always: bool,
+) -> None:
+    """The chain link by link, then whether ``source`` admits the token (printed with
+    ``--action``, or for a token with a chain or ``etchaScope``)."""
+    gate = with_kept_revocations(TrustGate(config))
+    lines = chain_report(token, config, source, revoked=gate.revocations())
+    if not lines and not always:
+        return
+    for line in lines:
+        print(line)
+    what = f"source {source or '(none)'}" + (f" for {action.value}" if action else "")
+    if error is None:
+        print(f"Verdict: {what}: admitted")
+    else:
+        reason = error.reason if isinstance(error, VerifyError) else "error"
+        print(f"Verdict: {what}: refused ({reason})")
 
 
 def _diff(old: str, new: str, label: str) -> str:

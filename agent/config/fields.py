@@ -36,6 +36,10 @@ class Field:
     choices: tuple[str, ...] = ()
 
 
+#: The actions scopes and delegations grant (``agent.trust.gate.Action``; a test keeps them equal).
+ACTION_NAMES = ("push", "pull", "check", "shell", "delegate")
+
+
 def _cpu_count() -> int:
     return os.cpu_count() or 1
 
@@ -51,6 +55,13 @@ DEFAULT_LINTERS: dict[str, Any] = {
 
 BUILD = (
     Field("caFile", "str", "", "PEM file of extra CA certificates trusted by the push client."),
+    Field(
+        "delegationChain",
+        "strlist",
+        [],
+        "Delegation JWTs (or files holding them), root first: `build` and `push` put them in the "
+        "token header as `etchaChain` (docs/security.md).",
+    ),
     Field("pushDomainSuffix", "str", "", "Suffix appended to target host names when pushing."),
     Field(
         "pushMaxWorkers",
@@ -61,6 +72,12 @@ BUILD = (
     ),
     Field("pushTimeout", "duration", "2m", "Time limit per target of `agent push` (--timeout)."),
     Field("pushTokenExpiresIn", "duration", "5m", "Lifetime of the JWTs `agent push` signs."),
+    Field(
+        "scope",
+        "scope",
+        {},
+        "`{sources: [...], actions: [...]}`: the token narrows itself (claim `etchaScope`).",
+    ),
     Field("signingCommands", "commands", [], "Commands whose `jwt` event signs (wins over keys)."),
     Field("signingExec", "exec", None, "Exec for signingCommands (overrides `exec`)."),
     Field("signingKey", "str", "", "Private key string used to sign JWTs (secret)."),
@@ -155,6 +172,12 @@ RUN = (
         "15s",
         "Idle time after which a kept-alive connection closes.",
     ),
+    Field(
+        "jwtRule",
+        "jwtrule",
+        "",
+        "CEL expression over `claims` and `header` every token must satisfy (see #jwtrule).",
+    ),
     Field("listenAddress", "str", ":4000", "Address the push/webhook listener binds."),
     Field(
         "maxBodyBytes", "posint", 4 * 1024 * 1024, "Largest webhook request body accepted (413)."
@@ -166,6 +189,7 @@ RUN = (
         "Open listener connections in all (clamped below the file-descriptor limit).",
     ),
     Field("maxConnectionsPerAddress", "posint", 32, "Open listener connections per client."),
+    Field("maxChainDepth", "posint", 3, "Most links accepted in a token's `etchaChain`."),
     Field(
         "maxTokenBytes",
         "posint",
@@ -175,6 +199,24 @@ RUN = (
     Field("pushRequireExp", "bool", False, "Reject pushed JWTs without an `exp` claim."),
     Field("pushRequireJti", "bool", False, "Reject pushed JWTs without a `jti` claim."),
     Field("randomizedStartDelaySec", "int", 0, "Random delay (seconds) before the first runs."),
+    Field(
+        "revocationFrequency",
+        "duration",
+        "5m",
+        "How often `revocationPaths` are pulled again.",
+    ),
+    Field(
+        "revocationPaths",
+        "strlist",
+        [],
+        "Files or URLs of revocation lists (`agent revoke`) signed by a trust root.",
+    ),
+    Field(
+        "revocations",
+        "revocations",
+        [],
+        "`[{key, before}]`: tokens signed by `key` (id or public key) issued before are refused.",
+    ),
     Field(
         "rateLimiterRate", "rate", "10-M", "Failed requests allowed per client, `<n>-<S|M|H|D>`."
     ),
@@ -202,6 +244,12 @@ RUN = (
     Field("tlsDisable", "bool", False, "Serve plain HTTP (behind a TLS proxy)."),
     Field("tlsKeyBase64", "str", "", "Listener private key, base64 PEM (secret)."),
     Field("tlsKeyPath", "str", "", "Listener private key file."),
+    Field(
+        "trustRoots",
+        "trustroots",
+        [],
+        "Root keys that sign delegations (never patterns) for every source.",
+    ),
     Field("verifyCommands", "commands", [], "Commands whose `jwt` event verifies tokens."),
     Field("verifyExec", "exec", None, "Exec for verifyCommands."),
     Field("verifyKeys", "verifykeys", [], "Public keys tried, in order, for every source."),
@@ -241,6 +289,7 @@ SOURCE = (
     Field("eventsReceiveExit", "bool", False, "Exit the daemon when an event is received."),
     Field("eventsSend", "regex", "", "Regexp of event names this source may send."),
     Field("exec", "exec", None, "Exec overriding the top-level `exec`."),
+    Field("jwtRule", "jwtrule", "", "CEL rule for this source's tokens, after `run.jwtRule`."),
     Field("maxTokenAge", "duration_opt", "", "Reject JWTs issued longer ago (empty: off)."),
     Field("noRemove", "bool", False, "Never run remove scripts in diff-runs."),
     Field("noRestore", "bool", False, "Do not restore the state JWT at start-up."),
@@ -262,6 +311,7 @@ SOURCE = (
         "sessions; empty: no shell (404).",
     ),
     Field("triggerOnly", "bool", False, "Run only when triggered (event, webhook, push)."),
+    Field("trustRoots", "trustroots", [], "Root keys tried after `run.trustRoots`."),
     Field("verifyCommands", "commands", [], "Commands whose `jwt` event verifies tokens."),
     Field("verifyExec", "exec", None, "Exec for verifyCommands."),
     Field("verifyKeys", "verifykeys", [], "Public keys tried after `run.verifyKeys`."),
@@ -348,6 +398,10 @@ KIND_DOC = {
     "strlist": "list of strings",
     "strmap": "object of strings",
     "verifykeys": "list of verify keys",
+    "trustroots": "list of verify keys",
+    "revocations": "list of {key, before}",
+    "scope": "object",
+    "jwtrule": "CEL expression",
     "commands": "list of commands",
     "exec": "exec object",
     "object": "object",

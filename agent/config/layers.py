@@ -142,7 +142,7 @@ def normalize(data: Any, origin: str) -> dict[str, Any]:
     """Check one layer and return it with aliases resolved and ignored keys dropped.
 
     Raises:
-        ConfigError: unknown key, wrong type, bad value or an unsupported key such as jwtRule.
+        ConfigError: unknown key, wrong type or bad value (a jwtRule that does not compile).
     """
     layer = Layer(origin)
     if not isinstance(data, Mapping):
@@ -157,8 +157,6 @@ def normalize(data: Any, origin: str) -> dict[str, Any]:
             raise layer.fail(section, f"expected an object, got {json_kind(d[section])}")
     _resolve_aliases(layer, d)
     _drop_ignored_in_sections(layer, d)
-    if isinstance(d.get("run"), dict) and "jwtRule" in d["run"]:
-        raise _jwt_rule_error(layer, "run.jwtRule")
     for section in ("http", "httpServer"):
         rest = d.pop(section, None)
         if rest:
@@ -300,8 +298,6 @@ def _normalize_records(layer: Layer, d: dict[str, Any], section: str) -> None:
         if not isinstance(record, dict):
             raise layer.fail(path, f"expected an object, got {json_kind(record)}")
         if section == "sources":
-            if "jwtRule" in record:
-                raise _jwt_rule_error(layer, f"{path}.jwtRule")
             for key in IGNORED_SOURCE:
                 if key in record:
                     layer.warn_ignored(f"{path}.{key}")
@@ -317,10 +313,6 @@ def _normalize_records(layer: Layer, d: dict[str, Any], section: str) -> None:
                 record, [(("", "string"), True), (("", "port"), False)], ("", "port"), f"{path}."
             )
         check_record(layer, record, RECORDS[section], path)
-
-
-def _jwt_rule_error(layer: Layer, path: str) -> ConfigError:
-    return layer.fail(path, "not supported; a security rule is never silently ignored")
 
 
 def _plain(value: Any, layer: Layer, path: str) -> Any:

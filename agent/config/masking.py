@@ -42,7 +42,20 @@ SECRET_PATHS = frozenset(
 )
 #: Field kinds that never hold a secret: numbers, booleans, durations, public keys, key ids.
 _PUBLIC_KINDS = frozenset(
-    {"bool", "int", "posint", "duration", "duration_opt", "rate", "choice", "port", "verifykeys"}
+    {
+        "bool",
+        "int",
+        "posint",
+        "duration",
+        "duration_opt",
+        "rate",
+        "choice",
+        "port",
+        "verifykeys",
+        "trustroots",
+        "revocations",
+        "scope",
+    }
 )
 #: Schema string lists whose items are URLs or paths (masked as URLs, see agent.net.fetch.mask_url).
 _URL_FIELDS = frozenset({"pullPaths", "webhookPaths"})

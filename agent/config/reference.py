@@ -177,8 +177,33 @@ def _ignored_and_secrets() -> list[str]:
         "",
         "## Errors",
         "",
-        "- `run.jwtRule` and `sources.*.jwtRule` are not supported yet and are errors: "
-        "a security rule is never silently ignored.",
+        "- A `run.jwtRule` or `sources.*.jwtRule` that does not compile is an error at load "
+        "(the message ends with `see docs/configuration.md#jwtrule`).",
+        "",
+        "## jwtRule",
+        "",
+        "`run.jwtRule` and `sources.<name>.jwtRule` are [CEL](https://cel.dev) expressions "
+        "(evaluated by the `common-expression-language` package). A token is admitted only when "
+        "every configured rule (`run.jwtRule`, then the source's) evaluates to the boolean "
+        "`true`; anything else, and an evaluation error such as a missing claim, refuses it with "
+        "reason `jwt_rule`. The rule runs after every other check and sees two variables: "
+        "`claims` (the verified claims) and `header` (the protected header). Example: "
+        '`claims.iss == "ci" && has(claims.jti) && header.typ == "JWT"`.',
+        "",
+        "Etcha's `jwtRule` uses the [expr](https://expr-lang.org) language, not CEL. The "
+        "differences that matter: claims are reached as `claims.x` (expr: bare `x`), test for "
+        "an optional claim with `has(claims.x)` (expr: `x != nil`), strings use `startsWith`/"
+        "`endsWith`/`contains`/`matches` methods (expr: operators), membership is `x in list`, "
+        "there is no `nil` (use `has`), and numbers compare only within their type (`claims.exp "
+        "> 1700000000` works because JSON numbers are doubles or ints; mix with care). A rule "
+        "that does not compile is refused when the config loads.",
+        "",
+        "Why this package: of the maintained CEL implementations on PyPI, "
+        "`common-expression-language` (Rust `cel-interpreter` bindings) returns plain Python "
+        "values (only the Python `True` accepts), raises on compile and evaluation errors, and "
+        "evaluates in native code; `cel-python` (pure-Python evaluator) pulls in lark, pendulum, "
+        "google-re2 and jmespath and returns its own value types; Google's `cel-expr-python` is "
+        "at 0.1. The package is imported only when a rule is configured.",
         "",
         "## Secrets in `show-config`",
         "",

@@ -23,7 +23,7 @@ from typing import Any
 
 from agent.config.fields import SECTIONS, SOURCE, TARGET, TYPED_JSON_KINDS, Field, snake
 from agent.config.masking import mask_config
-from agent.config.values import PublishArtifact, VerifyKeyEntry, to_json
+from agent.config.values import PublishArtifact, RevocationEntry, VerifyKeyEntry, to_json
 from agent.run.model import Command, Exec
 
 
@@ -32,10 +32,12 @@ class BuildConfig:
     """``build``: signing and the push client."""
 
     ca_file: str
+    delegation_chain: tuple[str, ...]
     push_domain_suffix: str
     push_max_workers: int
     push_timeout: float
     push_token_expires_in: float
+    scope: Mapping[str, Any]
     signing_commands: tuple[Command, ...]
     signing_exec: Exec | None
     signing_key: str = field(repr=False)
@@ -130,17 +132,22 @@ class RunConfig:
     diff_redact: tuple[str, ...]
     in_process_etcha: bool
     in_process_helpers: bool
+    jwt_rule: str
     keepalive_timeout: float
     listen_address: str
     max_body_bytes: int
     max_connections: int
     max_connections_per_address: int
+    max_chain_depth: int
     max_token_bytes: int
     push_require_exp: bool
     push_require_jti: bool
     randomized_start_delay_sec: int
     rate_limiter_rate: str
     shell_max_sessions: int
+    revocation_frequency: float
+    revocation_paths: tuple[str, ...]
+    revocations: tuple[RevocationEntry, ...]
     state_dir: str
     system_metrics_key: str = field(repr=False)
     system_pprof_key: str = field(repr=False)
@@ -154,6 +161,7 @@ class RunConfig:
     tls_disable: bool
     tls_key_base64: str = field(repr=False)
     tls_key_path: str
+    trust_roots: tuple[VerifyKeyEntry, ...]
     verify_commands: tuple[Command, ...]
     verify_exec: Exec | None
     verify_keys: tuple[VerifyKeyEntry, ...]
@@ -177,6 +185,7 @@ class SourceConfig:
     events_receive_exit: bool
     events_send: str
     exec: Exec | None
+    jwt_rule: str
     max_token_age: float
     no_remove: bool
     no_restore: bool
@@ -187,6 +196,7 @@ class SourceConfig:
     run_multi: bool
     shell: str | Exec
     trigger_only: bool
+    trust_roots: tuple[VerifyKeyEntry, ...]
     verify_commands: tuple[Command, ...]
     verify_exec: Exec | None
     verify_keys: tuple[VerifyKeyEntry, ...]

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.config.fields import Field
+from agent.config.fields import ACTION_NAMES, Field
+from agent.config.jwtrule import check_rule
 from agent.core.durations import parse_duration
 from agent.core.errors import AgentError, CommandError, ConfigError, json_kind
 from agent.run.model import COMMAND_KEYS, EXEC_KEYS, Command, Exec, parse_commands
@@ -45,6 +46,22 @@ class VerifyKeyEntry:
     key: str
     not_before: datetime | None = None
     not_after: datetime | None = None
+    sources: tuple[str, ...] | None = None
+    actions: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationEntry:
+    """``run.revocations`` item: tokens signed by ``key`` with ``iat`` before ``before`` are
+    refused.
+
+    Args:
+        key: a key id or a public key string.
+        before: the revocation time (UTC).
+    """
+
+    key: str
+    before: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,14 +246,57 @@ def _parse_time(value: Any, name: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _verify_key(index: int, item: Any) -> VerifyKeyEntry:
+def _names(value: Any, what: str, allowed: Sequence[str] = ()) -> tuple[str, ...]:
+    """A non-empty list of distinct strings (each in ``allowed`` when given)."""
+    expect(value, isinstance(value, list | tuple) and bool(value), f"{what} as a non-empty list")
+    seen: list[str] = []
+    for item in value:
+        expect(item, isinstance(item, str) and bool(item), f"{what} items as non-empty strings")
+        if allowed and item not in allowed:
+            raise Bad(f"expected {what} among {', '.join(allowed)}, got {item!r}")
+        if item in seen:
+            raise Bad(f"expected distinct {what}, got {item!r} twice")
+        seen.append(item)
+    return tuple(seen)
+
+
+def parse_scope_object(value: Any, *, required: bool) -> tuple[tuple[str, ...] | None, ...]:
+    """``{sources: [...], actions: [...]}`` (both, or each optional unless ``required``).
+
+    Returns:
+        ``(sources, actions)``; ``None`` for an absent list (no limit).
+    """
+    expect(value, isinstance(value, Mapping), "an object {sources, actions}")
+    unknown = sorted(set(value) - {"sources", "actions"})
+    if unknown:
+        raise Bad(f"expected keys sources, actions, got {unknown[0]!r}")
+    out: list[tuple[str, ...] | None] = []
+    for name, allowed in (("sources", ()), ("actions", ACTION_NAMES)):
+        if name in value:
+            out.append(_names(value[name], name, allowed))
+        elif required:
+            raise Bad(f"expected {name}, got none")
+        else:
+            out.append(None)
+    return tuple(out)
+
+
+def _verify_key(index: int, item: Any, *, scoped: bool = True) -> VerifyKeyEntry:
+    keys = {"key", "notBefore", "notAfter"} | ({"sources", "actions"} if scoped else set())
+    sources = actions = None
     if isinstance(item, Mapping):
-        unknown = sorted(set(item) - {"key", "notBefore", "notAfter"})
+        unknown = sorted(set(item) - keys)
         if unknown:
-            raise Bad(f"item {index}: expected keys key, notBefore, notAfter, got {unknown[0]!r}")
+            raise Bad(f"item {index}: expected keys {', '.join(sorted(keys))}, got {unknown[0]!r}")
         key = item.get("key")
         not_before = _parse_time(item.get("notBefore"), "notBefore")
         not_after = _parse_time(item.get("notAfter"), "notAfter")
+        scope = {k: item[k] for k in ("sources", "actions") if k in item}
+        if scope:
+            try:
+                sources, actions = parse_scope_object(scope, required=False)
+            except Bad as exc:
+                raise Bad(f"item {index}: {exc}") from None
     else:
         key, not_before, not_after = item, None, None
     if not isinstance(key, str) or not key:
@@ -251,16 +311,53 @@ def _verify_key(index: int, item: Any) -> VerifyKeyEntry:
         parse_verify_key(key)
     except AgentError as exc:
         raise Bad(f"item {index}: {exc.message}") from exc
-    return VerifyKeyEntry(key, not_before, not_after)
+    return VerifyKeyEntry(key, not_before, not_after, sources, actions)
 
 
-def _verify_keys(_: Field, value: Any) -> tuple[VerifyKeyEntry, ...]:
+def _verify_keys(f: Field, value: Any) -> tuple[VerifyKeyEntry, ...]:
     if value == "":
         return ()
     if isinstance(value, str):
         value = [value]
     expect(value, isinstance(value, list | tuple), "a list of verify keys")
-    return tuple(_verify_key(index, item) for index, item in enumerate(value))
+    scoped = f.kind == "verifykeys"
+    return tuple(_verify_key(i, item, scoped=scoped) for i, item in enumerate(value))
+
+
+def _revocations(_: Field, value: Any) -> tuple[RevocationEntry, ...]:
+    expect(value, isinstance(value, list | tuple), "a list of {key, before} objects")
+    out: list[RevocationEntry] = []
+    for index, item in enumerate(value):
+        expect(item, isinstance(item, Mapping), f"item {index} as an object {{key, before}}")
+        unknown = sorted(set(item) - {"key", "before"})
+        if unknown:
+            raise Bad(f"item {index}: expected keys key, before, got {unknown[0]!r}")
+        key = item.get("key")
+        expect(key, isinstance(key, str) and bool(key), f"item {index} key as a key id string")
+        before = _parse_time(item.get("before"), "before")
+        if before is None:
+            raise Bad(f"item {index}: expected before as an RFC 3339 time, got none")
+        out.append(RevocationEntry(key, before))
+    return tuple(out)
+
+
+def _scope(_: Field, value: Any) -> dict[str, Any]:
+    if value is None or value == {}:
+        return {}
+    sources, actions = parse_scope_object(value, required=True)
+    return {"sources": list(sources or ()), "actions": list(actions or ())}
+
+
+def _jwt_rule(_: Field, value: Any) -> str:
+    expect(value, isinstance(value, str), "a CEL expression string")
+    if value.strip():
+        problem = check_rule(value)
+        if problem:
+            raise Bad(
+                f"expected a CEL expression evaluating to a boolean, got one that does not "
+                f"compile ({problem}); see docs/configuration.md#jwtrule"
+            )
+    return str(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,6 +524,10 @@ _CONVERTERS: dict[str, Callable[[Field, Any], Any]] = {
     "exec": _exec,
     "commands": _commands,
     "verifykeys": _verify_keys,
+    "trustroots": _verify_keys,
+    "revocations": _revocations,
+    "scope": _scope,
+    "jwtrule": _jwt_rule,
     "port": _port,
     "fingerprint": _fingerprint,
     "shell": _shell,
@@ -483,15 +584,16 @@ def format_time(value: datetime) -> str:
 def _verify_keys_json(value: Sequence[VerifyKeyEntry]) -> list[Any]:
     out: list[Any] = []
     for entry in value:
-        if entry.not_before is None and entry.not_after is None:
-            out.append(entry.key)
-            continue
         obj: dict[str, Any] = {"key": entry.key}
         if entry.not_before is not None:
             obj["notBefore"] = format_time(entry.not_before)
         if entry.not_after is not None:
             obj["notAfter"] = format_time(entry.not_after)
-        out.append(obj)
+        if entry.sources is not None:
+            obj["sources"] = list(entry.sources)
+        if entry.actions is not None:
+            obj["actions"] = list(entry.actions)
+        out.append(obj if len(obj) > 1 else entry.key)
     return out
 
 
@@ -501,7 +603,7 @@ def to_json(f: Field, value: Any) -> Any:
         return format_go_duration(value)
     if f.kind == "duration_opt":
         return format_go_duration(value) if value else ""
-    if f.kind == "verifykeys":
+    if f.kind in ("verifykeys", "trustroots"):
         return _verify_keys_json(value)
     if f.kind == "artifacts":
         return {
@@ -513,6 +615,8 @@ def to_json(f: Field, value: Any) -> Any:
             }
             for name, a in value.items()
         }
+    if f.kind == "revocations":
+        return [{"key": r.key, "before": format_time(r.before)} for r in value]
     if isinstance(value, Exec):
         return value.to_dict()
     if isinstance(value, tuple) and value and all(isinstance(c, Command) for c in value):
@@ -527,6 +631,7 @@ def to_json(f: Field, value: Any) -> Any:
 __all__ = [
     "Bad",
     "PublishArtifact",
+    "RevocationEntry",
     "VerifyKeyEntry",
     "convert",
     "expect",
@@ -535,5 +640,6 @@ __all__ = [
     "linter_execs",
     "parse_exec",
     "parse_fingerprint",
+    "parse_scope_object",
     "to_json",
 ]

@@ -37,6 +37,7 @@ from agent.config.execs import source_exec
 from agent.core.errors import AgentError, VerifyError
 from agent.core.gojson import dumps_compact
 from agent.daemon.audit import AuditLog, NoAudit
+from agent.daemon.revocations import RevocationPuller
 from agent.daemon.sources import Pulled, SourceTable, SourceView, StoredPattern, is_adhoc
 from agent.daemon.state import SourceMeta, StateStore
 from agent.daemon.status import LastRun, Refusal, log_summary
@@ -45,7 +46,7 @@ from agent.jws.tokens import decode_token
 from agent.pattern.load import load_from_token
 from agent.run.engine import Result, RunOutcome, diff_run
 from agent.run.inprocess import InProcess
-from agent.trust.gate import AdmittedToken, Context, TrustGate
+from agent.trust.gate import AdmittedToken, Context, TrustGate, stored_action
 from agent.trust.policy import next_high_water
 
 if TYPE_CHECKING:
@@ -159,6 +160,8 @@ class Runner:
         self._hook: tuple[Config, InProcess | None] | None = None
         #: The audit log (set by the service): each finished run is recorded, with its receipt.
         self.audit: AuditLog | NoAudit = NoAudit()
+        #: ``run.revocationPaths``: pulled before restores and re-admissions (docs/security.md).
+        self.revocations = RevocationPuller(config, gate, state.state_dir)
 
     def _inprocess_hook(self) -> InProcess | None:
         """The in-process helper hook for the current config (rebuilt only after a reload)."""
@@ -191,6 +194,7 @@ class Runner:
         it. The token file is written before the meta file, so the stored token's own ``iat``
         also counts (a crash between the two writes, or a lost meta file).
         """
+        await self.revocations.due()
         try:
             stored = await asyncio.to_thread(self.state.load, name)
         except AgentError as exc:
@@ -202,7 +206,13 @@ class Runner:
         marks = [m for m in (stored.meta.high_water_iat, _raw_iat(stored.token)) if m is not None]
         rt.meta = SourceMeta(high_water_iat=max(marks) if marks else None)
         try:
-            token = await self.gate.admit(stored.token, name, Context.RESTORE, origin="(cached)")
+            token = await self.gate.admit(
+                stored.token,
+                name,
+                Context.RESTORE,
+                origin="(cached)",
+                action=stored_action(stored.meta.action),
+            )
         except AgentError as exc:
             self.refused(name, "restore", exc)
             return  # logged and counted by the gate
@@ -235,6 +245,7 @@ class Runner:
         Returns:
             Whether the source may run its stored pattern (``True`` without a stored token).
         """
+        await self.revocations.due()
         rt = self.table.get(name)
         if rt is None or rt.token is None:
             return True
@@ -516,7 +527,10 @@ class Runner:
             base = meta or dataclasses.replace(rt.meta, etag="", last_modified="")
             marks = [m for m in (rt.meta.high_water_iat, base.high_water_iat) if m is not None]
             high = next_high_water(max(marks) if marks else None, token.verified)
-            new_meta = dataclasses.replace(base, high_water_iat=high, accepted_at=time.time())
+            action = token.action.value if token.action is not None else base.action
+            new_meta = dataclasses.replace(
+                base, high_water_iat=high, accepted_at=time.time(), action=action
+            )
             logger.info("Saving JWT for %s", name)
             await asyncio.to_thread(self.state.save, name, token, new_meta)
             rt.meta = new_meta

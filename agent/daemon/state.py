@@ -69,12 +69,15 @@ class SourceMeta:
         high_water_iat: the highest ``iat`` ever accepted for the source (rollback protection);
             ``None`` when no token with an ``iat`` was accepted yet.
         accepted_at: Unix time the stored token was accepted; ``None`` when unknown.
+        action: the action the stored token was admitted for (``push``/``pull``; ``""``
+            unknown), so a restart re-admits it for the same action (scopes, docs/security.md).
     """
 
     etag: str = ""
     last_modified: str = ""
     high_water_iat: int | None = None
     accepted_at: float | None = None
+    action: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to ``<source>.meta.json``."""
@@ -84,6 +87,7 @@ class SourceMeta:
             "last_modified": self.last_modified,
             "high_water_iat": self.high_water_iat,
             "accepted_at": self.accepted_at,
+            "action": self.action,
         }
 
     @classmethod
@@ -102,7 +106,9 @@ class SourceMeta:
         last_modified = data.get("last_modified")
         iat = data.get("high_water_iat")
         accepted = data.get("accepted_at")
+        action = data.get("action")
         return cls(
+            action=action if isinstance(action, str) else "",
             etag=etag if isinstance(etag, str) else "",
             last_modified=last_modified if isinstance(last_modified, str) else "",
             high_water_iat=iat if isinstance(iat, int) and not isinstance(iat, bool) else None,

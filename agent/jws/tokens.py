@@ -5,8 +5,10 @@
 Invariants:
 
 - Signing: the header is exactly ``{"alg":…,"kid":…,"typ":"JWT"}`` in that order, ``kid`` omitted
-  when the key has no id; the payload is :func:`agent.core.gojson.dumps_compact` of the claims, so a
-  token is byte-identical to Etcha's for the same claims, key and (Ed25519) signature.
+  when the key has no id (extra header members, such as ``etchaChain``, and another ``typ`` are
+  placed in sorted key order, as Go marshals a map); the payload is
+  :func:`agent.core.gojson.dumps_compact` of the claims, so a token is byte-identical to
+  Etcha's for the same claims, key and (Ed25519) signature.
 - Verification never raises anything but :class:`~agent.core.errors.VerifyError` (``reason`` one of
   ``no_keys``, ``no_match``, ``expired``, ``not_yet_valid``, ``malformed``); decoding never raises
   anything but :class:`~agent.core.errors.TokenError`. Messages never contain the token.
@@ -21,6 +23,9 @@ Invariants:
   Keys are tried in order; keys whose type cannot produce the header ``alg`` are skipped (so an
   HMAC/alg-confusion token never reaches a public key). ``kid`` is not used to pick a key.
 - The payload JSON of a token is parsed only after its signature verified.
+- Explicit types (RFC 8725 §3.11): each verifier accepts only its own ``typ``
+  (:data:`TYP_PATTERN`, absent too, for patterns; :data:`TYP_DELEGATION`;
+  :data:`TYP_REVOCATIONS`); any other is ``wrong_type``, checked before the signature.
 - exp/nbf are checked with :data:`LEEWAY_SECONDS` leeway; claim types are checked.
 - :class:`VerifiedToken` can only be constructed by :func:`verify_token` and
   :func:`accept_command_token`.
@@ -60,18 +65,29 @@ __all__ = [
     "DEFAULT_MAX_TOKEN_BYTES",
     "LEEWAY_SECONDS",
     "SUPPORTED_ALGS",
+    "TYP_DELEGATION",
+    "TYP_PATTERN",
+    "TYP_REVOCATIONS",
     "DecodedToken",
     "VerifiedToken",
     "accept_command_token",
+    "check_typ",
     "decode_token",
     "encode_payload",
     "etcha_claims",
     "sign_token",
     "token_identity",
     "verify_token",
+    "verify_token_with",
 ]
 
 LEEWAY_SECONDS = 30
+#: ``typ`` of pattern tokens (Etcha's; a pattern token without ``typ`` is accepted too).
+TYP_PATTERN = "JWT"
+#: ``typ`` of delegation tokens (the links of ``etchaChain``).
+TYP_DELEGATION = "etcha-delegation+jwt"
+#: ``typ`` of revocation lists.
+TYP_REVOCATIONS = "etcha-revocations+jwt"
 
 _ORIGIN = object()  # the private constructor token of VerifiedToken
 
@@ -101,24 +117,42 @@ def encode_payload(claims: Mapping[str, Any]) -> str:
         raise TokenError(f"jwt claims: {exc}") from exc
 
 
-def sign_token(claims: Mapping[str, Any], key: SigningKey) -> str:
+def sign_token(
+    claims: Mapping[str, Any],
+    key: SigningKey,
+    *,
+    typ: str = TYP_PATTERN,
+    header: Mapping[str, Any] | None = None,
+) -> str:
     """Sign ``claims`` with ``key`` into a compact JWS.
 
     Args:
         claims: the claim set (serialised with :func:`agent.core.gojson.dumps_compact`).
         key: the signing key; its ``jws_alg`` and ``kid`` make the header.
+        typ: the header ``typ`` (:data:`TYP_PATTERN`, :data:`TYP_DELEGATION`, ...).
+        header: extra protected header members (e.g. ``etchaChain``); ``alg``, ``kid`` and
+            ``typ`` cannot be overridden. With none and ``typ`` ``JWT`` the header is exactly
+            ``{"alg":…,"kid":…,"typ":"JWT"}`` (byte-identical to Etcha's).
 
     Returns:
         ``B64U(header).B64U(payload).B64U(signature)``.
 
     Raises:
-        TokenError: the claims cannot be serialised.
+        TokenError: the claims or header cannot be serialised.
     """
-    header = b'{"alg":' + dumps_compact(key.jws_alg)
+    members: dict[str, Any] = dict(header or {})
+    members.update({"alg": key.jws_alg, "typ": typ})
     if key.kid:
-        header += b',"kid":' + dumps_compact(key.kid)
-    header += b',"typ":"JWT"}'
-    signing_input = _b64url(header) + "." + encode_payload(claims)
+        members["kid"] = key.kid
+    else:
+        members.pop("kid", None)
+    try:
+        encoded = b",".join(
+            dumps_compact(name) + b":" + dumps_compact(members[name]) for name in sorted(members)
+        )
+    except GoJSONError as exc:
+        raise TokenError(f"jwt header: {exc}") from exc
+    signing_input = _b64url(b"{" + encoded + b"}") + "." + encode_payload(claims)
     return signing_input + "." + _b64url(key.sign(signing_input.encode("ascii")))
 
 
@@ -379,6 +413,33 @@ def _now() -> float:
     return time.time()
 
 
+def check_typ(header: Mapping[str, Any], typ: str) -> None:
+    """Refuse a token whose header ``typ`` is not ``typ`` (case-insensitive, RFC 7515 4.1.9).
+
+    A pattern token (:data:`TYP_PATTERN`) may have no ``typ`` (Etcha's older tokens).
+
+    Raises:
+        VerifyError: ``wrong_type``.
+    """
+    got = header.get("typ")
+    if got is None and typ == TYP_PATTERN:
+        return
+    if isinstance(got, str) and got.lower() == typ.lower():
+        return
+    shown = repr(got[:40]) if isinstance(got, str) else json_kind(got)
+    raise VerifyError(
+        f"wrong token type: expected typ {typ!r} ({_TYP_NAMES.get(typ, typ)}), got {shown}",
+        "wrong_type",
+    )
+
+
+_TYP_NAMES = {
+    TYP_PATTERN: "a pattern token",
+    TYP_DELEGATION: "a delegation",
+    TYP_REVOCATIONS: "a revocation list",
+}
+
+
 def verify_token(
     token: str,
     keys: Sequence[VerifyKey],
@@ -386,6 +447,7 @@ def verify_token(
     now: float | None = None,
     max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
     check_times: bool = True,
+    typ: str = TYP_PATTERN,
 ) -> VerifiedToken:
     """Verify ``token`` against ``keys`` (tried in order) and check its time claims.
 
@@ -396,17 +458,35 @@ def verify_token(
         check_times: check ``exp``/``nbf``. Off only to re-admit a token a source already
             accepted (SPEC 31: the time claims guard delivery, not storage).
         max_bytes: longest accepted token (``run.maxTokenBytes``).
+        typ: the only header ``typ`` accepted (default: a pattern token).
 
     Returns:
         The verified token; ``key_id`` is the matching key's configured id.
 
     Raises:
         VerifyError: ``malformed`` (shape, base64, JSON, alg none/HMAC/unknown, claim types,
-            size), ``no_keys`` (empty ``keys``), ``no_match`` (no key verified the signature),
-            ``expired`` or ``not_yet_valid`` (outside exp/nbf with 30 s leeway).
+            size), ``wrong_type`` (another ``typ``), ``no_keys`` (empty ``keys``), ``no_match``
+            (no key verified the signature), ``expired`` or ``not_yet_valid`` (outside exp/nbf
+            with 30 s leeway).
     """
+    return verify_token_with(
+        token, keys, now=now, max_bytes=max_bytes, check_times=check_times, typ=typ
+    )[0]
+
+
+def verify_token_with(
+    token: str,
+    keys: Sequence[VerifyKey],
+    *,
+    now: float | None = None,
+    max_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    check_times: bool = True,
+    typ: str = TYP_PATTERN,
+) -> tuple[VerifiedToken, VerifyKey]:
+    """:func:`verify_token`, also returning the key (one of ``keys``) that verified it."""
     parts = split_token(token, max_bytes)
     check_alg(parts.alg)
+    check_typ(parts.header, typ)
     if not keys:
         raise VerifyError("cannot verify JWT without verify keys: none are configured", "no_keys")
     payload = b64url_decode(parts.payload_b64, "payload")  # JSON is parsed once verified
@@ -425,7 +505,8 @@ def verify_token(
             "no_match",
         )
     claims = json_object(payload, "payload")
-    return _accept(parts, claims, key_id=matched.kid, now=now, check_times=check_times)
+    verified = _accept(parts, claims, key_id=matched.kid, now=now, check_times=check_times)
+    return verified, matched
 
 
 def accept_command_token(
@@ -447,9 +528,10 @@ def accept_command_token(
         The token, with ``key_id`` ``""``.
 
     Raises:
-        VerifyError: ``malformed``, ``expired`` or ``not_yet_valid``.
+        VerifyError: ``malformed``, ``wrong_type``, ``expired`` or ``not_yet_valid``.
     """
     parts = split_token(token, max_bytes)
+    check_typ(parts.header, TYP_PATTERN)
     claims = json_object(b64url_decode(parts.payload_b64, "payload"), "payload")
     return _accept(parts, claims, key_id="", now=now, check_times=check_times)
 

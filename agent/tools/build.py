@@ -6,6 +6,11 @@ Steps (reference etcha-build-verify-cli.md §4.1): render → run the build comm
 Signing precedence (SPEC 22): ``build.signingCommands`` (given ``ETCHA_PAYLOAD``; the trimmed
 output of the first ``etcha:jwt`` event is the token), then ``build.signingKey``, then
 ``build.signingKeyPath`` (a bare file name is searched upward from the working directory).
+
+Delegation (docs/security.md): ``build.scope`` adds the claim ``etchaScope``, and
+``build.delegationChain`` (JWTs or files, root first) puts ``etchaChain`` in the protected header.
+With neither, header and payload are byte-identical to Etcha's. A chain needs a signing key
+(signing commands sign a payload only, with their own header).
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from agent.core.errors import AgentError, BuildError
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import encode_payload, etcha_claims, sign_token
 from agent.pattern.load import LoadedPattern, load_from_disk
+from agent.trust.chain import CHAIN_HEADER, MAX_LINK_BYTES
+from agent.trust.scope import SCOPE_CLAIM
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
+    from agent.jws.keys import SigningKey
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +82,68 @@ async def collect_build(
     return "".join(manifest), run_vars
 
 
+def _looks_like_jwt(text: str) -> bool:
+    return text.startswith("eyJ") and text.count(".") == 2 and "/" not in text
+
+
+def delegation_chain(config: Config) -> list[str]:
+    """``build.delegationChain``: each item a JWT, or a file holding one (root first).
+
+    Raises:
+        BuildError: a file cannot be read, or a link is not a JWT or is too large.
+    """
+    chain: list[str] = []
+    for index, item in enumerate(config.build.delegation_chain):
+        text = item.strip()
+        if not _looks_like_jwt(text):
+            try:
+                text = Path(item).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BuildError(
+                    f"build.delegationChain[{index}]: cannot read {item}: {exc}"
+                ) from exc
+        if not _looks_like_jwt(text) or len(text) > MAX_LINK_BYTES:
+            raise BuildError(
+                f"build.delegationChain[{index}]: expected a delegation JWT of at most "
+                f"{MAX_LINK_BYTES} bytes, got {len(text)} bytes of something else"
+            )
+        chain.append(text)
+    return chain
+
+
 async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
     """Sign ``claims`` with signingCommands, signingKey or signingKeyPath (SPEC 22).
+
+    ``build.scope`` adds ``etchaScope`` to the claims, ``build.delegationChain`` puts
+    ``etchaChain`` in the header.
 
     Raises:
         BuildError: no signing method is configured, or signing failed.
     """
+    if config.build.scope:
+        claims = {**claims, SCOPE_CLAIM: dict(config.build.scope)}
+    chain = delegation_chain(config)
     if config.build.signing_commands:
+        if chain:
+            raise BuildError(
+                "build.delegationChain: expected build.signingKey or build.signingKeyPath (a "
+                "chain goes into the signed header), got build.signingCommands"
+            )
         return await _sign_with_commands(encode_payload(claims), config=config)
+    return sign_token(claims, load_signing_key(config), header=header_for(chain))
+
+
+def header_for(chain: list[str]) -> dict[str, Any] | None:
+    """The extra protected header of a pattern token (``None``: Etcha's exact header)."""
+    return {CHAIN_HEADER: chain} if chain else None
+
+
+def load_signing_key(config: Config) -> SigningKey:
+    """``build.signingKey``, else the ``build.signingKeyPath`` file (searched upward).
+
+    Raises:
+        BuildError: none configured, or the file cannot be read.
+    """
     key_text = config.build.signing_key
     if not key_text and config.build.signing_key_path:
         found = find_upward(config.build.signing_key_path, Path.cwd())
@@ -100,7 +162,7 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
             "missing build.signingKey: set build.signingKey, build.signingKeyPath "
             "or build.signingCommands"
         )
-    return sign_token(claims, parse_signing_key(key_text))
+    return parse_signing_key(key_text)
 
 
 def _warn_open_key(path: str, mode: int) -> None:

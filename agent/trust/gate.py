@@ -19,10 +19,8 @@ the same table; tests/unit/trust/test_trust_gate.py keeps the two equal):
   :meth:`TrustGate.recheck` (the only check that can change while a run waits for the lock).
 - ``push_claims`` (``pushRequireJti``/``pushRequireExp``) and ``replay``: push only; replay runs
   last so that only a token every other check accepted consumes its ``jti``.
-
-Adding a check (delegation, scopes, revocation, audit) is one entry in :data:`CHECKS` plus one
-function in :data:`_AFTER_VERIFY` (a check that needs the verify step itself goes into
-:data:`VERIFY_STEP`).
+- ``chain``, ``revoked`` (verify step), ``scope``, ``jwt_rule``: every context; scope's action
+  part only when an action is known (push, pull, shell, or a re-admission's first action).
 
 Invariants: the gate holds no token; its only mutable state is the replay cache it is given and
 the config the daemon swaps at reload. Messages and logs never carry a token or key material.
@@ -32,15 +30,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol
 
+from agent.config.jwtrule import compile_rule
 from agent.core.errors import AgentError, VerifyError
 from agent.core.logs import fields
-from agent.jws.tokens import verify_token
+from agent.trust.chain import Chain
 from agent.trust.policy import (
     PolicyError,
     ReplayMemory,
@@ -48,9 +47,12 @@ from agent.trust.policy import (
     check_replay,
     check_rollback,
     check_stale,
-    expiring_keys,
+    warn_expiring_keys,
 )
-from agent.trust.verify import verify_for_source, verify_keys_for
+from agent.trust.revocation import RevocationSet, Revoked
+from agent.trust.rule import check_jwt_rule
+from agent.trust.scope import SCOPE_CLAIM, check_token_scopes
+from agent.trust.verify import Verification, signature_precheck, verify_for_admission
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -85,6 +87,12 @@ DEFAULT_ACTIONS: Final[Mapping[Context, Action]] = MappingProxyType(
     {Context.PUSH: Action.PUSH, Context.PULL: Action.PULL, Context.SHELL: Action.SHELL}
 )
 
+
+def stored_action(text: str) -> Action | None:
+    """The :class:`Action` saved with a stored token (``None``: empty or unknown)."""
+    return next((a for a in Action if a.value == text), None)
+
+
 _ALL: Final = frozenset(Context)
 _DELIVERY: Final = frozenset({Context.PUSH, Context.PULL, Context.OFFLINE, Context.SHELL})
 
@@ -94,12 +102,16 @@ CHECKS: Final[Mapping[str, frozenset[Context]]] = MappingProxyType(
         "signature": _ALL,
         "key_window": _ALL,
         "allowed_keys": _ALL,
+        "chain": _ALL,
+        "revoked": _ALL,
+        "scope": _ALL,
         "times": _DELIVERY,
         "stale": frozenset({Context.PUSH, Context.PULL, Context.OFFLINE}),
         "rollback": frozenset({Context.PUSH, Context.PULL, Context.RESTORE}),
         "push_claims": frozenset({Context.PUSH}),
         "require_exp": frozenset({Context.PUSH, Context.PULL}),
         "replay": frozenset({Context.PUSH}),
+        "jwt_rule": _ALL,
     }
 )
 
@@ -107,22 +119,33 @@ CHECKS: Final[Mapping[str, frozenset[Context]]] = MappingProxyType(
 CHECK_DOCS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
     {
         "signature": (
-            "signature by a verify key, or `verifyCommands`",
-            "`no_keys`, `no_match`, `malformed`",
+            "signature by a verify key, or `verifyCommands`; the header `typ` (`JWT`)",
+            "`no_keys`, `no_match`, `malformed`, `wrong_type`",
         ),
         "key_window": ("verify key `notBefore`/`notAfter`", "`key_not_yet_valid`, `key_retired`"),
         "allowed_keys": ("`sources.X.allowedKeys`", "`key_not_allowed`"),
+        "chain": (
+            "`etchaChain` from `trustRoots`: signatures, link times, narrowing, depth",
+            "`chain_untrusted_root`, `chain_bad_signature`, `chain_expired`, `chain_widens`, "
+            "`chain_depth`, `wrong_type`, `scope_invalid`",
+        ),
+        "revoked": ("`run.revocations` and `run.revocationPaths` lists", "`revoked`"),
+        "scope": (
+            "verify key `sources`/`actions`, the chain's last link, `etchaScope`",
+            "`scope_source`, `scope_action`, `scope_invalid`",
+        ),
         "times": ("token `exp`/`nbf`", "`expired`, `not_yet_valid`"),
         "stale": ("`sources.X.maxTokenAge`", "`stale`"),
         "rollback": ("the rollback mark (`allowRollback` turns it off)", "`rollback`"),
         "push_claims": ("`run.pushRequireJti`/`pushRequireExp`", "`missing_jti`, `missing_exp`"),
         "require_exp": ("`sources.X.requireExp`", "`missing_exp`"),
         "replay": ("push `jti` seen before (replay cache)", "`replay`"),
+        "jwt_rule": ("`run.jwtRule`, `sources.X.jwtRule` (CEL)", "`jwt_rule`"),
     }
 )
 
 #: Checks done by the verify step (:func:`agent.trust.verify.verify_for_source`).
-VERIFY_STEP: Final = ("signature", "key_window", "allowed_keys", "times")
+VERIFY_STEP: Final = ("signature", "key_window", "allowed_keys", "chain", "revoked", "times")
 
 
 class RefusalMetrics(Protocol):
@@ -166,7 +189,7 @@ class AdmittedToken:
         action: the action it was admitted for (``None``: none named, e.g. the CLI).
     """
 
-    __slots__ = ("action", "context", "source", "verified")
+    __slots__ = ("_chain", "action", "context", "source", "verified")
 
     def __init__(
         self,
@@ -175,6 +198,7 @@ class AdmittedToken:
         context: Context,
         action: Action | None = None,
         *,
+        chain: Chain | None = None,
         _origin: object = None,
     ) -> None:
         if _origin is not _GATE:
@@ -183,6 +207,7 @@ class AdmittedToken:
         self.source = source
         self.context = context
         self.action = action
+        self._chain = chain
 
     def __repr__(self) -> str:
         return f"AdmittedToken(source={self.source!r}, context={self.context.value!r})"
@@ -190,7 +215,7 @@ class AdmittedToken:
     @property
     def chain_key_ids(self) -> tuple[str, ...]:
         """The key ids of the delegation chain, root first (empty: no chain)."""
-        return ()
+        return () if self._chain is None else self._chain.key_ids
 
     @property
     def raw(self) -> str:
@@ -238,6 +263,8 @@ class _Request:
     context: Context
     mark: int | None
     now: float
+    found: Verification | None = None
+    action: Action | None = None
 
 
 def _stale(req: _Request) -> None:
@@ -270,12 +297,30 @@ def _replay(req: _Request) -> None:
     check_replay(req.token, req.gate.replay, source_name=req.source, now=req.now)
 
 
+def _scope(req: _Request) -> None:
+    found = req.found
+    check_token_scopes(
+        req.token.claims,
+        key_scope=found.key_scope if found is not None else None,
+        chain_scope=found.chain.scope if found is not None and found.chain is not None else None,
+        source=req.source,
+        action=req.action.value if req.action is not None else None,
+        key_id=req.token.key_id,
+    )
+
+
+def _jwt_rule(req: _Request) -> None:
+    check_jwt_rule(req.token, req.gate.config, req.source, req.gate.rule)
+
+
 #: The checks after the verify step, in the order they run (replay last: it consumes the jti).
 _AFTER_VERIFY: Final[tuple[tuple[str, Callable[[_Request], None]], ...]] = (
+    ("scope", _scope),
     ("stale", _stale),
     ("rollback", _rollback),
     ("push_claims", _push_claims),
     ("require_exp", _require_exp),
+    ("jwt_rule", _jwt_rule),
     ("replay", _replay),
 )
 
@@ -335,6 +380,31 @@ class TrustGate:
         self._on_replay = on_replay
         self._metrics: RefusalMetrics = metrics if metrics is not None else NoRefusalMetrics()
         self._clock = clock
+        self._pulled: tuple[Revoked, ...] = ()
+        self._rules: dict[str, object] = {}
+
+    def set_pulled_revocations(self, entries: Sequence[Revoked]) -> None:
+        """Replace the revocations pulled from ``run.revocationPaths`` (the daemon calls this).
+
+        The effective set is ``run.revocations`` plus these; every later admission (and so every
+        re-admission before a run) uses it.
+        """
+        self._pulled = tuple(entries)
+
+    def revocations(self) -> RevocationSet:
+        """The effective revocations: ``run.revocations`` plus the pulled lists."""
+        return RevocationSet.from_config(self.config, self._pulled)
+
+    def rule(self, text: str) -> object:
+        """The compiled ``jwtRule`` program of ``text`` (compiled once per gate).
+
+        Raises:
+            RuleError: it does not compile (the config load refuses such a rule first).
+        """
+        program = self._rules.get(text)
+        if program is None:
+            program = self._rules[text] = compile_rule(text)
+        return program
 
     def mark(self, source: str) -> int | None:
         """The source's rollback mark now."""
@@ -372,14 +442,10 @@ class TrustGate:
         """
         current = self._clock() if now is None else now
         applies = checks_for(context)
+        effective = action if action is not None else DEFAULT_ACTIONS.get(context)
         try:
-            verified = await verify_for_source(
-                raw, config=self.config, source=source, now=current, check_times="times" in applies
-            )
-            req = _Request(self, verified, source, context, self.mark(source), current)
-            for name, check in _AFTER_VERIFY:
-                if name in applies:
-                    check(req)
+            found = await self._checked(raw, source, context, current, effective)
+            verified = found.token
         except VerifyError as exc:
             self.refused(source, context, exc, origin=origin)
             raise
@@ -394,11 +460,31 @@ class TrustGate:
             raise
         if "replay" in applies and verified.jti and self._on_replay is not None:
             await self._on_replay()
-        effective = action if action is not None else DEFAULT_ACTIONS.get(context)
-        admitted = AdmittedToken(verified, source, context, effective, _origin=_GATE)
+        admitted = AdmittedToken(
+            verified, source, context, effective, chain=found.chain, _origin=_GATE
+        )
         if self.observer is not None:
             self.observer.admitted(admitted, origin)
         return admitted
+
+    async def _checked(
+        self, raw: str, source: str, context: Context, now: float, action: Action | None
+    ) -> Verification:
+        """The verify step, then every later check of ``context`` (raises the refusal)."""
+        applies = checks_for(context)
+        found = await verify_for_admission(
+            raw,
+            config=self.config,
+            source=source,
+            now=now,
+            check_times="times" in applies,
+            revoked=self.revocations(),
+        )
+        req = _Request(self, found.token, source, context, self.mark(source), now, found, action)
+        for name, check in _AFTER_VERIFY:
+            if name in applies:
+                check(req)
+        return found
 
     def recheck(self, token: AdmittedToken, *, origin: str = "") -> None:
         """Under the source lock: re-check what can change while a run waits (the rollback mark).
@@ -480,46 +566,6 @@ class TrustGate:
         logger.log(level, msg, *args, extra=extra)
 
 
-def signature_precheck(config: Config, source: str, raw: str) -> bool:
-    """A cheap signature check that admits nothing (the rate limiter's exception for pushes).
-
-    Only a source that accepts pushes and is verified by keys qualifies: the signature must
-    verify with ``run.verifyKeys`` + ``sources.<source>.verifyKeys`` (and ``exp``/``nbf`` hold).
-    A source verified by ``verifyCommands`` never qualifies, so no process is spawned. The token
-    still goes through :meth:`TrustGate.admit` afterwards.
-
-    Returns:
-        Whether the push may be handled.
-    """
-    src = config.sources.get(source)
-    if src is None or not src.allow_push:
-        return False
-    if src.verify_commands or config.run.verify_commands:
-        return False
-    try:
-        keys = verify_keys_for(config, source)
-        if not keys:
-            return False
-        verify_token(raw, keys)
-    except AgentError:
-        return False
-    return True
-
-
-def warn_expiring_keys(config: Config) -> None:
-    """Start-up: log a warning for each verify key near (or past) its ``notAfter``."""
-    for key in expiring_keys(config):
-        label = key.key_id or "(no id)"
-        when = key.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if key.seconds_left < 0:
-            logger.warning("%s: key %s retired at %s (notAfter)", key.where, label, when)
-        else:
-            days = key.seconds_left / 86400
-            logger.warning(
-                "%s: key %s retires at %s (notAfter, in %.1f days)", key.where, label, when, days
-            )
-
-
 def _what(context: Context, origin: str) -> str:
     return f"{context.value} {origin}" if origin else context.value
 
@@ -528,6 +574,7 @@ __all__ = [
     "CHECKS",
     "CHECK_DOCS",
     "DEFAULT_ACTIONS",
+    "SCOPE_CLAIM",
     "VERIFY_STEP",
     "Action",
     "AdmittedToken",
@@ -539,5 +586,6 @@ __all__ = [
     "checks_for",
     "docs_table",
     "signature_precheck",
+    "stored_action",
     "warn_expiring_keys",
 ]

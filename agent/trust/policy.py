@@ -31,6 +31,7 @@ material, only key ids, times and source names.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,7 +59,10 @@ __all__ = [
     "expiring_keys",
     "key_window_reason",
     "next_high_water",
+    "warn_expiring_keys",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Reasons this module adds to those of :func:`agent.jws.tokens.verify_token`.
 POLICY_REASONS = (
@@ -331,3 +335,17 @@ def expiring_keys(
                 kid = parse_verify_key(entry.key).kid
                 found.append(ExpiringKey(where, kid, entry.not_after, left))
     return found
+
+
+def warn_expiring_keys(config: Config) -> None:
+    """Start-up: log a warning for each verify key near (or past) its ``notAfter``."""
+    for key in expiring_keys(config):
+        label = key.key_id or "(no id)"
+        when = key.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if key.seconds_left < 0:
+            logger.warning("%s: key %s retired at %s (notAfter)", key.where, label, when)
+        else:
+            days = key.seconds_left / 86400
+            logger.warning(
+                "%s: key %s retires at %s (notAfter, in %.1f days)", key.where, label, when, days
+            )

@@ -86,9 +86,9 @@ def test_alias_warning_goes_to_stderr_and_stdout_stays_json(tmp_path: Path) -> N
         ({}, ["-x", "run_tlsDisable=yes"], 'ERROR: config key "run.tlsDisable" in override'),
         ({}, ["-c", "missing.yaml"], "ERROR: config file missing.yaml: expected an existing file"),
         (
-            {"agent.jsonnet": "{run: {jwtRule: 'x'}}"},
+            {"agent.jsonnet": "{run: {jwtRule: 'claims.x =='}}"},
             [],
-            'ERROR: config key "run.jwtRule" in {dir}/agent.jsonnet: not supported',
+            'ERROR: config key "run.jwtRule" in {dir}/agent.jsonnet: expected a CEL expression',
         ),
         ({"agent.jsonnet": "{vars: "}, [], "ERROR: error rendering {dir}/agent.jsonnet"),
     ],

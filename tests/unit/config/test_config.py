@@ -579,18 +579,17 @@ def test_http_client_settings_alias_build_settings() -> None:
 
 
 @pytest.mark.parametrize("path", ["run.jwtRule", "sources.web.jwtRule"])
-def test_jwt_rule_is_a_config_error(path: str) -> None:
+def test_jwt_rule_that_does_not_compile_is_a_config_error(path: str) -> None:
     data: dict[str, Any] = {}
     node = data
     parts = path.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-    node[parts[-1]] = "aud == 'x'"
+    node[parts[-1]] = "claims.aud =="
     with pytest.raises(ConfigError) as err:
         config_from_dict(data)
-    assert str(err.value) == (
-        f'config key "{path}" in config: not supported; a security rule is never silently ignored'
-    )
+    assert str(err.value).startswith(f'config key "{path}" in config: expected a CEL expression')
+    assert str(err.value).endswith("see docs/configuration.md#jwtrule")
 
 
 @pytest.mark.parametrize(
@@ -675,7 +674,10 @@ def test_verify_keys_from_yaml_timestamps(tmp_path: Path) -> None:
             ],
             "notBefore before notAfter",
         ),
-        ([{"key": PUB1, "until": "x"}], "expected keys key, notBefore, notAfter, got 'until'"),
+        (
+            [{"key": PUB1, "until": "x"}],
+            "expected keys actions, key, notAfter, notBefore, sources, got 'until'",
+        ),
         ([{"notAfter": "2025-01-01T00:00:00Z"}], "item 0 to be a key string, got null"),
         ([5], "item 0 to be a key string, got an integer"),
         ({"key": PUB1}, "expected a list of verify keys, got an object"),
