@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 from agent.cli.common import http_client_for, load_config_for
@@ -14,37 +13,15 @@ from agent.core.errors import ConfigError
 from agent.daemon import sdnotify
 from agent.daemon.app import parse_listen_address
 from agent.daemon.httpmw import metrics_handler
+from agent.tools.build import delegation_chain
 from agent.tools.publish import Publisher
 from agent.tools.publish_service import PublishMetrics, PublishService
 
 logger = logging.getLogger(__name__)
 
 
-def delegation_chain(config: Config) -> tuple[str, ...]:
-    """The link JWTs of ``build.delegationChain`` (root first): JWT strings or files holding one.
-
-    ``BuildConfig.delegation_chain`` comes with the delegated-trust issue; until it exists the
-    chain is empty.
-    """
-    entries: tuple[str, ...] = tuple(getattr(config.build, "delegation_chain", ()) or ())
-    links = []
-    for index, entry in enumerate(entries):
-        text = entry.strip()
-        if text.count(".") == 2 and "/" not in text and not Path(text).exists():
-            links.append(text)
-            continue
-        try:
-            links.append(Path(text).read_text().strip())
-        except OSError as exc:
-            raise ConfigError(
-                f"build.delegationChain[{index}]: expected a JWT or a readable file, "
-                f"got {exc.strerror or exc}"
-            ) from exc
-    return tuple(links)
-
-
 def _publisher(config: Config) -> Publisher:
-    return Publisher(config, client=http_client_for(config), chain=delegation_chain(config))
+    return Publisher(config, client=http_client_for(config), chain=tuple(delegation_chain(config)))
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -100,4 +77,4 @@ async def _start_metrics(address: str, metrics: PublishMetrics, key: str) -> Any
     return runner
 
 
-__all__ = ["cmd_publish", "delegation_chain"]
+__all__ = ["cmd_publish"]

@@ -63,6 +63,7 @@ class RevocationPuller:
         gate: the trust gate (its pulled revocations are replaced after each change).
         state_dir: where lists are kept.
         clock: Unix time.
+        on_applied: told of each newly pulled list (``path``, the list): the audit log.
     """
 
     def __init__(
@@ -72,8 +73,10 @@ class RevocationPuller:
         state_dir: Path,
         *,
         clock: Callable[[], float] = time.time,
+        on_applied: Callable[[str, RevocationList], object] | None = None,
     ) -> None:
         self._config = config
+        self.on_applied = on_applied
         self._gate = gate
         self._dir = Path(state_dir)
         self._clock = clock
@@ -174,6 +177,8 @@ class RevocationPuller:
         logger.info(
             "Revocation list %s: %d entries (iat %d)", shown, len(parsed.entries), parsed.iat
         )
+        if self.on_applied is not None:
+            self.on_applied(shown, parsed)
         await asyncio.to_thread(self._save, path, held)
 
     def _paths(self, path: str) -> tuple[Path, Path]:

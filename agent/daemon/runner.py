@@ -48,6 +48,7 @@ from agent.run.engine import Result, RunOutcome, diff_run
 from agent.run.inprocess import InProcess
 from agent.trust.gate import AdmittedToken, Context, TrustGate, stored_action
 from agent.trust.policy import next_high_water
+from agent.trust.revocation import RevocationList
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -161,7 +162,9 @@ class Runner:
         #: The audit log (set by the service): each finished run is recorded, with its receipt.
         self.audit: AuditLog | NoAudit = NoAudit()
         #: ``run.revocationPaths``: pulled before restores and re-admissions (docs/security.md).
-        self.revocations = RevocationPuller(config, gate, state.state_dir)
+        self.revocations = RevocationPuller(
+            config, gate, state.state_dir, on_applied=self._revocations_applied
+        )
 
     def _inprocess_hook(self) -> InProcess | None:
         """The in-process helper hook for the current config (rebuilt only after a reload)."""
@@ -328,6 +331,12 @@ class Runner:
         if rt is not None:
             rt.last_run = run
         log_summary(name, run)
+
+    def _revocations_applied(self, path: str, parsed: RevocationList) -> None:
+        """A newly pulled revocation list is in force: the audit log records it."""
+        self.audit.record_revocations(
+            "", revoked=[e.key for e in parsed.entries], origin=path, listIat=parsed.iat
+        )
 
     def refused(self, name: str, trigger: str, reason: BaseException | str) -> None:
         """Keep a refusal of a token for ``name`` (logged and counted where it happened).

@@ -8,6 +8,7 @@ Keys come from `agent generate-keys`, delegations from `agent delegate`, revocat
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -304,6 +305,9 @@ def test_pulled_revocation_list_stops_a_stored_pattern_and_older_lists_are_ignor
         len(kept) == 1
         and kept[0].read_text().strip() == (tmp_path / "list.jwt").read_text().strip()
     )
+    audit = (tmp_path / "state" / "audit" / "audit.jsonl").read_text().splitlines()
+    applied = [json.loads(line) for line in audit if '"event":"revocations"' in line]
+    assert [entry["revoked"] for entry in applied][-1] == ["ci"]  # the audit log saw each list
 
 
 def test_delegate_refuses_a_link_wider_than_its_parent_and_clamps_exp(tmp_path: Path) -> None:

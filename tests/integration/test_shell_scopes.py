@@ -10,7 +10,6 @@ import http.client
 import time
 from pathlib import Path
 
-import pytest
 from support import RIGHT_PRIV, RIGHT_PUB, daemon, free_port, write_json
 
 from agent.jws.keys import parse_signing_key
@@ -30,7 +29,6 @@ def _open(port: int, source: str) -> tuple[int, bytes]:
         conn.close()
 
 
-@pytest.mark.skip(reason="needs the delegation/scopes issue (16) merged")
 def test_key_without_the_shell_action_is_refused(tmp_path: Path) -> None:
     port = free_port()
     config = write_json(
