@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agent.core.errors import ConfigError
+from agent.tools.syncrun import finish
 from agent.trust.gate import Action, AdmittedToken, Context, TrustGate
+from agent.trust.verify import runs_verify_commands
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -49,10 +51,11 @@ def admit_offline(
     Raises:
         VerifyError: the token did not verify, or the policy refused it.
     """
-    import asyncio  # the gate's admit is a coroutine (verifyCommands spawn processes)
-
     gate = with_kept_revocations(TrustGate(config))
-    return asyncio.run(gate.admit(token, source, Context.OFFLINE, action=action))
+    # The gate's admit is a coroutine because verifyCommands spawn processes; without them it
+    # waits on nothing and runs to its end without an event loop (no asyncio import).
+    admission = gate.admit(token, source, Context.OFFLINE, action=action)
+    return finish(admission, needs_loop=runs_verify_commands(config, source))
 
 
 __all__ = ["admit_offline", "check_source", "with_kept_revocations"]

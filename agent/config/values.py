@@ -23,10 +23,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.config.bad import Bad, duration_value, expect
 from agent.config.fields import ACTION_NAMES, Field
 from agent.config.jwtrule import check_rule
-from agent.core.durations import parse_duration
-from agent.core.errors import AgentError, CommandError, ConfigError, json_kind
+from agent.config.publishing import (
+    PublishArtifact,
+    artifacts_json,
+    parse_artifacts,
+    parse_file_mode,
+)
+from agent.core.durations import format_go_duration
+from agent.core.errors import AgentError, CommandError, json_kind
 from agent.run.model import COMMAND_KEYS, EXEC_KEYS, Command, Exec, parse_commands
 
 _RATE = re.compile(r"^[0-9]+-[SMHD]$")
@@ -64,45 +71,6 @@ class RevocationEntry:
     before: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class PublishArtifact:
-    """One ``publish.artifacts.<name>``: a pattern kept fresh at its destinations.
-
-    Args:
-        name: the artifact name.
-        pattern: the pattern path.
-        dest: file paths or http(s) URLs, in order.
-        expires_in: the lifetime of each published token (seconds, > 0).
-        resign_before: re-sign when a token expires within this (seconds, < ``expires_in``).
-    """
-
-    name: str
-    pattern: str
-    dest: tuple[str, ...]
-    expires_in: float
-    resign_before: float
-
-
-class Bad(Exception):
-    """A value that does not fit its field; the caller turns it into a ConfigError.
-
-    Args:
-        message: what was expected and what was got.
-        sub: the path below the field (``[0].check``, ``.nope``), ``""`` for the field itself.
-        choices: for an unknown key, the keys allowed there (for a "did you mean" hint).
-    """
-
-    def __init__(self, message: str, *, sub: str = "", choices: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.sub = sub
-        self.choices = tuple(choices)
-
-    @property
-    def unknown(self) -> bool:
-        """Whether this is an unknown key (``choices`` lists the known ones)."""
-        return bool(self.choices)
-
-
 def parse_fingerprint(text: str) -> str:
     """Check a certificate fingerprint and return its canonical form.
 
@@ -127,12 +95,6 @@ def parse_fingerprint(text: str) -> str:
             + (f"{len(digits.replace(':', ''))} characters after {prefix}:" if sep else "no prefix")
         )
     return canonical
-
-
-def expect(value: Any, ok: bool, expected: str) -> None:
-    """Raise :class:`Bad` (``expected <expected>, got <kind>``) unless ``ok``."""
-    if not ok:
-        raise Bad(f"expected {expected}, got {json_kind(value)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,15 +129,7 @@ def _int(f: Field, value: Any) -> int:
 
 
 def _duration(_: Field, value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < 0:
-            raise Bad(f"expected a non-negative duration, got {value}")
-        return float(value)
-    expect(value, isinstance(value, str), "a duration string such as 30s, 5m or 1h30m")
-    try:
-        return parse_duration(value)
-    except ConfigError as exc:
-        raise Bad(f"expected a duration such as 30s, 5m or 1h30m, got {value!r}") from exc
+    return duration_value(value)
 
 
 def _str_list(_: Field, value: Any) -> tuple[str, ...]:
@@ -442,71 +396,6 @@ def linter_execs(linters: Mapping[str, Any]) -> dict[str, Exec]:
     return {name: parse_exec(v, f".{name}") for name, v in linters.items()}
 
 
-_ARTIFACT_KEYS = ("dest", "expiresIn", "pattern", "resignBefore")
-
-
-def _artifact_duration(item: Mapping[str, Any], key: str, name: str) -> float | None:
-    value = item.get(key)
-    if value is None:
-        return None
-    try:
-        return _duration(Field(key, "duration", "", ""), value)
-    except Bad as exc:
-        raise Bad(str(exc), sub=f".{name}.{key}") from None
-
-
-def _artifact_dest(dest: Any, name: str) -> tuple[str, ...]:
-    if isinstance(dest, str):
-        dest = [dest]
-    if not isinstance(dest, list | tuple) or not dest:
-        raise Bad("expected a non-empty list of paths or URLs", sub=f".{name}.dest")
-    for index, entry in enumerate(dest):
-        where = f".{name}.dest[{index}]"
-        if not isinstance(entry, str) or not entry.strip():
-            raise Bad(f"expected a path or URL, got {json_kind(entry)}", sub=where)
-        scheme = entry.split("://", 1)[0].lower() if "://" in entry else ""
-        if scheme and scheme not in ("http", "https"):
-            raise Bad(f"expected a file path or an http(s) URL, got a {scheme}:// URL", sub=where)
-    return tuple(dest)
-
-
-def _artifact(name: str, item: Any) -> PublishArtifact:
-    if not isinstance(item, Mapping):
-        raise Bad(f"expected an object, got {json_kind(item)}", sub=f".{name}")
-    for key in item:
-        if key not in _ARTIFACT_KEYS:
-            raise Bad("unknown key", sub=f".{name}.{key}", choices=_ARTIFACT_KEYS)
-    pattern = item.get("pattern")
-    if not isinstance(pattern, str) or not pattern:
-        raise Bad(f"expected a pattern path, got {json_kind(pattern)}", sub=f".{name}.pattern")
-    dest = _artifact_dest(item.get("dest"), name)
-    expires_in = _artifact_duration(item, "expiresIn", name)
-    if not expires_in:
-        raise Bad("expected a duration > 0 (it is required), got none", sub=f".{name}.expiresIn")
-    resign_before = _artifact_duration(item, "resignBefore", name)
-    if resign_before is None:
-        resign_before = expires_in / 4
-    if resign_before >= expires_in:
-        raise Bad(
-            f"expected resignBefore shorter than expiresIn ({format_go_duration(expires_in)}), "
-            f"got {format_go_duration(resign_before)}",
-            sub=f".{name}.resignBefore",
-        )
-    return PublishArtifact(name, pattern, dest, expires_in, resign_before)
-
-
-def _artifacts(_: Field, value: Any) -> dict[str, PublishArtifact]:
-    expect(value, isinstance(value, Mapping), "an object of artifacts")
-    return {str(name): _artifact(str(name), item) for name, item in sorted(value.items())}
-
-
-def _file_mode(_: Field, value: Any) -> str:
-    expect(value, isinstance(value, str), "an octal string such as '0644'")
-    if not re.fullmatch(r"0?[0-7]{3}", value):
-        raise Bad(f"expected an octal mode such as '0644' or '0640', got {value!r}")
-    return str(value)
-
-
 _CONVERTERS: dict[str, Callable[[Field, Any], Any]] = {
     "str": _string,
     "regex": _string,
@@ -531,8 +420,8 @@ _CONVERTERS: dict[str, Callable[[Field, Any], Any]] = {
     "port": _port,
     "fingerprint": _fingerprint,
     "shell": _shell,
-    "artifacts": _artifacts,
-    "filemode": _file_mode,
+    "artifacts": lambda _, value: parse_artifacts(value),
+    "filemode": lambda _, value: parse_file_mode(value),
     "natstls": _nats_tls,
 }
 
@@ -548,32 +437,6 @@ def convert(f: Field, value: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # Back to JSON
-
-
-def format_go_duration(seconds: float) -> str:
-    """Format seconds as a Go duration string that parses back exactly (``300`` → ``"5m"``).
-
-    Args:
-        seconds: a non-negative number of seconds.
-
-    Returns:
-        ``"0s"`` for zero, otherwise e.g. ``"1h30m"``, ``"1.5s"``, ``"250ms"``.
-    """
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    if ns < 10**9:
-        for unit, size in (("ms", 10**6), ("us", 10**3)):
-            if ns % size == 0:
-                return f"{ns // size}{unit}"
-        return f"{ns}ns"
-    hours, rem = divmod(ns, 3600 * 10**9)
-    minutes, rem = divmod(rem, 60 * 10**9)
-    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    if rem:
-        whole, frac = divmod(rem, 10**9)
-        out += f"{whole}.{frac:09d}".rstrip("0").rstrip(".") + "s"
-    return out
 
 
 def format_time(value: datetime) -> str:
@@ -606,15 +469,7 @@ def to_json(f: Field, value: Any) -> Any:
     if f.kind in ("verifykeys", "trustroots"):
         return _verify_keys_json(value)
     if f.kind == "artifacts":
-        return {
-            name: {
-                "dest": list(a.dest),
-                "expiresIn": format_go_duration(a.expires_in),
-                "pattern": a.pattern,
-                "resignBefore": format_go_duration(a.resign_before),
-            }
-            for name, a in value.items()
-        }
+        return artifacts_json(value)
     if f.kind == "revocations":
         return [{"key": r.key, "before": format_time(r.before)} for r in value]
     if isinstance(value, Exec):

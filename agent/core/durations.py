@@ -77,3 +77,29 @@ def format_duration_short(seconds: float) -> str:
 def format_duration(seconds: float) -> str:
     """Format seconds compactly for log lines: the same as :func:`format_duration_short`."""
     return format_duration_short(seconds)
+
+
+def format_go_duration(seconds: float) -> str:
+    """Format seconds as a Go duration string that parses back exactly (``300`` → ``"5m"``).
+
+    Args:
+        seconds: a non-negative number of seconds.
+
+    Returns:
+        ``"0s"`` for zero, otherwise e.g. ``"1h30m"``, ``"1.5s"``, ``"250ms"``.
+    """
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    if ns < 10**9:
+        for unit, size in (("ms", 10**6), ("us", 10**3)):
+            if ns % size == 0:
+                return f"{ns // size}{unit}"
+        return f"{ns}ns"
+    hours, rem = divmod(ns, 3600 * 10**9)
+    minutes, rem = divmod(rem, 60 * 10**9)
+    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    if rem:
+        whole, frac = divmod(rem, 10**9)
+        out += f"{whole}.{frac:09d}".rstrip("0").rstrip(".") + "s"
+    return out

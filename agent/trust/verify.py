@@ -37,7 +37,6 @@ from agent.core.errors import AgentError, ConfigError, VerifyError
 from agent.jws.compact import split_token
 from agent.jws.keys import VerifyKey, parse_verify_key
 from agent.jws.tokens import VerifiedToken, accept_command_token, verify_token, verify_token_with
-from agent.run.engine import Mode, run_commands
 from agent.trust.chain import CHAIN_HEADER, Chain, walk_chain
 from agent.trust.policy import PolicyError, check_allowed_key, key_window_reason
 from agent.trust.revocation import RevocationSet, usable_roots
@@ -128,6 +127,13 @@ async def verify_for_source(
     return found.token
 
 
+def runs_verify_commands(config: Config, source: str) -> bool:
+    """Whether ``source`` is verified by ``verifyCommands`` (which spawn processes): only then
+    does an admission wait on anything, so the CLI admits without an event loop otherwise."""
+    src = config.sources.get(source)
+    return bool((src.verify_commands if src is not None else ()) or config.run.verify_commands)
+
+
 async def verify_for_admission(
     token: str,
     *,
@@ -162,8 +168,7 @@ async def verify_for_admission(
             f"token is {len(token)} bytes, more than the {max_bytes} allowed", "malformed"
         )
     src = config.sources.get(source)
-    commands = (src.verify_commands if src is not None else ()) or config.run.verify_commands
-    if commands:
+    if runs_verify_commands(config, source):
         verified = await _verify_with_commands(
             token,
             config=config,
@@ -344,6 +349,8 @@ async def _verify_with_commands(
         config.run.verify_exec, src.verify_exec if src is not None else None
     )
     parent = f"{source} > verifyCommands" if source else "verifyCommands"
+    from agent.run.engine import Mode, run_commands  # lazy: asyncio, only for verifyCommands
+
     try:
         outcome = await run_commands(
             cmds, exec=exec_, mode=Mode.CHANGE, env={"ETCHA_JWT": token}, parent_id=parent

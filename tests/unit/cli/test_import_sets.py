@@ -10,8 +10,7 @@ left in ``sys.modules`` at exit. Per verb (decided here, see ``FORBIDDEN``):
 - ``push`` needs ssl (TLS); it must not import aiohttp, prometheus_client, apscheduler or
   cryptography. asyncio is not needed by a thread-pool client: forbidden too.
 
-``KNOWN_GAPS`` marks the modules a verb still imports on this branch (strict xfail, so the test
-turns red the day a gap closes and the entry must go). The CA-store test runs ``agent push`` end
+The CA-store test runs ``agent push`` end
 to end against a TLS server and counts ``load_default_certs``/``set_default_verify_paths``.
 """
 
@@ -37,20 +36,6 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "local": NO_RUNTIME - {"asyncio", "ssl"},
     "push": NO_RUNTIME - {"ssl"},
 }
-# What each verb still imports on this branch, and why (issue 14 follow-ups). The CLI, the push
-# client (a thread pool) and the build steps no longer import asyncio themselves; every one of
-# these verbs imports it through one module-level line, ``from agent.run.engine import ...`` in
-# agent/trust/verify.py (pattern.load and the CLI import the trust gate; the engine imports
-# agent/run/shell.py, which imports asyncio and with it ssl). Moving that import into the
-# verifyCommands path of trust.verify closes render, build and push; jwt also needs the gate to
-# admit without an event loop when no verifyCommands apply (see agent/cli/admit.py).
-_TRUST_CHAIN = "asyncio+ssl via agent.trust.verify -> agent.run.engine -> agent.run.shell"
-KNOWN_GAPS: dict[str, str] = {
-    "render": _TRUST_CHAIN + " (pattern.load and cli.admit import the trust gate)",
-    "build": _TRUST_CHAIN + " (pattern.load imports the trust gate)",
-    "jwt": _TRUST_CHAIN + "; and TrustGate.admit is a coroutine (asyncio.run in cli.admit)",
-    "push": _TRUST_CHAIN + " (pattern.load imports the trust gate)",
-}
 
 WRAPPER = (
     "import sys, atexit\n"
@@ -58,26 +43,6 @@ WRAPPER = (
     "    top = {m.split('.')[0] for m in sys.modules}\n"
     f"    print('HEAVY=' + ','.join(sorted(top & set({HEAVY!r}))), file=sys.stderr)\n"
     "atexit.register(_dump)\n"
-    "from agent.cli import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
-
-#: Prints the agent modules on the stack when asyncio is first imported (innermost last).
-WHO_IMPORTS_ASYNCIO = (
-    "import sys\n"
-    "class _Spy:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'asyncio':\n"
-    "            f, chain = sys._getframe(), []\n"
-    "            while f is not None:\n"
-    "                mod = f.f_globals.get('__name__', '')\n"
-    "                if mod.startswith('agent.') and (not chain or chain[-1] != mod):\n"
-    "                    chain.append(mod)\n"
-    "                f = f.f_back\n"
-    "            print('ASYNCIO_VIA=' + ','.join(reversed(chain)), file=sys.stderr)\n"
-    "            sys.meta_path.remove(self)\n"
-    "        return None\n"
-    "sys.meta_path.insert(0, _Spy())\n"
     "from agent.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -136,30 +101,12 @@ VERBS: dict[str, list[str]] = {
 }
 
 
-@pytest.mark.parametrize(
-    "verb",
-    [
-        pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[v]))
-        if v in KNOWN_GAPS
-        else v
-        for v in VERBS
-    ],
-)
+@pytest.mark.parametrize("verb", list(VERBS))
 def test_each_verb_imports_only_what_it_uses(verb: str, workdir: Path) -> None:
     res = _run(WRAPPER, VERBS[verb], workdir)
     if verb != "push":  # push to a closed port fails by design; the import set is what counts
         assert res.returncode == 0, res.stdout + res.stderr
     assert not _heavy(res) & FORBIDDEN[verb], f"{verb} imported {_heavy(res) & FORBIDDEN[verb]}"
-
-
-@pytest.mark.parametrize("verb", sorted(KNOWN_GAPS))
-def test_a_verb_imports_asyncio_only_through_the_trust_gate(verb: str, workdir: Path) -> None:
-    """What is left of each gap is the one trust.verify -> run.engine line, nothing of ours."""
-    res = _run(WHO_IMPORTS_ASYNCIO, VERBS[verb], workdir)
-    chains = [ln for ln in res.stderr.splitlines() if ln.startswith("ASYNCIO_VIA=")]
-    assert chains, res.stdout + res.stderr
-    chain = chains[0].removeprefix("ASYNCIO_VIA=").split(",")
-    assert chain[-3:] == ["agent.trust.verify", "agent.run.engine", "agent.run.shell"], chain
 
 
 def test_report_output_logger_is_the_engines() -> None:
@@ -168,12 +115,6 @@ def test_report_output_logger_is_the_engines() -> None:
     from agent.tools.report import OUTPUT_LOGGER
 
     assert OUTPUT_LOGGER == ENGINE_LOGGER
-
-
-def test_push_never_imports_aiohttp_prometheus_or_cryptography(workdir: Path) -> None:
-    """The part of the push contract that holds today, asserted without the known asyncio gap."""
-    res = _run(WRAPPER, VERBS["push"], workdir)
-    assert not _heavy(res) & {"aiohttp", "prometheus_client", "apscheduler", "cryptography"}
 
 
 # ------------------------------------------------------------------------- CA store, push
