@@ -56,7 +56,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if report.broken is not None:
         print(f"BROKEN: {report.broken}")
         return 1
-    signed = "verified" if report.signed else "not checked (no public key)"
+    if not report.checkpoints:
+        signed = "none to check (no checkpoint yet)"
+    else:
+        signed = "verified" if report.signed else "not checked (no public key)"
     print(
         f"OK: {report.entries} entries (seq {report.first_seq}..{report.last_seq}) in "
         f"{len(report.files)} file(s), {report.checkpoints} checkpoint(s), signatures {signed}"

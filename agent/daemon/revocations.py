@@ -164,6 +164,11 @@ class RevocationPuller:
         except VerifyError as exc:
             logger.error("Revocation list %s: refused (reason %s): %s", shown, exc.reason, exc)
             return
+        if current is not None and result.body.strip() == current.token:
+            # A file (or a server without validators) gives the whole body every time: the same
+            # list is not applied, logged or audited again.
+            logger.debug("Revocation list %s: unchanged", shown)
+            return
         if current is not None and parsed.iat < current.parsed.iat:
             logger.warning(
                 "Revocation list %s: ignored, issued at %d, older than the one held (%d)",

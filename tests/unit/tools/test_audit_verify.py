@@ -203,3 +203,16 @@ def test_the_cli_prints_the_key_and_shows_json(tmp_path: Path) -> None:
         "99:" + "a" * 64,
     )
     assert other.returncode == 1 and "BROKEN: audit.jsonl:4: checkpoint signature" in other.stdout
+
+
+def test_the_cli_does_not_claim_verified_signatures_before_any_checkpoint(tmp_path: Path) -> None:
+    log = AuditLog(
+        tmp_path / "audit", key=lambda: load_or_create_key(tmp_path), checkpoint_every=99
+    )
+    log.record("admit", source="web")
+    log.record("run", source="web")  # a running daemon: no checkpoint written yet
+    config = write_json(tmp_path / "c.json", {"run": {"stateDir": str(tmp_path)}})
+    ok = run_agent("-c", str(config), "audit", "verify", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "0 checkpoint(s), signatures none to check (no checkpoint yet)" in ok.stdout
+    log.close()
