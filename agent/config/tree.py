@@ -96,6 +96,7 @@ class RunConfig:
     max_connections: int
     max_connections_per_address: int
     max_token_bytes: int
+    persistent_shell: bool
     push_require_exp: bool
     push_require_jti: bool
     randomized_start_delay_sec: int

@@ -81,7 +81,7 @@ _JOB = (
 _RUNNER = (
     "set -m; while IFS= read -r __agent_j; do "
     + _JOB
-    + "printf 'F %d\\n' \"$!\"; wait \"$!\"; printf 'D %d\\n' \"$?\"; done"
+    + 'printf \'F %d\\n\' "$!"; wait "$!"; printf \'D %d\\n\' "$?"; done'
 )
 
 
@@ -523,6 +523,10 @@ class Shells:
                 continue
             return res  # None: set-up failed before the script, spawn it (e.g. a vanished dir)
         return None  # pragma: no cover (the loop returns or raises)
+
+    def pids(self) -> list[int]:
+        """The pids of the running runners (diagnostics and tests)."""
+        return [pid for sh in self._shells.values() if (pid := sh.pid) is not None]
 
     async def aclose(self) -> None:
         """End every runner."""
