@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.config.schema import config_from_dict
 from agent.core.errors import CommandError
 from agent.run import shell
 from agent.run.engine import Mode, run_commands
@@ -58,8 +59,8 @@ PROBES = [
     "export -p | grep -v ' _=' | md5sum; env | grep -v '^_=' | sort | md5sum",
     "umask; ls /proc/self/fd | wc -l; ls /proc/$BASHPID/fd | wc -l",
     "grep -E 'Sig(Ign|Blk)' /proc/self/status; (grep -E 'SigIgn' /proc/self/status) & wait",
-    "cat; read -r line || true; echo \"[$line]\"",
-    "declare -F; set -u; echo \"${UNSET_X-unset}\"; echo $BASH_EXECUTION_STRING",
+    'cat; read -r line || true; echo "[$line]"',
+    'declare -F; set -u; echo "${UNSET_X-unset}"; echo $BASH_EXECUTION_STRING',
     "nosuchcommand_agent",
     "return 2",
     "exec echo replaced",
@@ -85,8 +86,8 @@ _STATEMENTS = st.one_of(
             "x=$(false); echo sub",
             "sleep 0 & wait",
             "echo err >&2",
+            *PROBES,
         ]
-        + PROBES
     ),
     st.integers(0, 125).map(lambda n: f"exit {n}"),
     st.integers(0, 125).map(lambda n: f"(exit {n})"),
@@ -203,10 +204,8 @@ def test_persistent_shell_off_spawns_every_command() -> None:
 
 
 def test_config_switch_defaults_on_and_turns_off() -> None:
-    from agent.config.schema import config_from_dict
-
-    assert config_from_dict({}, cwd="/tmp", origin="t").run.persistent_shell is True
-    off = config_from_dict({"run": {"persistentShell": False}}, cwd="/tmp", origin="t")
+    assert config_from_dict({}, cwd=Path("/tmp"), origin="t").run.persistent_shell is True
+    off = config_from_dict({"run": {"persistentShell": False}}, cwd=Path("/tmp"), origin="t")
     assert off.run.persistent_shell is False
 
 
