@@ -47,9 +47,16 @@ from dataclasses import dataclass
 
 from agent.core.errors import CommandError
 from agent.run.model import Exec
-from agent.run.shell import KILL_GRACE, MAX_OUTPUT, PIPE_GRACE, ShellResult, process_env
+from agent.run.shell import (
+    AGENT_ENV_PREFIX,
+    KILL_GRACE,
+    MAX_OUTPUT,
+    PIPE_GRACE,
+    ShellResult,
+    process_env,
+)
 
-__all__ = ["Job", "PersistentShell", "RunnerDied", "Shells", "plan_job"]
+__all__ = ["Job", "PersistentShell", "Planner", "RunnerDied", "Shells", "plan_job"]
 
 #: Exit status of a job whose set-up failed before its script started.
 SETUP_FAILED = 121
@@ -71,8 +78,8 @@ _JOB = (
     "( mapfile -t -d '' __agent_a <\"/proc/{pid}/fd/$__agent_j\" || exit {bad}; "
     'exec 9>&1 >"/proc/{pid}/fd/${{__agent_a[3]}}" 2>&1 <"${{__agent_a[2]}}" || exit {bad}; '
     'cd -- "${{__agent_a[0]}}" || exit {bad}; '
-    "unset -v PWD OLDPWD SHLVL; declare -x OLDPWD; "
-    'export -- "${{__agent_a[@]:6}}" || exit {bad}; '
+    "unset -v PWD OLDPWD SHLVL ${{__agent_a[6]}}; declare -x OLDPWD; "
+    'export -- "${{__agent_a[@]:7}}" || exit {bad}; '
     "BASH_SUBSHELL=0; BASH_EXECUTION_STRING=${{__agent_a[4]}}; set +m ${{__agent_a[1]}}; "
     'printf -v __agent_q %q "${{__agent_a[5]}}"; '
     "printf 'S\\n' >&9 || exit {bad}; exec 9>&-; "
@@ -102,10 +109,15 @@ class Job:
     options: str
     cwd: str
     script: str
-    exports: tuple[str, ...]
+    exports: tuple[tuple[str, str], ...]
     underscore: str
     stdin: bytes
     timeout: float
+
+
+def _supported() -> bool:
+    """Linux: ``/proc/<pid>/fd`` and memfds."""
+    return hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
 
 
 def _shell_words(ex: Exec) -> tuple[str, str] | None:
@@ -138,10 +150,9 @@ def _shlvl(value: str | None) -> str | None:
     return None if level >= 1000 else str(level)
 
 
-def _pwd(env: Mapping[str, str], cwd: str) -> str:
+def _pwd(inherited: str, cwd: str) -> str:
     """PWD as bash sets it at start-up in ``cwd``: an absolute inherited PWD naming the same
     directory is kept (canonicalised), else the physical path."""
-    inherited = env.get("PWD", "")
     if inherited.startswith("/"):
         with contextlib.suppress(OSError):
             if os.path.samefile(inherited, cwd):
@@ -149,51 +160,98 @@ def _pwd(env: Mapping[str, str], cwd: str) -> str:
     return os.path.realpath(cwd)
 
 
-def _exports(env: Mapping[str, str], cwd: str) -> tuple[str, ...] | None:
-    """``NAME=VALUE`` words the subshell exports, or ``None`` when the env must spawn."""
-    out: list[str] = []
-    for name, value in env.items():
-        if name in ("PWD", "SHLVL", "_"):
-            continue
-        if not _NAME.match(name) or name.startswith("BASH") or name in _SPECIAL:
+#: Set up afresh in every job (bash computes them at start-up), never part of the runner's env.
+_PER_JOB = ("PWD", "SHLVL", "OLDPWD")
+
+
+def _name_ok(name: str) -> bool:
+    """Whether bash imports ``name`` from its environment as a plain exported variable."""
+    return bool(_NAME.match(name)) and not name.startswith("BASH") and name not in _SPECIAL
+
+
+class Planner:
+    """Decides which scripts the runner takes (:meth:`plan`), with the lookups of one run
+    cached: the agent's inherited environment (a snapshot taken at the first plan), parsed
+    exec commands, ``bash`` on ``PATH``, variable names and directories."""
+
+    def __init__(self) -> None:
+        self._inherited: dict[str, str] | None = None
+        self._words: dict[str, tuple[str, str] | None] = {}
+        self._which: dict[tuple[str, str | None], str | None] = {}
+        self._names: dict[str, bool] = {}
+        self._pwds: dict[tuple[str, str], str] = {}
+
+    def plan(
+        self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
+    ) -> Job | None:
+        """The :class:`Job` for ``script`` under ``ex``, or ``None`` when it must be spawned.
+
+        Only the default kind of exec qualifies: ``bash`` with no options but ``-e``, ``-u``
+        and ``-o pipefail`` before ``-c``, no user, group, container or (non-root) sudo, an
+        environment without variables bash imports specially (``BASH_*``, exported functions,
+        ``SHELLOPTS``, ``IFS``...), an existing working directory, no NUL, and stdin that fits
+        a pipe."""
+        if ex.user or ex.group or ex.container_image or (ex.sudo and os.geteuid() != 0):
             return None
-        if name == "OLDPWD" and not os.path.isdir(value):
-            continue  # bash keeps only a directory; else an exported unset OLDPWD
-        out.append(f"{name}={value}")
-    level = _shlvl(env.get("SHLVL"))
-    if level is None:
-        return None
-    out += [f"PWD={_pwd(env, cwd)}", f"SHLVL={level}"]
-    return tuple(out)
+        command = ex.command or ""
+        if command not in self._words:
+            self._words[command] = _shell_words(ex) if _supported() else None
+        words = self._words[command]
+        if words is None or not script or "\0" in script:
+            return None
+        if self._inherited is None:
+            self._inherited = {
+                k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)
+            }
+        child_env = process_env(ex, env, inherited=self._inherited)
+        key = (words[0], child_env.get("PATH"))
+        if key not in self._which:
+            self._which[key] = shutil.which(words[0], path=key[1])
+        program = self._which[key]
+        cwd = os.path.abspath(ex.work_dir or os.getcwd())
+        exports = self._exports(child_env, cwd)
+        data = stdin.encode("utf-8", "surrogateescape")
+        if program is None or exports is None or len(data) > MAX_STDIN or not os.path.isdir(cwd):
+            return None
+        if any("\0" in k or "\0" in v for k, v in exports):
+            return None
+        underscore = child_env.get("_", words[0])
+        return Job(
+            program, words[0], words[1], cwd, script, exports, underscore, data, ex.timeout_seconds
+        )
+
+    def _exports(self, env: Mapping[str, str], cwd: str) -> tuple[tuple[str, str], ...] | None:
+        """``(NAME, VALUE)`` pairs of the command's exported environment, as a new bash would
+        have it, or ``None`` when the env must spawn."""
+        out: list[tuple[str, str]] = []
+        names = self._names
+        for name, value in env.items():
+            if name in ("PWD", "SHLVL", "_"):
+                continue
+            ok = names.get(name)
+            if ok is None:
+                ok = names[name] = _name_ok(name)
+            if not ok:
+                return None
+            if name == "OLDPWD" and not os.path.isdir(value):
+                continue  # bash keeps only a directory; else an exported unset OLDPWD
+            out.append((name, value))
+        level = _shlvl(env.get("SHLVL"))
+        if level is None:
+            return None
+        key = (env.get("PWD", ""), cwd)
+        pwd = self._pwds.get(key)
+        if pwd is None:
+            pwd = self._pwds[key] = _pwd(*key)
+        out += [("PWD", pwd), ("SHLVL", level)]
+        return tuple(out)
 
 
 def plan_job(
     ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
 ) -> Job | None:
-    """The :class:`Job` for ``script`` under ``ex``, or ``None`` when it must be spawned.
-
-    Only the default kind of exec qualifies: ``bash`` with no options but ``-e``, ``-u`` and
-    ``-o pipefail`` before ``-c``, no user, group, container or (non-root) sudo, an existing
-    working directory, an environment without variables bash imports specially (``BASH_*``,
-    exported functions, ``SHELLOPTS``, ``IFS``...), no NUL, and stdin that fits a pipe."""
-    if ex.user or ex.group or ex.container_image or (ex.sudo and os.geteuid() != 0):
-        return None
-    words = _shell_words(ex)
-    if words is None or not script or "\0" in script or not os.path.isdir("/proc/self/fd"):
-        return None
-    child_env = process_env(ex, env)
-    program = shutil.which(words[0], path=child_env.get("PATH"))
-    cwd = os.path.abspath(ex.work_dir or os.getcwd())
-    if program is None or not os.path.isdir(cwd):
-        return None
-    exports = _exports(child_env, cwd)
-    data = stdin.encode("utf-8", "surrogateescape")
-    if exports is None or len(data) > MAX_STDIN or any("\0" in e for e in exports):
-        return None
-    underscore = child_env.get("_", words[0])
-    return Job(
-        program, words[0], words[1], cwd, script, exports, underscore, data, ex.timeout_seconds
-    )
+    """:meth:`Planner.plan` with nothing cached."""
+    return Planner().plan(ex, script, env=env, stdin=stdin)
 
 
 def _encode(text: str) -> bytes:
@@ -218,7 +276,13 @@ class _Inflight:
 
     pid: asyncio.Future[int]
     status: asyncio.Future[int]
+    #: The agent's copies of the job's fds: closed once the job has opened its own (``S``).
+    fds: list[int]
     started: bool = False
+
+    def release(self) -> None:
+        _close(*self.fds)
+        self.fds.clear()
 
 
 class PersistentShell:
@@ -227,6 +291,8 @@ class PersistentShell:
     def __init__(self, program: str, argv0: str) -> None:
         self.program = program
         self.argv0 = argv0
+        #: The runner's own exported environment (the first job's): jobs send only changes.
+        self._base: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._jobs_w = -1
         self._status_r = -1
@@ -240,8 +306,9 @@ class PersistentShell:
         """The runner's pid while it runs."""
         return self._proc.pid if self._proc is not None else None
 
-    def _start(self) -> None:
+    def _start(self, job: Job) -> None:
         code = _RUNNER.format(pid=os.getpid(), bad=SETUP_FAILED)
+        base = {k: v for k, v in job.exports if k not in _PER_JOB}
         jobs_r, jobs_w = os.pipe()
         status_r, status_w = os.pipe()
         try:
@@ -251,7 +318,7 @@ class PersistentShell:
                 stdin=jobs_r,
                 stdout=status_w,
                 stderr=subprocess.DEVNULL,
-                env={},
+                env={_encode(k): _encode(v) for k, v in base.items()},
                 cwd="/",
                 start_new_session=True,
             )
@@ -263,6 +330,7 @@ class PersistentShell:
             os.close(jobs_r)
             os.close(status_w)
         self._jobs_w, self._status_r, self._pending = jobs_w, status_r, b""
+        self._base = base
         loop = asyncio.get_running_loop()
         self._eof = loop.create_future()
         os.set_blocking(status_r, False)
@@ -289,6 +357,7 @@ class PersistentShell:
                 job.pid.set_result(int(arg))
             elif kind == "S":
                 job.started = True
+                job.release()  # the job holds its own: EOF on its output now comes with its exit
             elif kind == "D" and not job.status.done():
                 job.status.set_result(int(arg))
 
@@ -329,7 +398,7 @@ class PersistentShell:
         """
         async with self._lock:
             if self._jobs_w < 0:
-                self._start()
+                self._start(job)
             return await self._run(job, max_output)
 
     async def _run(self, job: Job, max_output: int) -> ShellResult | None:
@@ -338,7 +407,9 @@ class PersistentShell:
         in_r, in_w = os.pipe() if job.stdin else (-1, -1)
         spec = os.memfd_create("agent-job")
         reader = _OutputReader(out_r, max_output, loop)
-        state = _Inflight(loop.create_future(), loop.create_future())
+        state = _Inflight(loop.create_future(), loop.create_future(), [out_w, spec])
+        if in_r >= 0:
+            state.fds.append(in_r)
         self._job = state
         start = time.monotonic()
         try:
@@ -348,7 +419,7 @@ class PersistentShell:
                 in_w = -1
             stdin_path = f"/proc/{os.getpid()}/fd/{in_r}" if in_r >= 0 else "/dev/null"
             fields = [job.cwd, job.options, stdin_path, str(out_w), job.script, job.underscore]
-            fields += job.exports
+            fields += self._delta(job)
             os.write(spec, b"".join(_encode(f) + b"\0" for f in fields))
             os.lseek(spec, 0, os.SEEK_SET)
             try:
@@ -357,25 +428,35 @@ class PersistentShell:
                 raise RunnerDied(False) from exc
             timed_out = await self._wait(state, job.timeout)
             ended = time.monotonic()
-            # The job is done with the agent's copies of its fds; closing ours gives EOF.
-            _close(out_w, in_r, spec)
-            out_w = in_r = spec = -1
+            state.release()
             await reader.finish(PIPE_GRACE)
         finally:
             self._job = None
             reader.close()
-            _close(out_w, in_r, in_w, spec)
+            state.release()
+            _close(in_w)
         if not state.started:
             return None
         output, truncated = reader.text()
         return ShellResult(state.status.result(), output, ended - start, timed_out, truncated)
+
+    def _delta(self, job: Job) -> list[str]:
+        """The names to unset (one field), then ``NAME=VALUE`` words to export, that turn the
+        runner's environment into the job's."""
+        env = dict(job.exports)
+        unset = " ".join(k for k in self._base if k not in env)
+        sets = [f"{k}={v}" for k, v in env.items() if k in _PER_JOB or self._base.get(k) != v]
+        return [unset, *sets]
 
     async def _wait(self, state: _Inflight, timeout: float) -> bool:
         """Wait for the job's status, killing its process group on timeout or cancellation."""
         timed_out = False
         try:
             try:
-                await asyncio.wait_for(asyncio.shield(state.status), timeout or None)
+                if timeout:
+                    await asyncio.wait_for(asyncio.shield(state.status), timeout)
+                else:
+                    await asyncio.shield(state.status)
             except TimeoutError:
                 timed_out = True
                 await self._kill(state)
@@ -445,6 +526,8 @@ class _OutputReader:
 
     async def finish(self, grace: float) -> None:
         """Wait for EOF, at most ``grace`` seconds (a background child may hold the pipe)."""
+        if self.eof.done():
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.eof), grace)
         self._on_read()  # whatever is buffered now
@@ -477,6 +560,7 @@ class Shells:
 
     def __init__(self, *, start_after: int = 1) -> None:
         self._shells: dict[tuple[str, str], PersistentShell] = {}
+        self._planner = Planner()
         self._seen = 0
         self._start_after = start_after
         self._broken = False
@@ -491,7 +575,7 @@ class Shells:
         """
         if self._broken:
             return None
-        job = plan_job(ex, script, env=env, stdin=stdin)
+        job = self._planner.plan(ex, script, env=env, stdin=stdin)
         if job is None:
             return None
         self._seen += 1

@@ -173,7 +173,7 @@ def test_default_exec_is_planned_for_the_runner() -> None:
     job = plan_job(DEFAULT_EXEC, "true", env={"A": "1"}, stdin="x")
     assert job is not None
     assert (job.options, job.stdin) == ("-e -o pipefail", b"x")
-    assert "A=1" in job.exports
+    assert ("A", "1") in job.exports
 
 
 def test_stdin_larger_than_a_pipe_is_spawned() -> None:
