@@ -480,7 +480,7 @@ async def run_commands(
         parent_filter=parent_id_filter,
         observer=observer,
         inprocess=inprocess,
-        shells=Shells() if persistent_shell else None,
+        shells=_shells(persistent_shell, cmds),
     )
     try:
         _, err = await run.run_list(cmds, remove=mode is Mode.REMOVE, parent=parent_id)
@@ -536,7 +536,7 @@ async def diff_run(
         parent_filter=parent_id_filter,
         observer=observer,
         inprocess=inprocess,
-        shells=Shells() if persistent_shell else None,
+        shells=_shells(persistent_shell, (*before, *new, *after)),
     )
     try:
         for cmds, remove in ((before, True), (new, False), (after, True)):
@@ -549,6 +549,24 @@ async def diff_run(
     finally:
         await run.close()
     return run.outcome(None)
+
+
+def _leaves(cmds: Sequence[Command], stop: int) -> int:
+    """The number of leaf commands in ``cmds``, counting no further than ``stop``."""
+    n = 0
+    for c in cmds:
+        n += _leaves(c.commands, stop - n) if c.commands else 1
+        if n >= stop:
+            break
+    return n
+
+
+def _shells(enabled: bool, cmds: Sequence[Command]) -> Shells | None:
+    """The run's persistent shells: started at the first command of a list of several, at the
+    second of a list of one (one spawn is cheaper than starting a shell and forking it)."""
+    if not enabled:
+        return None
+    return Shells(start_after=0 if _leaves(cmds, 2) >= 2 else 1)
 
 
 def _messages(

@@ -82,13 +82,11 @@ _JOB = (
     'export -- "${{__agent_a[@]:7}}" || exit {bad}; '
     "BASH_SUBSHELL=0; BASH_EXECUTION_STRING=${{__agent_a[4]}}; set +m ${{__agent_a[1]}}; "
     'printf -v __agent_q %q "${{__agent_a[5]}}"; '
-    "printf 'S\\n' >&9 || exit {bad}; exec 9>&-; "
+    "printf 'S %d\\n' \"$BASHPID\" >&9 || exit {bad}; exec 9>&-; "
     'eval "unset -v __agent_a __agent_j __agent_q PIPESTATUS; : $__agent_q; ${{__agent_a[4]}}" ) & '
 )
 _RUNNER = (
-    "set -m; while IFS= read -r __agent_j; do "
-    + _JOB
-    + 'printf \'F %d\\n\' "$!"; wait "$!"; printf \'D %d\\n\' "$?"; done'
+    "set -m; while IFS= read -r __agent_j; do " + _JOB + 'wait "$!"; printf \'D %d\\n\' "$?"; done'
 )
 
 
@@ -296,6 +294,7 @@ class PersistentShell:
         self._proc: subprocess.Popen[bytes] | None = None
         self._jobs_w = -1
         self._status_r = -1
+        self._spec = -1
         self._pending = b""
         self._job: _Inflight | None = None
         self._eof: asyncio.Future[None] | None = None
@@ -330,6 +329,7 @@ class PersistentShell:
             os.close(jobs_r)
             os.close(status_w)
         self._jobs_w, self._status_r, self._pending = jobs_w, status_r, b""
+        self._spec = os.memfd_create("agent-job")  # rewritten for every job (one at a time)
         self._base = base
         loop = asyncio.get_running_loop()
         self._eof = loop.create_future()
@@ -351,15 +351,16 @@ class PersistentShell:
         job = self._job
         for raw in lines:
             kind, _, arg = raw.decode("ascii", "replace").partition(" ")
-            if job is None:
+            if job is None or not arg.isdigit():
                 continue
-            if kind == "F" and not job.pid.done():
-                job.pid.set_result(int(arg))
-            elif kind == "S":
+            if kind == "S" and not job.pid.done():
                 job.started = True
+                job.pid.set_result(int(arg))
                 job.release()  # the job holds its own: EOF on its output now comes with its exit
             elif kind == "D" and not job.status.done():
                 job.status.set_result(int(arg))
+                if not job.pid.done():
+                    job.pid.cancel()  # ended before its script started
 
     def _stop_reading(self) -> None:
         """The status pipe hit EOF: the runner is gone (or being closed)."""
@@ -367,9 +368,8 @@ class PersistentShell:
             asyncio.get_running_loop().remove_reader(self._status_r)
             os.close(self._status_r)
             self._status_r = -1
-        if self._jobs_w >= 0:
-            os.close(self._jobs_w)
-            self._jobs_w = -1
+        _close(self._jobs_w, self._spec)
+        self._jobs_w = self._spec = -1
         if self._eof is not None and not self._eof.done():
             self._eof.set_result(None)
         job = self._job
@@ -405,9 +405,9 @@ class PersistentShell:
         loop = asyncio.get_running_loop()
         out_r, out_w = os.pipe()
         in_r, in_w = os.pipe() if job.stdin else (-1, -1)
-        spec = os.memfd_create("agent-job")
+        spec = self._spec
         reader = _OutputReader(out_r, max_output, loop)
-        state = _Inflight(loop.create_future(), loop.create_future(), [out_w, spec])
+        state = _Inflight(loop.create_future(), loop.create_future(), [out_w])
         if in_r >= 0:
             state.fds.append(in_r)
         self._job = state
@@ -420,8 +420,9 @@ class PersistentShell:
             stdin_path = f"/proc/{os.getpid()}/fd/{in_r}" if in_r >= 0 else "/dev/null"
             fields = [job.cwd, job.options, stdin_path, str(out_w), job.script, job.underscore]
             fields += self._delta(job)
-            os.write(spec, b"".join(_encode(f) + b"\0" for f in fields))
-            os.lseek(spec, 0, os.SEEK_SET)
+            data = b"".join(_encode(f) + b"\0" for f in fields)
+            os.ftruncate(spec, len(data))
+            os.pwrite(spec, data, 0)
             try:
                 os.write(self._jobs_w, b"%d\n" % spec)
             except OSError as exc:
@@ -470,10 +471,15 @@ class PersistentShell:
         return timed_out
 
     async def _kill(self, state: _Inflight) -> None:
+        """SIGTERM the job's process group, SIGKILL it after :data:`KILL_GRACE`."""
         if state.status.done():
             return
         with contextlib.suppress(asyncio.CancelledError, RunnerDied):
-            pid = await state.pid
+            # The pid comes with "S"; a job that ends before it sends only its status.
+            await asyncio.wait((state.pid, state.status), return_when=asyncio.FIRST_COMPLETED)
+            if not state.pid.done() or state.pid.cancelled():
+                return
+            pid = state.pid.result()
             _signal_group(pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(state.status), KILL_GRACE)

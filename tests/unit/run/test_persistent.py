@@ -180,9 +180,10 @@ def test_stdin_larger_than_a_pipe_is_spawned() -> None:
     assert plan_job(DEFAULT_EXEC, "cat", stdin="x" * (MAX_STDIN + 1)) is None
 
 
-def pid_pairs(persistent: bool) -> list[list[str]]:
+def pid_pairs(persistent: bool, n: int = 3) -> list[list[str]]:
+    """``[$$, $BASHPID]`` of the checks of ``n`` commands run by the engine."""
     cmds = parse_commands(
-        [{"id": f"c{i}", "check": "echo $$ $BASHPID", "change": "true"} for i in range(3)],
+        [{"id": f"c{i}", "check": "echo $$ $BASHPID", "change": "true"} for i in range(n)],
         where="test",
     )
     outcome = asyncio.run(
@@ -192,11 +193,16 @@ def pid_pairs(persistent: bool) -> list[list[str]]:
     return [o.check_out.split() for o in outcome.outputs]
 
 
-def test_engine_runs_later_default_exec_commands_in_one_persistent_shell() -> None:
+def test_engine_runs_default_exec_commands_in_one_persistent_shell() -> None:
     pairs = pid_pairs(True)
-    assert pairs[0][0] == pairs[0][1]  # the first command of a run is spawned
-    assert pairs[1][0] == pairs[2][0]  # then one runner ($$) ...
-    assert pairs[1][0] != pairs[1][1] and pairs[2][1] != pairs[1][1]  # ... forks each
+    assert len({runner for runner, _ in pairs}) == 1  # one runner ($$) ...
+    assert all(runner != job for runner, job in pairs)  # ... forks each script
+    assert len({job for _, job in pairs}) == 3
+
+
+def test_engine_spawns_the_only_command_of_a_run() -> None:
+    ((runner, job),) = pid_pairs(True, 1)
+    assert runner == job
 
 
 def test_persistent_shell_off_spawns_every_command() -> None:
