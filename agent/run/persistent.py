@@ -13,14 +13,18 @@ Protocol (Linux only; ``/proc`` is required):
   every job is the leader of its own process group (a timeout kills the whole group, as for a
   spawned command) and background processes of the script do not ignore SIGINT/SIGQUIT more
   than they would under ``bash -c``.
-- For each job the agent writes a memfd holding NUL-separated fields (working directory,
-  options, stdin path, output fd, script, then ``NAME=VALUE`` exports) and sends the memfd's
-  number as one line. The subshell reads it through ``/proc/<agent>/fd/<n>``, redirects its
-  stdout and stderr to the job's output pipe (``/proc/<agent>/fd/<w>``) and its stdin to the
-  command's stdin pipe or ``/dev/null``, ``cd``\\ s, removes the runner's exports, exports the
-  command's environment, sets ``-e``/``-u``/``-o pipefail`` as the exec says, writes ``S`` on the
-  status pipe and closes it, then evals the script (on line 1, so ``$LINENO`` matches ``-c``).
-- The runner writes ``F <pid>`` after the fork and ``D <status>`` after ``wait``.
+- The runner's environment is the first job's; each job sends only the names to unset and the
+  variables that differ (plus ``PWD``, ``SHLVL`` and ``OLDPWD``, computed as bash does at
+  start-up).
+- For each job the agent rewrites the runner's memfd with NUL-separated fields (working
+  directory, options, stdin path, output fd, script, ``$_``, names to unset, then
+  ``NAME=VALUE`` exports) and sends its number as one line. The subshell reads it through
+  ``/proc/<agent>/fd/<n>``, redirects its stdout and stderr to the job's output pipe
+  (``/proc/<agent>/fd/<w>``) and its stdin to the command's stdin pipe or ``/dev/null``,
+  ``cd``\\ s, applies the environment, sets ``-e``/``-u``/``-o pipefail`` as the exec says,
+  writes ``S <pid>`` on the status pipe and closes it, then evals the script (on line 1, so
+  ``$LINENO`` matches ``-c``). The agent closes its copies of the job's fds on ``S``.
+- The runner writes ``D <status>`` after ``wait``.
 - A job whose ``S`` never arrived provably ran none of the script (``S`` is written right before
   the ``eval``, and a dead status reader kills the writer with SIGPIPE): if the runner died, it is
   restarted and the job retried once; if the runner is alive (the set-up failed, e.g. a
@@ -560,9 +564,9 @@ class Shells:
     """The persistent shells of one owner (an engine run): started lazily, one per bash.
 
     :meth:`run` returns ``None`` when the caller must spawn: the exec does not qualify
-    (:func:`plan_job`), the runner cannot start, or the job's set-up failed before its script
-    started. The first qualifying command of a run is spawned too (``start_after``), so a run
-    of one command costs no more than before."""
+    (:meth:`Planner.plan`), the runner cannot start, or the job's set-up failed before its
+    script started. The first ``start_after`` qualifying commands are spawned too (the engine
+    passes 1 for a run of one command, which a spawn does more cheaply)."""
 
     def __init__(self, *, start_after: int = 1) -> None:
         self._shells: dict[tuple[str, str], PersistentShell] = {}
