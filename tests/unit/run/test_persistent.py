@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import run_agent, write_json
 
 from agent.config.schema import config_from_dict
 from agent.core.errors import CommandError
@@ -369,3 +370,38 @@ def test_closing_reaps_the_runner() -> None:
         return pid
 
     assert not alive(asyncio.run(go()))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_agent_local_honours_the_persistent_shell_switch(tmp_path: Path, enabled: bool) -> None:
+    pids = tmp_path / "pids"
+    cmds = ", ".join(
+        f"{{id: 'c{i}', check: 'echo $$ $BASHPID >> {pids}', change: 'true'}}" for i in range(3)
+    )
+    (tmp_path / "p.jsonnet").write_text(f"{{run: [{cmds}]}}\n")
+    config = write_json(tmp_path / "c.json", {"run": {"persistentShell": enabled}})
+    proc = run_agent("-c", str(config), "local", str(tmp_path / "p.jsonnet"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    pairs = [line.split() for line in pids.read_text().splitlines()]
+    assert len(pairs) == 3
+    if enabled:
+        assert len({runner for runner, _ in pairs}) == 1
+        assert all(runner != job for runner, job in pairs)
+    else:
+        assert all(runner == job for runner, job in pairs)
+
+
+def test_concurrent_engine_runs_keep_their_own_environment() -> None:
+    async def one(i: int) -> list[str]:
+        cmds = parse_commands(
+            [{"id": f"c{j}", "check": "echo $RUN", "change": "true"} for j in range(4)],
+            where="test",
+        )
+        outcome = await run_commands(cmds, exec=DEFAULT_EXEC, mode=Mode.CHANGE, env={"RUN": str(i)})
+        assert outcome.error is None
+        return [o.check_out for o in outcome.outputs]
+
+    async def go() -> list[list[str]]:
+        return await asyncio.gather(*(one(i) for i in range(4)))
+
+    assert asyncio.run(go()) == [[str(i)] * 4 for i in range(4)]
