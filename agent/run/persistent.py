@@ -84,6 +84,16 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def _fill(fd: int, data: bytes) -> bool:
+    """Write all of ``data`` to the empty pipe ``fd`` without blocking; False if it cannot hold
+    it (the job has not been sent yet, so the caller can still spawn the command)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.write(fd, data) == len(data)
+    except BlockingIOError:
+        return False
+
+
 def _close(*fds: int) -> None:
     for fd in fds:
         if fd >= 0:
@@ -242,7 +252,8 @@ class PersistentShell:
         start = time.monotonic()
         try:
             if job.stdin:
-                os.write(in_w, job.stdin)
+                if not _fill(in_w, job.stdin):
+                    return None  # a pipe smaller than the text (pipe-user-pages limits): spawn
                 os.close(in_w)
                 in_w = -1
             stdin_path = f"/proc/{os.getpid()}/fd/{in_r}" if in_r >= 0 else "/dev/null"

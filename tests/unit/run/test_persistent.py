@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import time
@@ -18,7 +19,14 @@ from agent.core.errors import CommandError
 from agent.run import shell
 from agent.run.engine import Mode, run_commands
 from agent.run.model import DEFAULT_EXEC, Exec, parse_commands
-from agent.run.persistent import MAX_STDIN, PersistentShell, RunnerDied, Shells, plan_job
+from agent.run.persistent import (
+    MAX_STDIN,
+    PersistentShell,
+    RunnerDied,
+    Shells,
+    _fill,
+    plan_job,
+)
 from agent.run.shell import ShellResult
 
 Run = tuple[Exec, str, dict[str, str], str]
@@ -66,6 +74,7 @@ PROBES = [
     "return 2",
     "exec echo replaced",
     "echo out; echo err >&2; exit 7",
+    "head -c 200000 /dev/zero | tr '\\0' a; echo",
 ]
 _STATEMENTS = st.one_of(
     st.sampled_from(
@@ -175,6 +184,15 @@ def test_default_exec_is_planned_for_the_runner() -> None:
     assert job is not None
     assert (job.options, job.stdin) == ("-e -o pipefail", b"x")
     assert ("A", "1") in job.exports
+
+
+def test_large_stdin_and_output_match_a_spawned_command() -> None:
+    text = "line\n" * (MAX_STDIN // 5)
+    ((a, b),) = asyncio.run(
+        both([(DEFAULT_EXEC, "wc -c; cat /dev/zero | head -c 300000", {}, text)])
+    )
+    assert (a.exit_code, a.output) == (b.exit_code, b.output)
+    assert a.output.startswith(f"{len(text)}\n")
 
 
 def test_stdin_larger_than_a_pipe_is_spawned() -> None:
@@ -405,3 +423,14 @@ def test_concurrent_engine_runs_keep_their_own_environment() -> None:
         return await asyncio.gather(*(one(i) for i in range(4)))
 
     assert asyncio.run(go()) == [[str(i)] * 4 for i in range(4)]
+
+
+def test_stdin_that_does_not_fit_the_pipe_is_refused_without_blocking() -> None:
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+        assert _fill(w, b"x" * 10000) is False
+        assert _fill(w, b"") is True
+    finally:
+        os.close(r)
+        os.close(w)
