@@ -8,8 +8,8 @@ environment up exactly and ``eval``\\ s the script. Nothing else is forked.
 
 Protocol (Linux only; ``/proc`` is required):
 
-- The runner is ``<exec's bash> -c RUNNER <argv0>`` with an empty environment, in a new session,
-  stdin a pipe of jobs, stdout a status pipe, stderr ``/dev/null``. It runs with ``set -m`` so
+- The runner is ``<exec's bash> -c RUNNER <argv0>`` in ``/``, in a new session, stdin a pipe
+  of jobs, stdout a status pipe, stderr ``/dev/null``. It runs with ``set -m`` so
   every job is the leader of its own process group (a timeout kills the whole group, as for a
   spawned command) and background processes of the script do not ignore SIGINT/SIGQUIT more
   than they would under ``bash -c``.
