@@ -74,6 +74,7 @@ async def _local(args: argparse.Namespace) -> int:
         parent_id=source,
         parent_id_filter=pattern_filter,
         inprocess=helper_runner(config),
+        persistent_shell=config.run.persistent_shell,
     )
     json_format = (args.log_format or config.cli.log_format) == "json"
     return _print_outcome(outcome, check=check, args=args, json_format=json_format)

@@ -196,6 +196,13 @@ RUN = (
         DEFAULT_MAX_TOKEN_BYTES,
         "Largest JWT accepted: push bodies (413), pulled and verified tokens.",
     ),
+    Field(
+        "persistentShell",
+        "bool",
+        True,
+        "Run scripts under the default `bash -c` exec in one long-lived bash per run, which "
+        "forks a subshell per script, instead of a new process each (see docs/patterns.md).",
+    ),
     Field("pushRequireExp", "bool", False, "Reject pushed JWTs without an `exp` claim."),
     Field("pushRequireJti", "bool", False, "Reject pushed JWTs without a `jti` claim."),
     Field("randomizedStartDelaySec", "int", 0, "Random delay (seconds) before the first runs."),

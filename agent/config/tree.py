@@ -140,6 +140,7 @@ class RunConfig:
     max_connections_per_address: int
     max_chain_depth: int
     max_token_bytes: int
+    persistent_shell: bool
     push_require_exp: bool
     push_require_jti: bool
     randomized_start_delay_sec: int

@@ -175,6 +175,7 @@ async def run_direct(
             env=env,
             parent_id=source,
             observer=observer,
+            persistent_shell=view.config.run.persistent_shell,
         )
         error = outcome.error is not None
         if not error:

@@ -463,6 +463,7 @@ class Runner:
                     parent_id_filter=req.parent_id_filter,
                     observer=self._observer_for(name, token, req.remote),
                     inprocess=self._inprocess_hook(),
+                    persistent_shell=self._config().run.persistent_shell,
                 )
             except AgentError as exc:
                 logger.error("Source %s: run failed: %s", name, exc)

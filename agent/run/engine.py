@@ -46,6 +46,7 @@ from agent.run import shell
 from agent.run.diff import diff, has_work
 from agent.run.inprocess import InProcess, helper_argv
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
+from agent.run.persistent import Shells
 from agent.run.result import Result
 
 __all__ = [
@@ -156,6 +157,7 @@ class _Run:
     parent_filter: re.Pattern[str] | None
     observer: CommandObserver | None
     inprocess: InProcess | None = None
+    shells: Shells | None = None
     remove_unchecked: bool = False
     outputs: list[Output] = field(default_factory=list)
     emitted: list[tuple[str, Output]] = field(default_factory=list)
@@ -170,7 +172,9 @@ class _Run:
         """Run a script; return (result, failure reason or None).
 
         A lone helper invocation under the default exec runs in-process when there is a hook
-        (:mod:`agent.run.inprocess`) and it does not decline; anything else spawns."""
+        (:mod:`agent.run.inprocess`) and it does not decline; other scripts under the default
+        exec run in the run's persistent shell (:mod:`agent.run.persistent`) when it is on;
+        anything else spawns."""
         env = dict(self.env)
         hook = self.inprocess
         argv = None if hook is None else helper_argv(ex, script, etcha=hook.etcha)
@@ -179,12 +183,21 @@ class _Run:
             if res is not None:
                 return res, None if res.ok else _failure_reason(res, ex)
         try:
-            res = await shell.run(ex, script, env=env, stdin=stdin)
+            res = None
+            if self.shells is not None:
+                res = await self.shells.run(ex, script, env=env, stdin=stdin)
+            if res is None:
+                res = await shell.run(ex, script, env=env, stdin=stdin)
         except CommandError as exc:
             return shell.ShellResult(-1, "", 0.0), exc.message
         if res.ok:
             return res, None
         return res, _failure_reason(res, ex)
+
+    async def close(self) -> None:
+        """End the run's persistent shells."""
+        if self.shells is not None:
+            await self.shells.aclose()
 
     def outcome(self, error: CommandError | None) -> RunOutcome:
         return RunOutcome(tuple(self.outputs), error, tuple(self.emitted))
@@ -438,6 +451,7 @@ async def run_commands(
     parent_id_filter: re.Pattern[str] | None = None,
     observer: CommandObserver | None = None,
     inprocess: InProcess | None = None,
+    persistent_shell: bool = True,
 ) -> RunOutcome:
     """Run a command list.
 
@@ -453,6 +467,8 @@ async def run_commands(
         observer: metrics hook.
         inprocess: runs lone helper invocations inside the agent (:mod:`agent.run.inprocess`);
             ``None`` spawns every script.
+        persistent_shell: run default-exec scripts in one long-lived bash for this run
+            (:mod:`agent.run.persistent`, ``run.persistentShell``); ``False`` spawns each.
 
     Returns:
         The :class:`RunOutcome`; a failed command is its ``error``, never an exception.
@@ -464,8 +480,12 @@ async def run_commands(
         parent_filter=parent_id_filter,
         observer=observer,
         inprocess=inprocess,
+        shells=_shells(persistent_shell, cmds),
     )
-    _, err = await run.run_list(cmds, remove=mode is Mode.REMOVE, parent=parent_id)
+    try:
+        _, err = await run.run_list(cmds, remove=mode is Mode.REMOVE, parent=parent_id)
+    finally:
+        await run.close()
     return run.outcome(err)
 
 
@@ -481,6 +501,7 @@ async def diff_run(
     env: Mapping[str, str] | None = None,
     observer: CommandObserver | None = None,
     inprocess: InProcess | None = None,
+    persistent_shell: bool = True,
 ) -> RunOutcome:
     """Run a new command list after an old one (reference §3.2, SPEC 10 and 25).
 
@@ -496,10 +517,8 @@ async def diff_run(
         check: check mode (removals run remove-mode checks only).
         no_remove: skip the removal phases.
         source: the ParentID of top-level commands.
-        parent_id_filter: see :func:`run_commands`.
         env: initial variables; copied.
-        observer: metrics hook.
-        inprocess: see :func:`run_commands`.
+        parent_id_filter, observer, inprocess, persistent_shell: see :func:`run_commands`.
 
     Returns:
         The concatenated :class:`RunOutcome` of the phases that ran; the first error stops it.
@@ -517,15 +536,37 @@ async def diff_run(
         parent_filter=parent_id_filter,
         observer=observer,
         inprocess=inprocess,
+        shells=_shells(persistent_shell, (*before, *new, *after)),
     )
-    for cmds, remove in ((before, True), (new, False), (after, True)):
-        if not cmds:
-            continue
-        run.remove_unchecked = remove
-        _, err = await run.run_list(cmds, remove=remove, parent=source)
-        if err is not None:
-            return run.outcome(err)
+    try:
+        for cmds, remove in ((before, True), (new, False), (after, True)):
+            if not cmds:
+                continue
+            run.remove_unchecked = remove
+            _, err = await run.run_list(cmds, remove=remove, parent=source)
+            if err is not None:
+                return run.outcome(err)
+    finally:
+        await run.close()
     return run.outcome(None)
+
+
+def _leaves(cmds: Sequence[Command], stop: int) -> int:
+    """The number of leaf commands in ``cmds``, counting no further than ``stop``."""
+    n = 0
+    for c in cmds:
+        n += _leaves(c.commands, stop - n) if c.commands else 1
+        if n >= stop:
+            break
+    return n
+
+
+def _shells(enabled: bool, cmds: Sequence[Command]) -> Shells | None:
+    """The run's persistent shells: started at the first command of a list of several, at the
+    second of a list of one (one spawn is cheaper than starting a shell and forking it)."""
+    if not enabled:
+        return None
+    return Shells(start_after=0 if _leaves(cmds, 2) >= 2 else 1)
 
 
 def _messages(

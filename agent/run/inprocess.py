@@ -132,13 +132,12 @@ def _programs(etcha: bool) -> list[list[str]]:
 def helper_argv(ex: Exec, script: str, *, etcha: bool) -> list[str] | None:
     """``[verb, args...]`` when ``script`` under ``ex`` is exactly one helper invocation (see
     module doc), else ``None``."""
-    if not exec_allows(ex):
-        return None
+    # The script test is the cheaper one: most scripts fail it before the exec is parsed.
     words = simple_words(script)
     if words is None:
         return None
     for program in _programs(etcha):
         n = len(program)
         if words[:n] == program and len(words) > n and words[n] in HELPER_VERBS:
-            return words[n:]
+            return words[n:] if exec_allows(ex) else None
     return None

@@ -186,7 +186,11 @@ AGENT_ENV_PREFIX = "AGENT_"
 
 
 def process_env(
-    ex: Exec, env: Mapping[str, str] | None = None, *, extra_path: str | None = ""
+    ex: Exec,
+    env: Mapping[str, str] | None = None,
+    *,
+    extra_path: str | None = "",
+    inherited: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of the child process (a new dict every call).
 
@@ -198,12 +202,16 @@ def process_env(
     ``extra_path`` goes first on ``PATH`` (unless already first); ``""`` (the default) means the
     agent's own directory (:func:`agent.run.selfexec.agent_dir`), so the standard library's
     ``agent ...`` helpers work without ``agent`` on ``PATH``; ``None`` adds nothing.
+    ``inherited`` is a snapshot of the agent's environment already without ``AGENT_*`` (one
+    per run saves copying ``os.environ`` for every command); ``None`` reads ``os.environ``.
     """
-    out: dict[str, str] = (
-        {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)}
-        if ex.env_inherit
-        else {}
-    )
+    out: dict[str, str] = {}
+    if ex.env_inherit:
+        out = (
+            dict(inherited)
+            if inherited is not None
+            else {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)}
+        )
     if ex.env:
         out.update(ex.env)
     if env:

@@ -1,0 +1,464 @@
+"""The persistent shell runner: one long-lived bash forks a subshell per script (issue 14).
+
+Spawning ``bash -e -o pipefail -c SCRIPT`` from the agent costs a fork of the (large) agent
+process, an exec of bash and asyncio's subprocess machinery, for every check. Under the default
+exec a :class:`Shells` instance (owned by one run of the engine) instead keeps one bash running
+and sends it each script; bash forks ONE subshell per script, which sets the command's
+environment up exactly and ``eval``\\ s the script. Nothing else is forked.
+
+Protocol (Linux only; ``/proc`` is required):
+
+- The runner is ``<exec's bash> -c RUNNER <argv0>`` in ``/``, in a new session, stdin a pipe
+  of jobs, stdout a status pipe, stderr ``/dev/null``. It runs with ``set -m`` so
+  every job is the leader of its own process group (a timeout kills the whole group, as for a
+  spawned command) and background processes of the script do not ignore SIGINT/SIGQUIT more
+  than they would under ``bash -c``.
+- The runner's environment is the first job's; each job sends only the names to unset and the
+  variables that differ (plus ``PWD``, ``SHLVL`` and ``OLDPWD``, computed as bash does at
+  start-up).
+- For each job the agent rewrites the runner's memfd with NUL-separated fields (working
+  directory, options, stdin path, output fd, script, ``$_``, names to unset, then
+  ``NAME=VALUE`` exports) and sends its number as one line. The subshell reads it through
+  ``/proc/<agent>/fd/<n>``, redirects its stdout and stderr to the job's output pipe
+  (``/proc/<agent>/fd/<w>``) and its stdin to the command's stdin pipe or ``/dev/null``,
+  ``cd``\\ s, applies the environment, sets ``-e``/``-u``/``-o pipefail`` as the exec says,
+  writes ``S <pid>`` on the status pipe and closes it, then evals the script (on line 1, so
+  ``$LINENO`` matches ``-c``). The agent closes its copies of the job's fds on ``S``.
+- The runner writes ``D <status>`` after ``wait``.
+- A job whose ``S`` never arrived provably ran none of the script (``S`` is written right before
+  the ``eval``, and a dead status reader kills the writer with SIGPIPE): if the runner died, it is
+  restarted and the job retried once; if the runner is alive (the set-up failed, e.g. a
+  directory vanished), the caller spawns the command as before. A job that started and lost its
+  runner is killed (its process group) and fails with a clear error: nothing runs twice.
+
+Remaining differences from ``bash -c`` are listed in docs/patterns.md (``$$`` names the runner,
+a signal death reports ``128+N`` as an exit status, ``$_`` and ``BASH_SUBSHELL`` details).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agent.core.errors import CommandError
+from agent.run.model import Exec
+from agent.run.planner import MAX_STDIN, PER_JOB, Job, Planner, plan_job
+from agent.run.shell import KILL_GRACE, MAX_OUTPUT, PIPE_GRACE, ShellResult
+
+__all__ = ["MAX_STDIN", "Job", "PersistentShell", "Planner", "RunnerDied", "Shells", "plan_job"]
+
+#: Exit status of a job whose set-up failed before its script started.
+SETUP_FAILED = 121
+# One line, so the script's eval runs on line 1 ($LINENO and error messages as with -c).
+_JOB = (
+    "( mapfile -t -d '' __agent_a <\"/proc/{pid}/fd/$__agent_j\" || exit {bad}; "
+    'exec 9>&1 >"/proc/{pid}/fd/${{__agent_a[3]}}" 2>&1 <"${{__agent_a[2]}}" || exit {bad}; '
+    'cd -- "${{__agent_a[0]}}" || exit {bad}; '
+    "unset -v PWD OLDPWD SHLVL ${{__agent_a[6]}}; declare -x OLDPWD; "
+    'export -- "${{__agent_a[@]:7}}" || exit {bad}; '
+    "BASH_SUBSHELL=0; BASH_EXECUTION_STRING=${{__agent_a[4]}}; set +m ${{__agent_a[1]}}; "
+    'printf -v __agent_q %q "${{__agent_a[5]}}"; '
+    "printf 'S %d\\n' \"$BASHPID\" >&9 || exit {bad}; exec 9>&-; "
+    'eval "unset -v __agent_a __agent_j __agent_q PIPESTATUS; : $__agent_q; ${{__agent_a[4]}}" ) & '
+)
+_RUNNER = (
+    "set -m; while IFS= read -r __agent_j; do " + _JOB + 'wait "$!"; printf \'D %d\\n\' "$?"; done'
+)
+
+
+class RunnerDied(Exception):
+    """The runner exited while a job was in flight (``started``: the script had begun)."""
+
+    def __init__(self, started: bool) -> None:
+        super().__init__("persistent shell exited")
+        self.started = started
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _fill(fd: int, data: bytes) -> bool:
+    """Write all of ``data`` to the empty pipe ``fd`` without blocking; False if it cannot hold
+    it (the job has not been sent yet, so the caller can still spawn the command)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.write(fd, data) == len(data)
+    except BlockingIOError:
+        return False
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+@dataclass(slots=True)
+class _Inflight:
+    """Status of the job in flight, fed by the status pipe."""
+
+    pid: asyncio.Future[int]
+    status: asyncio.Future[int]
+    #: The agent's copies of the job's fds: closed once the job has opened its own (``S``).
+    fds: list[int]
+    started: bool = False
+
+    def release(self) -> None:
+        _close(*self.fds)
+        self.fds.clear()
+
+
+class PersistentShell:
+    """One runner process (see module doc); one job at a time (:meth:`run` serialises)."""
+
+    def __init__(self, program: str, argv0: str) -> None:
+        self.program = program
+        self.argv0 = argv0
+        #: The runner's own exported environment (the first job's): jobs send only changes.
+        self._base: dict[str, str] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._jobs_w = -1
+        self._status_r = -1
+        self._spec = -1
+        self._pending = b""
+        self._job: _Inflight | None = None
+        self._eof: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The runner's pid while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    def _start(self, job: Job) -> None:
+        code = _RUNNER.format(pid=os.getpid(), bad=SETUP_FAILED)
+        base = {k: v for k, v in job.exports if k not in PER_JOB}
+        jobs_r, jobs_w = os.pipe()
+        status_r, status_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [self.argv0, "-c", code, self.argv0],
+                executable=self.program,
+                stdin=jobs_r,
+                stdout=status_w,
+                stderr=subprocess.DEVNULL,
+                env={_encode(k): _encode(v) for k, v in base.items()},
+                cwd="/",
+                start_new_session=True,
+            )
+        except OSError:
+            os.close(jobs_w)
+            os.close(status_r)
+            raise
+        finally:
+            os.close(jobs_r)
+            os.close(status_w)
+        self._jobs_w, self._status_r, self._pending = jobs_w, status_r, b""
+        self._spec = os.memfd_create("agent-job")  # rewritten for every job (one at a time)
+        self._base = base
+        loop = asyncio.get_running_loop()
+        self._eof = loop.create_future()
+        os.set_blocking(status_r, False)
+        loop.add_reader(status_r, self._on_status)
+
+    def _on_status(self) -> None:
+        try:
+            data = os.read(self._status_r, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._stop_reading()
+            return
+        self._pending += data
+        *lines, self._pending = self._pending.split(b"\n")
+        job = self._job
+        for raw in lines:
+            kind, _, arg = raw.decode("ascii", "replace").partition(" ")
+            if job is None or not arg.isdigit():
+                continue
+            if kind == "S" and not job.pid.done():
+                job.started = True
+                job.pid.set_result(int(arg))
+                job.release()  # the job holds its own: EOF on its output now comes with its exit
+            elif kind == "D" and not job.status.done():
+                job.status.set_result(int(arg))
+                if not job.pid.done():
+                    job.pid.cancel()  # ended before its script started
+
+    def _stop_reading(self) -> None:
+        """The status pipe hit EOF: the runner is gone (or being closed)."""
+        if self._status_r >= 0:
+            asyncio.get_running_loop().remove_reader(self._status_r)
+            os.close(self._status_r)
+            self._status_r = -1
+        _close(self._jobs_w, self._spec)
+        self._jobs_w = self._spec = -1
+        if self._eof is not None and not self._eof.done():
+            self._eof.set_result(None)
+        job = self._job
+        if job is not None and not job.status.done():
+            job.status.set_exception(RunnerDied(job.started))
+        if job is not None and not job.pid.done():
+            job.pid.cancel()
+        self._reap(block=False)
+
+    def _reap(self, *, block: bool) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if block:
+            proc.wait()
+        elif proc.poll() is None:
+            return
+        self._proc = None
+
+    async def run(self, job: Job, *, max_output: int = MAX_OUTPUT) -> ShellResult | None:
+        """Run one job; ``None`` when its set-up failed before the script started.
+
+        Raises:
+            RunnerDied: the runner exited under the job.
+            OSError: the runner cannot be started.
+        """
+        async with self._lock:
+            if self._jobs_w < 0:
+                self._start(job)
+            return await self._run(job, max_output)
+
+    async def _run(self, job: Job, max_output: int) -> ShellResult | None:
+        loop = asyncio.get_running_loop()
+        out_r, out_w = os.pipe()
+        in_r, in_w = os.pipe() if job.stdin else (-1, -1)
+        spec = self._spec
+        reader = _OutputReader(out_r, max_output, loop)
+        state = _Inflight(loop.create_future(), loop.create_future(), [out_w])
+        if in_r >= 0:
+            state.fds.append(in_r)
+        self._job = state
+        start = time.monotonic()
+        try:
+            if job.stdin:
+                if not _fill(in_w, job.stdin):
+                    return None  # a pipe smaller than the text (pipe-user-pages limits): spawn
+                os.close(in_w)
+                in_w = -1
+            stdin_path = f"/proc/{os.getpid()}/fd/{in_r}" if in_r >= 0 else "/dev/null"
+            fields = [job.cwd, job.options, stdin_path, str(out_w), job.script, job.underscore]
+            fields += self._delta(job)
+            data = b"".join(_encode(f) + b"\0" for f in fields)
+            os.ftruncate(spec, len(data))
+            os.pwrite(spec, data, 0)
+            try:
+                os.write(self._jobs_w, b"%d\n" % spec)
+            except OSError as exc:
+                raise RunnerDied(False) from exc
+            timed_out = await self._wait(state, job.timeout)
+            ended = time.monotonic()
+            state.release()
+            await reader.finish(PIPE_GRACE)
+        finally:
+            self._job = None
+            reader.close()
+            state.release()
+            _close(in_w)
+        if not state.started:
+            return None
+        output, truncated = reader.text()
+        return ShellResult(state.status.result(), output, ended - start, timed_out, truncated)
+
+    def _delta(self, job: Job) -> list[str]:
+        """The names to unset (one field), then ``NAME=VALUE`` words to export, that turn the
+        runner's environment into the job's."""
+        env = dict(job.exports)
+        unset = " ".join(k for k in self._base if k not in env)
+        sets = [f"{k}={v}" for k, v in env.items() if k in PER_JOB or self._base.get(k) != v]
+        return [unset, *sets]
+
+    async def _wait(self, state: _Inflight, timeout: float) -> bool:
+        """Wait for the job's status, killing its process group on timeout or cancellation."""
+        timed_out = False
+        try:
+            try:
+                if timeout:
+                    await asyncio.wait_for(asyncio.shield(state.status), timeout)
+                else:
+                    await asyncio.shield(state.status)
+            except TimeoutError:
+                timed_out = True
+                await self._kill(state)
+        except RunnerDied as exc:
+            if exc.started and state.pid.done() and not state.pid.cancelled():
+                _signal_group(state.pid.result(), signal.SIGKILL)
+            raise
+        except BaseException:
+            await asyncio.shield(self._kill(state))
+            raise
+        return timed_out
+
+    async def _kill(self, state: _Inflight) -> None:
+        """SIGTERM the job's process group, SIGKILL it after :data:`KILL_GRACE`."""
+        if state.status.done():
+            return
+        with contextlib.suppress(asyncio.CancelledError, RunnerDied):
+            # The pid comes with "S"; a job that ends before it sends only its status.
+            await asyncio.wait((state.pid, state.status), return_when=asyncio.FIRST_COMPLETED)
+            if not state.pid.done() or state.pid.cancelled():
+                return
+            pid = state.pid.result()
+            _signal_group(pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(state.status), KILL_GRACE)
+            _signal_group(pid, signal.SIGKILL)
+            await asyncio.shield(state.status)
+
+    async def aclose(self) -> None:
+        """End the runner (EOF on its job pipe) and reap it."""
+        if self._jobs_w >= 0:
+            os.close(self._jobs_w)
+            self._jobs_w = -1
+        eof = self._eof
+        if eof is not None and not eof.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(eof), 1.0)
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        if self._status_r >= 0:
+            self._stop_reading()
+        self._reap(block=True)
+
+
+class _OutputReader:
+    """Reads one job's output pipe (stdout and stderr combined) into a capped buffer."""
+
+    def __init__(self, fd: int, cap: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.fd, self.cap, self.loop = fd, cap, loop
+        self.buf = bytearray()
+        self.seen = 0
+        self.eof: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_read)
+
+    def _on_read(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        room = self.cap - len(self.buf)
+        if room > 0:
+            self.buf += data[:room]
+        self.seen += len(data)
+
+    async def finish(self, grace: float) -> None:
+        """Wait for EOF, at most ``grace`` seconds (a background child may hold the pipe)."""
+        if self.eof.done():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.eof), grace)
+        self._on_read()  # whatever is buffered now
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    def text(self) -> tuple[str, bool]:
+        output = self.buf.decode("utf-8", errors="replace")
+        truncated = self.seen > self.cap
+        if truncated:
+            output += (
+                f"\n[output truncated: {self.seen - self.cap} bytes over the {self.cap}-byte limit]"
+            )
+        return output, truncated
+
+
+class Shells:
+    """The persistent shells of one owner (an engine run): started lazily, one per bash.
+
+    :meth:`run` returns ``None`` when the caller must spawn: the exec does not qualify
+    (:meth:`Planner.plan`), the runner cannot start, or the job's set-up failed before its
+    script started. The first ``start_after`` qualifying commands are spawned too (the engine
+    passes 1 for a run of one command, which a spawn does more cheaply)."""
+
+    def __init__(self, *, start_after: int = 1) -> None:
+        self._shells: dict[tuple[str, str], PersistentShell] = {}
+        self._planner = Planner()
+        self._seen = 0
+        self._start_after = start_after
+        self._broken = False
+
+    async def run(
+        self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
+    ) -> ShellResult | None:
+        """Run ``script`` in a persistent shell, or return ``None`` (spawn it).
+
+        Raises:
+            CommandError: the runner died after the script had started (it is not re-run).
+        """
+        if self._broken:
+            return None
+        job = self._planner.plan(ex, script, env=env, stdin=stdin)
+        if job is None:
+            return None
+        self._seen += 1
+        if self._seen <= self._start_after:
+            return None
+        key = (job.program, job.argv0)
+        for attempt in (1, 2):
+            sh = self._shells.get(key)
+            if sh is None:
+                sh = self._shells[key] = PersistentShell(job.program, job.argv0)
+            try:
+                res = await sh.run(job)
+            except OSError:
+                self._broken = True
+                return None
+            except RunnerDied as exc:
+                await sh.aclose()
+                del self._shells[key]
+                if exc.started:
+                    raise CommandError(
+                        "error running commands: the persistent shell exited while the command "
+                        "ran (pid gone); the command was stopped and is not re-run"
+                    ) from exc
+                if attempt == 2:
+                    raise CommandError(
+                        "error running commands: the persistent shell exited twice before the "
+                        "command started; expected it to run (set run.persistentShell false)"
+                    ) from exc
+                continue
+            return res  # None: set-up failed before the script, spawn it (e.g. a vanished dir)
+        return None  # pragma: no cover (the loop returns or raises)
+
+    def pids(self) -> list[int]:
+        """The pids of the running runners (diagnostics and tests)."""
+        return [pid for sh in self._shells.values() if (pid := sh.pid) is not None]
+
+    async def aclose(self) -> None:
+        """End every runner."""
+        shells, self._shells = list(self._shells.values()), {}
+        for sh in shells:
+            await sh.aclose()

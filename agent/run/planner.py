@@ -1,0 +1,192 @@
+"""Which scripts the persistent shell runs, and the exact environment it gives them (issue 14).
+
+:class:`Planner` turns ``(exec, script, env, stdin)`` into a :class:`Job` for
+:mod:`agent.run.persistent`, or ``None`` when the command must be spawned as before: an exec
+that is not ``bash [-e|-u|-o pipefail]... -c`` (user, group, container, sudo when not root,
+another program), an environment bash would treat specially at start-up, a missing working
+directory, or stdin larger than a pipe holds. The job's exported variables are the ones a new
+``bash`` would export: the command's environment (:func:`agent.run.shell.process_env`) with
+``PWD``, ``SHLVL`` and ``OLDPWD`` computed as bash computes them at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agent.run.model import Exec
+from agent.run.shell import AGENT_ENV_PREFIX, process_env
+
+__all__ = ["MAX_STDIN", "PER_JOB", "Job", "Planner", "plan_job"]
+
+#: Largest stdin text handed to the runner (it must fit the pipe buffer); more spawns.
+MAX_STDIN = 60 * 1024
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Variables bash treats specially when it imports them at start-up: such an env spawns.
+_SPECIAL = frozenset(
+    {
+        "ENV", "SHELLOPTS", "POSIXLY_CORRECT", "POSIX_PEDANTIC", "IFS", "EUID", "UID", "PPID",
+        "GROUPS", "FUNCNAME", "RANDOM", "SRANDOM", "SECONDS", "LINENO", "HISTCMD", "DIRSTACK",
+        "PIPESTATUS", "EPOCHREALTIME", "EPOCHSECONDS", "OPTIND", "OPTERR", "COMP_WORDBREAKS",
+    }
+)  # fmt: skip
+_OPTS = frozenset({"-e", "-u", "-eu", "-ue"})
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One script ready for the runner (built by :func:`plan_job`)."""
+
+    program: str
+    argv0: str
+    options: str
+    cwd: str
+    script: str
+    exports: tuple[tuple[str, str], ...]
+    underscore: str
+    stdin: bytes
+    timeout: float
+
+
+def _supported() -> bool:
+    """Linux: ``/proc/<pid>/fd`` and memfds."""
+    return hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+def _shell_words(ex: Exec) -> tuple[str, str] | None:
+    """``(argv0, options)`` when ``ex.command`` is ``bash [-e|-u|-o pipefail]... -c``."""
+    try:
+        words = shlex.split(ex.command or "")
+    except ValueError:
+        return None
+    if len(words) < 2 or os.path.basename(words[0]) != "bash" or words[-1] != "-c":
+        return None
+    opts = words[1:-1]
+    i = 0
+    while i < len(opts):
+        if opts[i] == "-o" and i + 1 < len(opts) and opts[i + 1] == "pipefail":
+            i += 2
+        elif opts[i] in _OPTS:
+            i += 1
+        else:
+            return None
+    return words[0], " ".join(opts)
+
+
+def _shlvl(value: str | None) -> str | None:
+    """SHLVL as bash computes it at start-up; ``None`` when bash would print a warning."""
+    try:
+        level = int(value.strip()) if value is not None else 0
+    except ValueError:
+        level = 0
+    level = max(level + 1, 0)
+    return None if level >= 1000 else str(level)
+
+
+def _pwd(inherited: str, cwd: str) -> str:
+    """PWD as bash sets it at start-up in ``cwd``: an absolute inherited PWD naming the same
+    directory is kept (canonicalised), else the physical path."""
+    if inherited.startswith("/"):
+        with contextlib.suppress(OSError):
+            if os.path.samefile(inherited, cwd):
+                return os.path.normpath(inherited)
+    return os.path.realpath(cwd)
+
+
+#: Set up afresh in every job (bash computes them at start-up), never part of the runner's env.
+PER_JOB = ("PWD", "SHLVL", "OLDPWD")
+
+
+def _name_ok(name: str) -> bool:
+    """Whether bash imports ``name`` from its environment as a plain exported variable."""
+    return bool(_NAME.match(name)) and not name.startswith("BASH") and name not in _SPECIAL
+
+
+class Planner:
+    """Decides which scripts the runner takes (:meth:`plan`), with the lookups of one run
+    cached: the agent's inherited environment (a snapshot taken at the first plan), parsed
+    exec commands, ``bash`` on ``PATH``, variable names and directories."""
+
+    def __init__(self) -> None:
+        self._inherited: dict[str, str] | None = None
+        self._words: dict[str, tuple[str, str] | None] = {}
+        self._which: dict[tuple[str, str | None], str | None] = {}
+        self._names: dict[str, bool] = {}
+        self._pwds: dict[tuple[str, str], str] = {}
+
+    def plan(
+        self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
+    ) -> Job | None:
+        """The :class:`Job` for ``script`` under ``ex``, or ``None`` when it must be spawned.
+
+        Only the default kind of exec qualifies: ``bash`` with no options but ``-e``, ``-u``
+        and ``-o pipefail`` before ``-c``, no user, group, container or (non-root) sudo, an
+        environment without variables bash imports specially (``BASH_*``, exported functions,
+        ``SHELLOPTS``, ``IFS``...), an existing working directory, no NUL, and stdin that fits
+        a pipe."""
+        if ex.user or ex.group or ex.container_image or (ex.sudo and os.geteuid() != 0):
+            return None
+        command = ex.command or ""
+        if command not in self._words:
+            self._words[command] = _shell_words(ex) if _supported() else None
+        words = self._words[command]
+        if words is None or not script or "\0" in script:
+            return None
+        if self._inherited is None:
+            self._inherited = {
+                k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)
+            }
+        child_env = process_env(ex, env, inherited=self._inherited)
+        key = (words[0], child_env.get("PATH"))
+        if key not in self._which:
+            self._which[key] = shutil.which(words[0], path=key[1])
+        program = self._which[key]
+        cwd = os.path.abspath(ex.work_dir or os.getcwd())
+        exports = self._exports(child_env, cwd)
+        data = stdin.encode("utf-8", "surrogateescape")
+        if program is None or exports is None or len(data) > MAX_STDIN or not os.path.isdir(cwd):
+            return None
+        if any("\0" in k or "\0" in v for k, v in exports):
+            return None
+        underscore = child_env.get("_", words[0])
+        return Job(
+            program, words[0], words[1], cwd, script, exports, underscore, data, ex.timeout_seconds
+        )
+
+    def _exports(self, env: Mapping[str, str], cwd: str) -> tuple[tuple[str, str], ...] | None:
+        """``(NAME, VALUE)`` pairs of the command's exported environment, as a new bash would
+        have it, or ``None`` when the env must spawn."""
+        out: list[tuple[str, str]] = []
+        names = self._names
+        for name, value in env.items():
+            if name in ("PWD", "SHLVL", "_"):
+                continue
+            ok = names.get(name)
+            if ok is None:
+                ok = names[name] = _name_ok(name)
+            if not ok:
+                return None
+            if name == "OLDPWD" and not os.path.isdir(value):
+                continue  # bash keeps only a directory; else an exported unset OLDPWD
+            out.append((name, value))
+        level = _shlvl(env.get("SHLVL"))
+        if level is None:
+            return None
+        key = (env.get("PWD", ""), cwd)
+        pwd = self._pwds.get(key)
+        if pwd is None:
+            pwd = self._pwds[key] = _pwd(*key)
+        out += [("PWD", pwd), ("SHLVL", level)]
+        return tuple(out)
+
+
+def plan_job(
+    ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
+) -> Job | None:
+    """:meth:`Planner.plan` with nothing cached."""
+    return Planner().plan(ex, script, env=env, stdin=stdin)
