@@ -276,7 +276,7 @@ def _detail(entry: Mapping[str, Any]) -> str:
         ]
         if result.get("error"):
             parts.append(f"error: {result['error']}")
-    for name in ("reason", "kid", "jti", "remoteAddr", "trigger", "changed", "revoked"):
+    for name in ("phase", "reason", "kid", "jti", "remoteAddr", "trigger", "changed", "revoked"):
         value = entry.get(name)
         if value not in (None, "", []):
             parts.append(f"{name} {value if isinstance(value, str) else json.dumps(value)}")

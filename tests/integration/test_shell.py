@@ -595,3 +595,6 @@ def test_shell_sessions_are_recorded_in_the_audit_log(
     assert wait_for(lambda: ("end", "reqYEklgP4") in phases())
     assert ("start", "reqYEklgP4") in phases()
     assert "audited" not in audit.read_text()  # session output never reaches the log
+    shown = run_agent("audit", "show", "--event", "shell", str(audit.parent), cwd=tmp_path)
+    assert "phase start, kid reqYEklgP4" in shown.stdout, shown.stdout + shown.stderr
+    assert "phase end, reason exited, kid reqYEklgP4" in shown.stdout
