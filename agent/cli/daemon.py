@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from agent.cli.flags import FINGERPRINT_HELP, add_target_flags
+
 
 def register(sub: Any) -> None:
     """Add ``run``, ``push``, ``shell`` and ``fingerprint`` to ``sub`` (argparse subparsers)."""
@@ -55,30 +57,16 @@ def _register_push(sub: Any) -> None:
         "change); 2 is also a usage error, as for every command.",
         add_help=False,  # -h is the host, as in Etcha
     )
-    p.add_argument("--help", action="help", help="show this help message and exit")
+    add_target_flags(
+        p,
+        host_help="push to this host only (https; http://HOST for plain HTTP)",
+        path_help="push path (default /etcha/v1/push)",
+        fingerprint_help=FINGERPRINT_HELP + "; no CA or tlsSkipVerify needed",
+    )
     p.add_argument("-c", dest="check", action="store_true", help="check mode: report drift only")
     p.add_argument("-f", dest="filter", default="", metavar="REGEX", help="parent-id filter")
     p.add_argument(
-        "-h",
-        dest="host",
-        default=None,
-        metavar="HOST",
-        help="push to this host only (https; http://HOST for plain HTTP)",
-    )
-    p.add_argument("-p", dest="port", default=None, metavar="PORT", help="port (default 4000)")
-    p.add_argument(
         "-n", dest="target_filter", default=None, metavar="REGEX", help="target name filter"
-    )
-    p.add_argument(
-        "-u", dest="path", default=None, metavar="PATH", help="push path (default /etcha/v1/push)"
-    )
-    p.add_argument(
-        "--fingerprint",
-        dest="fingerprint",
-        default=None,
-        metavar="sha256:HEX",
-        help="pin the target's certificate (as `agent fingerprint` prints it on the target); "
-        "no CA or tlsSkipVerify needed",
     )
     _push_fleet_flags(p)
     _push_nats_flags(p)
@@ -154,24 +142,10 @@ def _register_shell(sub: Any) -> None:
         "interrupted.",
         add_help=False,  # -h is the host, as for push
     )
-    p.add_argument("--help", action="help", help="show this help message and exit")
-    p.add_argument(
-        "-h",
-        dest="host",
-        default=None,
-        metavar="HOST",
-        help="connect to this host (https; http://HOST for plain HTTP)",
-    )
-    p.add_argument("-p", dest="port", default=None, metavar="PORT", help="port (default 4000)")
-    p.add_argument(
-        "-u", dest="path", default=None, metavar="PATH", help="shell path (default /etcha/v1/shell)"
-    )
-    p.add_argument(
-        "--fingerprint",
-        dest="fingerprint",
-        default=None,
-        metavar="sha256:HEX",
-        help="pin the target's certificate (as `agent fingerprint` prints it on the target)",
+    add_target_flags(
+        p,
+        host_help="connect to this host (https; http://HOST for plain HTTP)",
+        path_help="shell path (default /etcha/v1/shell)",
     )
     p.add_argument("source", help="source name on the target (its shell is used)")
     p.add_argument("target", nargs="?", default=None, help="target name from the config")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.cli.flags import add_target_flags
+
 
 def register(sub: Any) -> None:
     """Add ``status`` to ``sub`` (an argparse subparsers action)."""
@@ -16,15 +18,7 @@ def register(sub: Any) -> None:
         "JSON object with -f json. Exit 1 when a target did not answer.",
         add_help=False,  # -h is the host, as for push
     )
-    p.add_argument("--help", action="help", help="show this help message and exit")
-    p.add_argument(
-        "-h",
-        dest="host",
-        default=None,
-        metavar="HOST",
-        help="ask this host only (https; http://HOST for plain HTTP)",
-    )
-    p.add_argument("-p", dest="port", default=None, metavar="PORT", help="port (default 4000)")
+    add_target_flags(p, host_help="ask this host only (https; http://HOST for plain HTTP)")
     p.add_argument(
         "-n", dest="target_filter", default=None, metavar="REGEX", help="target name filter"
     )
@@ -34,13 +28,6 @@ def register(sub: Any) -> None:
         choices=("table", "json"),
         default=None,
         help="output format (default table; the global -f json also selects json)",
-    )
-    p.add_argument(
-        "--fingerprint",
-        dest="fingerprint",
-        default=None,
-        metavar="sha256:HEX",
-        help="pin the target's certificate (as `agent fingerprint` prints it on the target)",
     )
     p.add_argument(
         "--timeout",
