@@ -35,14 +35,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     timeout = parse_duration(str(args.timeout), name="--timeout")
     answers = query_status(config, targets, timeout=timeout)
-    as_json = args.output_format == "json" or (
-        args.output_format is None and getattr(args, "log_format", None) == "json"
-    )
-    if as_json:
-        print(format_json(answers))
-    else:
-        for line in format_table(answers):
-            print(line)
+    _print_answers(answers, args)
     failed = [a.target for a in answers if a.error]
     if failed:
         print(f"ERROR: status: no answer from {', '.join(failed)}", file=sys.stderr)
@@ -50,11 +43,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nats_status(config: Any, args: argparse.Namespace) -> int:
-    """``agent status --nats``: every host's answer on ``<prefix>.status``; 1 when none."""
-    timeout = parse_duration(str(args.timeout), name="--timeout")
-    docs = asyncio.run(nats_status(config, timeout=timeout))
-    answers = [StatusAnswer(host, "nats", document=doc) for host, doc in sorted(docs.items())]
+def _print_answers(answers: list[StatusAnswer], args: argparse.Namespace) -> None:
+    """The answers as a table, or as JSON with ``-f json`` (or the global ``-f json``)."""
     as_json = args.output_format == "json" or (
         args.output_format is None and getattr(args, "log_format", None) == "json"
     )
@@ -63,6 +53,14 @@ def _nats_status(config: Any, args: argparse.Namespace) -> int:
     else:
         for line in format_table(answers):
             print(line)
+
+
+def _nats_status(config: Any, args: argparse.Namespace) -> int:
+    """``agent status --nats``: every host's answer on ``<prefix>.status``; 1 when none."""
+    timeout = parse_duration(str(args.timeout), name="--timeout")
+    docs = asyncio.run(nats_status(config, timeout=timeout))
+    answers = [StatusAnswer(host, "nats", document=doc) for host, doc in sorted(docs.items())]
+    _print_answers(answers, args)
     if not answers:
         print("ERROR: status --nats: no host answered", file=sys.stderr)
         return 1
