@@ -8,6 +8,7 @@ Issue 15 point 2: each target prints as soon as it finishes, ``--timeout`` makes
 from __future__ import annotations
 
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -55,6 +56,7 @@ class SilentTarget:
         self.lock = threading.Lock()
         self.open = 0
         self.peak = 0
+        self.conns: list[socket.socket] = []
         self.threads: list[threading.Thread] = []
 
     def serve(self) -> None:
@@ -64,8 +66,12 @@ class SilentTarget:
             except OSError:
                 return  # closed
             with self.lock:
+                # A client that already closed may not have been noticed by its holder thread
+                # yet: count only the connections whose client has not sent EOF.
+                still_open = sum(1 for c in self.conns if not _client_closed(c))
+                self.conns.append(conn)
                 self.open += 1
-                self.peak = max(self.peak, self.open)
+                self.peak = max(self.peak, still_open + 1)
             self.accepted.set()
             thread = threading.Thread(target=self._hold, args=(conn,), daemon=True)
             self.threads.append(thread)
@@ -87,6 +93,17 @@ class SilentTarget:
                     break
         with self.lock:
             self.open -= 1
+            self.conns.remove(conn)
+
+
+def _client_closed(conn: socket.socket) -> bool:
+    """Whether the client of ``conn`` closed it (EOF is waiting), without consuming data."""
+    try:
+        if not select.select([conn], [], [], 0)[0]:
+            return False
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 @contextmanager

@@ -7,14 +7,12 @@ count the gate reports (``agent_verify_failures_total{source,reason}``).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import SHARED_DIR
 
 from agent.config.fields import ACTION_NAMES
 from agent.config.schema import Config, config_from_dict
@@ -356,8 +354,8 @@ def test_jwt_rule_admits_only_a_boolean_true(rule: str, admitted: bool) -> None:
 # ---------------------------------------------------------------------------- building
 
 
-def test_tokens_without_a_chain_are_byte_identical_to_etchas() -> None:
-    data = json.loads((SHARED_DIR / "interop" / "vectors.json").read_text())
+def test_tokens_without_a_chain_are_byte_identical_to_etchas(interop: dict[str, Any]) -> None:
+    data = interop  # tests/data/interop_vectors.json, the repo's copy of Etcha's vectors
     vector = data["byteExact"]["V1"]
     pair = next(p for p in data["keyPairs"] if p["id"] == vector["privateKeyId"])
     cfg = config_from_dict({"build": {"signingKey": pair["privateKey"]}})
