@@ -125,3 +125,53 @@ def test_linter_config_that_is_not_an_exec_object_is_a_config_error(tmp_path: Pa
     write(tmp_path / "p.jsonnet", json.dumps({"run": []}))
     with pytest.raises(ConfigError, match=r"lint\.linters\.bad"):
         lint(tmp_path / "p.jsonnet", {"shellcheck": None, "bad": {"command": 1}})
+
+
+def test_only_jsonnet_and_libsonnet_files_of_a_directory_are_linted(tmp_path: Path) -> None:
+    write(tmp_path / "d" / "README.txt", "{ not jsonnet")
+    write(tmp_path / "d" / "lib.libsonnet", "{ a: 1 }\n")
+    assert lint(tmp_path / "d").files == ("d/lib.libsonnet",)
+
+
+def test_a_pattern_error_outside_commands_is_placed_at_its_key(tmp_path: Path) -> None:
+    write(tmp_path / "p.jsonnet", "{\n  audience: 3,\n  run: [{id: 'a', change: 'true'}],\n}\n")
+    (finding,) = lint(tmp_path / "p.jsonnet").findings
+    assert str(finding) == (
+        "p.jsonnet:2:3: audience: expected a string or a list of strings, got an integer"
+    )
+
+
+def test_linters_see_the_commands_inside_a_group_and_not_script_less_ones(
+    tmp_path: Path,
+) -> None:
+    seen = tmp_path / "seen"
+    write(
+        tmp_path / "p.jsonnet",
+        "{run: [{id: 'g', commands: [{id: 'inner', change: 'echo inner'}]},"
+        " {id: 'x', always: true}]}\n",
+    )
+    linter = {"command": f"bash -c 'cat >> {seen}; echo >> {seen}'"}
+    assert lint(tmp_path / "p.jsonnet", {"shellcheck": None, "cat": linter}).ok
+    assert seen.read_text() == "\necho inner\n\n"
+
+
+@pytest.mark.skipif(
+    shutil.which("docker") is not None or shutil.which("podman") is not None,
+    reason="a container runtime is installed",
+)
+def test_a_container_linter_without_a_runtime_is_a_finding(tmp_path: Path) -> None:
+    write(tmp_path / "p.jsonnet", "{run: [{ id: 'a', change: 'true' }]}\n")
+    linter = {"containerImage": "koalaman/shellcheck", "command": "shellcheck -"}
+    (finding,) = lint(tmp_path / "p.jsonnet", {"shellcheck": linter}).findings
+    assert finding.message.startswith(
+        "linter shellcheck could not run: no container runtime (docker or podman) for image "
+        "koalaman/shellcheck"
+    )
+
+
+@pytest.mark.skipif(shutil.which("jsonnetfmt") is None, reason="jsonnetfmt not installed")
+def test_a_missing_final_newline_is_a_format_finding_after_the_last_line(tmp_path: Path) -> None:
+    write(tmp_path / "p.libsonnet", "{\n  a: 1,\n}")
+    (finding,) = lint(tmp_path / "p.libsonnet", fmt=True).findings
+    assert (finding.line, finding.col) == (4, 1)
+    assert finding.message == "file is not formatted (jsonnetfmt); diff follows"
