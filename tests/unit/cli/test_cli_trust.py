@@ -7,6 +7,8 @@ written exit 1; the tokens printed or written are decoded and their claims check
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,18 @@ from agent.jws.tokens import decode_token, sign_token
 ROOT_PRIV, ROOT_PUB = generate_keys("ed25519", "root")
 TEAM_PRIV, TEAM_PUB = generate_keys("ed25519", "team")
 _, CI_PUB = generate_keys("ed25519", "ci")
+
+
+@pytest.fixture(autouse=True)
+def restore_agent_logger() -> Iterator[None]:
+    """``main`` sets up the ``agent`` logger (handler, level, no propagation): undo it after each
+    test so later tests' log capture still works."""
+    root = logging.getLogger("agent")
+    saved = (list(root.handlers), root.level, root.propagate)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    root.propagate = saved[2]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
