@@ -175,3 +175,16 @@ def test_a_missing_final_newline_is_a_format_finding_after_the_last_line(tmp_pat
     (finding,) = lint(tmp_path / "p.libsonnet", fmt=True).findings
     assert (finding.line, finding.col) == (4, 1)
     assert finding.message == "file is not formatted (jsonnetfmt); diff follows"
+
+
+def test_a_linter_without_a_command_or_that_cannot_start_is_a_finding(tmp_path: Path) -> None:
+    write(tmp_path / "p.jsonnet", "{run: [{ id: 'a', change: 'true' }]}\n")
+    empty = lint(tmp_path / "p.jsonnet", {"shellcheck": None, "x": {"command": ""}})
+    assert lines(empty) == [
+        "p.jsonnet: linter x could not run: no command configured (install it, or switch it off "
+        "in the config with lint.linters.x: null)"
+    ]
+    stranger = {"command": "cat", "user": "no-such-user-xyz"}
+    (finding,) = lint(tmp_path / "p.jsonnet", {"shellcheck": None, "x": stranger}).findings
+    assert (finding.line, finding.col) == (1, 10)  # at the command's id
+    assert finding.message.startswith("linter x: could not run: error looking up user")
