@@ -390,6 +390,12 @@ async def _spawn(
         )
     except (OSError, subprocess.SubprocessError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
+        if ex.work_dir and not os.path.isdir(ex.work_dir):
+            # The child failed to change directory: name the directory, not the program.
+            raise CommandError(
+                f"error running commands: workDir {ex.work_dir}: expected a directory, got "
+                f"{reason if os.path.lexists(ex.work_dir) else 'nothing there'}"
+            ) from exc
         raise CommandError(f"error running commands: {argv[0]}: {reason}") from exc
     return asyncio.subprocess.Process(transport, protocol, loop), transport, protocol
 

@@ -182,6 +182,13 @@ def test_work_dir_is_the_cwd(tmp_path: Path) -> None:
     assert res.output.strip() == str(tmp_path)
 
 
+def test_a_missing_work_dir_is_named_not_the_program(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"
+    with pytest.raises(CommandError) as info:
+        go(SH.override(Exec(work_dir=str(missing))), "true")
+    assert f"workDir {missing}: expected a directory, got nothing there" in str(info.value)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 def test_user_and_group_switch_when_root() -> None:
     res = go(SH.override(Exec(user="nobody", group="65534", work_dir="/")), "id -u; id -g")
