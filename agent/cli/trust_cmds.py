@@ -110,13 +110,11 @@ def _parent_limit(
 ) -> float:
     """With ``build.delegationChain`` ending in a link to the signing key, refuse a link that
     would widen it and clamp ``exp`` to its ``exp`` (a later one would be ``chain_widens``)."""
-    chain = load_config_for(args).build.delegation_chain
-    if not chain:
+    config = load_config_for(args)
+    if not config.build.delegation_chain:
         return exp
-    try:
-        claims = decode_token(delegation_chain(load_config_for(args))[-1]).claims
-    except AgentError:
-        return exp
+    # A configured chain that cannot be read is an error (BuildError), never silently skipped.
+    claims = decode_token(delegation_chain(config)[-1]).claims
     own = key.public()
     if claims.get("sub") is None or str(claims.get("sub")).split(":")[1:2] != [own.material]:
         return exp

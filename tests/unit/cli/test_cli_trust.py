@@ -143,6 +143,21 @@ def test_delegate_refuses_actions_its_parent_link_does_not_grant(
     assert "the parent link grants actions ['push']; expected delegate and a subset" in err
 
 
+def test_delegate_with_a_configured_chain_it_cannot_read_is_an_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = _team_config(tmp_path, _parent(capsys, TEAM_PUB, "--actions", "push,delegate"))
+    (tmp_path / "parent.jwt").unlink()  # build.delegationChain names a file that is gone
+    code = main(
+        ["-c", str(config), "delegate", "--subject", CI_PUB, "--sources", "web",
+         "--actions", "push", "--expires", "1h"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()  # the error line is logged (no -l none here)
+    assert code != 0
+    assert out == ""
+    assert "build.delegationChain[0]: cannot read" in err
+
+
 def test_delegate_signs_with_build_signing_key_and_ignores_a_parent_for_another_key(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
