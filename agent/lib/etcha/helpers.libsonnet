@@ -37,11 +37,18 @@ local configVars() =
   // Under a root, a change first creates the parents of the moved path (mkdir -p) inside the
   // root; on a host (root '') nothing is added, so host behaviour is unchanged.
   parents(path)::
-    if self.root() != '' && std.startsWith(path, '/') then 'mkdir -p -- %s && ' % self.q(self.dirname(self.under(path)))
+    if self.root() != '' && std.startsWith(path, '/') then 'mkdir -p -- ' + self.q(self.dirname(self.under(path))) + ' && '
     else '',
 
-  // Single-quote a string for sh/bash.
-  q(s):: std.escapeStringBash('%s' % s),
+  // Single-quote a string for sh/bash: std.escapeStringBash('%s' % s), without the cost of
+  // std.format and std.escapeStringBash (Jsonnet code in go-jsonnet, ~1 ms a call).
+  q(s):: "'" + std.strReplace(self.s(s), "'", "'\"'\"'") + "'",
+
+  // '%s' % v, without std.format's cost for a string.
+  s(v):: if std.isString(v) then v else '%s' % v,
+
+  // One value of '%s' % [a, b, ...] (std.toString), without std.format's cost for a string.
+  t(v):: if std.isString(v) then v else std.toString(v),
 
   // The -p/-o/-g flags of the helper commands; empty values are left out.
   flags(mode='', owner='', group='')::
