@@ -51,6 +51,8 @@ LAZY_IMPORTS = frozenset(
         "agent/trust/verify.py::_verify_with_commands",  # the engine (asyncio), verifyCommands
         "agent/cli/push_cmds.py::_nats_push",  # asyncio and nats-py only for push --nats
         "agent/cli/admit.py::with_kept_revocations",  # the daemon's list reader, only when set
+        "agent/cli/render_cmds.py::cmd_render",  # the trust gate, only to render a token
+        "agent/pattern/load.py::load_from_token",  # the gate's type, loaded when a token is
         "agent/daemon/telemetry.py::metrics_for",  # prometheus_client, only with a metrics key
         "agent/tools/build.py::collect_build",  # the engine (asyncio), only for build commands
         "agent/tools/build.py::_sign_with_commands",  # the engine (asyncio), for signingCommands
