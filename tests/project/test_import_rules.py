@@ -59,6 +59,8 @@ LAZY_IMPORTS = frozenset(
         "agent/tools/helpers/copy.py::read_source",  # the HTTP client, only for a URL source
         "agent/pattern/load.py::load_from_token",  # the gate's type, loaded when a token is
         "agent/daemon/telemetry.py::metrics_for",  # prometheus_client, only with a metrics key
+        "agent/tools/build.py::delegation_chain",  # the chain code, only with a chain
+        "agent/tools/build.py::header_for",  # the chain code, only with a chain
         "agent/tools/build.py::collect_build",  # the engine (asyncio), only for build commands
         "agent/tools/build.py::_sign_with_commands",  # the engine (asyncio), for signingCommands
     }
