@@ -20,6 +20,10 @@ Workloads and targets (issue 14, contract 6):
   process tree <= 33 MiB;
 - ``render200``: whole-process ``agent render`` of a 200-command pattern <= 1.2x bare eval.
 
+The agent's modules are compiled to bytecode first (:func:`compile_bytecode`), as an install does:
+an environment with ``PYTHONDONTWRITEBYTECODE`` set would otherwise make every agent process
+compile its modules from source, which no installed agent does.
+
 Usage: ``python bench/floors.py [rounds]``. Exit code 1 when a target is missed.
 """
 

@@ -1,6 +1,7 @@
 """Command-line entry point: global flags, dispatch, and the error-to-exit-code edge.
 
-The CLI imports lazily. Each module listed in ``_REGISTRARS`` only builds argparse parsers (cheap);
+The CLI imports lazily. Each module listed in ``_REGISTRARS`` only builds argparse parsers, and at
+start-up only the parser of the verb that runs is built (:func:`verb_of`, :func:`build_parser`);
 a subcommand's handler is named by a ``"module:function"`` string and imported only when that
 subcommand runs, so ``agent version`` and ``agent jwt`` never import aiohttp or apscheduler.
 
