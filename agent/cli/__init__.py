@@ -1,6 +1,7 @@
 """Command-line entry point: global flags, dispatch, and the error-to-exit-code edge.
 
-The CLI imports lazily. Each module listed in ``_REGISTRARS`` only builds argparse parsers (cheap);
+The CLI imports lazily. Each module listed in ``_REGISTRARS`` only builds argparse parsers, and at
+start-up only the parser of the verb that runs is built (:func:`verb_of`, :func:`build_parser`);
 a subcommand's handler is named by a ``"module:function"`` string and imported only when that
 subcommand runs, so ``agent version`` and ``agent jwt`` never import aiohttp or apscheduler.
 
@@ -16,6 +17,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from agent import __version__
 from agent.core.errors import AgentError, UsageError
@@ -45,12 +47,82 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the full parser (global flags and every registered subcommand)."""
+class _Skipped:
+    """Stands for the parser of a verb that is not run: every call is accepted and ignored."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Skipped]:
+        return self._ignore
+
+    def _ignore(self, *args: object, **kwargs: object) -> _Skipped:
+        return self
+
+
+class _OnlyVerb:
+    """The subparsers action restricted to one verb: the other verbs' parsers are not built."""
+
+    def __init__(self, sub: Any, verb: str) -> None:
+        self._sub = sub
+        self._verb = verb
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name == self._verb or self._verb in kwargs.get("aliases", ()):
+            return self._sub.add_parser(name, **kwargs)
+        return _Skipped()
+
+
+#: Global options that take a value (the verb is not among their values).
+_VALUED = frozenset({"-c", "-x", "-l", "-f"})
+#: Global flags without a value that may come before the verb.
+_FLAGS = frozenset({"-n", "-d"})
+
+
+def verb_of(args: Sequence[str]) -> str | None:
+    """The verb ``args`` run, when the global options before it are plain ones; else ``None``.
+
+    Only ``-c/-x/-l/-f VALUE`` (or ``-cVALUE``), ``-n`` and ``-d`` may precede the verb; anything
+    else (help, ``--version``, combined flags, ``--``) gives ``None`` and the full parser is built.
+    """
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if tok in _VALUED:
+            i += 2
+        elif tok in _FLAGS or (tok[:2] in _VALUED and not tok.startswith("--")):
+            i += 1
+        elif tok.startswith("-"):
+            return None
+        else:
+            return tok
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser: global flags and every registered subcommand, or with ``only``, just
+    that subcommand (start-up builds the parser of the verb it runs, not of every verb)."""
     parser = _Parser(
         prog="agent",
         description="GitOps configuration agent for signed Pattern JWTs (Etcha-compatible).",
     )
+    _add_global_flags(parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="<command>", parser_class=_Parser, title="commands"
+    )
+    target = sub if only is None else _OnlyVerb(sub, only)
+    for name in _REGISTRARS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a registrar not yet written
+            if exc.name != name:
+                raise
+            continue
+        module.register(target)
+    if only is not None and only not in sub.choices:
+        return build_parser()
+    return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags before the verb."""
     parser.add_argument(
         "--version", dest="show_version", action="store_true", help="print the agent version"
     )
@@ -93,18 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="disable external Jsonnet natives (http getFile, getRecord)",
     )
-    sub = parser.add_subparsers(
-        dest="command", metavar="<command>", parser_class=_Parser, title="commands"
-    )
-    for name in _REGISTRARS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a registrar not yet written
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
-    return parser
 
 
 def version_line() -> str:
@@ -145,6 +205,18 @@ def _print_error(message: str, level: str | None, fmt: str | None) -> None:
     print(error_line(message, fmt or "human"), file=sys.stderr)
 
 
+def _parse(args: list[str]) -> argparse.Namespace:
+    """Parse with the parser of the verb ``args`` run; usage errors come from the full parser,
+    so their text is the same as ever."""
+    verb = verb_of(args)
+    if verb is not None:
+        try:
+            return build_parser(verb).parse_args(args)
+        except UsageError:
+            pass
+    return build_parser().parse_args(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -152,13 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     level: str | None = None
     fmt: str | None = None
     try:
-        parser = build_parser()
-        args = parser.parse_args(args_list)
+        args = _parse(args_list)
         if args.show_version:
             print(version_line())
             return 0
         if args.command is None:
-            parser.print_help()
+            build_parser().print_help()
             return 0
         level, fmt = args.log_level, args.log_format
         debug = level == "debug"

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config.schema import Config, load_config
 from agent.core.errors import SourceError
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 from agent.core.logs import setup
-from agent.net.http import HTTPClient, RequestError
-from agent.net.tls import TLSOptions
 from agent.net.urls import is_http, parse_http_path, safe_url
+
+if TYPE_CHECKING:
+    from agent.net.http import HTTPClient
 
 
 def load_config_for(args: argparse.Namespace) -> Config:
@@ -65,6 +67,8 @@ def read_token_arg(where: str, *, timeout: float = 10.0, config: Config | None =
         ConfigError: ``httpClient.caFile`` cannot be loaded.
     """
     if is_http(where):
+        from agent.net.http import RequestError  # lazy: the HTTP client, only for a URL
+
         shown = safe_url(where)
         parsed = parse_http_path(where, what="src")
         try:
@@ -96,6 +100,9 @@ def read_token_arg(where: str, *, timeout: float = 10.0, config: Config | None =
 
 def http_client_for(config: Config | None) -> HTTPClient:
     """The one HTTP client, set up from ``config.httpClient`` (defaults without a config)."""
+    from agent.net.http import HTTPClient  # lazy: render and local of a file make no request
+    from agent.net.tls import TLSOptions  # lazy: with the HTTP client
+
     if config is None:
         return HTTPClient()
     client = config.http_client

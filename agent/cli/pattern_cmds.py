@@ -16,7 +16,6 @@ from agent.cli.common import load_config_for
 from agent.core.errors import UsageError
 from agent.pattern.load import load_from_disk, load_from_text
 from agent.run.engine import Mode, Result, RunOutcome, run_commands
-from agent.tools.build import collect_build
 from agent.tools.helpers.diff import DIFF_ENV, DIFF_REDACT_ENV
 from agent.tools.inprocess import helper_runner
 from agent.tools.report import output_block, result_json, result_lines, shown_outputs
@@ -57,6 +56,8 @@ async def _local(args: argparse.Namespace) -> int:
 
     loaded = load()
     if loaded.pattern.build:
+        from agent.tools.build import collect_build  # lazy: keys and tokens, for build commands
+
         _, run_vars = await collect_build(loaded)
         loaded = load(run_vars)
     src = config.sources.get(source)

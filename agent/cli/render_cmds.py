@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.cli.admit import admit_offline, check_source
 from agent.cli.common import load_config_for, looks_like_token, read_token_arg
 from agent.core.errors import UsageError, VerifyError
 from agent.core.gojson import dumps_indent
@@ -36,6 +35,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         token = target.strip()
 
     if token is not None:
+        from agent.cli.admit import admit_offline, check_source  # lazy: the gate, for tokens only
+
         check_source(config, source)
         try:
             admitted = admit_offline(token, config, source)

@@ -19,7 +19,6 @@ Invariants:
 from __future__ import annotations
 
 import copy
-import difflib
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -59,6 +58,8 @@ class Layer:
 
     def unknown(self, path: str, choices: Sequence[str]) -> ConfigError:
         """An unknown-key error naming the full ``path``, with the closest of ``choices``."""
+        import difflib  # only to suggest a key in this error
+
         name = re.split(r"[.\]]", path)[-1]
         close = difflib.get_close_matches(name, list(choices), n=1)
         hint = f'did you mean "{close[0]}"?' if close else None

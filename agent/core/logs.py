@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import IO, Any
 
 _LEVELS = {
@@ -154,6 +153,8 @@ def colors_allowed(no_color: bool, stream: IO[str] | None = None) -> bool:
 
 def rfc3339(created: float, *, utc: bool = False) -> str:
     """``created`` (epoch seconds) as RFC 3339 with milliseconds, local time unless ``utc``."""
+    from datetime import UTC, datetime  # only when a line is written (start-up stays light)
+
     when = datetime.fromtimestamp(created, UTC)
     if utc:
         return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -22,7 +22,6 @@ import os
 import posixpath
 import string
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 
 from agent.core.errors import RenderError
@@ -310,6 +309,8 @@ def _read_stdlib(lib_rel: str, rel: str, importer: str, into: dict[str, bytes]) 
     """Read ``agent/lib/<lib_rel>`` from the package data into ``into`` (once)."""
     if lib_rel in into:
         return
+    from importlib import resources  # only when a pattern imports the standard library
+
     node = resources.files("agent").joinpath("lib", *lib_rel.split("/"))
     try:
         if not node.is_file():

@@ -13,7 +13,6 @@ import json
 import os
 import posixpath
 import re
-import secrets
 import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,12 +22,10 @@ from typing import TYPE_CHECKING, Any
 from agent.core.errors import RenderError, SourceError
 from agent.jsonnet.engine import EvaluationFrames, evaluate, one_line
 from agent.jsonnet.sysinfo import go_arch, go_os
-from agent.net.http import HTTPClient
-from agent.net.tls import TLSOptions
 from agent.net.urls import parse_http_path
 
 if TYPE_CHECKING:
-    pass
+    from agent.net.http import HTTPClient
 
 __all__ = ["MAX_FETCH_BYTES", "NativeContext", "Natives", "make_natives"]
 
@@ -82,12 +79,7 @@ class Natives(EvaluationFrames):
         super().__init__()
         self.ctx = ctx
         self._cache: dict[str, Any] = {}
-        self._http = HTTPClient(
-            TLSOptions(
-                skip_verify=ctx.tls_skip_verify, ca_file=ctx.ca_file, no_system_ca=ctx.no_system_ca
-            ),
-            follow_cross_origin=ctx.follow_cross_origin,
-        )
+        self._http: HTTPClient | None = None
         self._callbacks: dict[str, tuple[tuple[str, ...], Callable[..., Any]]] = {
             "getArch": ((), go_arch),
             "getConfig": ((), self._get_config),
@@ -134,6 +126,8 @@ class Natives(EvaluationFrames):
     def _rand_str(self, length: Any) -> str:
         if not isinstance(length, int | float) or isinstance(length, bool) or length < 0:
             raise RenderError(f"randStr: expected a length >= 0, got {length!r}")
+        import secrets  # only for randStr
+
         return "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(int(length)))
 
     def _regex_match(self, regex: Any, value: Any) -> bool:
@@ -178,6 +172,23 @@ class Natives(EvaluationFrames):
         self._cache[key] = value
         return value
 
+    def _client(self) -> HTTPClient:
+        """The render's one HTTP client, made on the first http ``getFile``."""
+        if self._http is None:
+            from agent.net.http import HTTPClient  # lazy: only for an http getFile
+            from agent.net.tls import TLSOptions  # lazy: with the HTTP client
+
+            ctx = self.ctx
+            self._http = HTTPClient(
+                TLSOptions(
+                    skip_verify=ctx.tls_skip_verify,
+                    ca_file=ctx.ca_file,
+                    no_system_ca=ctx.no_system_ca,
+                ),
+                follow_cross_origin=ctx.follow_cross_origin,
+            )
+        return self._http
+
     def _fetch(self, spec: str) -> str:
         # The one HTTP client (agent.net.http): httpClient.caFile, noSystemCA, tlsSkipVerify,
         # TLS 1.2 minimum, the same-origin redirect policy and the one #Header: parser.
@@ -187,7 +198,7 @@ class Natives(EvaluationFrames):
             raise RenderError(str(exc)) from None
         timeout = parsed.timeout if parsed.timeout is not None else self.ctx.http_timeout
         try:
-            resp = self._http.request(
+            resp = self._client().request(
                 parsed.url,
                 headers=parsed.headers,
                 timeout=timeout,

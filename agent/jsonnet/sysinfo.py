@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import platform
 import shutil
-import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,7 +73,7 @@ def go_arch(machine: str | None = None) -> str:
     Returns:
         ``amd64``, ``arm64``, ``386``, ``arm``, ... or the lower-cased machine string when unknown.
     """
-    m = (platform.machine() if machine is None else machine).lower()
+    m = (os.uname().machine if machine is None else machine).lower()  # = platform.machine()
     return _GOARCH.get(m, m)
 
 
@@ -106,7 +104,7 @@ def collect() -> dict[str, Any]:
         ``runtimeArch``, ``packageManager``, ``containerEngine``, ``ipv4`` and ``ipv6``.
     """
     uname = os.uname()
-    hostname = socket.gethostname()
+    hostname = uname.nodename  # = socket.gethostname() (gethostname(2) is uname's nodename)
     info: dict[str, Any] = {
         "cpuLogical": os.cpu_count() or 0,
         "hostname": hostname,

@@ -31,10 +31,10 @@ from agent.jsonnet.natives import NativeContext, make_natives
 from agent.jsonnet.sandbox import render_files
 from agent.run.model import Command, Exec, commands_to_json, parse_commands
 from agent.run.selfexec import agent_command
-from agent.trust.gate import AdmittedToken
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
+    from agent.trust.gate import AdmittedToken
 
 logger = logging.getLogger(__name__)
 
@@ -411,6 +411,8 @@ def load_from_token(
         PatternError: the token carries no pattern, or it is not a valid Pattern.
         RenderError: the embedded Jsonnet did not render.
     """
+    from agent.trust.gate import AdmittedToken  # lazy: loaded already once a token is admitted
+
     if not isinstance(admitted, AdmittedToken):  # the type is the guarantee; refuse anything else
         raise TypeError("load_from_token needs an AdmittedToken (agent.trust.gate)")
     token = admitted.verified

@@ -29,7 +29,6 @@ from agent.core.errors import AgentError, BuildError
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import encode_payload, etcha_claims, sign_token
 from agent.pattern.load import LoadedPattern, load_from_disk
-from agent.trust.chain import CHAIN_HEADER, MAX_LINK_BYTES
 from agent.trust.scope import SCOPE_CLAIM
 
 if TYPE_CHECKING:
@@ -93,6 +92,10 @@ def delegation_chain(config: Config) -> list[str]:
         BuildError: a file cannot be read, or a link is not a JWT or is too large.
     """
     chain: list[str] = []
+    if not config.build.delegation_chain:
+        return chain
+    from agent.trust.chain import MAX_LINK_BYTES  # lazy: the chain code, only with a chain
+
     for index, item in enumerate(config.build.delegation_chain):
         text = item.strip()
         if not _looks_like_jwt(text):
@@ -135,7 +138,11 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
 
 def header_for(chain: list[str]) -> dict[str, Any] | None:
     """The extra protected header of a pattern token (``None``: Etcha's exact header)."""
-    return {CHAIN_HEADER: chain} if chain else None
+    if not chain:
+        return None
+    from agent.trust.chain import CHAIN_HEADER  # lazy: the chain code, only with a chain
+
+    return {CHAIN_HEADER: chain}
 
 
 def load_signing_key(config: Config) -> SigningKey:

@@ -26,13 +26,16 @@ import io
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from agent.config.tree import Config
 from agent.core.errors import AgentError, UsageError
 from agent.net.urls import is_http
 from agent.run.shell import MAX_OUTPUT, ShellResult
 from agent.tools.helpers.args import register
-from agent.tools.helpers.verbs import RUNNERS, HelperIO
+
+if TYPE_CHECKING:
+    from agent.tools.helpers.verbs import HelperIO
 
 __all__ = ["HelperRunner", "helper_runner"]
 
@@ -69,7 +72,7 @@ class HelperRunner:
 
     def __init__(self, *, etcha: bool = False) -> None:
         self._etcha = etcha
-        self._parser = _build_parser()
+        self._parser: argparse.ArgumentParser | None = None  # built on the first invocation
         self.ran = 0
 
     @property
@@ -81,6 +84,8 @@ class HelperRunner:
         before = argv[: argv.index("--")] if "--" in argv else argv
         if "-h" in before or "--help" in before:
             return None
+        if self._parser is None:
+            self._parser = _build_parser()
         try:
             return self._parser.parse_args(list(argv))
         except _Declined:
@@ -93,6 +98,8 @@ class HelperRunner:
         args = self._parse(argv)
         if args is None or (args.command == "copy" and is_http(args.src)):
             return None
+        from agent.tools.helpers.verbs import HelperIO  # lazy: the verbs, once one runs
+
         buf = bytearray()
 
         def err(text: str) -> None:
@@ -109,6 +116,8 @@ class HelperRunner:
 
 def _call(args: argparse.Namespace, helper_io: HelperIO) -> int:
     """Run the verb; errors become the CLI's error line and exit code."""
+    from agent.tools.helpers.verbs import RUNNERS  # lazy: loaded by try_run already
+
     try:
         return RUNNERS[args.command](args, helper_io)
     except UsageError as exc:

@@ -51,7 +51,18 @@ LAZY_IMPORTS = frozenset(
         "agent/trust/verify.py::_verify_with_commands",  # the engine (asyncio), verifyCommands
         "agent/cli/push_cmds.py::_nats_push",  # asyncio and nats-py only for push --nats
         "agent/cli/admit.py::with_kept_revocations",  # the daemon's list reader, only when set
+        "agent/cli/render_cmds.py::cmd_render",  # the trust gate, only to render a token
+        "agent/cli/common.py::read_token_arg",  # the HTTP client, only for a URL
+        "agent/cli/common.py::http_client_for",  # the HTTP client, only when a request is made
+        "agent/jsonnet/natives.py::_client",  # the HTTP client, only for an http getFile
+        "agent/cli/pattern_cmds.py::_local",  # the build tool, only for build commands
+        "agent/tools/helpers/copy.py::read_source",  # the HTTP client, only for a URL source
+        "agent/tools/inprocess.py::try_run",  # the helper verbs, once a helper runs in-process
+        "agent/tools/inprocess.py::_call",  # the helper verbs (loaded by try_run already)
+        "agent/pattern/load.py::load_from_token",  # the gate's type, loaded when a token is
         "agent/daemon/telemetry.py::metrics_for",  # prometheus_client, only with a metrics key
+        "agent/tools/build.py::delegation_chain",  # the chain code, only with a chain
+        "agent/tools/build.py::header_for",  # the chain code, only with a chain
         "agent/tools/build.py::collect_build",  # the engine (asyncio), only for build commands
         "agent/tools/build.py::_sign_with_commands",  # the engine (asyncio), for signingCommands
     }

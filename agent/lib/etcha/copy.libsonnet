@@ -10,8 +10,8 @@ function(src, dst, mode='', owner='', group='', id=null, onChange=[], agentBin=n
   local d = h.under(dst);
   local args = h.flags(mode, owner, group) + ' -- ' + h.q(src) + ' ' + h.q(d);
   {
-    id: if id == null then 'copy %s' % dst else id,
-    check: '%s copy check%s' % [bin, args],
-    change: h.parents(dst) + '%s copy change%s' % [bin, args],
-    remove: '%s copy remove -- %s %s' % [bin, h.q(src), h.q(d)],
+    id: if id == null then 'copy ' + h.s(dst) else id,
+    check: h.t(bin) + ' copy check' + args,
+    change: h.parents(dst) + h.t(bin) + ' copy change' + args,
+    remove: h.t(bin) + ' copy remove -- ' + h.q(src) + ' ' + h.q(d),
   } + h.onChange(onChange)

@@ -10,8 +10,8 @@ function(path, mode='0755', owner='', group='', id=null, onChange=[], agentBin=n
   local p = h.under(path);
   local args = h.flags(mode, owner, group) + ' -- ' + h.q(p);
   {
-    id: if id == null then 'dir %s' % path else id,
-    check: '%s dir check%s' % [bin, args],
-    change: '%s dir change%s' % [bin, args],
-    remove: '%s dir remove -- %s' % [bin, h.q(p)],
+    id: if id == null then 'dir ' + h.s(path) else id,
+    check: h.t(bin) + ' dir check' + args,
+    change: h.t(bin) + ' dir change' + args,
+    remove: h.t(bin) + ' dir remove -- ' + h.q(p),
   } + h.onChange(onChange)

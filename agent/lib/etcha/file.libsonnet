@@ -14,8 +14,8 @@ function(path, contents=null, mode='0644', owner='', group='', id=null, onChange
   local p = h.under(path);
   local args = h.flags(mode, owner, group) + ' -- ' + h.q(p) + (if contents == null then '' else ' -');
   {
-    id: if id == null then 'file %s' % path else id,
-    check: '%s file check%s' % [bin, args],
-    change: h.parents(path) + '%s file change%s' % [bin, args],
-    remove: '%s file remove -- %s %s' % [bin, h.q(p), if contents == null then "''" else '-'],
+    id: if id == null then 'file ' + h.s(path) else id,
+    check: h.t(bin) + ' file check' + args,
+    change: h.parents(path) + h.t(bin) + ' file change' + args,
+    remove: h.t(bin) + ' file remove -- ' + h.q(p) + (if contents == null then " ''" else ' -'),
   } + (if contents == null then {} else { stdin: contents }) + h.onChange(onChange)

@@ -10,8 +10,8 @@ function(path, match, replacement, id=null, onChange=[], agentBin=null)
   local bin = h.bin(agentBin);
   local args = ' -- ' + std.join(' ', [h.q(h.under(path)), h.q(match), h.q(replacement)]);
   {
-    id: if id == null then 'line %s %s' % [path, match] else id,
-    check: '%s line check%s' % [bin, args],
-    change: h.parents(path) + '%s line change%s' % [bin, args],
-    remove: '%s line remove%s' % [bin, args],
+    id: if id == null then 'line ' + h.t(path) + ' ' + h.t(match) else id,
+    check: h.t(bin) + ' line check' + args,
+    change: h.parents(path) + h.t(bin) + ' line change' + args,
+    remove: h.t(bin) + ' line remove' + args,
   } + h.onChange(onChange)

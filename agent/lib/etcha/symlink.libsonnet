@@ -9,8 +9,8 @@ function(src, dst, id=null, onChange=[], agentBin=null)
   local bin = h.bin(agentBin);
   local args = ' -- ' + h.q(src) + ' ' + h.q(h.under(dst));
   {
-    id: if id == null then 'symlink %s' % dst else id,
-    check: '%s link check%s' % [bin, args],
-    change: h.parents(dst) + '%s link change%s' % [bin, args],
-    remove: '%s link remove%s' % [bin, args],
+    id: if id == null then 'symlink ' + h.s(dst) else id,
+    check: h.t(bin) + ' link check' + args,
+    change: h.parents(dst) + h.t(bin) + ' link change' + args,
+    remove: h.t(bin) + ' link remove' + args,
   } + h.onChange(onChange)

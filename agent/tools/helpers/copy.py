@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.core.errors import CommandError, SourceError, UsageError
-from agent.net.http import HTTPClient
 from agent.net.urls import parse_http_path, safe_url
 from agent.tools.helpers.fs import DEFAULT_FILE_PERMS, MAX_COPY_BYTES
 from agent.tools.helpers.fs import read_file as _read_file  # the name read_source's body uses
+
+if TYPE_CHECKING:
+    from agent.net.http import HTTPClient
 
 #: Permission bits ``copy`` takes from a local source (set-id and sticky bits are never copied).
 COPY_PERMS_MASK = 0o777
@@ -54,6 +57,8 @@ def read_source(
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     shown = safe_url(parsed.url)
+    from agent.net.http import HTTPClient  # lazy: the HTTP client, only for a URL source
+
     try:
         resp = (client or HTTPClient()).request(
             parsed.url,

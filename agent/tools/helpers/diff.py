@@ -22,7 +22,6 @@ In check mode this describes what a change would do; in change mode, what it did
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 import stat
@@ -109,6 +108,8 @@ def content_diff(
         new_text = new.decode("utf-8")
     except UnicodeDecodeError:
         return [f"{path}: (binary content differs)"]
+    import difflib  # only when a diff is shown
+
     lines = difflib.unified_diff(
         old_text.splitlines(keepends=True),
         new_text.splitlines(keepends=True),

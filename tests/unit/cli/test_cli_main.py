@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from support import run_agent
 
 from agent import __version__
+from agent.cli import build_parser, verb_of
 
 agent = run_agent
 
@@ -170,3 +172,52 @@ def test_error_line_follows_the_log_format_and_level(tmp_path: Path) -> None:
     assert record["level"] == "error" and "missing.jsonnet" in record["msg"]
     silent = agent("-l", "none", "-c", missing, "show-config")
     assert silent.returncode == 1 and silent.stderr == ""
+
+
+# ------------------------------------------------------------------- one verb's parser at start-up
+
+
+def _verbs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_the_parser_of_one_verb_is_the_full_parsers_for_that_verb() -> None:
+    full = _verbs(build_parser())
+    for verb, sub in full.items():
+        only = _verbs(build_parser(verb))
+        aliases = {name for name, p in full.items() if p is sub}
+        assert set(only) == aliases, verb
+        assert only[verb].format_help() == sub.format_help(), verb
+
+
+def test_an_unknown_verb_falls_back_to_the_full_parser() -> None:
+    assert _verbs(build_parser("no-such-verb")).keys() == _verbs(build_parser()).keys()
+
+
+@pytest.mark.parametrize(
+    ("argv", "verb"),
+    [
+        (["render", "x"], "render"),
+        (["-c", "local", "-l", "error", "-x", "a=b", "-n", "-d", "render", "x"], "render"),
+        (["-cconf.json", "-ljson", "local", "x"], "local"),
+        (["-h", "render"], None),
+        (["--version"], None),
+        (["-nc", "local", "render"], None),  # combined flags: left to the full parser
+        (["--", "render"], None),
+        (["-c"], None),
+        ([], None),
+    ],
+)
+def test_verb_of_names_the_verb_only_after_plain_global_options(
+    argv: list[str], verb: str | None
+) -> None:
+    assert verb_of(argv) == verb
+
+
+def test_a_usage_error_in_a_verb_reads_as_with_the_full_parser() -> None:
+    res = agent("render")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "usage error: agent render: the following arguments are required: jwt|pattern|jsonnet"
+    )

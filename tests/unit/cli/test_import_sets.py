@@ -109,6 +109,31 @@ def test_each_verb_imports_only_what_it_uses(verb: str, workdir: Path) -> None:
     assert not _heavy(res) & FORBIDDEN[verb], f"{verb} imported {_heavy(res) & FORBIDDEN[verb]}"
 
 
+AGENT_DUMP = (
+    "import sys, atexit\n"
+    "atexit.register(lambda: print('AGENT=' + ','.join(sorted(sys.modules)), file=sys.stderr))\n"
+    "from agent.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+#: What ``render`` and ``local`` of a pattern file, with no keys configured, must not load: the
+#: trust gate and the token code (only for tokens), the HTTP client (only for a URL, an http
+#: getFile or an http copy), the build tool (only for build commands), the daemon.
+NOT_FOR_A_FILE = ("agent.trust", "agent.jws", "agent.net.http", "agent.tools.build", "agent.daemon")
+
+
+@pytest.mark.parametrize("verb", ["render", "local"])
+def test_render_and_local_of_a_file_load_no_gate_token_http_or_build_code(
+    verb: str, workdir: Path
+) -> None:
+    (workdir / "plain.json").write_text("{}")
+    res = _run(AGENT_DUMP, ["-c", "plain.json", verb, "main.jsonnet"], workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
+    loaded = line[len("AGENT=") :].split(",")
+    assert "agent.pattern.load" in loaded  # the dump works
+    assert [m for m in loaded if m.startswith(NOT_FOR_A_FILE)] == []
+
+
 def test_report_output_logger_is_the_engines() -> None:
     """``agent.tools.report`` copies the engine's output logger name (to avoid importing it)."""
     from agent.run.engine import OUTPUT_LOGGER as ENGINE_LOGGER
