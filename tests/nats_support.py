@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-from support import RIGHT_PRIV, config_doc, free_port, write_json
+from support import RIGHT_PRIV, config_doc, free_port, require_tool, write_json
 
 NATS_SERVER = Path("/usr/sbin/nats-server")
 
@@ -22,9 +21,8 @@ PATTERN = '{run: [{id: "hello", check: "test -f hello.txt", change: "echo hi > h
 
 
 def require_nats_server() -> None:
-    """Skip the calling test when Debian's nats-server is not installed."""
-    if not NATS_SERVER.exists():
-        pytest.skip(f"{NATS_SERVER} is missing (apt-get install nats-server; .ci/run installs it)")
+    """Skip the calling test when Debian's nats-server is not installed (fail in CI)."""
+    require_tool(NATS_SERVER, "nats-server")
 
 
 class NATSServer:

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
+
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
 #: The interop vectors (Etcha's documented keys and tokens), copied from ``shared/interop``.
@@ -46,6 +48,20 @@ DEFAULT_TIMEOUT = 110.0
 
 
 # ------------------------------------------------------------------------------------ ports
+
+
+def require_tool(path: Path | str, package: str) -> None:
+    """Skip the calling test when the system tool ``path`` is missing, except in CI.
+
+    ``.ci/run`` installs every tool (and sets ``AGENT_TEST_SYSTEM=1``); there a missing tool is a
+    failure, so a broken install can never turn tests into silent skips.
+    """
+    if os.path.exists(path):
+        return
+    message = f"{path} is missing (apt-get install {package}; .ci/run installs it)"
+    if os.environ.get("AGENT_TEST_SYSTEM") == "1":
+        pytest.fail(message + ", and this is a CI run (AGENT_TEST_SYSTEM=1)")
+    pytest.skip(message)
 
 
 def free_port() -> int:

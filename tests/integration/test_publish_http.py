@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import RIGHT_PRIV, RIGHT_PUB, free_port
+from support import RIGHT_PRIV, RIGHT_PUB, free_port, require_tool
 
 from agent.config.schema import config_from_dict
 from agent.jws.keys import parse_verify_key
@@ -55,8 +55,7 @@ def _jti(raw: str) -> str:
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """nginx with ``dav_methods PUT`` on a free port, not daemonised, all files in tmp_path."""
-    if not os.path.exists(NGINX):
-        pytest.skip(f"{NGINX} is not installed (.ci/run installs Debian's nginx package)")
+    require_tool(NGINX, "nginx")
     prefix = tmp_path / "nginx"
     www = prefix / "www"
     for sub in ("logs", "tmp", "www"):
