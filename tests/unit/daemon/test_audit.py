@@ -232,3 +232,18 @@ def test_a_gate_callback_never_raises_when_the_log_cannot_be_written(
     log = AuditLog(tmp_path / "file" / "audit", key=lambda: load_or_create_key(tmp_path))
     log.refused("web", Context.PUSH, "no_match", "", "from 10.0.0.7")
     assert "Audit: refuse of web not recorded" in caplog.text
+
+
+def test_audit_config_keys_shape_the_log(tmp_path: Path) -> None:
+    run = {
+        "stateDir": str(tmp_path),
+        "auditJournal": True,
+        "auditMaxBytes": 4096,
+        "auditKeep": 3,
+        "auditCheckpointEvery": 7,
+    }
+    log = open_audit(config_from_dict({"run": run}))
+    assert isinstance(log, AuditLog)
+    assert log.journal is not None and log.journal.path == Path("/run/systemd/journal/socket")
+    plain = open_audit(config_from_dict({"run": {"stateDir": str(tmp_path)}}))
+    assert isinstance(plain, AuditLog) and plain.journal is None

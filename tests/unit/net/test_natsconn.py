@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config.schema import config_from_dict
 from agent.core.errors import ConfigError
 from agent.net.natsconn import (
     NATSSettings,
@@ -14,6 +15,7 @@ from agent.net.natsconn import (
     host_token,
     push_subjects,
     source_token_ok,
+    status_subject,
     stream_subjects,
 )
 
@@ -69,3 +71,14 @@ def test_tls_urls_get_a_verifying_context(tmp_path: Path) -> None:
 def test_no_servers_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"nats\.servers: expected at least one"):
         connect_options(NATSSettings(servers=()))
+
+
+def test_the_subject_prefix_comes_from_the_nats_section() -> None:
+    nats = {"servers": ["nats://127.0.0.1:4222"], "subjectPrefix": "fleet"}
+    settings = NATSSettings.of(config_from_dict({"nats": nats}).nats)
+    assert settings.subject_prefix == "fleet"
+    assert push_subjects(settings.subject_prefix, "web", "h1") == "fleet.push.web.h1"
+    assert stream_subjects(settings.subject_prefix) == ["fleet.push.>"]
+    assert status_subject(settings.subject_prefix) == "fleet.status"
+    default = NATSSettings.of(config_from_dict({"nats": {"servers": nats["servers"]}}).nats)
+    assert default.subject_prefix == "etcha"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from support import client_config, run_agent
 
 from agent.tools.nats_push import outcome_from_reply
 from agent.tools.push_output import Recap, exit_code, outcome_status
@@ -33,3 +36,11 @@ def test_a_jetstream_ack_or_garbage_is_not_a_host_reply() -> None:
     assert outcome_from_reply(b'{"stream": "ETCHA", "seq": 3}') is None
     assert outcome_from_reply(b"\xff") is None
     assert outcome_from_reply(b"[1]") is None
+
+
+def test_host_and_expect_without_nats_are_usage_errors(tmp_path: Path) -> None:
+    client = client_config(tmp_path)
+    for flags in (("--host", "h1"), ("--expect", "3")):
+        r = run_agent("-c", str(client), "push", *flags, "core", "true", cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert "--host and --expect need --nats" in r.stderr
