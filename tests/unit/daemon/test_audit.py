@@ -245,5 +245,7 @@ def test_audit_config_keys_shape_the_log(tmp_path: Path) -> None:
     log = open_audit(config_from_dict({"run": run}))
     assert isinstance(log, AuditLog)
     assert log.journal is not None and log.journal.path == Path("/run/systemd/journal/socket")
+    assert (log.max_bytes, log.keep, log.checkpoint_every) == (4096, 3, 7)
+    assert log.directory == tmp_path / "audit"
     plain = open_audit(config_from_dict({"run": {"stateDir": str(tmp_path)}}))
     assert isinstance(plain, AuditLog) and plain.journal is None
