@@ -39,7 +39,7 @@ from agent.net.natsconn import (
     stream_subjects,
 )
 from agent.run.result import Result
-from agent.tools.push import PushOptions, PushTarget, _build, _check_regex, _sign
+from agent.tools.push import PushOptions, PushTarget, build_for_push, check_regex, sign_for_target
 from agent.tools.push_output import (
     PushOutcome,
     Recap,
@@ -181,12 +181,12 @@ async def _token(config: Config, spec: str, cwd: Path, disable_external: bool) -
     # The build and signing steps are synchronous (they start their own loop only when they run
     # commands), so they run in a worker thread, off this loop.
     built, command_mode = await asyncio.to_thread(
-        _build, spec, config=config, cwd=cwd, disable_external=disable_external
+        build_for_push, spec, config=config, cwd=cwd, disable_external=disable_external
     )
     if built.error:
         raise AgentError(built.error)
     target = PushTarget(name="nats", scheme="nats", hostname="", port="", path_push="")
-    return await asyncio.to_thread(_sign, built, target, config=config), command_mode
+    return await asyncio.to_thread(sign_for_target, built, target, config=config), command_mode
 
 
 def _headers(options: PushOptions) -> dict[str, str]:
@@ -252,7 +252,7 @@ async def nats_push(
     settings = _settings(config)
     if not spec:
         raise UsageError("push --nats: expected a pattern path or a command, got none")
-    _check_regex("-f", options.parent_filter)
+    check_regex("-f", options.parent_filter)
     errors = err or sys.stderr
     token, command_mode = await _token(config, spec, cwd or Path.cwd(), disable_external)
     stored = bool(settings.stream) and not options.check and not command_mode

@@ -74,11 +74,14 @@ __all__ = [
     "AD_HOC_ID",
     "DEFAULT_PORT",
     "DEFAULT_PUSH_PATH",
+    "BuiltPush",
     "PushOptions",
     "PushOutcome",
     "PushTarget",
     "ad_hoc_pattern_text",
     "ad_hoc_target",
+    "build_for_push",
+    "check_regex",
     "client_options",
     "fingerprint_mismatch_message",
     "format_outcome",
@@ -89,6 +92,7 @@ __all__ = [
     "push_sync",
     "run_push_cli",
     "select_targets",
+    "sign_for_target",
     "tls_failure_message",
 ]
 
@@ -136,14 +140,18 @@ def client_options(config: Config) -> TLSOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class _Built:
+class BuiltPush:
+    """One pattern spec rendered and built for a push (``error`` set when that failed)."""
+
     loaded: LoadedPattern | None
     manifest: str
     run_vars: Mapping[str, Any]
     error: str
 
 
-def _build(spec: str, *, config: Config, cwd: Path, disable_external: bool) -> tuple[_Built, bool]:
+def build_for_push(
+    spec: str, *, config: Config, cwd: Path, disable_external: bool
+) -> tuple[BuiltPush, bool]:
     """Render and build one pattern spec once. Returns (built, command_mode)."""
     command_mode = not spec.endswith(".jsonnet")
     try:
@@ -163,11 +171,11 @@ def _build(spec: str, *, config: Config, cwd: Path, disable_external: bool) -> t
             )
         manifest, run_vars = finish(collect_build(loaded), needs_loop=build_runs_commands(loaded))
     except AgentError as exc:
-        return _Built(None, "", {}, str(exc)), command_mode
-    return _Built(loaded, manifest, run_vars, ""), command_mode
+        return BuiltPush(None, "", {}, str(exc)), command_mode
+    return BuiltPush(loaded, manifest, run_vars, ""), command_mode
 
 
-def _sign(built: _Built, target: PushTarget, *, config: Config) -> str:
+def sign_for_target(built: BuiltPush, target: PushTarget, *, config: Config) -> str:
     if built.loaded is None:  # callers only sign successful builds
         raise AgentError("push: expected a built pattern to sign, got none")
     pattern = built.loaded.pattern
@@ -351,7 +359,7 @@ class _PushRun:
         self,
         config: Config,
         source: str,
-        built: Mapping[str, tuple[_Built, bool]],
+        built: Mapping[str, tuple[BuiltPush, bool]],
         printer: _Printer,
         progress: TextIO | None,
     ) -> None:
@@ -436,7 +444,7 @@ class _PushRun:
         key = (spec, json.dumps(dict(target.vars), sort_keys=True, default=str))
         try:
             if key not in self.tokens:
-                self.tokens[key] = _sign(built, target, config=self.config)
+                self.tokens[key] = sign_for_target(built, target, config=self.config)
         except AgentError as exc:
             return PushOutcome(target.name, error=str(exc))
         opts = self.options
@@ -498,16 +506,16 @@ def push_sync(
         ConfigError: ``httpClient.caFile`` cannot be loaded.
     """
     opts = options or PushOptions(check=check, parent_filter=parent_filter, color=color)
-    _check_regex("-f", opts.parent_filter)
+    check_regex("-f", opts.parent_filter)
     selection = {"host": host, "port": port, "path": path, "fingerprint": fingerprint}
     targets = select_targets(config, source, target_filter=target_filter, **selection)
     if not targets:
         raise UsageError(no_targets_message(config, source, spec, target_filter))
     # Build once per distinct pattern spec (SPEC 14), then sign per distinct target vars.
     specs = {t.name: (t.pattern or spec) for t in targets}
-    built: dict[str, tuple[_Built, bool]] = {}
+    built: dict[str, tuple[BuiltPush, bool]] = {}
     for s in sorted(set(specs.values()) - {""}):
-        built[s] = _build(
+        built[s] = build_for_push(
             s, config=config, cwd=cwd or Path.cwd(), disable_external=disable_external
         )
     printer = _Printer(out or sys.stdout, specs, opts)
@@ -553,7 +561,7 @@ def no_targets_message(config: Config, source: str, spec: str, target_filter: st
     )
 
 
-def _check_regex(flag: str, pattern: str) -> None:
+def check_regex(flag: str, pattern: str) -> None:
     if not pattern:
         return
     try:
