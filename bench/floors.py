@@ -20,9 +20,10 @@ Workloads and targets (issue 14, contract 6):
   process tree <= 33 MiB;
 - ``render200``: whole-process ``agent render`` of a 200-command pattern <= 1.2x bare eval.
 
-The agent's modules are compiled to bytecode first (:func:`compile_bytecode`), as an install does:
-an environment with ``PYTHONDONTWRITEBYTECODE`` set would otherwise make every agent process
-compile its modules from source, which no installed agent does.
+Everything runs in a host-like install (:func:`install`): a virtual environment under
+``.bench/venv`` where the checkout is installed with ``pip install`` (not editable, bytecode
+compiled), and every floor that runs Python uses that environment's interpreter. A development
+venv's editable-install finder alone adds ~15 ms to every Python start, which no host pays.
 
 Usage: ``python bench/floors.py [rounds]``. Exit code 1 when a target is missed.
 """
@@ -50,13 +51,12 @@ PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM
 ROUNDS = 7
 PUSHES = 10
 BASH = shutil.which("bash") or "/usr/bin/bash"
-# `agent` on PATH is this checkout's console script, as on a host (the helpers' default agentBin).
-ENV = dict(
-    os.environ,
-    PYTHONPATH=str(REPO),
-    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-)
-AGENT = [sys.executable, "-m", "agent"]
+VENV = REPO / ".bench" / "venv"
+PYTHON = str(VENV / "bin" / "python")
+# `agent` on PATH is the installed console script, as on a host (the helpers' default agentBin).
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
+ENV["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+AGENT = [str(VENV / "bin" / "agent")]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -249,9 +249,9 @@ def whole_process(tmp: Path, rounds: int) -> bool:
         {
             "loop100": lambda: timed(loop(100), tmp),
             "loop50": lambda: timed(loop(50), tmp),
-            "python": lambda: timed([sys.executable, "-c", "pass"], tmp),
+            "python": lambda: timed([PYTHON, "-c", "pass"], tmp),
             "bare200": lambda: timed(
-                [sys.executable, "-c", BARE_EVAL, str(tmp / "render200.jsonnet")], tmp
+                [PYTHON, "-c", BARE_EVAL, str(tmp / "render200.jsonnet")], tmp
             ),
             "local100": lambda: timed([*AGENT, *cfg, "local", str(tmp / "noop100.jsonnet")], tmp),
             "file50": lambda: timed([*AGENT, *cfg, "local", str(tmp / "file50.jsonnet")], tmp),
@@ -324,7 +324,7 @@ def daemon_part(tmp: Path, rounds: int, m: dict[str, Any]) -> bool:
         rtt = median_of(
             {
                 "push10": lambda: timed([*push, str(tmp / "noop10.jsonnet")], tmp),
-                "python": lambda: timed([sys.executable, "-c", "pass"], tmp),
+                "python": lambda: timed([PYTHON, "-c", "pass"], tmp),
             },
             rounds,
         )
@@ -368,24 +368,26 @@ def daemon_part(tmp: Path, rounds: int, m: dict[str, Any]) -> bool:
     return ok
 
 
-def compile_bytecode() -> None:
-    """Compile the agent's modules to ``.pyc``, as ``pip install`` does on a host.
+def install() -> None:
+    """Install this checkout into ``.bench/venv`` as a host would (``pip install``, not editable).
 
-    The environment may set ``PYTHONDONTWRITEBYTECODE`` (CI and sandboxes do); then no run ever
-    caches bytecode and every agent process compiles its ~100 modules from source (~100 ms),
-    which an installed agent never does. Python checks each ``.pyc`` against its source, so a
-    stale one is never used.
+    The environment is created once; every run re-installs the checkout (``--force-reinstall
+    --no-deps``, then a plain install that adds any new dependency), so the figures are always
+    those of the code on disk. pip compiles the modules to bytecode, as on a host.
     """
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "agent")],
-        check=True,
-        capture_output=True,
-    )
+    pip = [str(VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    steps = [[*pip, "--force-reinstall", "--no-deps", str(REPO)], [*pip, str(REPO)]]
+    if not (VENV / "bin" / "python").exists():
+        steps = [[sys.executable, "-m", "venv", str(VENV)], [*pip, str(REPO)]]
+    for argv in steps:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{argv} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
 
 
 def main(argv: list[str]) -> int:
     rounds = int(argv[0]) if argv and argv[0].isdigit() else ROUNDS
-    compile_bytecode()
+    install()
     with tempfile.TemporaryDirectory(prefix="bench-floors-") as d:
         tmp = Path(d)
         ok, m = whole_process(tmp, rounds)
