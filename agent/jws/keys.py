@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
 import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -542,6 +541,8 @@ def parse_verify_key(text: str) -> VerifyKey:
 
 
 def _random_id() -> str:
+    import secrets  # stdlib, only to generate keys (off the signing path)
+
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
 
 
