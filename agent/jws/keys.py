@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.core.errors import KeyFormatError
+from agent.jws.ed25519 import SPKI_PREFIX as _ED25519_SPKI_PREFIX
+from agent.jws.ed25519 import Ed25519Signer as _Ed25519Signer
+from agent.jws.ed25519 import Ed25519Verifier as _Ed25519Verifier
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import (
@@ -74,7 +77,6 @@ _PRIVATE = ("ed25519private", "ecp256private", "rsa2048private")
 _PUBLIC = ("ed25519public", "ecp256public", "rsa2048public")
 
 _ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
-_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 _MIN_RSA_BITS = 2048
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -93,46 +95,6 @@ class _Signer(Protocol):
 
 class _Verifier(Protocol):
     def verify(self, signature: bytes, data: bytes) -> bool: ...
-
-
-# --- Ed25519 (PyNaCl) ---------------------------------------------------------------------------
-
-
-class _Ed25519Signer:
-    __slots__ = ("_key",)
-
-    def __init__(self, seed: bytes) -> None:
-        import nacl.signing
-
-        self._key = nacl.signing.SigningKey(seed)
-
-    def sign(self, data: bytes) -> bytes:
-        signature: bytes = self._key.sign(data).signature
-        return signature
-
-    def public_der(self) -> bytes:
-        return _ED25519_SPKI_PREFIX + bytes(self._key.verify_key)
-
-    def public_raw(self) -> bytes:
-        return bytes(self._key.verify_key)
-
-
-class _Ed25519Verifier:
-    __slots__ = ("_key",)
-
-    def __init__(self, raw: bytes) -> None:
-        import nacl.signing
-
-        self._key = nacl.signing.VerifyKey(raw)
-
-    def verify(self, signature: bytes, data: bytes) -> bool:
-        if len(signature) != 64:
-            return False
-        try:
-            self._key.verify(data, signature)
-        except Exception:  # BadSignatureError, or anything libsodium rejects
-            return False
-        return True
 
 
 # --- ECDSA P-256 and RSA (cryptography, imported lazily) ---------------------------------------
