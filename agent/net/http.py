@@ -28,7 +28,6 @@ imported on the first request, so importing this module stays cheap for commands
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,17 +95,43 @@ class Response:
         return self.headers.get(name.lower(), default)
 
 
-@dataclass(frozen=True, slots=True)
 class _Call:
-    method: str
-    body: bytes | None
-    deadline: float | None
-    timeout: float | None
-    max_bytes: int
-    body_statuses: Collection[int] | None
-    skip_verify: bool
-    fingerprint: str
-    secrets: str  # a pseudo request spec holding every secret, for redaction
+    """One request's settings (a plain class: a dataclass costs ~0.7 ms of start-up to build)."""
+
+    __slots__ = (
+        "body",
+        "body_statuses",
+        "deadline",
+        "fingerprint",
+        "max_bytes",
+        "method",
+        "secrets",
+        "skip_verify",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        body: bytes | None,
+        deadline: float | None,
+        timeout: float | None,
+        max_bytes: int,
+        body_statuses: Collection[int] | None,
+        skip_verify: bool,
+        fingerprint: str,
+        secrets: str,  # a pseudo request spec holding every secret, for redaction
+    ) -> None:
+        self.method = method
+        self.body = body
+        self.deadline = deadline
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.body_statuses = body_statuses
+        self.skip_verify = skip_verify
+        self.fingerprint = fingerprint
+        self.secrets = secrets
 
 
 def origin(url: str) -> Origin:
@@ -302,6 +327,8 @@ def _split_userinfo(url: str) -> tuple[str, str]:
         return url, ""
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
+    import base64  # stdlib, only for user info in a URL
+
     token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
     return parts._replace(netloc=hostport).geturl(), f"Basic {token}"
 
