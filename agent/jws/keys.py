@@ -25,8 +25,8 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
 import binascii
+import re
 import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -232,9 +232,7 @@ class SigningKey:
         """The matching verify key, as SPKI DER, with the same id."""
         family = _family(self.algorithm)
         der = self._impl.public_der()
-        return parse_verify_key(
-            _format(f"{family}public", base64.b64encode(der).decode("ascii"), self.kid)
-        )
+        return parse_verify_key(_format(f"{family}public", _b64encode(der), self.kid))
 
     def __repr__(self) -> str:
         return f"SigningKey(algorithm={self.algorithm!r}, kid={self.kid!r})"
@@ -294,7 +292,7 @@ def _split(text: str, what: str) -> tuple[str, str, bytes, str]:
             f"{what}: expected an algorithm of {', '.join(ALGORITHMS)}, got an unknown algorithm"
         )
     try:
-        raw = base64.b64decode(material, validate=True)
+        raw = _b64decode(material)
     except (binascii.Error, ValueError):
         raise KeyFormatError(
             f"{what} {_label(kid)}: expected standard base64 (+/ with = padding) material "
@@ -303,6 +301,28 @@ def _split(text: str, what: str) -> tuple[str, str, bytes, str]:
     if not raw:
         raise KeyFormatError(f"{what} {_label(kid)}: expected key material, got none")
     return algorithm, material, raw, kid
+
+
+# binascii, not base64: the same bytes and checks, without importing base64 (and struct) on
+# every signing path.
+_STANDARD_B64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}").fullmatch
+
+
+def _b64decode(text: str) -> bytes:
+    """``base64.b64decode(text, validate=True)``.
+
+    Raises:
+        ValueError: not ASCII, or not standard base64 (``binascii.Error`` is a ValueError).
+    """
+    data = text.encode("ascii")
+    if not _STANDARD_B64(data):
+        raise binascii.Error("Non-base64 digit found")
+    return binascii.a2b_base64(data)
+
+
+def _b64encode(data: bytes) -> str:
+    """``base64.b64encode(data).decode("ascii")``."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _label(kid: str) -> str:
@@ -552,6 +572,6 @@ def generate_keys(algorithm: str = "ed25519", kid: str | None = None) -> tuple[s
             f"generate keys: expected an algorithm of {', '.join(GENERATE_ALGORITHMS)}, "
             f"got {algorithm!r}"
         )
-    private = _format(f"{family}private", base64.b64encode(private_der).decode("ascii"), kid)
-    public = _format(f"{family}public", base64.b64encode(public_der).decode("ascii"), kid)
+    private = _format(f"{family}private", _b64encode(private_der), kid)
+    public = _format(f"{family}public", _b64encode(public_der), kid)
     return private, public

@@ -13,7 +13,7 @@ for the same claims, key and (Ed25519) signature.
 
 from __future__ import annotations
 
-import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "TYP_DELEGATION",
     "TYP_PATTERN",
     "TYP_REVOCATIONS",
+    "b64url",
     "encode_payload",
     "etcha_claims",
     "sign_token",
@@ -43,8 +44,13 @@ TYP_REVOCATIONS = "etcha-revocations+jwt"
 # --- Encoding ----------------------------------------------------------------------------------
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def b64url(data: bytes) -> str:
+    """base64url without padding (``base64.urlsafe_b64encode`` without the ``=``)."""
+    # base64.urlsafe_b64encode without importing base64 (and struct) for it
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_URLSAFE).decode("ascii")
 
 
 def encode_payload(claims: Mapping[str, Any]) -> str:
@@ -60,7 +66,7 @@ def encode_payload(claims: Mapping[str, Any]) -> str:
         TokenError: the claims cannot be serialised.
     """
     try:
-        return _b64url(dumps_compact(claims))
+        return b64url(dumps_compact(claims))
     except GoJSONError as exc:
         raise TokenError(f"jwt claims: {exc}") from exc
 
@@ -100,8 +106,8 @@ def sign_token(
         )
     except GoJSONError as exc:
         raise TokenError(f"jwt header: {exc}") from exc
-    signing_input = _b64url(b"{" + encoded + b"}") + "." + encode_payload(claims)
-    return signing_input + "." + _b64url(key.sign(signing_input.encode("ascii")))
+    signing_input = b64url(b"{" + encoded + b"}") + "." + encode_payload(claims)
+    return signing_input + "." + b64url(key.sign(signing_input.encode("ascii")))
 
 
 def etcha_claims(

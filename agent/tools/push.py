@@ -30,7 +30,6 @@ works the first time. A failed verification names the three ways to trust a targ
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import logging
@@ -46,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
-from agent.jws.sign import etcha_claims
+from agent.jws.sign import b64url, etcha_claims
 from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
 from agent.pattern.load import LoadedPattern, load_from_disk, load_from_text
@@ -202,7 +201,7 @@ def sign_for_target(built: BuiltPush, target: PushTarget, *, config: Config) -> 
 
 def _random_jti() -> str:
     """16 random bytes, base64url without padding (what ``secrets.token_urlsafe(16)`` returns)."""
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+    return b64url(os.urandom(16))
 
 
 def push_expires_in(config: Config, pattern_expires_in: float) -> float:
