@@ -25,14 +25,16 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
 import binascii
-import secrets
+import re
 import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.core.errors import KeyFormatError
+from agent.jws.ed25519 import SPKI_PREFIX as _ED25519_SPKI_PREFIX
+from agent.jws.ed25519 import Ed25519Signer as _Ed25519Signer
+from agent.jws.ed25519 import Ed25519Verifier as _Ed25519Verifier
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import (
@@ -75,7 +77,6 @@ _PRIVATE = ("ed25519private", "ecp256private", "rsa2048private")
 _PUBLIC = ("ed25519public", "ecp256public", "rsa2048public")
 
 _ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
-_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 _MIN_RSA_BITS = 2048
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -94,46 +95,6 @@ class _Signer(Protocol):
 
 class _Verifier(Protocol):
     def verify(self, signature: bytes, data: bytes) -> bool: ...
-
-
-# --- Ed25519 (PyNaCl) ---------------------------------------------------------------------------
-
-
-class _Ed25519Signer:
-    __slots__ = ("_key",)
-
-    def __init__(self, seed: bytes) -> None:
-        import nacl.signing
-
-        self._key = nacl.signing.SigningKey(seed)
-
-    def sign(self, data: bytes) -> bytes:
-        signature: bytes = self._key.sign(data).signature
-        return signature
-
-    def public_der(self) -> bytes:
-        return _ED25519_SPKI_PREFIX + bytes(self._key.verify_key)
-
-    def public_raw(self) -> bytes:
-        return bytes(self._key.verify_key)
-
-
-class _Ed25519Verifier:
-    __slots__ = ("_key",)
-
-    def __init__(self, raw: bytes) -> None:
-        import nacl.signing
-
-        self._key = nacl.signing.VerifyKey(raw)
-
-    def verify(self, signature: bytes, data: bytes) -> bool:
-        if len(signature) != 64:
-            return False
-        try:
-            self._key.verify(data, signature)
-        except Exception:  # BadSignatureError, or anything libsodium rejects
-            return False
-        return True
 
 
 # --- ECDSA P-256 and RSA (cryptography, imported lazily) ---------------------------------------
@@ -271,9 +232,7 @@ class SigningKey:
         """The matching verify key, as SPKI DER, with the same id."""
         family = _family(self.algorithm)
         der = self._impl.public_der()
-        return parse_verify_key(
-            _format(f"{family}public", base64.b64encode(der).decode("ascii"), self.kid)
-        )
+        return parse_verify_key(_format(f"{family}public", _b64encode(der), self.kid))
 
     def __repr__(self) -> str:
         return f"SigningKey(algorithm={self.algorithm!r}, kid={self.kid!r})"
@@ -333,7 +292,7 @@ def _split(text: str, what: str) -> tuple[str, str, bytes, str]:
             f"{what}: expected an algorithm of {', '.join(ALGORITHMS)}, got an unknown algorithm"
         )
     try:
-        raw = base64.b64decode(material, validate=True)
+        raw = _b64decode(material)
     except (binascii.Error, ValueError):
         raise KeyFormatError(
             f"{what} {_label(kid)}: expected standard base64 (+/ with = padding) material "
@@ -342,6 +301,28 @@ def _split(text: str, what: str) -> tuple[str, str, bytes, str]:
     if not raw:
         raise KeyFormatError(f"{what} {_label(kid)}: expected key material, got none")
     return algorithm, material, raw, kid
+
+
+# binascii, not base64: the same bytes and checks, without importing base64 (and struct) on
+# every signing path.
+_STANDARD_B64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}").fullmatch
+
+
+def _b64decode(text: str) -> bytes:
+    """``base64.b64decode(text, validate=True)``.
+
+    Raises:
+        ValueError: not ASCII, or not standard base64 (``binascii.Error`` is a ValueError).
+    """
+    data = text.encode("ascii")
+    if not _STANDARD_B64(data):
+        raise binascii.Error("Non-base64 digit found")
+    return binascii.a2b_base64(data)
+
+
+def _b64encode(data: bytes) -> str:
+    """``base64.b64encode(data).decode("ascii")``."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _label(kid: str) -> str:
@@ -542,6 +523,8 @@ def parse_verify_key(text: str) -> VerifyKey:
 
 
 def _random_id() -> str:
+    import secrets  # stdlib, only to generate keys (off the signing path)
+
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
 
 
@@ -589,6 +572,6 @@ def generate_keys(algorithm: str = "ed25519", kid: str | None = None) -> tuple[s
             f"generate keys: expected an algorithm of {', '.join(GENERATE_ALGORITHMS)}, "
             f"got {algorithm!r}"
         )
-    private = _format(f"{family}private", base64.b64encode(private_der).decode("ascii"), kid)
-    public = _format(f"{family}public", base64.b64encode(public_der).decode("ascii"), kid)
+    private = _format(f"{family}private", _b64encode(private_der), kid)
+    public = _format(f"{family}public", _b64encode(public_der), kid)
     return private, public

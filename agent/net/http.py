@@ -1,4 +1,4 @@
-"""The one HTTP client: synchronous, standard library (``http.client``), own redirect policy.
+"""The one HTTP client: synchronous, standard library only, own redirect policy.
 
 Used by pull (:mod:`agent.net.fetch`, through :func:`asyncio.to_thread`), push, ``getFile``,
 ``copy`` and ``jwt <url>``. TLS contexts come from :func:`agent.net.tls.client_context`; a client
@@ -21,13 +21,13 @@ Behaviour of :meth:`HTTPClient.request`:
 
 Errors are :class:`RequestError` (a :class:`~agent.core.errors.SourceError`) whose message is a
 detail without the URL (callers prefix it with what they were doing), with every user info,
-query value and header value of the request redacted. ``http.client`` and ``ssl`` are imported
-on the first request, so importing this module stays cheap for commands that make none.
+query value and header value of the request redacted. The exchange itself is
+:mod:`agent.net.wire` (what ``http.client`` did, without its ``email`` imports); ``ssl`` is
+imported on the first request, so importing this module stays cheap for commands that make none.
 """
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,9 +37,10 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from agent.core.errors import SourceError
 from agent.net.tls import TLSOptions, check_fingerprint, client_context
 from agent.net.urls import redact
+from agent.net.wire import Connection, HTTPException
+from agent.net.wire import Response as WireResponse
 
 if TYPE_CHECKING:
-    import http.client
     import ssl
 
 #: Most redirects followed for one request.
@@ -94,17 +95,43 @@ class Response:
         return self.headers.get(name.lower(), default)
 
 
-@dataclass(frozen=True, slots=True)
 class _Call:
-    method: str
-    body: bytes | None
-    deadline: float | None
-    timeout: float | None
-    max_bytes: int
-    body_statuses: Collection[int] | None
-    skip_verify: bool
-    fingerprint: str
-    secrets: str  # a pseudo request spec holding every secret, for redaction
+    """One request's settings (a plain class: a dataclass costs ~0.7 ms of start-up to build)."""
+
+    __slots__ = (
+        "body",
+        "body_statuses",
+        "deadline",
+        "fingerprint",
+        "max_bytes",
+        "method",
+        "secrets",
+        "skip_verify",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        body: bytes | None,
+        deadline: float | None,
+        timeout: float | None,
+        max_bytes: int,
+        body_statuses: Collection[int] | None,
+        skip_verify: bool,
+        fingerprint: str,
+        secrets: str,  # a pseudo request spec holding every secret, for redaction
+    ) -> None:
+        self.method = method
+        self.body = body
+        self.deadline = deadline
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.body_statuses = body_statuses
+        self.skip_verify = skip_verify
+        self.fingerprint = fingerprint
+        self.secrets = secrets
 
 
 def origin(url: str) -> Origin:
@@ -249,10 +276,9 @@ class HTTPClient:
         return _split_userinfo(target)[0]
 
     def _once(self, url: str, headers: dict[str, str], call: _Call) -> Response:
-        import http.client  # stdlib, ~20 ms: imported on the first request only
-        import ssl
+        import ssl  # stdlib, ~10 ms: imported on the first request only
 
-        conn: http.client.HTTPConnection | None = None
+        conn: Connection | None = None
         try:
             conn = self._connection(*origin(url), call)
             conn.connect()
@@ -279,23 +305,19 @@ class HTTPClient:
             raise TLSVerifyError(
                 _failure(exc, call.secrets), redact(reason, call.secrets)
             ) from None
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (OSError, HTTPException, ValueError) as exc:
             # The text can quote the URL or a header value: redact it, and do not chain it.
             raise RequestError(_failure(exc, call.secrets)) from None
         finally:
             if conn is not None:
                 conn.close()
 
-    def _connection(
-        self, scheme: str, host: str, port: int, call: _Call
-    ) -> http.client.HTTPConnection:
-        import http.client
-
+    def _connection(self, scheme: str, host: str, port: int, call: _Call) -> Connection:
         remaining = _remaining(call)
         if scheme == "http":
-            return http.client.HTTPConnection(host, port, timeout=remaining)
+            return Connection(host, port, timeout=remaining, context=None)
         ctx = self.context(skip_verify=call.skip_verify, pinned=bool(call.fingerprint))
-        return http.client.HTTPSConnection(host, port, timeout=remaining, context=ctx)
+        return Connection(host, port, timeout=remaining, context=ctx)
 
 
 def _split_userinfo(url: str) -> tuple[str, str]:
@@ -305,6 +327,8 @@ def _split_userinfo(url: str) -> tuple[str, str]:
         return url, ""
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
+    import base64  # stdlib, only for user info in a URL
+
     token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
     return parts._replace(netloc=hostport).geturl(), f"Basic {token}"
 
@@ -342,14 +366,12 @@ def _remaining(call: _Call) -> float | None:
     return left
 
 
-def _set_timeout(conn: http.client.HTTPConnection, call: _Call) -> None:
+def _set_timeout(conn: Connection, call: _Call) -> None:
     if conn.sock is not None:
         conn.sock.settimeout(_remaining(call))
 
 
-def _read_body(
-    resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, call: _Call
-) -> bytes:
+def _read_body(resp: WireResponse, conn: Connection, call: _Call) -> bytes:
     length = resp.getheader("Content-Length")
     if length is not None and length.strip().isdigit() and int(length) > call.max_bytes:
         raise RequestError(f"expected at most {call.max_bytes} bytes, got {int(length)}")
@@ -366,7 +388,7 @@ def _read_body(
         chunks.append(chunk)
 
 
-def _headers(resp: http.client.HTTPResponse) -> dict[str, str]:
+def _headers(resp: WireResponse) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in resp.getheaders():
         key = name.lower()

@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.core.atomicio import atomic_write
 from agent.core.errors import AgentError, BuildError
 from agent.jws.keys import parse_signing_key
-from agent.jws.tokens import encode_payload, etcha_claims, sign_token
+from agent.jws.sign import encode_payload, etcha_claims, sign_token
 from agent.pattern.load import LoadedPattern, load_from_disk
-from agent.trust.scope import SCOPE_CLAIM
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -124,6 +122,8 @@ async def sign_claims(claims: Mapping[str, Any], *, config: Config) -> str:
         BuildError: no signing method is configured, or signing failed.
     """
     if config.build.scope:
+        from agent.trust.scope import SCOPE_CLAIM  # lazy: the scope code, only with build.scope
+
         claims = {**claims, SCOPE_CLAIM: dict(config.build.scope)}
     chain = delegation_chain(config)
     if config.build.signing_commands:
@@ -306,6 +306,8 @@ def write_token(target: Path, token: str) -> Path:
     Raises:
         BuildError: the file could not be written.
     """
+    from agent.core.atomicio import atomic_write  # lazy: tempfile and shutil, off `push`
+
     try:
         atomic_write(target, token, mode=0o644)
     except OSError as exc:

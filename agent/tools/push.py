@@ -35,19 +35,17 @@ import json
 import logging
 import os
 import re
-import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
-from agent.jws.tokens import etcha_claims
+from agent.jws.sign import b64url, etcha_claims
 from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
 from agent.pattern.load import LoadedPattern, load_from_disk, load_from_text
@@ -66,9 +64,13 @@ from agent.tools.push_targets import (
     DEFAULT_PUSH_PATH,
     PushTarget,
     ad_hoc_target,
+    no_targets_message,
     select_targets,
 )
 from agent.tools.syncrun import build_runs_commands, finish, signing_runs_commands
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = [
     "AD_HOC_ID",
@@ -191,10 +193,15 @@ def sign_for_target(built: BuiltPush, target: PushTarget, *, config: Config) -> 
         expires_in=push_expires_in(config, pattern.expires_in),
         issuer=pattern.issuer,
         subject=pattern.subject,
-        jti=secrets.token_urlsafe(16),  # replay protection: each signed push is unique
+        jti=_random_jti(),  # replay protection: each signed push is unique
         now=time.time(),
     )
     return finish(sign_claims(claims, config=config), needs_loop=signing_runs_commands(config))
+
+
+def _random_jti() -> str:
+    """16 random bytes, base64url without padding (what ``secrets.token_urlsafe(16)`` returns)."""
+    return b64url(os.urandom(16))
 
 
 def push_expires_in(config: Config, pattern_expires_in: float) -> float:
@@ -352,7 +359,9 @@ class _PushRun:
     size; the calling thread signs (once per distinct spec and target vars, before the batch is
     sent) and prints each target's result as soon as it is known. With ``--serial N`` the
     targets go in batches of N, in name order, and a batch with a failed or unreachable target
-    ends the push: the rest are reported as skipped. No event loop is involved.
+    ends the push: the rest are reported as skipped. No event loop is involved. When at most one
+    request can run at once (one target, ``--forks 1`` or ``--serial 1``) the calling thread
+    sends it itself: no thread pool is started.
     """
 
     def __init__(
@@ -385,30 +394,45 @@ class _PushRun:
             self.client.context(pinned=pinned)  # a bad caFile fails here, before any request
         size = self.options.serial or len(targets)
         batches = [targets[i : i + size] for i in range(0, len(targets), size)]
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="push") as pool:
+        pool = None
+        if min(self.workers, size, len(targets)) > 1:  # else the calling thread sends
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="push")
+        try:
             self._show_progress()
             for number, batch in enumerate(batches, start=1):
                 results = self._batch(batch, pool)
                 if any(outcome_status(o) in ("failed", "unreachable") for o in results):
                     self._skip(batches[number:], number, size)
                     break
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         self._clear_progress()
 
-    def _batch(self, batch: Sequence[PushTarget], pool: ThreadPoolExecutor) -> list[PushOutcome]:
-        """Sign, then send the batch on the pool; report each outcome as it completes."""
+    def _batch(
+        self, batch: Sequence[PushTarget], pool: ThreadPoolExecutor | None
+    ) -> list[PushOutcome]:
+        """Sign, then send the batch (on the pool, if any); report each outcome as it completes."""
         results: list[PushOutcome] = []
-        pending = []
+        pending: list[Future[PushOutcome]] = []
         for target in batch:
             ready = self._prepare(target)
-            if isinstance(ready, PushOutcome):
-                self._report(ready)
-                results.append(ready)
-            else:
-                pending.append(pool.submit(ready))
-        for future in as_completed(pending):
-            outcome = future.result()
-            self._report(outcome)
-            results.append(outcome)
+            if not isinstance(ready, PushOutcome):
+                if pool is not None:
+                    pending.append(pool.submit(ready))
+                    continue
+                ready = ready()
+            self._report(ready)
+            results.append(ready)
+        if pending:
+            from concurrent.futures import as_completed
+
+            for future in as_completed(pending):
+                outcome = future.result()
+                self._report(outcome)
+                results.append(outcome)
         return results
 
     def _skip(self, batches: Sequence[Sequence[PushTarget]], number: int, size: int) -> None:
@@ -522,43 +546,6 @@ def push_sync(
     _PushRun(config, source, built, printer, progress).all(targets)
     printer.finish()
     return exit_code(printer.recap, detailed=opts.detailed_exitcode)
-
-
-def no_targets_message(config: Config, source: str, spec: str, target_filter: str | None) -> str:
-    """The error for a push without targets: the config snippet to add, or ``-h HOST``.
-
-    Args:
-        config: the loaded config.
-        source: the source name.
-        spec: the pattern path or command given ("" = none).
-        target_filter: ``-n`` ("" or None = none).
-
-    Returns:
-        With a filter that hid every target, the names it could have matched; else a
-        ``targets`` block for the config and the ``-h HOST`` alternative.
-    """
-    if target_filter:
-        names = [t.name for t in select_targets(config, source)]
-        if names:
-            return (
-                f"push: expected a target for {source!r} matching -n {target_filter!r}, got "
-                f"none (targets for {source!r}: {', '.join(names)})"
-            )
-    pattern = spec if spec.endswith(".jsonnet") else ""
-    target = {"hostname": "web1.example.com", "sourcePatterns": {source: pattern}}
-    snippet = json.dumps({"targets": {"web1": target}})
-    arg = f" {spec}" if spec else " PATTERN.jsonnet"
-    return (
-        f"push: expected at least one target with sourcePatterns for {source!r}, got none. "
-        f"Add one to the config:\n  {snippet[1:-1]},\n"
-        + (
-            "  (an empty sourcePatterns value pushes the pattern or command given on the "
-            "command line)\n"
-            if not pattern
-            else ""
-        )
-        + f"or push to one host: agent push -h HOST {source}{arg}"
-    )
 
 
 def check_regex(flag: str, pattern: str) -> None:

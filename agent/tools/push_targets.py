@@ -8,6 +8,7 @@ only an https target can be pinned.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -245,3 +246,40 @@ def _select(
             )
         )
     return targets
+
+
+def no_targets_message(config: Config, source: str, spec: str, target_filter: str | None) -> str:
+    """The error for a push without targets: the config snippet to add, or ``-h HOST``.
+
+    Args:
+        config: the loaded config.
+        source: the source name.
+        spec: the pattern path or command given ("" = none).
+        target_filter: ``-n`` ("" or None = none).
+
+    Returns:
+        With a filter that hid every target, the names it could have matched; else a
+        ``targets`` block for the config and the ``-h HOST`` alternative.
+    """
+    if target_filter:
+        names = [t.name for t in select_targets(config, source)]
+        if names:
+            return (
+                f"push: expected a target for {source!r} matching -n {target_filter!r}, got "
+                f"none (targets for {source!r}: {', '.join(names)})"
+            )
+    pattern = spec if spec.endswith(".jsonnet") else ""
+    target = {"hostname": "web1.example.com", "sourcePatterns": {source: pattern}}
+    snippet = json.dumps({"targets": {"web1": target}})
+    arg = f" {spec}" if spec else " PATTERN.jsonnet"
+    return (
+        f"push: expected at least one target with sourcePatterns for {source!r}, got none. "
+        f"Add one to the config:\n  {snippet[1:-1]},\n"
+        + (
+            "  (an empty sourcePatterns value pushes the pattern or command given on the "
+            "command line)\n"
+            if not pattern
+            else ""
+        )
+        + f"or push to one host: agent push -h HOST {source}{arg}"
+    )

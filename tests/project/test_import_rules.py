@@ -65,6 +65,8 @@ LAZY_IMPORTS = frozenset(
         "agent/tools/build.py::header_for",  # the chain code, only with a chain
         "agent/tools/build.py::collect_build",  # the engine (asyncio), only for build commands
         "agent/tools/build.py::_sign_with_commands",  # the engine (asyncio), for signingCommands
+        "agent/tools/build.py::sign_claims",  # the scope code, only with build.scope
+        "agent/tools/build.py::write_token",  # the atomic writer (tempfile, shutil), off push
     }
 )
 

@@ -117,6 +117,33 @@ def test_ed25519_signature_is_identical_to_cryptography(interop: dict[str, Any])
     assert parse_signing_key(text).sign(b"payload") == reference.sign(b"payload")
 
 
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 4096, 1 << 20])
+def test_ed25519_signatures_and_public_keys_equal_pynacl_and_cryptography(size: int) -> None:
+    import os
+
+    import nacl.signing
+
+    seed = os.urandom(32)
+    data = os.urandom(size)
+    key = parse_signing_key(f"ed25519private:{b64(seed)}")
+    reference = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    assert key.sign(data) == reference.sign(data) == nacl.signing.SigningKey(seed).sign(data)[:64]
+    public = reference.public_key().public_bytes(DER, SPKI)
+    assert key.public().verify(key.sign(data), data)
+    assert str(key.public()).split(":")[1] == b64(public)
+
+
+def test_ed25519_signing_does_not_import_nacl_signing(interop: dict[str, Any]) -> None:
+    code = (
+        "import sys; from agent.jws.keys import parse_signing_key;"
+        f"k = parse_signing_key({interop['keyPairs'][0]['privateKey']!r});"
+        "sig = k.sign(b'x'); assert len(sig) == 64;"
+        "print('nacl.signing' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # --- ECDSA P-256 -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,92 @@
+"""What a pinned ``agent push`` of a pattern file to one TLS target loads (issue 14, contract 3).
+
+A real push, in a fresh interpreter, to a TLS server on 127.0.0.1 whose certificate is pinned;
+the modules left in ``sys.modules`` at exit are checked against :data:`NOT_FOR_ONE_PINNED_PUSH`:
+modules that only some pushes need (or none), kept off the common one for its start-up time.
+"""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import tls_http_server
+
+from agent.jws.keys import generate_keys
+
+#: Modules a push of a pattern file to one pinned target does not load, and why they are kept
+#: off: ``http.client`` and ``email`` (agent.net.wire sends the request), ``nacl.signing``
+#: (signing goes through ``nacl._sodium``), ``concurrent.futures`` (one request needs no thread
+#: pool), ``secrets`` and ``tempfile`` (the jti needs ``os.urandom``; nothing is written), the
+#: ``idna`` codec (an IP target), the trust code and the token decoder (push only signs), asyncio
+#: (no build command runs), aiohttp and cryptography (never).
+NOT_FOR_ONE_PINNED_PUSH = (
+    "http.client",
+    "email",
+    "nacl.signing",
+    "concurrent.futures",
+    "secrets",
+    "tempfile",
+    "encodings.idna",
+    "agent.trust",
+    "agent.jws.compact",
+    "agent.jws.tokens",
+    "asyncio",
+    "aiohttp",
+    "cryptography",
+)
+
+DUMP = (
+    "import sys, atexit\n"
+    "atexit.register(lambda: print('MODULES=' + ','.join(sorted(sys.modules)), file=sys.stderr))\n"
+    "from agent.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+class _Push(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b'{"changedIDs": ["a"], "changedOutputs": ["done"], "removedIDs": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path, str]]:
+    with tls_http_server(tmp_path_factory.mktemp("tls"), _Push) as served:
+        yield served
+
+
+def test_pinned_push_of_a_file_to_one_target_loads_only_what_it_uses(
+    tmp_path: Path, target: tuple[int, Path, str]
+) -> None:
+    port, _, fingerprint = target
+    (tmp_path / "main.jsonnet").write_text("{run: [{id: 'a', check: 'false', change: 'true'}]}\n")
+    private, _ = generate_keys("ed25519", "k")
+    (tmp_path / "sign.json").write_text(f'{{"build": {{"signingKey": "{private}"}}}}')
+    args = ["-c", "sign.json", "push", "-h", "127.0.0.1", "-p", str(port)]
+    res = subprocess.run(
+        [sys.executable, "-c", DUMP, *args, "--fingerprint", fingerprint, "core", "main.jsonnet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Changed 1: a" in res.stdout, res.stdout
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("MODULES="))
+    loaded = line[len("MODULES=") :].split(",")
+    assert {"ssl", "agent.net.wire", "nacl._sodium", "_gojsonnet"} <= set(loaded)  # it ran
+    assert [m for m in loaded if m.startswith(NOT_FOR_ONE_PINNED_PUSH)] == []
