@@ -1,4 +1,4 @@
-"""The one HTTP client: synchronous, standard library only, own redirect policy.
+"""The one HTTP client: synchronous, standard library (``http.client``), own redirect policy.
 
 Used by pull (:mod:`agent.net.fetch`, through :func:`asyncio.to_thread`), push, ``getFile``,
 ``copy`` and ``jwt <url>``. TLS contexts come from :func:`agent.net.tls.client_context`; a client
@@ -21,9 +21,8 @@ Behaviour of :meth:`HTTPClient.request`:
 
 Errors are :class:`RequestError` (a :class:`~agent.core.errors.SourceError`) whose message is a
 detail without the URL (callers prefix it with what they were doing), with every user info,
-query value and header value of the request redacted. The exchange itself is
-:mod:`agent.net.wire` (what ``http.client`` did, without its ``email`` imports); ``ssl`` is
-imported on the first request, so importing this module stays cheap for commands that make none.
+query value and header value of the request redacted. ``http.client`` and ``ssl`` are imported
+on the first request, so importing this module stays cheap for commands that make none.
 """
 
 from __future__ import annotations
@@ -37,10 +36,9 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from agent.core.errors import SourceError
 from agent.net.tls import TLSOptions, check_fingerprint, client_context
 from agent.net.urls import redact
-from agent.net.wire import Connection, HTTPException
-from agent.net.wire import Response as WireResponse
 
 if TYPE_CHECKING:
+    import http.client
     import ssl
 
 #: Most redirects followed for one request.
@@ -276,9 +274,10 @@ class HTTPClient:
         return _split_userinfo(target)[0]
 
     def _once(self, url: str, headers: dict[str, str], call: _Call) -> Response:
-        import ssl  # stdlib, ~10 ms: imported on the first request only
+        import http.client  # stdlib, ~10-20 ms: imported on the first request only
+        import ssl
 
-        conn: Connection | None = None
+        conn: http.client.HTTPConnection | None = None
         try:
             conn = self._connection(*origin(url), call)
             conn.connect()
@@ -305,19 +304,23 @@ class HTTPClient:
             raise TLSVerifyError(
                 _failure(exc, call.secrets), redact(reason, call.secrets)
             ) from None
-        except (OSError, HTTPException, ValueError) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             # The text can quote the URL or a header value: redact it, and do not chain it.
             raise RequestError(_failure(exc, call.secrets)) from None
         finally:
             if conn is not None:
                 conn.close()
 
-    def _connection(self, scheme: str, host: str, port: int, call: _Call) -> Connection:
+    def _connection(
+        self, scheme: str, host: str, port: int, call: _Call
+    ) -> http.client.HTTPConnection:
+        import http.client
+
         remaining = _remaining(call)
         if scheme == "http":
-            return Connection(host, port, timeout=remaining, context=None)
+            return http.client.HTTPConnection(host, port, timeout=remaining)
         ctx = self.context(skip_verify=call.skip_verify, pinned=bool(call.fingerprint))
-        return Connection(host, port, timeout=remaining, context=ctx)
+        return http.client.HTTPSConnection(host, port, timeout=remaining, context=ctx)
 
 
 def _split_userinfo(url: str) -> tuple[str, str]:
@@ -366,12 +369,14 @@ def _remaining(call: _Call) -> float | None:
     return left
 
 
-def _set_timeout(conn: Connection, call: _Call) -> None:
+def _set_timeout(conn: http.client.HTTPConnection, call: _Call) -> None:
     if conn.sock is not None:
         conn.sock.settimeout(_remaining(call))
 
 
-def _read_body(resp: WireResponse, conn: Connection, call: _Call) -> bytes:
+def _read_body(
+    resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, call: _Call
+) -> bytes:
     length = resp.getheader("Content-Length")
     if length is not None and length.strip().isdigit() and int(length) > call.max_bytes:
         raise RequestError(f"expected at most {call.max_bytes} bytes, got {int(length)}")
@@ -388,7 +393,7 @@ def _read_body(resp: WireResponse, conn: Connection, call: _Call) -> bytes:
         chunks.append(chunk)
 
 
-def _headers(resp: WireResponse) -> dict[str, str]:
+def _headers(resp: http.client.HTTPResponse) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in resp.getheaders():
         key = name.lower()
