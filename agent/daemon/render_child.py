@@ -1,0 +1,358 @@
+"""Render admitted tokens in a short-lived child process, so `agent run` never loads Jsonnet.
+
+The Jsonnet engine (``_gojsonnet``: a Go runtime, ~10 MiB resident) would stay loaded for the
+daemon's whole life after its first render. :func:`render_in_child` instead forks the daemon; the
+child calls :func:`agent.pattern.load.render_token` (the one implementation of rendering, the
+same the CLI verbs call in-process), writes the rendered value, or the error, as JSON to a pipe
+and ``os._exit``\\ s. The parent builds the Pattern from the value with
+:func:`agent.pattern.load.finish_token`, as :func:`~agent.pattern.load.load_from_token` does.
+
+Why a fork (not a spawned interpreter): the child inherits the config, the environment
+(``getEnv``), the working directory and every module already imported, so the natives behave
+exactly as in-process and no state has to be serialised; a spawn would cost a whole interpreter
+start-up (~100 ms of CPU) per render.
+
+Fork safety:
+
+- The fork happens on the event-loop thread. The daemon's other threads are the default
+  executor's workers (state writes, pull fetches) and asyncio's child watchers; the child never
+  touches what they own. Locks that matter are re-initialised at fork by CPython (the import
+  lock, ``logging``'s handler locks) and glibc (malloc). The render timeout is the backstop for
+  anything else (e.g. a lock a worker held in OpenSSL while the child's ``getFile`` needs it).
+- The daemon has not loaded the Go runtime (that is the point), so no Go thread is lost.
+- SIGTERM/SIGINT/SIGHUP are blocked across the fork; the child resets them to their default
+  action and detaches the event loop's wake-up fd before unblocking them, so a signal sent to
+  the child can never be taken for one sent to the daemon.
+- The child disables the garbage collector (a collection would touch, and copy, every page of
+  the inherited heap) and leaves with ``os._exit`` (no ``atexit``, no flushing of inherited
+  buffers).
+
+Bounds: the render has :data:`RENDER_TIMEOUT` seconds (then the child is killed with SIGKILL),
+its output :data:`MAX_RENDER_BYTES`; a child that dies without a result is a clear
+:class:`~agent.core.errors.RenderError`. Errors cross the pipe as their class (an
+:class:`~agent.core.errors.AgentError` subclass from an ``agent.*`` module), message and plain
+attributes (``hint``, ``reason``), so the daemon reports exactly what an in-process render would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from agent.core.errors import AgentError, RenderError
+from agent.pattern.load import LoadedPattern, finish_token, render_token
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+    from agent.trust.gate import AdmittedToken
+
+__all__ = [
+    "MAX_RENDER_BYTES",
+    "RENDER_TIMEOUT",
+    "RenderLimits",
+    "call_in_child",
+    "render_in_child",
+]
+
+#: Seconds a render may take in its child before the child is killed.
+RENDER_TIMEOUT = 120.0
+#: Largest rendered value (as JSON) a child may send back.
+MAX_RENDER_BYTES = 64 * 1024 * 1024
+
+#: Signals blocked across the fork (the daemon handles them; the child takes their default).
+_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+#: Exit status of a child that could not even report its failure.
+_CHILD_FAILED = 70
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RenderLimits:
+    """Bounds of one render in a child.
+
+    Attributes:
+        timeout: seconds until the child is killed and the render fails.
+        max_bytes: largest result (JSON bytes) accepted from the child.
+    """
+
+    timeout: float = RENDER_TIMEOUT
+    max_bytes: int = MAX_RENDER_BYTES
+
+
+async def render_in_child(
+    admitted: AdmittedToken,
+    *,
+    config: Config,
+    source: str,
+    disable_external: bool = False,
+    limits: RenderLimits | None = None,
+) -> LoadedPattern:
+    """:func:`~agent.pattern.load.load_from_token`, with the Jsonnet rendered in a child process.
+
+    Raises:
+        PatternError: the token carries no pattern, or it is not a valid Pattern.
+        RenderError: the Jsonnet did not render, the child timed out, sent too much or died.
+    """
+
+    def render() -> Any:
+        return render_token(
+            admitted, config=config, source=source, disable_external=disable_external
+        )
+
+    data = await call_in_child(render, limits=limits or RenderLimits(), what=f"source {source}")
+    return finish_token(data, admitted, config=config, source=source)
+
+
+async def call_in_child(fn: Callable[[], Any], *, limits: RenderLimits, what: str) -> Any:
+    """Run ``fn`` in a forked child and return its JSON value, or raise its AgentError.
+
+    Must be called on the event loop's thread. ``what`` names the render in error messages.
+
+    Raises:
+        AgentError: what ``fn`` raised (same class, message and attributes).
+        RenderError: the child timed out, sent more than ``limits.max_bytes`` or died without
+            a result.
+    """
+    loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe()
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child leaves with os._exit; coverage cannot see it)
+            _child(fn, write_fd, old_mask)
+    except OSError as exc:
+        os.close(read_fd)
+        raise RenderError(
+            f"error rendering pattern for {what}: expected to start a render process, got {exc}"
+        ) from exc
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        os.close(write_fd)
+    child = _Child(pid, read_fd, loop, limits.max_bytes)
+    try:
+        try:
+            payload = await asyncio.wait_for(child.result(), limits.timeout)
+        except TimeoutError:
+            raise RenderError(
+                f"error rendering pattern for {what}: expected the render to finish within "
+                f"{limits.timeout:g}s, got no result (the render process was killed)"
+            ) from None
+    finally:
+        child.close()
+    if child.too_big:
+        raise RenderError(
+            f"error rendering pattern for {what}: expected a result of at most "
+            f"{limits.max_bytes} bytes, got more (the render process was killed)"
+        )
+    return _decode(payload, child.status, what=what)
+
+
+class _Child:
+    """The parent's side of one render child: its result pipe and its exit status."""
+
+    def __init__(self, pid: int, fd: int, loop: asyncio.AbstractEventLoop, max_bytes: int) -> None:
+        self.pid, self.fd, self.loop, self.max_bytes = pid, fd, loop, max_bytes
+        self.buf = bytearray()
+        self.too_big = False
+        self.status: int | None = None
+        self._eof: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_read)
+
+    def _on_read(self) -> None:
+        try:
+            data = os.read(self.fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data and len(self.buf) + len(data) <= self.max_bytes:
+            self.buf += data
+            return
+        self.too_big = bool(data)
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if not self._eof.done():
+            self._eof.set_result(None)
+
+    async def result(self) -> bytes:
+        """The child's output once it closed the pipe (or overflowed it), after it exited."""
+        await asyncio.shield(self._eof)
+        if self.too_big:
+            self._kill()
+        await self._wait_exit()
+        return bytes(self.buf)
+
+    async def _wait_exit(self) -> None:
+        """Wait for the child's exit without blocking the loop (a pidfd, else short polls)."""
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            pidfd = -1
+        try:
+            if pidfd >= 0:
+                exited: asyncio.Future[None] = self.loop.create_future()
+
+                def on_exit() -> None:
+                    if not exited.done():
+                        exited.set_result(None)
+
+                self.loop.add_reader(pidfd, on_exit)
+                try:
+                    if not self._reap(block=False):
+                        await exited
+                finally:
+                    self.loop.remove_reader(pidfd)
+            delay = 0.001
+            while not self._reap(block=False):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+
+    def _reap(self, *, block: bool) -> bool:
+        if self.status is not None:
+            return True
+        try:
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            self.status = -1
+            return True
+        if pid == 0:
+            return False
+        self.status = os.waitstatus_to_exitcode(status)
+        return True
+
+    def _kill(self) -> None:
+        if self.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop reading; kill and reap a child still running (timeout, cancellation)."""
+        self._stop_reading()
+        if self.status is None:
+            self._kill()
+            self._reap(block=True)
+
+
+def _decode(payload: bytes, status: int | None, *, what: str) -> Any:
+    """The value the child sent, or the error it reported (raised)."""
+    try:
+        doc = json.loads(payload) if payload else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not ("value" in doc or "error" in doc):
+        raise RenderError(
+            f"error rendering pattern for {what}: expected a result from the render process, "
+            f"got none (it {_ended(status)})"
+        )
+    if "error" in doc:
+        raise _error(doc["error"], what=what)
+    return doc["value"]
+
+
+def _ended(status: int | None) -> str:
+    if status is None or status == -1:
+        return "ended"
+    if status < 0:
+        return f"was killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+def _error(info: Any, *, what: str) -> AgentError:
+    """Rebuild the AgentError the child reported (its class, message and plain attributes)."""
+    if not isinstance(info, dict):
+        info = {}
+    message = str(info.get("message", ""))
+    cls = _error_class(str(info.get("module", "")), str(info.get("type", "")))
+    if cls is None:
+        return RenderError(f"error rendering pattern for {what}: {message}")
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    attrs = info.get("attrs")
+    exc.__dict__.update(attrs if isinstance(attrs, dict) else {})
+    exc.message = message
+    return exc
+
+
+def _error_class(module: str, name: str) -> type[AgentError] | None:
+    """An AgentError subclass of the agent by module and name (``None``: not one)."""
+    if module != "agent" and not module.startswith("agent."):
+        return None
+    try:
+        mod = sys.modules.get(module) or importlib.import_module(module)
+    except ImportError:
+        return None
+    cls = getattr(mod, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, AgentError) else None
+
+
+def _encode(fn: Callable[[], Any]) -> bytes:
+    """Run ``fn``; its value or its error as one JSON document."""
+    try:
+        return json.dumps({"value": fn()}).encode("utf-8")
+    except AgentError as exc:
+        attrs = {
+            k: v
+            for k, v in vars(exc).items()
+            if k != "message" and (v is None or isinstance(v, str | int | float | bool))
+        }
+        cls = type(exc)
+        error = {
+            "module": cls.__module__,
+            "type": cls.__qualname__,
+            "message": exc.message,
+            "attrs": attrs,
+        }
+    except Exception as exc:  # a bug, not a user error: still one clear line
+        error = {
+            "module": "",
+            "type": "",
+            "message": f"the render process failed: {type(exc).__name__}: {exc}",
+        }
+    return json.dumps({"error": error}).encode("utf-8")
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (OSError, ValueError):
+        return 65536
+
+
+def _child(fn: Callable[[], Any], write_fd: int, mask: Iterable[int]) -> NoReturn:
+    """The child: render, write the result, exit. Never returns."""
+    code = _CHILD_FAILED
+    try:
+        # Only the result pipe and stdio stay open: a copy of the daemon's pipes and sockets must
+        # not delay an EOF the daemon waits for (a command's output, a closed connection).
+        os.closerange(3, write_fd)
+        os.closerange(write_fd + 1, _max_fd())
+        gc.disable()
+        with contextlib.suppress(ValueError):  # only the main thread may; ours is, in the daemon
+            signal.set_wakeup_fd(-1)
+            for sig in _SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        payload = _encode(fn)
+        with os.fdopen(write_fd, "wb", closefd=True) as out:
+            out.write(payload)
+        code = 0
+    finally:
+        os._exit(code)
