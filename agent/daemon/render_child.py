@@ -19,7 +19,10 @@ Fork safety:
   touches what they own. Locks that matter are re-initialised at fork by CPython (the import
   lock, ``logging``'s handler locks) and glibc (malloc). The render timeout is the backstop for
   anything else (e.g. a lock a worker held in OpenSSL while the child's ``getFile`` needs it).
-- The daemon has not loaded the Go runtime (that is the point), so no Go thread is lost.
+- The Go runtime does not survive a fork (its threads are lost; the child hangs). The daemon
+  does not load it unless its config file is Jsonnet (read with the engine at start-up and at
+  SIGHUP); then the renders stay in a worker thread (:func:`engine_loaded`): forking would be
+  unsafe and would save no memory.
 - SIGTERM/SIGINT/SIGHUP are blocked across the fork; the child resets them to their default
   action and detaches the event loop's wake-up fd before unblocking them, so a signal sent to
   the child can never be taken for one sent to the daemon.
@@ -60,6 +63,7 @@ __all__ = [
     "RENDER_TIMEOUT",
     "RenderLimits",
     "call_in_child",
+    "engine_loaded",
     "render_in_child",
 ]
 
@@ -70,6 +74,8 @@ MAX_RENDER_BYTES = 64 * 1024 * 1024
 
 #: Signals blocked across the fork (the daemon handles them; the child takes their default).
 _SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+#: The Jsonnet engine's extension module (it starts a Go runtime when imported).
+_ENGINE = "_gojsonnet"
 #: Exit status of a child that could not even report its failure.
 _CHILD_FAILED = 70
 _READ_CHUNK = 1024 * 1024
@@ -108,8 +114,20 @@ async def render_in_child(
             admitted, config=config, source=source, disable_external=disable_external
         )
 
-    data = await call_in_child(render, limits=limits or RenderLimits(), what=f"source {source}")
+    if engine_loaded():
+        data = await asyncio.to_thread(render)
+    else:
+        data = await call_in_child(render, limits=limits or RenderLimits(), what=f"source {source}")
     return finish_token(data, admitted, config=config, source=source)
+
+
+def engine_loaded() -> bool:
+    """Whether this process has loaded the Jsonnet engine (e.g. to read a Jsonnet config file).
+
+    Then a fork is unsafe (the Go runtime's threads do not survive it: the child would hang)
+    and would save nothing: :func:`render_in_child` renders in a worker thread instead.
+    """
+    return _ENGINE in sys.modules
 
 
 async def call_in_child(fn: Callable[[], Any], *, limits: RenderLimits, what: str) -> Any:
