@@ -49,7 +49,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import AgentError, RenderError
 from agent.pattern.load import LoadedPattern, finish_token, render_token
@@ -63,7 +63,11 @@ __all__ = [
     "RENDER_TIMEOUT",
     "RenderLimits",
     "call_in_child",
+    "decode_result",
+    "detach",
+    "encode_result",
     "engine_loaded",
+    "fork_child",
     "render_in_child",
 ]
 
@@ -142,18 +146,14 @@ async def call_in_child(fn: Callable[[], Any], *, limits: RenderLimits, what: st
     """
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover (the child leaves with os._exit; coverage cannot see it)
-            _child(fn, write_fd, old_mask)
-    except OSError as exc:
+        pid = fork_child(
+            lambda: _write_result(fn, write_fd), keep=(write_fd,), collect=False, what=what
+        )
+    except RenderError:
         os.close(read_fd)
-        raise RenderError(
-            f"error rendering pattern for {what}: expected to start a render process, got {exc}"
-        ) from exc
+        raise
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         os.close(write_fd)
     child = _Child(pid, read_fd, loop, limits.max_bytes)
     try:
@@ -171,7 +171,7 @@ async def call_in_child(fn: Callable[[], Any], *, limits: RenderLimits, what: st
             f"error rendering pattern for {what}: expected a result of at most "
             f"{limits.max_bytes} bytes, got more (the render process was killed)"
         )
-    return _decode(payload, child.status, what=what)
+    return decode_result(payload, child.status, what=what)
 
 
 class _Child:
@@ -269,7 +269,7 @@ class _Child:
             self._reap(block=True)
 
 
-def _decode(payload: bytes, status: int | None, *, what: str) -> Any:
+def decode_result(payload: bytes, status: int | None, *, what: str) -> Any:
     """The value the child sent, or the error it reported (raised)."""
     try:
         doc = json.loads(payload) if payload else None
@@ -321,7 +321,7 @@ def _error_class(module: str, name: str) -> type[AgentError] | None:
     return cls if isinstance(cls, type) and issubclass(cls, AgentError) else None
 
 
-def _encode(fn: Callable[[], Any]) -> bytes:
+def encode_result(fn: Callable[[], Any]) -> bytes:
     """Run ``fn``; its value or its error as one JSON document."""
     try:
         return json.dumps({"value": fn()}).encode("utf-8")
@@ -354,23 +354,60 @@ def _max_fd() -> int:
         return 65536
 
 
-def _child(fn: Callable[[], Any], write_fd: int, mask: Iterable[int]) -> NoReturn:
-    """The child: render, write the result, exit. Never returns."""
-    code = _CHILD_FAILED
-    try:
-        # Only the result pipe and stdio stay open: a copy of the daemon's pipes and sockets must
-        # not delay an EOF the daemon waits for (a command's output, a closed connection).
-        os.closerange(3, write_fd)
-        os.closerange(write_fd + 1, _max_fd())
+def detach(keep: Iterable[int], mask: Iterable[int], *, collect: bool) -> None:
+    """In a freshly forked child: close every fd but stdio and ``keep``, take the default action
+    for the daemon's signals (then restore the signal ``mask``) and stop the garbage collector
+    from touching the inherited heap (``collect``: freeze it and keep collecting new objects;
+    else disable collection, for a child that lives for one render)."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _max_fd())
+    if collect:
+        gc.freeze()
+    else:
         gc.disable()
-        with contextlib.suppress(ValueError):  # only the main thread may; ours is, in the daemon
-            signal.set_wakeup_fd(-1)
-            for sig in _SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        payload = _encode(fn)
-        with os.fdopen(write_fd, "wb", closefd=True) as out:
-            out.write(payload)
-        code = 0
+    with contextlib.suppress(ValueError):  # only the main thread may; ours is, in the daemon
+        signal.set_wakeup_fd(-1)
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def fork_child(body: Callable[[], int], *, keep: Iterable[int], collect: bool, what: str) -> int:
+    """Fork with the daemon's signals blocked; the child :func:`detach`\\ es, runs ``body`` and
+    leaves with ``os._exit`` (its status: what ``body`` returned; 70 if it raised).
+
+    Returns:
+        The child's pid (in the parent).
+
+    Raises:
+        RenderError: the fork failed.
+    """
+    keep = tuple(keep)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child leaves with os._exit; coverage cannot see it)
+            code = _CHILD_FAILED
+            try:
+                detach(keep, old_mask, collect=collect)
+                code = body()
+            finally:
+                os._exit(code)
+    except OSError as exc:
+        raise RenderError(
+            f"error rendering pattern for {what}: expected to start a render process, got {exc}"
+        ) from exc
     finally:
-        os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    return pid
+
+
+def _write_result(fn: Callable[[], Any], write_fd: int) -> int:
+    """The one-shot child's body: render, write the result, exit 0."""
+    payload = encode_result(fn)
+    with os.fdopen(write_fd, "wb", closefd=True) as out:
+        out.write(payload)
+    return 0
