@@ -1,11 +1,14 @@
-"""Render admitted tokens in a short-lived child process, so `agent run` never loads Jsonnet.
+"""Render in a forked child process, so `agent run` never loads the Jsonnet engine.
 
 The Jsonnet engine (``_gojsonnet``: a Go runtime, ~10 MiB resident) would stay loaded for the
-daemon's whole life after its first render. :func:`render_in_child` instead forks the daemon; the
-child calls :func:`agent.pattern.load.render_token` (the one implementation of rendering, the
-same the CLI verbs call in-process), writes the rendered value, or the error, as JSON to a pipe
-and ``os._exit``\\ s. The parent builds the Pattern from the value with
+daemon's whole life after its first render. The daemon's renderer
+(:class:`agent.daemon.render_worker.Renderer`) renders in forked processes instead: a worker that
+serves a burst of renders, and one-shot children (:func:`call_in_child`) while it is busy. Both
+call :func:`agent.pattern.load.render_token` (the one implementation of rendering, the same the
+CLI verbs call in-process) and send the rendered value, or the error, back as JSON
+(:func:`encode_result`, :func:`decode_result`); the daemon builds the Pattern from the value with
 :func:`agent.pattern.load.finish_token`, as :func:`~agent.pattern.load.load_from_token` does.
+This module holds the fork itself (:func:`fork_child`, :func:`detach`) and the one-shot child.
 
 Why a fork (not a spawned interpreter): the child inherits the config, the environment
 (``getEnv``), the working directory and every module already imported, so the natives behave
@@ -26,9 +29,11 @@ Fork safety:
 - SIGTERM/SIGINT/SIGHUP are blocked across the fork; the child resets them to their default
   action and detaches the event loop's wake-up fd before unblocking them, so a signal sent to
   the child can never be taken for one sent to the daemon.
-- The child disables the garbage collector (a collection would touch, and copy, every page of
-  the inherited heap) and leaves with ``os._exit`` (no ``atexit``, no flushing of inherited
-  buffers).
+- The child closes every inherited fd but stdio and its pipes (a copy of the daemon's pipes
+  and sockets must not delay an EOF the daemon waits for), keeps the garbage collector off the
+  inherited heap (a collection would touch, and copy, every page of it: a one-shot child
+  disables it, the worker freezes the inherited objects) and leaves with ``os._exit`` (no
+  ``atexit``, no flushing of inherited buffers).
 
 Bounds: the render has :data:`RENDER_TIMEOUT` seconds (then the child is killed with SIGKILL),
 its output :data:`MAX_RENDER_BYTES`; a child that dies without a result is a clear
@@ -52,11 +57,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import AgentError, RenderError
-from agent.pattern.load import LoadedPattern, finish_token, render_token
 
 if TYPE_CHECKING:
-    from agent.config.schema import Config
-    from agent.trust.gate import AdmittedToken
+    pass
 
 __all__ = [
     "MAX_RENDER_BYTES",
@@ -68,7 +71,6 @@ __all__ = [
     "encode_result",
     "engine_loaded",
     "fork_child",
-    "render_in_child",
 ]
 
 #: Seconds a render may take in its child before the child is killed.
@@ -98,38 +100,11 @@ class RenderLimits:
     max_bytes: int = MAX_RENDER_BYTES
 
 
-async def render_in_child(
-    admitted: AdmittedToken,
-    *,
-    config: Config,
-    source: str,
-    disable_external: bool = False,
-    limits: RenderLimits | None = None,
-) -> LoadedPattern:
-    """:func:`~agent.pattern.load.load_from_token`, with the Jsonnet rendered in a child process.
-
-    Raises:
-        PatternError: the token carries no pattern, or it is not a valid Pattern.
-        RenderError: the Jsonnet did not render, the child timed out, sent too much or died.
-    """
-
-    def render() -> Any:
-        return render_token(
-            admitted, config=config, source=source, disable_external=disable_external
-        )
-
-    if engine_loaded():
-        data = await asyncio.to_thread(render)
-    else:
-        data = await call_in_child(render, limits=limits or RenderLimits(), what=f"source {source}")
-    return finish_token(data, admitted, config=config, source=source)
-
-
 def engine_loaded() -> bool:
     """Whether this process has loaded the Jsonnet engine (e.g. to read a Jsonnet config file).
 
     Then a fork is unsafe (the Go runtime's threads do not survive it: the child would hang)
-    and would save nothing: :func:`render_in_child` renders in a worker thread instead.
+    and would save nothing: the daemon's renderer renders in a worker thread instead.
     """
     return _ENGINE in sys.modules
 

@@ -32,17 +32,18 @@ import os
 import pickle
 import select
 import signal
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import RenderError
 from agent.daemon.render_child import (
     RenderLimits,
+    call_in_child,
     decode_result,
     encode_result,
     engine_loaded,
     fork_child,
-    render_in_child,
 )
 from agent.pattern.load import LoadedPattern, finish_token, load_from_token, render_token
 
@@ -50,7 +51,10 @@ if TYPE_CHECKING:
     from agent.config.schema import Config
     from agent.trust.gate import AdmittedToken
 
-__all__ = ["WORKER_IDLE", "Renderer"]
+__all__ = ["WORKER_IDLE", "Handler", "Renderer"]
+
+#: What the worker runs per request: ``handler(config, request)`` -> a JSON value.
+Handler = Callable[["Config", Any], Any]
 
 #: Seconds an idle worker waits for the next render before it ends.
 WORKER_IDLE = 1.0
@@ -76,9 +80,16 @@ class Renderer:
         idle: seconds an idle worker lingers.
     """
 
-    def __init__(self, limits: RenderLimits | None = None, *, idle: float = WORKER_IDLE) -> None:
+    def __init__(
+        self,
+        limits: RenderLimits | None = None,
+        *,
+        idle: float = WORKER_IDLE,
+        handler: Handler | None = None,
+    ) -> None:
         self.limits = limits or RenderLimits()
         self.idle = idle
+        self._handler: Handler = handler or _render_request
         self._worker: _Worker | None = None
         self._busy = False
 
@@ -108,24 +119,30 @@ class Renderer:
                 source=source,
                 disable_external=disable_external,
             )
+        request = (admitted, source, disable_external)
+        data = await self.call(config, request, what=f"source {source}")
+        return finish_token(data, admitted, config=config, source=source)
+
+    async def call(self, config: Config, request: Any, *, what: str) -> Any:
+        """The handler's value for ``request`` (rendering: its rendered JSON), from the worker,
+        or from a one-shot child while the worker is busy.
+
+        Raises:
+            AgentError: the handler's error (same class, message and attributes).
+            RenderError: the render process timed out, answered too much or died.
+        """
         try:
-            body = _dumps((admitted, source, disable_external))
+            body = _dumps(request)
         except (pickle.PicklingError, TypeError, AttributeError):
-            body = None  # not expected: the one-shot child needs no copy of the token
+            body = None  # not expected: the one-shot child needs no copy of the request
         if self._busy or body is None:
-            return await render_in_child(
-                admitted,
-                config=config,
-                source=source,
-                disable_external=disable_external,
-                limits=self.limits,
-            )
+            fn = functools.partial(self._handler, config, request)
+            return await call_in_child(fn, limits=self.limits, what=what)
         self._busy = True
         try:
-            data = await self._call(config, body, what=f"source {source}")
+            return await self._call(config, body, what=what)
         finally:
             self._busy = False
-        return finish_token(data, admitted, config=config, source=source)
 
     async def _call(self, config: Config, body: bytes, *, what: str) -> Any:
         for _ in range(2):
@@ -134,7 +151,7 @@ class Renderer:
                 worker.close()
                 worker = None
             if worker is None:
-                worker = self._worker = _Worker.start(config, self.idle, what)
+                worker = self._worker = _Worker.start(config, self.idle, self._handler, what)
             try:
                 return await worker.call(body, self.limits, what)
             except _IdleExit:
@@ -169,7 +186,7 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def _dumps(request: tuple[AdmittedToken, str, bool]) -> bytes:
+def _dumps(request: Any) -> bytes:
     buf = io.BytesIO()
     _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(request)
     return buf.getvalue()
@@ -195,12 +212,12 @@ class _Worker:
             self.loop.add_reader(self._pidfd, self._reap)
 
     @classmethod
-    def start(cls, config: Config, idle: float, what: str) -> _Worker:
+    def start(cls, config: Config, idle: float, handler: Handler, what: str) -> _Worker:
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         try:
             pid = fork_child(
-                lambda: _serve(config, req_r, resp_w, idle),
+                lambda: _serve(config, req_r, resp_w, idle, handler),
                 keep=(req_r, resp_w),
                 collect=True,
                 what=what,
@@ -344,7 +361,7 @@ class _Worker:
             self._pidfd = -1
 
 
-def _serve(config: Config, req_fd: int, resp_fd: int, idle: float) -> int:
+def _serve(config: Config, req_fd: int, resp_fd: int, idle: float, handler: Handler) -> int:
     """The worker: answer requests until ``idle`` seconds pass without one (or EOF)."""
     poller = select.poll()
     poller.register(req_fd, select.POLLIN)
@@ -357,14 +374,19 @@ def _serve(config: Config, req_fd: int, resp_fd: int, idle: float) -> int:
         body = _read_exact(req_fd, int.from_bytes(header, "big"))
         if body is None:
             return 0
-        payload = encode_result(functools.partial(_render, config, body))
+        payload = encode_result(functools.partial(_handle, handler, config, body))
         _write_all(resp_fd, len(payload).to_bytes(_HEADER, "big") + payload)
 
 
-def _render(config: Config, body: bytes) -> Any:
+def _handle(handler: Handler, config: Config, body: bytes) -> Any:
     # Only the daemon (this worker's parent) writes to the request pipe; the worker's answers,
     # which the daemon reads, are JSON.
-    admitted, source, disable_external = pickle.loads(body)  # noqa: S301
+    return handler(config, pickle.loads(body))  # noqa: S301
+
+
+def _render_request(config: Config, request: tuple[AdmittedToken, str, bool]) -> Any:
+    """The default handler: :func:`~agent.pattern.load.render_token` (the CLI's renderer)."""
+    admitted, source, disable_external = request
     return render_token(admitted, config=config, source=source, disable_external=disable_external)
 
 
