@@ -21,6 +21,7 @@ from agent.daemon.render_child import RenderLimits
 from agent.daemon.render_worker import Renderer
 
 CONFIG: Any = object()  # the worker passes it to the handler as it is
+OTHER: Any = object()
 
 
 def handler(config: Any, request: Any) -> Any:
@@ -133,7 +134,7 @@ def test_a_new_config_gets_a_new_worker() -> None:
         r = renderer()
         first = await r.call(CONFIG, "pid", what="x")
         with pytest.raises(RenderError):  # the handler checks it got CONFIG
-            await r.call(object(), "pid", what="x")
+            await r.call(OTHER, "pid", what="x")
         assert await gone(first)
         r.close()
 
