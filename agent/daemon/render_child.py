@@ -52,6 +52,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -363,7 +364,11 @@ def fork_child(body: Callable[[], int], *, keep: Iterable[int], collect: bool, w
     keep = tuple(keep)
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about forking a process with threads; this fork is safe by
+            # design (see the module doc), and a warning turned into an error would lose the pid.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # pragma: no cover (the child leaves with os._exit; coverage cannot see it)
             code = _CHILD_FAILED
             try:
