@@ -6,7 +6,9 @@ every later run (SPEC 31).
 
 Diff-run (reference etcha-run.md §4.4): under the source's lock (none with ``runMulti``) the gate
 re-checks the rollback mark (:meth:`~agent.trust.gate.TrustGate.recheck`: the only check that can
-change while the run waited), then the token is rendered (in a worker thread), diffed against the
+change while the run waited), then the token is rendered (by a forked render worker,
+:mod:`agent.daemon.render_worker`, so the daemon never loads the Jsonnet engine; in a worker thread
+when ``renderer`` is unset), diffed against the
 stored pattern and run. A request in check mode (``?check=true``) changes nothing and saves
 nothing. ``checkOnly`` sources run only checks but, as in Etcha, still record the accepted token
 in memory. State is saved only after a successful run, atomically, unless ``noRestore``.
@@ -37,6 +39,7 @@ from agent.config.execs import source_exec
 from agent.core.errors import AgentError, VerifyError
 from agent.core.gojson import dumps_compact
 from agent.daemon.audit import AuditLog, NoAudit
+from agent.daemon.render_worker import Renderer
 from agent.daemon.revocations import RevocationPuller
 from agent.daemon.sources import Pulled, SourceTable, SourceView, StoredPattern, is_adhoc
 from agent.daemon.state import SourceMeta, StateStore
@@ -159,6 +162,9 @@ class Runner:
         self.inprocess: InProcessFactory | None = None
         #: The hook built for the config in force: one per config, not one per run.
         self._hook: tuple[Config, InProcess | None] | None = None
+        #: Renders tokens outside the daemon's process (the service sets it: the daemon never
+        #: loads the Jsonnet engine); ``None`` renders in a worker thread.
+        self.renderer: Renderer | None = None
         #: The audit log (set by the service): each finished run is recorded, with its receipt.
         self.audit: AuditLog | NoAudit = NoAudit()
         #: ``run.revocationPaths``: pulled before restores and re-admissions (docs/security.md).
@@ -383,18 +389,23 @@ class Runner:
         return result
 
     async def _render(self, name: str, token: AdmittedToken, *, origin: str) -> StoredPattern:
-        """Render an admitted token in a worker thread.
+        """Render an admitted token outside the process (``renderer``) or in a worker thread.
 
         Raises:
             AgentError: it did not render.
         """
-        loaded = await asyncio.to_thread(
-            load_from_token,
-            token,
-            config=self._config(),
-            source=name,
-            disable_external=self.disable_external,
-        )
+        if self.renderer is not None:
+            loaded = await self.renderer.render(
+                token, config=self._config(), source=name, disable_external=self.disable_external
+            )
+        else:
+            loaded = await asyncio.to_thread(
+                load_from_token,
+                token,
+                config=self._config(),
+                source=name,
+                disable_external=self.disable_external,
+            )
         return StoredPattern(loaded.pattern.run, loaded.run_exec, origin)
 
     async def _run_locked(

@@ -33,6 +33,7 @@ from agent.daemon.events import EventDispatcher, Events
 from agent.daemon.httpmw import app_extras
 from agent.daemon.ingress import Ingress, PushOutcome
 from agent.daemon.pull import Puller
+from agent.daemon.render_worker import Renderer
 from agent.daemon.replay import ReplayJournal
 from agent.daemon.runner import InProcessFactory, Runner
 from agent.daemon.sources import SourceTable, StoredPattern
@@ -111,6 +112,7 @@ class Service:
             disable_external=disable_external,
         )
         self.runner.audit = self.audit
+        self.runner.renderer = Renderer()  # the daemon never loads the Jsonnet engine
         self.puller = Puller(self.runner)
         self.ingress = Ingress(
             self.runner, stopping=lambda: self._stopping, track=self._inflight.track

@@ -411,6 +411,26 @@ def load_from_token(
         PatternError: the token carries no pattern, or it is not a valid Pattern.
         RenderError: the embedded Jsonnet did not render.
     """
+    data = render_token(admitted, config=config, source=source, disable_external=disable_external)
+    return finish_token(data, admitted, config=config, source=source)
+
+
+def render_token(
+    admitted: AdmittedToken,
+    *,
+    config: Config,
+    source: str,
+    disable_external: bool = False,
+) -> Any:
+    """The first half of :func:`load_from_token`: the rendered JSON value, no Pattern built yet.
+
+    The daemon calls it in a short-lived child process (:mod:`agent.daemon.render_child`) and
+    passes the value to :func:`finish_token` itself, so the Jsonnet engine never loads there.
+
+    Raises:
+        PatternError: the token carries no pattern.
+        RenderError: the embedded Jsonnet did not render.
+    """
     from agent.trust.gate import AdmittedToken  # lazy: loaded already once a token is admitted
 
     if not isinstance(admitted, AdmittedToken):  # the type is the guarantee; refuse anything else
@@ -419,22 +439,31 @@ def load_from_token(
     files = token.pattern_files
     if not files:
         raise PatternError("token: received empty commands: the token has no etchaPattern files")
-    exec_ = source_exec(config, source)
-    vars_ = render_vars(config, source, token.run_vars, jwt=token.raw)
-    data = _render(
+    return _render(
         token.pattern_entrypoint,
         files,
         config=config,
-        exec_=exec_,
-        vars_=vars_,
+        exec_=source_exec(config, source),
+        vars_=render_vars(config, source, token.run_vars, jwt=token.raw),
         entry_dir="",
         disable_external=disable_external,
     )
+
+
+def finish_token(
+    data: Any, admitted: AdmittedToken, *, config: Config, source: str
+) -> LoadedPattern:
+    """The second half of :func:`load_from_token`: the Pattern built from the rendered value.
+
+    Raises:
+        PatternError: the value is not a valid Pattern.
+    """
+    token = admitted.verified
     return _finish(
         data,
         where=f"token {token.pattern_entrypoint}",
         entrypoint=token.pattern_entrypoint,
-        files=files,
-        exec_=exec_,
+        files=token.pattern_files or {},
+        exec_=source_exec(config, source),
         strict=False,
     )

@@ -59,7 +59,7 @@ LAZY_IMPORTS = frozenset(
         "agent/tools/helpers/copy.py::read_source",  # the HTTP client, only for a URL source
         "agent/tools/inprocess.py::try_run",  # the helper verbs, once a helper runs in-process
         "agent/tools/inprocess.py::_call",  # the helper verbs (loaded by try_run already)
-        "agent/pattern/load.py::load_from_token",  # the gate's type, loaded when a token is
+        "agent/pattern/load.py::render_token",  # the gate's type, loaded when a token is
         "agent/daemon/telemetry.py::metrics_for",  # prometheus_client, only with a metrics key
         "agent/tools/build.py::delegation_chain",  # the chain code, only with a chain
         "agent/tools/build.py::header_for",  # the chain code, only with a chain
