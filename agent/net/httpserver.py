@@ -32,7 +32,6 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from email.utils import formatdate
 from http import HTTPStatus
 
 import h11
@@ -68,6 +67,19 @@ _BAD_REQUEST = (
 )
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """RFC 9110 ``IMF-fixdate``: ``Tue, 01 Dec 2026 02:20:13 GMT`` (no ``email`` import)."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
+
+
 class _DateCache:
     """``Date`` header text, formatted at most once a second."""
 
@@ -80,7 +92,7 @@ class _DateCache:
     def now(self) -> str:
         second = int(time.time())
         if second != self._second:
-            self._second, self._text = second, formatdate(second, usegmt=True)
+            self._second, self._text = second, http_date(second)
         return self._text
 
 
@@ -96,6 +108,7 @@ class HTTPServer:
         self.app = app
         self.keepalive_timeout = keepalive_timeout
         self.connections: set[HTTPProtocol] = set()
+        self.closing = False
         self.dates = _DateCache()
 
     def protocol(self) -> HTTPProtocol:
@@ -109,13 +122,17 @@ class HTTPServer:
                 await callback()
             except Exception:
                 logger.exception("HTTP server: a shutdown callback failed")
+        self.closing = True
         for conn in list(self.connections):
             conn.close_if_idle()
         tasks = [c.task for c in self.connections if c.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
         for conn in list(self.connections):
-            conn.abort()
+            if conn.task is None:
+                conn.close()  # answered meanwhile: what was written is still sent
+            else:
+                conn.abort()
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -343,7 +360,7 @@ class HTTPProtocol(asyncio.Protocol):
     def _answered(self, response: Response) -> None:
         if self._transport is None or self._transport.is_closing():
             return
-        if response.close or self._h11.our_state is not h11.DONE:
+        if response.close or self._server.closing or self._h11.our_state is not h11.DONE:
             self.close()
         elif self._h11.their_state is h11.DONE:
             self._next_cycle()
@@ -488,6 +505,7 @@ __all__ = [
     "Router",
     "RunningServer",
     "StreamResponse",
+    "http_date",
     "not_found",
     "start_server",
 ]
