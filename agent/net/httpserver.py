@@ -272,6 +272,16 @@ class HTTPProtocol(asyncio.Protocol):
             self._paused_reading = True
             self._transport.pause_reading()
 
+    def send_continue(self) -> None:
+        """Answer ``Expect: 100-continue`` once the handler reads the body (as aiohttp did)."""
+        if self._transport is not None and self._h11.they_are_waiting_for_100_continue:
+            self._transport.write(
+                self._h11.send(
+                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                )
+                or b""
+            )
+
     def resume_body(self) -> None:
         """The handler read the buffered body: read the socket again."""
         if self._paused_reading and self._transport is not None:

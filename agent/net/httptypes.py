@@ -152,6 +152,8 @@ class Request:
                 raise self._error
             if self._done:
                 return b""
+            if self._conn is not None:
+                self._conn.send_continue()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

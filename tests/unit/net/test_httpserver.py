@@ -116,6 +116,23 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection() -> None:
     ]
 
 
+def test_expect_100_continue_is_answered_when_the_handler_reads_the_body() -> None:
+    async def go() -> tuple[bytes, bytes]:
+        async with serve() as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"POST /items/x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 2\r\n\r\n"
+            )
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.write(b"hi")
+            _, _, body = await read_response(reader)
+            writer.close()
+            return interim.split(b"\r\n", 1)[0], body
+
+    assert asyncio.run(go()) == (b"HTTP/1.1 100 Continue", b"POST /items/x q= h= b=hi")
+
+
 def test_a_header_line_over_the_limit_is_400_and_closes() -> None:
     async def go() -> tuple[bytes, bool]:
         async with serve() as server:
