@@ -151,6 +151,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._paused_reading = False
         self._lingering = -1  # bytes drained of a body the handler did not read (-1: not draining)
         self._head_request = False
+        self._backlog = 0  # bytes received for later requests while one is answered
 
     # -- asyncio callbacks -----------------------------------------------------------------
 
@@ -159,10 +160,15 @@ class HTTPProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self._server.connections.add(self)
+        self._arm(self._server.keepalive_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._lingering < 0:  # idle keep-alive timer (the drain timer keeps running)
             self._cancel_timer()
+        if self.task is not None and self._request is None:  # pipelined while answering
+            self._backlog += len(data)
+            if self._backlog > MAX_HEAD_BYTES:
+                self._pause_reading()
         try:
             self._h11.receive_data(data)
         except RuntimeError:  # data after the connection was closed by us
@@ -323,11 +329,18 @@ class HTTPProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the connection is gone")
-        head = h11.Response(
-            status_code=response.status,
-            headers=self._headers(response, len(response.body)),
-            reason=_reason(response.status),
-        )
+        try:
+            head = h11.Response(
+                status_code=response.status,
+                headers=self._headers(response, len(response.body)),
+                reason=_reason(response.status),
+            )
+        except h11.LocalProtocolError as exc:  # e.g. a newline in a header value
+            logger.error("HTTP: invalid answer to %s %s: %s", request.method, request.path, exc)
+            response = Response(500)
+            head = h11.Response(
+                status_code=500, headers=self._headers(response, 0), reason=_reason(500)
+            )
         out = [self._h11.send(head)]
         if response.body and not self._head_request:
             out.append(self._h11.send(h11.Data(data=response.body)))
@@ -379,6 +392,7 @@ class HTTPProtocol(asyncio.Protocol):
             self._lingering = 0
             self.resume_body()
             self._arm(LINGER_SECONDS)
+            self._process()
         else:
             self.close()
 
@@ -389,6 +403,7 @@ class HTTPProtocol(asyncio.Protocol):
             self.close()
             return
         self._arm(self._server.keepalive_timeout)
+        self._backlog = 0
         self.resume_body()
         self._process()
 

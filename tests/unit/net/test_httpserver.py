@@ -37,6 +37,10 @@ async def boom(request: Request) -> Response:
     raise RuntimeError("handler bug")
 
 
+async def bad_header(request: Request) -> Response:
+    return Response(text="x", headers={"Content-Type": "text/plain\nX-Injected: 1"})
+
+
 def make_app(state: dict[str, object]) -> App:
     app = App()
 
@@ -57,6 +61,7 @@ def make_app(state: dict[str, object]) -> App:
 
     app.router.add("*", "/big", refuse_body)
     app.router.add("GET", "/boom", boom)
+    app.router.add("GET", "/bad-header", bad_header)
     app.router.add("GET", "/stream", stream)
     app.router.add("GET", "/slow", slow)
     app.router.add("POST", "/items/{name}", echo, name="items")
@@ -206,6 +211,21 @@ def test_a_failing_handler_is_500_and_head_has_no_body() -> None:
     assert head[0] == b"HTTP/1.1 200 OK"
     assert last[1]["connection"] == "close"
     assert last[1]["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_an_answer_with_a_newline_in_a_header_is_500_not_injected() -> None:
+    async def go() -> tuple[bytes, dict[str, str], bytes]:
+        async with serve() as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /bad-header HTTP/1.1\r\nHost: h\r\n\r\n")
+            answer = await read_response(reader)
+            writer.close()
+            return answer
+
+    status, headers, body = asyncio.run(go())
+    assert status == b"HTTP/1.1 500 Internal Server Error"
+    assert "x-injected" not in headers
+    assert body == b""
 
 
 def test_shutdown_closes_idle_connections_and_lets_running_handlers_finish() -> None:
