@@ -13,6 +13,7 @@ from agent.core.errors import ConfigError
 from agent.daemon import sdnotify
 from agent.daemon.app import parse_listen_address
 from agent.daemon.httpmw import metrics_handler
+from agent.net.httpserver import App, start_server
 from agent.tools.build import delegation_chain
 from agent.tools.publish import Publisher
 from agent.tools.publish_service import PublishMetrics, PublishService
@@ -65,14 +66,10 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
 
 async def _start_metrics(address: str, metrics: PublishMetrics, key: str) -> Any:
     """Serve ``GET /etcha/v1/system/metrics?key=`` with the daemon's handler (plain HTTP)."""
-    from aiohttp import web  # lazy: aiohttp only for the service with metrics
-
     host, port = parse_listen_address(address)
-    app = web.Application()
-    app.router.add_get("/etcha/v1/system/metrics", metrics_handler(metrics, key))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    app = App()
+    app.router.add("GET", "/etcha/v1/system/metrics", metrics_handler(metrics, key))
+    runner = await start_server(app, host, port)
     logger.info("Publish metrics on %s/etcha/v1/system/metrics", address)
     return runner
 

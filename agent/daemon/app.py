@@ -1,10 +1,10 @@
 """The listener of `agent run`: address, TLS, routes and middlewares (SPEC 15, 16).
 
-:func:`start_app` builds the aiohttp application (:func:`agent.daemon.server.create_app` around
-the push :class:`~agent.daemon.ingress.Ingress`, plus :func:`agent.daemon.httpmw.app_extras`:
-the metrics route, webhooks and the rate limiter, and the shell route of
-:class:`agent.daemon.shell.ShellSessions`) and starts it behind the bounded listener
-(:func:`agent.daemon.listener.start_listener`).
+:func:`start_app` builds the HTTP application (an :class:`agent.net.httpserver.App`, h11):
+:func:`agent.daemon.server.create_app` around the push :class:`~agent.daemon.ingress.Ingress`,
+plus :func:`agent.daemon.httpmw.app_extras` (the metrics route, webhooks and the rate limiter)
+and the shell route of :class:`agent.daemon.shell.ShellSessions`; it starts it behind the
+bounded listener (:func:`agent.daemon.listener.start_listener`).
 
 TLS: configured material (``run.tlsCertificate*``/``run.tlsKey*``), else the persistent
 self-signed pair in ``<stateDir>/tls/`` (generated once, reused at every start, replaced with a
@@ -183,7 +183,7 @@ async def start_app(
         audit: the audit log's ``record(event, **fields)`` for shell sessions (``None``: none).
 
     Returns:
-        The aiohttp ``AppRunner``, or ``None``.
+        The :class:`agent.net.httpserver.RunningServer`, or ``None``.
 
     Raises:
         ConfigError: an invalid listen address or TLS material.

@@ -1,8 +1,9 @@
 """Listener extras: the failure rate limiter (SPEC 15) and the metrics endpoint (§6.3, §8).
 
-Responsibility: aiohttp glue around :class:`agent.daemon.ratelimit.FailureRateLimiter` and
-:class:`agent.daemon.metrics.Metrics`, and :func:`app_extras`, which :mod:`agent.daemon.app` uses to
-add them and the webhook dispatcher to the app.
+Responsibility: HTTP glue (:mod:`agent.net.httpserver`) around
+:class:`agent.daemon.ratelimit.FailureRateLimiter` and :class:`agent.daemon.metrics.Metrics`, and
+:func:`app_extras`, which :mod:`agent.daemon.app` uses to add them and the webhook dispatcher to
+the app.
 
 Rate limiting:
 
@@ -35,10 +36,8 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
 
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 from agent.core.logs import escape
@@ -48,6 +47,7 @@ from agent.daemon.sources import SourceView
 from agent.daemon.status import STATUS_PATH, status_handler
 from agent.daemon.telemetry import Exposition
 from agent.daemon.webhooks import WebhookDispatcher
+from agent.net.httpserver import Handler, HTTPError, Middleware, Request, Response
 from agent.trust.gate import signature_precheck
 
 if TYPE_CHECKING:
@@ -59,10 +59,8 @@ METRICS_PATH = "/etcha/v1/system/metrics"
 #: Name of the push resource in :func:`agent.daemon.server.create_app`.
 PUSH_ROUTE_NAME = "push"
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-
-def route_of(request: web.Request) -> str:
+def route_of(request: Request) -> str:
     """The matched route pattern of a request (the path when nothing matched).
 
     Args:
@@ -71,27 +69,21 @@ def route_of(request: web.Request) -> str:
     Returns:
         e.g. ``/etcha/v1/push/{source}``.
     """
-    resource = request.match_info.route.resource
-    if resource is None:
-        return request.path
-    return resource.canonical
+    return request.route or request.path
 
 
-def _is_push(request: web.Request) -> bool:
-    resource = request.match_info.route.resource
-    return resource is not None and resource.name == PUSH_ROUTE_NAME
+def _is_push(request: Request) -> bool:
+    return request.route_name == PUSH_ROUTE_NAME
 
 
-def _verified_push(response: web.StreamResponse) -> bool:
+def _verified_push(response: Response) -> bool:
     """Whether a push answer shows the token verified and ran (200, or 500 with a Result)."""
     if response.status < 300:
         return True
     return response.status == 500 and response.content_type == "application/json"
 
 
-def _set_headers(
-    response: web.StreamResponse, status: RateStatus, now: Callable[[], float]
-) -> None:
+def _set_headers(response: Response, status: RateStatus, now: Callable[[], float]) -> None:
     if response.prepared:
         return
     response.headers["x-rate-limit-limit"] = str(status.limit)
@@ -118,11 +110,9 @@ def quick_key_check(config: Config, source: str, token: str) -> bool:
     return signature_precheck(config, source, token)
 
 
-def _too_many(key: str, status: RateStatus, wall_clock: Callable[[], float]) -> web.Response:
+def _too_many(key: str, status: RateStatus, wall_clock: Callable[[], float]) -> Response:
     logger.warning("Rate limiting remote address: %s", escape(key))
-    response = web.Response(
-        status=429, headers={"Retry-After": str(max(1, math.ceil(status.reset_after)))}
-    )
+    response = Response(429, headers={"Retry-After": str(max(1, math.ceil(status.reset_after)))})
     _set_headers(response, status, wall_clock)
     return response
 
@@ -134,8 +124,8 @@ def rate_limit_middleware(
     config: Callable[[], Config] | None = None,
     push_limit: int = DEFAULT_MAX_TOKEN_BYTES,
     timeout_body: float | None = 30.0,
-) -> Any:
-    """The rate-limiting aiohttp middleware (see the module docstring).
+) -> Middleware:
+    """The rate-limiting middleware (see the module docstring).
 
     Args:
         limiter: the failure limiter (its own clock decides windows).
@@ -146,13 +136,13 @@ def rate_limit_middleware(
         timeout_body: ``run.timeoutBody``.
 
     Returns:
-        An aiohttp middleware.
+        A middleware. A handler that raises counts as a failure (the server answers 500).
     """
 
-    def too_many(key: str, status: RateStatus) -> web.Response:
+    def too_many(key: str, status: RateStatus) -> Response:
         return _too_many(key, status, wall_clock)
 
-    async def limited_push_allowed(request: web.Request) -> bool:
+    async def limited_push_allowed(request: Request) -> bool:
         if config is None:
             return False
         body = await read_body(request, limit=push_limit, timeout=timeout_body)
@@ -161,20 +151,19 @@ def rate_limit_middleware(
         token = body.data.decode("utf-8", errors="replace").strip()
         return quick_key_check(config(), request.match_info.get("source", ""), token)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def middleware(request: Request, handler: Handler) -> Response:
         key = f"{client_key(request.remote or '')} {route_of(request)}"
         before = limiter.status(key)
         if before.limited and not (_is_push(request) and await limited_push_allowed(request)):
             return too_many(key, before)
         try:
             response = await handler(request)
-        except web.HTTPException as exc:
-            if exc.status >= 300:
-                limiter.record_failure(key)
+        except HTTPError as exc:  # the answer it stands for, counted like any other
+            response = exc.response()
+        except Exception:  # answered 500 by the server: a failure
+            limiter.record_failure(key)
             if before.limited:
                 return too_many(key, limiter.status(key))
-            _set_headers(exc, limiter.status(key), wall_clock)
             raise
         if response.status >= 300:
             limiter.record_failure(key)
@@ -203,15 +192,15 @@ def metrics_handler(metrics: Exposition, key: str) -> Handler:
         raise ValueError("metrics key: expected a non-empty run.systemMetricsKey, got ''")
     expected = key.encode("utf-8")
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: Request) -> Response:
         given = request.query.get("key", "").encode("utf-8")
         if not hmac.compare_digest(given, expected):
             logger.warning(
                 "Metrics request from %s refused: wrong key", escape(request.remote or "")
             )
-            return web.Response(status=401)
+            return Response(401)
         body, content_type = metrics.render()
-        return web.Response(status=200, body=body, headers={"Content-Type": content_type})
+        return Response(200, body=body, headers={"Content-Type": content_type})
 
     return handle
 

@@ -2,15 +2,17 @@
 
 Responsibility: everything below HTTP that protects the daemon from idle, half-sent or too many
 connections (issue 12.2). :func:`start_listener` is what :meth:`agent.daemon.service.Daemon.
-_start_listener` calls; it returns the aiohttp runner the daemon stops at shutdown.
+_start_listener` calls; it returns the :class:`agent.net.httpserver.RunningServer` the daemon
+stops at shutdown.
 
 How it works:
 
-- The listening socket is served by :class:`ConnectionGuard` protocols that wrap aiohttp's
-  request handler. A connection is counted per client (:func:`agent.daemon.ratelimit.client_key`: an
-  IPv4 address, or the /64 of an IPv6 address) and in all. Over ``run.maxConnectionsPerAddress``
-  or ``run.maxConnections`` it is closed at once (before TLS, before aiohttp sees it) and counted
-  in ``agent_connections_refused_total{reason="address"|"total"}``.
+- The listening socket is served by :class:`ConnectionGuard` protocols that wrap the HTTP
+  server's connections (:class:`agent.net.httpserver.HTTPProtocol`, h11). A connection is
+  counted per client (:func:`agent.daemon.ratelimit.client_key`: an IPv4 address, or the /64 of
+  an IPv6 address) and in all. Over ``run.maxConnectionsPerAddress`` or ``run.maxConnections``
+  it is closed at once (before TLS, before HTTP parsing) and counted in
+  ``agent_connections_refused_total{reason="address"|"total"}``.
 - ``run.maxConnections`` is clamped below the process's file-descriptor limit (``RLIMIT_NOFILE``
   soft limit minus :data:`FD_RESERVE`, kept for commands, pipes and state files); the clamp is
   logged.
@@ -18,10 +20,11 @@ How it works:
   client that never completes a handshake holds a counted slot and is bound by the header
   deadline too.
 - ``run.timeoutHeaders`` starts when the connection opens (and again at the first byte after a
-  finished request) and ends when aiohttp hands a complete request to the application (the
-  guard's middleware); a connection still without a complete request line and headers by then
+  finished request) and ends when a complete request reaches the application (the guard's
+  middleware); a connection still without a complete request line and headers by then
   is closed. ``run.timeoutBody`` is applied by the handlers that read bodies
-  (:func:`agent.daemon.server.read_body`); ``run.keepaliveTimeout`` is aiohttp's idle timeout.
+  (:func:`agent.daemon.server.read_body`); ``run.keepaliveTimeout`` is the HTTP server's idle
+  timeout.
 - Accept errors (``EMFILE`` ...) and refusals are logged at most once a second, with a count of
   what was not logged.
 
@@ -42,10 +45,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from agent.core.logs import escape
 from agent.daemon.ratelimit import client_key
+from agent.net.httpserver import App, Handler, HTTPServer, Request, Response, RunningServer
 
 if TYPE_CHECKING:
     from agent.config.schema import RunConfig
@@ -56,13 +58,12 @@ logger = logging.getLogger(__name__)
 FD_RESERVE = 64
 #: Errors of accept() that mean "out of resources" (logged at most once a second).
 ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: Most bytes held between a finished TLS handshake and aiohttp taking the connection.
+#: Most bytes held between a finished TLS handshake and the HTTP server taking the connection.
 EARLY_DATA_LIMIT = 1024 * 1024
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Where :func:`agent.daemon.server.read_body` caches a request's body (an
-#: ``agent.daemon.server.Body``).
-BODY_KEY: web.RequestKey[object] = web.RequestKey("agent.body", object)
+#: ``agent.daemon.server.Body``) in ``Request.state``.
+BODY_KEY = "agent.body"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +268,7 @@ class ConnectionGuard:
         """The protocol factory to give ``loop.create_server`` (with ``ssl=None``).
 
         Args:
-            inner: aiohttp's factory (``runner.server``).
+            inner: the HTTP server's factory (:meth:`HTTPServer.protocol`).
             ssl_context: the listener's TLS context; the guard starts TLS itself.
 
         Returns:
@@ -286,15 +287,14 @@ class ConnectionGuard:
         if transport is not None:
             self._by_transport.pop(transport, None)
 
-    def middleware(self) -> Any:
-        """The aiohttp middleware that ends the header deadline when a request starts.
+    def middleware(self) -> Callable[[Request, Handler], Awaitable[Response]]:
+        """The middleware that ends the header deadline when a request starts.
 
         Returns:
             A middleware; put it first (outermost).
         """
 
-        @web.middleware
-        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        async def guard(request: Request, handler: Handler) -> Response:
             transport = request.transport
             conn = self._by_transport.get(transport) if transport is not None else None
             if conn is not None:
@@ -309,7 +309,7 @@ class ConnectionGuard:
 
 
 class _GuardedProtocol(asyncio.Protocol):
-    """One connection: admission, TLS, header deadline; delegates everything to aiohttp's."""
+    """One connection: admission, TLS, header deadline; delegates everything to the HTTP one."""
 
     def __init__(
         self,
@@ -428,7 +428,7 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._inner is None:
-            if self._address is not None:  # admitted, TLS just finished: keep for aiohttp
+            if self._address is not None:  # admitted, TLS just finished: keep for HTTP
                 self._early.append(data)
                 if sum(map(len, self._early)) > EARLY_DATA_LIMIT and self._raw is not None:
                     self._raw.abort()
@@ -458,59 +458,6 @@ class _GuardedProtocol(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
 
-class _GuardedSite(web.BaseSite):
-    """A TCP site whose connections go through a :class:`ConnectionGuard`."""
-
-    __slots__ = ("_guard", "_handler_set", "_host", "_port", "_previous_handler", "_tls")
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str | None,
-        port: int,
-        *,
-        guard: ConnectionGuard,
-        ssl_context: ssl.SSLContext | None,
-    ) -> None:
-        super().__init__(runner)
-        self._guard = guard
-        self._host = host
-        self._port = port
-        self._tls = ssl_context
-        self._previous_handler: Any = None
-        self._handler_set = False
-
-    @property
-    def name(self) -> str:
-        scheme = "https" if self._tls is not None else "http"
-        return f"{scheme}://{self._host or '*'}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-        if server is None:
-            raise RuntimeError("listener: runner.setup() must run before the site starts")
-        self._server = await loop.create_server(
-            self._guard.protocol_factory(server, self._tls),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=True,
-        )
-        self._previous_handler = loop.get_exception_handler()
-        loop.set_exception_handler(
-            accept_error_handler(self._previous_handler, self._guard.accept_log)
-        )
-        self._handler_set = True
-
-    async def stop(self) -> None:
-        await super().stop()
-        if self._handler_set:
-            asyncio.get_running_loop().set_exception_handler(self._previous_handler)
-            self._handler_set = False
-
-
 def _clamped_limits(limits: ListenerLimits) -> ListenerLimits:
     """``limits`` with ``max_connections`` clamped to the file-descriptor limit (logged)."""
     clamped = fd_clamped(limits.max_connections)
@@ -528,7 +475,7 @@ def _clamped_limits(limits: ListenerLimits) -> ListenerLimits:
 
 
 async def start_listener(
-    app: web.Application,
+    app: App,
     host: str | None,
     port: int,
     *,
@@ -536,11 +483,11 @@ async def start_listener(
     ssl_context: ssl.SSLContext | None = None,
     on_refused: Callable[[str], None] | None = None,
     shutdown_timeout: float = 5.0,
-) -> web.AppRunner:
+) -> RunningServer:
     """Serve ``app`` on ``host:port`` with bounded connections.
 
     Args:
-        app: the application (not yet frozen: the guard's middleware is put first).
+        app: the application (the guard's middleware is put first).
         host: the bind address (``None``: all).
         port: the port.
         limits: the configured limits (``max_connections`` is fd-clamped here).
@@ -549,29 +496,30 @@ async def start_listener(
         shutdown_timeout: seconds to let open requests finish at shutdown.
 
     Returns:
-        The started runner (``runner.cleanup()`` stops it).
+        The started server (``stop()`` stops accepting, ``cleanup()`` shuts it down).
 
     Raises:
-        OSError: the address could not be bound (the runner is cleaned up).
+        OSError: the address could not be bound.
     """
     limits = _clamped_limits(limits)
     guard = ConnectionGuard(limits, on_refused=on_refused)
     app.middlewares.insert(0, guard.middleware())
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        keepalive_timeout=limits.keepalive_timeout,
-        shutdown_timeout=shutdown_timeout,
+    http = HTTPServer(app, keepalive_timeout=limits.keepalive_timeout)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        guard.protocol_factory(http.protocol, ssl_context),
+        host,
+        port,
+        backlog=128,
+        reuse_address=True,
     )
-    await runner.setup()
-    site = _GuardedSite(runner, host, port, guard=guard, ssl_context=ssl_context)
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    return runner
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(accept_error_handler(previous, guard.accept_log))
+
+    def restore() -> None:
+        loop.set_exception_handler(previous)
+
+    return RunningServer(server, http, shutdown_timeout=shutdown_timeout, on_stop=restore)
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The aiohttp application of `agent run`: the push endpoint and the extension points around it.
+"""The HTTP application of `agent run`: the push endpoint and the extension points around it.
 
 Responsibility: HTTP only. The server never verifies, renders or runs anything itself; it asks a
 :class:`PushHandler` (:class:`agent.daemon.ingress.Ingress`) and maps the domain outcome it answers
@@ -20,6 +20,8 @@ Routes:
   answer is 404 ``404 page not found``.
 - ``middlewares``: e.g. the rate limiter.
 
+The application is an :class:`agent.net.httpserver.App` (h11, no aiohttp).
+
 Invariants: a 404 from the push endpoint never says why (the log does); Result JSON is written
 with a 2-space indent and ``Content-Type: application/json``; request-derived values are
 escaped (:func:`agent.core.logs.escape`) before they reach a log line. Connection limits (caps,
@@ -31,25 +33,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from agent.core.gojson import dumps_indent
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 from agent.core.logs import escape
 from agent.daemon.ingress import PushOutcome, Ran, Refused, Unavailable
 from agent.daemon.listener import BODY_KEY
-
-if TYPE_CHECKING:
-    from aiohttp import web
+from agent.net.httpserver import App, Handler, Middleware, Request, Response, not_found
 
 logger = logging.getLogger(__name__)
 
 #: Path prefix of the push endpoint (Etcha's wire name).
 PUSH_PATH = "/etcha/v1/push"
-
-Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +125,8 @@ def result_json_text(body: Mapping[str, Any] | None) -> str:
     return dumps_indent(body)
 
 
-async def _not_found(request: web.Request) -> web.StreamResponse:
-    from aiohttp import web
-
-    return web.Response(status=404, text="404 page not found")
-
-
-async def _method_not_allowed(request: web.Request) -> web.StreamResponse:
-    from aiohttp import web
-
-    return web.Response(status=405, headers={"Allow": "POST"})
+async def _method_not_allowed(request: Request) -> Response:
+    return Response(405, headers={"Allow": "POST"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +143,12 @@ class Body:
     status: int = 0
 
 
-async def read_body(request: web.Request, *, limit: int, timeout: float | None) -> Body:
+async def read_body(request: Request, *, limit: int, timeout: float | None) -> Body:
     """Read a request body to its end, however it is split or chunked; cached on the request.
 
-    ``request.content.read(n)`` returns whatever is buffered, so a body that arrives in several
+    ``request.readany()`` returns whatever is buffered, so a body that arrives in several
     pieces must be read in a loop until EOF. Reading stops as soon as more than ``limit`` bytes
-    arrived (the rest is drained by aiohttp, then the connection is kept or closed).
+    arrived (the rest is drained by the server, then the connection is kept or closed).
 
     Args:
         request: the request.
@@ -170,15 +160,15 @@ async def read_body(request: web.Request, *, limit: int, timeout: float | None) 
         The body, or its refusal status. A second call returns the first result (the stream
         can be read once), so a middleware and the handler can both look at it.
     """
-    cached = request.get(BODY_KEY)
+    cached = request.state.get(BODY_KEY)
     if isinstance(cached, Body):
         return cached
     body = await _read_whole(request, limit, timeout)
-    request[BODY_KEY] = body
+    request.state[BODY_KEY] = body
     return body
 
 
-async def _read_whole(request: web.Request, limit: int, timeout: float | None) -> Body:
+async def _read_whole(request: Request, limit: int, timeout: float | None) -> Body:
     length = request.content_length
     if length is not None and length > limit:
         return Body(status=413)
@@ -186,7 +176,7 @@ async def _read_whole(request: web.Request, limit: int, timeout: float | None) -
     try:
         async with asyncio.timeout(timeout):
             while True:
-                chunk = await request.content.readany()
+                chunk = await request.readany()
                 if not chunk:
                     break
                 buf += chunk
@@ -200,52 +190,35 @@ async def _read_whole(request: web.Request, limit: int, timeout: float | None) -
     return Body(bytes(buf))
 
 
-async def body_refusal(
-    request: web.Request, body: Body, what: str, limit_name: str, limit: int
-) -> web.StreamResponse:
+def body_refusal(body: Body, what: str, limit_name: str, limit: int) -> Response:
     """Log why a body was refused and answer it (413, 408 or 400; empty body).
 
-    A 413 leaves the connection to aiohttp, which drains what is left of the body for a while so
-    the client reads the answer. A 408 or 400 is written at once and the connection closed: a
+    A 413 leaves the connection to the server, which drains what is left of the body for a while
+    so the client reads the answer. A 408 or 400 closes the connection after the answer: a
     client too slow to send its body gets no more time.
 
     Args:
-        request: the request.
         body: a refused body (``status`` set).
         what: e.g. ``"Push for web from 10.0.0.7"`` (already escaped).
         limit_name: the setting that bounds the body, e.g. ``run.maxTokenBytes``.
         limit: its value.
 
     Returns:
-        The response (already sent for 408 and 400).
+        The response (``Connection: close`` for 408 and 400).
     """
-    from aiohttp import web
-
     if body.status == 413:
         logger.error("%s refused: body exceeds %s %d", what, limit_name, limit)
-        return web.Response(status=413)
+        return Response(413)
     if body.status == 408:
         logger.error("%s refused: body not complete within run.timeoutBody", what)
     else:
         logger.error("%s refused: reading the body failed", what)
-    response = web.Response(status=body.status)
-    response.force_close()
-    transport = request.transport
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except (ConnectionError, RuntimeError):
-        pass
-    if transport is not None:
-        transport.close()
-    return response
+    return Response(body.status, close=True)
 
 
 async def _push(
-    request: web.Request, handler: PushHandler, max_token: int, timeout_body: float | None
-) -> web.StreamResponse:
-    from aiohttp import web
-
+    request: Request, handler: PushHandler, max_token: int, timeout_body: float | None
+) -> Response:
     source = request.match_info["source"]
     remote = request.remote or ""
     what = f"Push for {escape(source)} from {escape(remote)}"
@@ -253,7 +226,7 @@ async def _push(
 
     body = await read_body(request, limit=max_token, timeout=timeout_body)
     if body.status:
-        return await body_refusal(request, body, what, "run.maxTokenBytes", max_token)
+        return body_refusal(body, what, "run.maxTokenBytes", max_token)
 
     pattern_text = request.query.get("filter", "")
     parent_id_filter: re.Pattern[str] | None = None
@@ -262,8 +235,8 @@ async def _push(
             parent_id_filter = re.compile(pattern_text)
         except re.error as exc:
             logger.error("%s: bad filter regex: %s", what, escape(exc))
-            return web.Response(
-                status=400, text=f"filter: expected a regular expression, got an invalid one: {exc}"
+            return Response(
+                400, text=f"filter: expected a regular expression, got an invalid one: {exc}"
             )
     check = query_flag(request.query.get("check"))
     token = body.data.decode("utf-8", errors="replace").strip()
@@ -274,9 +247,9 @@ async def _push(
         )
     )
     if reply.body is None:
-        return web.Response(status=reply.status)
-    return web.Response(
-        status=reply.status,
+        return Response(reply.status)
+    return Response(
+        reply.status,
         text=result_json_text(reply.body),
         content_type="application/json",
     )
@@ -290,40 +263,32 @@ def create_app(
     timeout_body: float | None = 30.0,
     extra_routes: Sequence[tuple[str, str, Handler]] = (),
     fallback: Handler | None = None,
-    middlewares: Sequence[Any] = (),
-) -> web.Application:
-    """Build the aiohttp application.
+    middlewares: Sequence[Middleware] = (),
+) -> App:
+    """Build the application.
 
     Args:
         handler: the daemon that runs pushes.
         max_token_bytes: the largest accepted push body (``run.maxTokenBytes``); larger gets 413.
         max_body_bytes: ``run.maxBodyBytes``, the webhook bound (webhooks read it from the
-            config); here it only bounds handlers that call ``request.read()``.
+            config); kept for callers, handlers bound their own reads.
         timeout_body: seconds allowed to read a push body (``run.timeoutBody``).
         extra_routes: ``(method, path, handler)`` routes added before the catch-all, e.g.
             ``("*", "/etcha/v1/system/metrics", metrics_handler)``.
         fallback: the catch-all handler for every other method and path (webhooks); default 404.
-        middlewares: aiohttp middlewares, outermost first (e.g. the rate limiter).
+        middlewares: middlewares, outermost first (e.g. the rate limiter).
 
     Returns:
         The application (not yet started).
     """
-    from aiohttp import web
+    app = App(middlewares)
 
-    app = web.Application(
-        middlewares=list(middlewares),
-        # Push and webhook handlers read bodies with read_body and their own limit; this bounds
-        # any other handler that calls request.read().
-        client_max_size=max(max_token_bytes, max_body_bytes) + 1,
-    )
-
-    async def push(request: web.Request) -> web.StreamResponse:
+    async def push(request: Request) -> Response:
         return await _push(request, handler, max_token_bytes, timeout_body)
 
-    resource = app.router.add_resource(PUSH_PATH + "/{source}", name="push")
-    resource.add_route("POST", push)
-    resource.add_route("*", _method_not_allowed)
+    app.router.add("POST", PUSH_PATH + "/{source}", push, name="push")
+    app.router.add("*", PUSH_PATH + "/{source}", _method_not_allowed, name="push")
     for method, path, extra in extra_routes:
-        app.router.add_route(method, path, extra)
-    app.router.add_route("*", "/{tail:.*}", fallback or _not_found, name="fallback")
+        app.router.add(method, path, extra)
+    app.router.fallback = fallback or not_found
     return app

@@ -74,13 +74,12 @@ from agent.daemon.shell_session import (
 )
 from agent.daemon.sources import SourceView
 from agent.daemon.telemetry import DaemonMetrics
+from agent.net.httpserver import Handler, Request, Response, StreamResponse
 from agent.run.model import Exec
 from agent.run.shell import spawn_pty
 from agent.trust.gate import Action, AdmittedToken, Context, TrustGate
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from agent.config.schema import Config
     from agent.daemon.events import EventDispatcher
 
@@ -168,7 +167,7 @@ class ShellSessions:
         """Sessions of ``source`` open (or opening) now."""
         return self._open.get(source, 0)
 
-    def routes(self) -> tuple[tuple[str, str, Callable[[web.Request], Any]], ...]:
+    def routes(self) -> tuple[tuple[str, str, Handler], ...]:
         """The ``extra_routes`` entry of :func:`agent.daemon.server.create_app`."""
         return (("POST", SHELL_PATH + "/{source}", self.handle),)
 
@@ -181,10 +180,8 @@ class ShellSessions:
 
     # ------------------------------------------------------------------ the request
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response:
         """Answer one shell request (see the module docstring)."""
-        from aiohttp import web
-
         source = request.match_info["source"]
         remote = request.remote or ""
         what = f"Shell request for {escape(source)} from {escape(remote)}"
@@ -195,21 +192,21 @@ class ShellSessions:
             logger.error(
                 "%s refused: %s", what, reason, extra=fields(source=source, trigger="shell")
             )
-            return web.Response(status=404)
+            return Response(404)
         limit = min(MAX_BODY_BYTES, int(config.run.max_token_bytes))
         body = await read_body(request, limit=limit, timeout=float(config.run.timeout_body) or None)
         if body.status:
-            return await body_refusal(request, body, what, "the shell body limit", limit)
+            return body_refusal(body, what, "the shell body limit", limit)
         token = await self._admit(
             body.data.decode("utf-8", errors="replace").strip(), source, remote
         )
         if token is None:
-            return web.Response(status=404)
+            return Response(404)
         try:
             claims = parse_claims(token.verified.claims)
         except ClaimsError as exc:
             logger.error("%s refused: %s", what, exc, extra=fields(source=source, trigger="shell"))
-            return web.Response(status=exc.status)
+            return Response(exc.status)
         session = self._sessions.get(claims.session) if claims.session else None
         if session is not None:
             return await self._follow_up(session, token, claims, what)
@@ -235,9 +232,7 @@ class ShellSessions:
 
     async def _follow_up(
         self, session: Session, token: AdmittedToken, claims: ShellClaims, what: str
-    ) -> web.StreamResponse:
-        from aiohttp import web
-
+    ) -> Response:
         if not session.same_signer(token):
             logger.error(
                 "%s refused: a follow-up signed by key %s, not by %s who opened the session",
@@ -246,7 +241,7 @@ class ShellSessions:
                 session.key_id or "(none)",
                 extra=fields(source=token.source, trigger="shell", error="other_signer"),
             )
-            return web.Response(status=404)
+            return Response(404)
         session.touch()
         await session.resize(claims.cols, claims.rows)
         if claims.stdin:
@@ -258,18 +253,16 @@ class ShellSessions:
                     len(claims.stdin) - written,
                     len(claims.stdin),
                 )
-        return web.Response(status=200)
+        return Response(200)
 
     async def _open_session(
         self,
-        request: web.Request,
+        request: Request,
         token: AdmittedToken,
         claims: ShellClaims,
         remote: str,
         what: str,
-    ) -> web.StreamResponse:
-        from aiohttp import web
-
+    ) -> Response:
         source = token.source
         config = self._config()
         limit = int(config.run.shell_max_sessions)
@@ -280,7 +273,7 @@ class ShellSessions:
                 limit,
                 extra=fields(source=source, trigger="shell", error="too_many_sessions"),
             )
-            return web.Response(status=429)
+            return Response(429)
         self._open[source] = self.open_count(source) + 1
         try:
             session = await self._spawn(config, token, claims, remote)
@@ -292,10 +285,10 @@ class ShellSessions:
                 exc,
                 extra=fields(source=source, trigger="shell", error="spawn"),
             )
-            return web.Response(status=500)
+            return Response(500)
         self._started(session)
         reason = "ended"
-        response = web.StreamResponse(
+        response = StreamResponse(
             status=200,
             headers={
                 "Content-Type": "text/event-stream",
@@ -340,7 +333,7 @@ class ShellSessions:
         return session
 
     async def _pump(
-        self, response: web.StreamResponse, session: Session, idle: float, transport: Any
+        self, response: StreamResponse, session: Session, idle: float, transport: Any
     ) -> str:
         """Copy the pty to the stream until the shell exits, the session closes or the client
         goes away (looked at every :data:`DISCONNECT_CHECK` seconds)."""

@@ -31,10 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.durations import format_duration
 from agent.core.logs import escape, fields
+from agent.net.httptypes import Headers, Query, Request, Response
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from agent.daemon.sources import SourceRuntime, SourceTable
     from agent.run.engine import Result, RunOutcome
 
@@ -194,36 +193,34 @@ def status_document(
     }
 
 
-def _given_key(headers: Mapping[str, str], query: Mapping[str, str]) -> bytes:
+def _given_key(headers: Headers, query: Query) -> bytes:
     auth = headers.get("Authorization", "")
     if auth.startswith("Bearer "):
         return auth.removeprefix("Bearer ").strip().encode("utf-8")
-    return query.get("key", "").encode("utf-8")
+    return str(query.get("key", "")).encode("utf-8")
 
 
 def status_handler(
     document: Callable[[], Mapping[str, Any]], key: str
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The aiohttp handler of :data:`STATUS_PATH` (GET), protected by ``key``.
+) -> Callable[[Request], Awaitable[Response]]:
+    """The handler of :data:`STATUS_PATH` (GET), protected by ``key``.
 
     Raises:
         ValueError: ``key`` is empty (the route must not exist then).
     """
-    from aiohttp import web  # lazy: aiohttp, only for `agent run`
-
     if not key:
         raise ValueError("status key: expected a non-empty run.systemMetricsKey, got ''")
     expected = key.encode("utf-8")
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: Request) -> Response:
         given = _given_key(request.headers, request.query)
         if not hmac.compare_digest(given, expected):
             logger.warning(
                 "Status request from %s refused: wrong key", escape(request.remote or "")
             )
-            return web.Response(status=401)
+            return Response(401)
         body = json.dumps(document(), sort_keys=True).encode("utf-8")
-        return web.Response(status=200, body=body, content_type="application/json")
+        return Response(200, body=body, content_type="application/json")
 
     return handle
 

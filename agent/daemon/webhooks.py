@@ -49,10 +49,9 @@ from agent.core.logs import escape
 from agent.daemon.events import run_direct
 from agent.daemon.server import body_refusal, read_body
 from agent.daemon.sources import SourceView, StoredPattern
+from agent.net.httpserver import Request, Response
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from agent.config.schema import Config
     from agent.run.engine import RunOutcome
 
@@ -237,7 +236,7 @@ class WebhookDispatcher:
         self.view = view
         self._running: dict[str, int] = {}
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response:
         """Answer one request (see the module docstring).
 
         Args:
@@ -248,20 +247,18 @@ class WebhookDispatcher:
             (body too slow), 429 (``run.webhookMaxConcurrent`` reached), else 404
             ``404 page not found``.
         """
-        from aiohttp import web
-
         config = self.view.config
         path = request.path
         sources = webhook_sources(config, path)
         if not sources:
-            return web.Response(status=404, text=NOT_FOUND_TEXT)
+            return Response(404, text=NOT_FOUND_TEXT)
         max_body = int(config.run.max_body_bytes)
         remote = request.remote or ""
         what = f"Webhook {escape(path)} from {escape(remote)}"
         timeout = float(config.run.timeout_body) or None
         body = await read_body(request, limit=max_body, timeout=timeout)
         if body.status:
-            return await body_refusal(request, body, what, "run.maxBodyBytes", max_body)
+            return body_refusal(body, what, "run.maxBodyBytes", max_body)
         try:
             with body_file(body.data) as file_name:
                 for source in sources:
@@ -269,19 +266,19 @@ class WebhookDispatcher:
                     if answer is None:
                         continue
                     if isinstance(answer, int):
-                        return web.Response(status=answer)
+                        return Response(answer)
                     text, content_type = answer
-                    return web.Response(
-                        status=200,
+                    return Response(
+                        200,
                         body=text.encode("utf-8"),
                         headers={"Content-Type": content_type or DEFAULT_CONTENT_TYPE},
                     )
         except OSError as exc:
             logger.error("%s: the body file could not be written: %s", what, exc)
-        return web.Response(status=404, text=NOT_FOUND_TEXT)
+        return Response(404, text=NOT_FOUND_TEXT)
 
     async def _try(
-        self, request: web.Request, source: str, body: bytes, file_name: str
+        self, request: Request, source: str, body: bytes, file_name: str
     ) -> tuple[str, str] | int | None:
         """Run one source; ``None`` when it does not answer, 429 when it is at its limit."""
         view = self.view
@@ -313,7 +310,7 @@ class WebhookDispatcher:
 
     async def _run(
         self,
-        request: web.Request,
+        request: Request,
         source: str,
         pattern: StoredPattern,
         body: bytes,

@@ -8,14 +8,22 @@ given config; the test reads that file. Heavy parts and what brings each in:
 - ``_gojsonnet`` (the Go Jsonnet engine): never, renders happen in short-lived children
   (:mod:`agent.daemon.render_child`), also after a push;
 - ``cryptography``: only for non-Ed25519 keys (every key here is Ed25519);
-- ``apscheduler``: only when a source has a ``runFrequency``.
+- ``apscheduler``: only when a source has a ``runFrequency``;
+- ``aiohttp``: never, whatever the config (the listener is :mod:`agent.net.httpserver` on h11,
+  pulls use the stdlib client).
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import signal
 import subprocess
 import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from support import agent_env, client_config, free_port, listener_config, run_agent, wait_port
@@ -31,8 +39,34 @@ WRAPPER = (
 )
 
 
-def _daemon_modules(tmp: Path, config: Path, port: int, *, push: bool) -> set[str]:
-    """Start the daemon, optionally push one ad-hoc command to ``core``, stop it; its modules."""
+class _Recording(http.server.SimpleHTTPRequestHandler):
+    requested: list[str]
+
+    def log_message(self, format: str, *args: object) -> None:
+        self.requested.append(self.path)
+
+
+@contextlib.contextmanager
+def http_file_server(directory: Path, requested: list[str]) -> Iterator[str]:
+    """A stdlib HTTP server of ``directory`` on 127.0.0.1 (a pull source's URL); the paths asked
+    for are appended to ``requested``."""
+    recording = type("Recording", (_Recording,), {"requested": requested})
+    handler = partial(recording, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _daemon_modules(
+    tmp: Path, config: Path, port: int, *, push: bool, hook: bool = False
+) -> set[str]:
+    """Start the daemon, optionally push one ad-hoc command to ``core`` and call ``/hook``, stop
+    it; its modules."""
     dump, log = tmp / "modules.txt", tmp / "daemon.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
@@ -49,6 +83,14 @@ def _daemon_modules(tmp: Path, config: Path, port: int, *, push: bool) -> set[st
             url = f"http://127.0.0.1:{port}"
             res = run_agent("-c", str(client), "push", "-h", url, "core", "true", cwd=tmp)
             assert res.returncode == 0, res.stdout + res.stderr
+        if hook:
+            for path in (
+                "/hook",
+                "/etcha/v1/system/metrics?key=k",
+                "/etcha/v1/system/status?key=k",
+            ):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+                    assert r.status == 200, path
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -63,8 +105,14 @@ def test_daemon_without_metrics_key_or_renders_imports_no_heavy_part(tmp_path: P
         "core": {"allowPush": True},
     }
     modules = _daemon_modules(tmp_path, listener_config(tmp_path, port, sources), port, push=False)
-    assert "aiohttp" in modules  # the dump is real: the listener is there
-    assert not modules & {"prometheus_client", "_gojsonnet", "cryptography", "apscheduler"}
+    assert "h11" in modules  # the dump is real: the listener is there
+    assert not modules & {
+        "aiohttp",
+        "prometheus_client",
+        "_gojsonnet",
+        "cryptography",
+        "apscheduler",
+    }
 
 
 def test_metrics_key_a_push_and_a_run_frequency_bring_in_only_what_they_need(
@@ -80,4 +128,40 @@ def test_metrics_key_a_push_and_a_run_frequency_bring_in_only_what_they_need(
     config = listener_config(tmp_path, port, sources, systemMetricsKey="secret-metrics-key")
     modules = _daemon_modules(tmp_path, config, port, push=True)
     assert {"prometheus_client", "apscheduler"} <= modules
-    assert not modules & {"_gojsonnet", "cryptography"}
+    assert not modules & {"_gojsonnet", "cryptography", "aiohttp"}
+
+
+def test_daemon_never_imports_aiohttp_after_a_push_a_url_pull_and_a_webhook(
+    tmp_path: Path,
+) -> None:
+    """Every HTTP path of the daemon at once: TLS listener, push, a pull from an http URL and
+    from a file, a webhook, the metrics and status routes, events and a shell source."""
+    port = free_port()
+    pull = tmp_path / "pull.jsonnet"
+    pull.write_text("{run: [{id: 'p', check: 'true', change: 'true'}]}\n")
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "url.jsonnet").write_text("{run: [{id: 'u', check: 'true', change: 'true'}]}\n")
+    requested: list[str] = []
+    with http_file_server(served, requested) as base:
+        sources = {
+            "core": {"allowPush": True, "shell": "/bin/sh"},
+            "pulled": {"pullPaths": [str(pull)]},
+            "fetched": {"pullPaths": [f"{base}/url.jsonnet"]},
+            "hook": {
+                "webhookPaths": ["/hook"],
+                "commands": [
+                    {
+                        "id": "h",
+                        "always": True,
+                        "change": "echo hi",
+                        "onChange": ["etcha:webhookBody"],
+                    }
+                ],
+            },
+        }
+        config = listener_config(tmp_path, port, sources, systemMetricsKey="k")
+        modules = _daemon_modules(tmp_path, config, port, push=True, hook=True)
+    assert "h11" in modules
+    assert not modules & {"aiohttp", "_gojsonnet"}
+    assert "/url.jsonnet" in requested  # the URL pull really happened

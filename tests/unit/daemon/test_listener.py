@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
-from aiohttp import web
 from support import free_port
 
 from agent.daemon.listener import (
@@ -25,21 +24,22 @@ from agent.daemon.listener import (
     fd_clamped,
     start_listener,
 )
+from agent.net.httpserver import App, Request, Response
 from agent.net.tlsutil import load_pem_pair, self_signed
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def hello(request: web.Request) -> web.StreamResponse:
-    return web.Response(text="hello")
+async def hello(request: Request) -> Response:
+    return Response(text="hello")
 
 
 @asynccontextmanager
 async def serve(
     limits: ListenerLimits, refused: list[str], tls: ssl.SSLContext | None = None
 ) -> AsyncIterator[int]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hello)
+    app = App()
+    app.router.fallback = hello
     port = free_port()
     runner = await start_listener(
         app, "127.0.0.1", port, limits=limits, ssl_context=tls, on_refused=refused.append

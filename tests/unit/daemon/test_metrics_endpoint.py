@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from support import RIGHT_PRIV, WRONG_PRIV, config_doc, free_port
 
@@ -24,6 +23,7 @@ from agent.daemon.events import Events
 from agent.daemon.httpmw import app_extras
 from agent.daemon.metrics import Metrics
 from agent.daemon.service import Daemon
+from agent.net.httpserver import start_server
 from agent.pattern.load import load_from_text
 from agent.tools.build import build_token
 
@@ -44,10 +44,8 @@ async def listener(cfg: Config, metrics: Metrics) -> AsyncIterator[tuple[Daemon,
     app = create_app(
         d.ingress, max_body_bytes=int(cfg.run.max_body_bytes), **app_extras(d, d.exposition)
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await start_server(app, "127.0.0.1", port)
     try:
         yield d, f"http://127.0.0.1:{port}"
     finally:

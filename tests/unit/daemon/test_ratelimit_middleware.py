@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from support import RIGHT_PRIV, config_doc, free_port
 
 from agent.config.schema import Config, config_from_dict
@@ -23,6 +22,7 @@ from agent.daemon.metrics import Metrics
 from agent.daemon.ratelimit import FailureRateLimiter
 from agent.daemon.server import create_app
 from agent.daemon.service import Daemon
+from agent.net.httpserver import App, Headers, HTTPError, Request, Response, start_server
 from agent.pattern.load import load_from_text
 from agent.tools.build import build_token
 
@@ -35,11 +35,9 @@ def make_config(tmp: Path, sources: Mapping[str, Any], **run: Any) -> Config:
 
 
 @asynccontextmanager
-async def serve_app(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+async def serve_app(app: App) -> AsyncIterator[str]:
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await start_server(app, "127.0.0.1", port)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -153,11 +151,11 @@ def test_a_push_whose_run_failed_is_served_even_when_limited(tmp_path: Path) -> 
 
 
 def test_http_exceptions_are_counted_and_limited() -> None:
-    async def raises(request: web.Request) -> web.StreamResponse:
-        raise web.HTTPForbidden()
+    async def raises(request: Request) -> Response:
+        raise HTTPError(403)
 
-    app = web.Application(middlewares=[rate_limit_middleware(FailureRateLimiter(1, 60))])
-    app.router.add_route("*", "/x", raises)
+    app = App([rate_limit_middleware(FailureRateLimiter(1, 60))])
+    app.router.add("*", "/x", raises)
 
     async def go() -> list[Reply]:
         async with serve_app(app) as base:
@@ -172,14 +170,12 @@ def test_memory_stays_bounded_under_many_client_keys() -> None:
     limiter = FailureRateLimiter(1, 60, max_keys=50)
     middleware = rate_limit_middleware(limiter)
 
-    async def fail(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=404)
-
-    from aiohttp.test_utils import make_mocked_request
+    async def fail(request: Request) -> Response:
+        return Response(404)
 
     async def go() -> None:
         for i in range(500):
-            req = make_mocked_request("GET", f"/p{i}")
+            req = Request("GET", f"/p{i}", Headers())
             await middleware(req, fail)
 
     asyncio.run(go())

@@ -1,4 +1,5 @@
-"""The aiohttp app of `agent run`: push route, statuses, bodies, limits and extension points.
+"""The HTTP app of `agent run` (agent.net.httpserver): push route, statuses, bodies, limits and
+extension points.
 
 A real server on 127.0.0.1 (free port) with a recording PushHandler stands in for the daemon.
 """
@@ -16,11 +17,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from support import free_port
 
 from agent.daemon.ingress import PushOutcome, Ran, Refused
 from agent.daemon.server import create_app, query_flag
+from agent.net.httpserver import App, Request, Response, start_server
 from agent.run.engine import Result
 
 
@@ -65,12 +66,9 @@ RESULT: Mapping[str, Any] = {
 
 
 @asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+async def serve(app: App) -> AsyncIterator[str]:
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    runner = await start_server(app, "127.0.0.1", port)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -197,11 +195,11 @@ def test_body_over_the_limit_is_413_by_content_length_and_by_stream() -> None:
 def test_unknown_paths_fall_through_to_404_or_the_fallback() -> None:
     rec = Recorder(Ran(Result.from_json(RESULT)))
 
-    async def hook(request: web.Request) -> web.StreamResponse:
-        return web.Response(text=f"hook {request.method} {request.path}")
+    async def hook(request: Request) -> Response:
+        return Response(text=f"hook {request.method} {request.path}")
 
-    async def metrics(request: web.Request) -> web.StreamResponse:
-        return web.Response(text="metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(text="metrics")
 
     async def go() -> tuple[tuple[int, str, str], ...]:
         async with serve(create_app(rec)) as base:
@@ -260,9 +258,7 @@ def test_push_body_sent_in_pieces_is_read_whole(piece: int, chunked: bool) -> No
 
     async def go() -> bytes:
         port = free_port()
-        runner = web.AppRunner(create_app(rec), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner = await start_server(create_app(rec), "127.0.0.1", port)
         try:
             return await send_in_pieces(port, body, piece, chunked=chunked)
         finally:
@@ -301,9 +297,7 @@ def test_a_body_not_complete_within_timeout_body_is_408_and_closes() -> None:
 
     async def go() -> tuple[bytes, bytes]:
         port = free_port()
-        runner = web.AppRunner(create_app(rec, timeout_body=0.5), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner = await start_server(create_app(rec, timeout_body=0.5), "127.0.0.1", port)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"POST /etcha/v1/push/web HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n")

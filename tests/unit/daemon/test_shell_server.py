@@ -1,7 +1,7 @@
 """The daemon's shell endpoint (:class:`agent.daemon.shell.ShellSessions`) served in-process by
-aiohttp on 127.0.0.1, with the real trust gate and real ptys: a shell that cannot start is a 500
-that frees its slot, a failing audit log never ends a session, and closing all sessions ends
-their streams."""
+the agent's HTTP server on 127.0.0.1, with the real trust gate and real ptys: a shell that cannot
+start is a 500 that frees its slot, a failing audit log never ends a session, and closing all
+sessions ends their streams."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from support import RIGHT_PRIV, RIGHT_PUB
 
 from agent.config.schema import config_from_dict
 from agent.daemon.shell import ShellSessions
 from agent.jws.keys import parse_signing_key
 from agent.jws.tokens import sign_token
+from agent.net.httpserver import App, start_server
 from agent.trust.gate import TrustGate
 
 
@@ -54,14 +54,11 @@ async def serve(
         metrics=metrics,  # type: ignore[arg-type]
         audit=audit,
     )
-    app = web.Application()
+    app = App()
     for method, path, handler in sessions.routes():
-        app.router.add_route(method, path, handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+        app.router.add(method, path, handler)
+    runner = await start_server(app, "127.0.0.1", 0)
+    port = runner.port
     try:
         yield sessions, f"http://127.0.0.1:{port}/etcha/v1/shell/web", metrics
     finally:

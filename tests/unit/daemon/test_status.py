@@ -6,13 +6,13 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 from support import config_doc, free_port
 
 from agent.config.schema import config_from_dict
 from agent.daemon.httpmw import app_extras
 from agent.daemon.service import Daemon
 from agent.daemon.status import LastRun, Refusal, status_document, summary_line
+from agent.net.httpserver import start_server
 from agent.run.engine import Output, Result, RunOutcome
 
 
@@ -77,10 +77,8 @@ async def _status_code(tmp: Path, key: str, headers: dict[str, str]) -> int:
     cfg = config_from_dict(config_doc(tmp, {"web": {}}, run={"systemMetricsKey": key}))
     d = Daemon(cfg)
     app = create_app(d.ingress, **app_extras(d, None, d.status))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await start_server(app, "127.0.0.1", port)
     try:
         async with (
             aiohttp.ClientSession() as session,

@@ -1,4 +1,5 @@
-"""Webhooks: a real aiohttp listener on 127.0.0.1 built like `agent run` builds it (app_extras).
+"""Webhooks: a real listener (agent.net.httpserver) on 127.0.0.1 built like `agent run` builds
+it (app_extras).
 
 Sources run real shell commands; tokens are signed with the interop key reqYEklgP4.
 """
@@ -14,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from support import RIGHT_PRIV, config_doc, free_port
 
 from agent.config.schema import Config, config_from_dict
@@ -25,6 +25,7 @@ from agent.daemon.metrics import Metrics
 from agent.daemon.server import create_app
 from agent.daemon.service import Daemon
 from agent.daemon.webhooks import canonical_header, check_webhook_paths, headers_text, query_text
+from agent.net.httpserver import start_server
 from agent.pattern.load import load_from_text
 from agent.tools.build import build_token
 
@@ -62,11 +63,8 @@ async def listener(cfg: Config) -> AsyncIterator[tuple[Daemon, str]]:
     app = create_app(
         d.ingress, max_body_bytes=int(cfg.run.max_body_bytes), **app_extras(d, d.exposition)
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    runner = await start_server(app, "127.0.0.1", port)
     try:
         yield d, f"http://127.0.0.1:{port}"
     finally:
