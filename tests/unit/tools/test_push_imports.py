@@ -19,10 +19,10 @@ from support import tls_http_server
 from agent.jws.keys import generate_keys
 
 #: Modules a push of a pattern file to one pinned target does not load, and why they are kept
-#: off: ``nacl.signing``
-#: (signing goes through ``nacl._sodium``), ``concurrent.futures`` (one request needs no thread
-#: pool), ``secrets`` and ``tempfile`` (the jti needs ``os.urandom``; nothing is written), the trust code and the token decoder (push only signs), asyncio
-#: (no build command runs), aiohttp and cryptography (never).
+#: off: ``nacl.signing`` (signing goes through ``nacl._sodium``), ``concurrent.futures`` (one
+#: request needs no thread pool), ``secrets`` and ``tempfile`` (the jti needs ``os.urandom``;
+#: nothing is written), the trust code and the token decoder (push only signs), asyncio (no
+#: build command runs), aiohttp and cryptography (never).
 NOT_FOR_ONE_PINNED_PUSH = (
     "nacl.signing",
     "concurrent.futures",
