@@ -16,7 +16,7 @@ from agent.core.durations import format_go_duration
 from agent.core.errors import json_kind
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PublishArtifact:
     """One ``publish.artifacts.<name>``: a pattern kept fresh at its destinations.
 

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.fields import SECTIONS, SOURCE, TARGET, TYPED_JSON_KINDS, Field, snake
-from agent.config.masking import mask_config
 from agent.config.values import PublishArtifact, RevocationEntry, VerifyKeyEntry, to_json
 from agent.run.model import Command, Exec
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BuildConfig:
     """``build``: signing and the push client."""
 
@@ -47,7 +46,7 @@ class BuildConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class NATSConfig:
     """``nats``: the fleet transport (hosts subscribe, ``agent push --nats`` publishes).
 
@@ -71,7 +70,7 @@ class NATSConfig:
         return bool(self.servers)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CLIConfig:
     """``cli``: log and output settings (command-line flags win over these)."""
 
@@ -81,7 +80,7 @@ class CLIConfig:
     no_color: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HTTPClientConfig:
     """``httpClient``: TLS settings for pull, push and ``getFile``, and pull redirects.
 
@@ -96,7 +95,7 @@ class HTTPClientConfig:
     follow_cross_origin_redirects: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LintConfig:
     """``lint``: files excluded from ``agent lint`` and the external linters.
 
@@ -109,7 +108,7 @@ class LintConfig:
     linter_execs: Mapping[str, Exec] = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PublishConfig:
     """``publish``: the artifacts `agent publish` keeps fresh, and its service settings."""
 
@@ -119,7 +118,7 @@ class PublishConfig:
     metrics_address: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunConfig:
     """``run``: the daemon, its listener and the global verifiers."""
 
@@ -171,7 +170,7 @@ class RunConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SourceConfig:
     """``sources.<name>``: where patterns come from and how they run."""
 
@@ -207,7 +206,7 @@ class SourceConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TargetConfig:
     """``targets.<name>``: a push destination."""
 
@@ -222,7 +221,7 @@ class TargetConfig:
     vars: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Config:
     """The effective config. Build it with ``load_config`` or ``config_from_dict``.
 
@@ -278,6 +277,8 @@ class Config:
         query values and ``#Header:`` values. Empty values stay empty so "unset" remains visible.
         Source, target and linter names are names, never masked.
         """
+        from agent.config.masking import mask_config  # lazy: only show-config masks
+
         return mask_config(self.to_dict())
 
 

@@ -35,7 +35,7 @@ MAX_FETCH_BYTES = 16 * 1024 * 1024
 _RANDOM_ALPHABET = string.ascii_letters + string.digits
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class NativeContext:
     """What the native functions of one render may see.
 

@@ -75,7 +75,7 @@ def unknown_key_message(key: str) -> str:
     return f"unknown key {json.dumps(key)}{hint}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Pattern:
     """A rendered Pattern.
 
@@ -246,7 +246,7 @@ def _commands(data: Mapping[str, Any], key: str, where: str) -> tuple[Command, .
         raise PatternError(str(exc)) from exc
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LoadedPattern:
     """A Pattern with what it was rendered from and its resolved execs."""
 

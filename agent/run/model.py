@@ -22,7 +22,6 @@ Invariants:
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -538,6 +537,8 @@ def _check_target(key: str, t: str, i: int, ids: list[str]) -> str:
 
 def _did_you_mean(target: str, ids: Sequence[str], me: str) -> str:
     """`` (did you mean "x"?)`` naming the known ids closest to ``target``, or ``""``."""
+    import difflib  # stdlib, only for an error message
+
     known = sorted({x for x in ids if x and x != me})
     close = difflib.get_close_matches(target, known, n=3, cutoff=0.6)
     if not close:

@@ -48,6 +48,9 @@ LAZY_IMPORTS = frozenset(
     {
         "agent/config/load.py::evaluate_jsonnet",  # the engine loads _gojsonnet
         "agent/config/values.py::_verify_key",  # key code only when keys are configured
+        "agent/config/schema.py::__getattr__",  # MASK, render_reference: show-config, docs
+        "agent/config/schema.py::_main",  # the reference, only to write the docs
+        "agent/config/tree.py::masked_dict",  # the masking rules, only for show-config
         "agent/trust/verify.py::_verify_with_commands",  # the engine (asyncio), verifyCommands
         "agent/cli/push_cmds.py::_nats_push",  # asyncio and nats-py only for push --nats
         "agent/cli/admit.py::with_kept_revocations",  # the daemon's list reader, only when set
