@@ -16,7 +16,6 @@ from agent.cli.common import load_config_for
 from agent.core.errors import UsageError
 from agent.pattern.load import load_from_disk, load_from_text
 from agent.run.engine import Mode, Result, RunOutcome, run_commands
-from agent.tools.helpers.diff import DIFF_ENV, DIFF_REDACT_ENV
 from agent.tools.inprocess import helper_runner
 from agent.tools.report import output_block, result_json, result_lines, shown_outputs
 
@@ -87,6 +86,8 @@ def diff_env(redact: Sequence[str]) -> dict[str, str]:
     ``ETCHA_DIFF=1`` turns diffs on; ``ETCHA_DIFF_REDACT`` holds the ``run.diffRedact`` globs,
     one a line. (``AGENT_*`` variables are never passed to commands, so these are ``ETCHA_*``.)
     """
+    from agent.tools.helpers.diff import DIFF_ENV, DIFF_REDACT_ENV  # lazy: helpers, for --diff
+
     return {DIFF_ENV: "1", DIFF_REDACT_ENV: "\n".join(redact)}
 
 

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from agent.core.which import which
+
 if TYPE_CHECKING:
     import ipaddress
 
@@ -232,25 +234,9 @@ def _memory_total_mb(meminfo: str) -> int:
 
 def _first_on_path(names: Iterable[str]) -> str:
     for name in names:
-        if _on_path(name):
+        if which(name) is not None:
             return name
     return ""
-
-
-def _on_path(name: str) -> bool:
-    """``shutil.which(name) is not None`` for a bare program name on POSIX (shutil imports bz2
-    and lzma, a cost on every render): an executable non-directory in a ``PATH`` entry."""
-    path = os.environ.get("PATH", None)
-    if path is None:
-        try:
-            path = os.confstr("CS_PATH") or os.defpath
-        except (AttributeError, ValueError):
-            path = os.defpath
-    for entry in path.split(os.pathsep) if path else ():
-        candidate = os.path.join(entry, name)
-        if os.access(candidate, os.F_OK | os.X_OK) and not os.path.isdir(candidate):
-            return True
-    return False
 
 
 def _read_text(path: str) -> str:

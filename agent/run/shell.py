@@ -30,7 +30,6 @@ import os
 import pwd
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +100,8 @@ def expand_vars(text: str, env: Mapping[str, str]) -> str:
 
 def container_runtime() -> str | None:
     """Return ``docker`` if it is on PATH, else ``podman``, else ``None``."""
+    import shutil  # stdlib (with bz2 and lzma), only for a container exec
+
     for name in ("docker", "podman"):
         if shutil.which(name):
             return name

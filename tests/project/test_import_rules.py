@@ -59,6 +59,7 @@ LAZY_IMPORTS = frozenset(
         "agent/cli/common.py::http_client_for",  # the HTTP client, only when a request is made
         "agent/jsonnet/natives.py::_client",  # the HTTP client, only for an http getFile
         "agent/cli/pattern_cmds.py::_local",  # the build tool, only for build commands
+        "agent/cli/pattern_cmds.py::diff_env",  # the file helpers' diff module, for --diff
         "agent/tools/helpers/copy.py::read_source",  # the HTTP client, only for a URL source
         "agent/tools/inprocess.py::try_run",  # the helper verbs, once a helper runs in-process
         "agent/tools/inprocess.py::_call",  # the helper verbs (loaded by try_run already)

@@ -134,6 +134,39 @@ def test_render_and_local_of_a_file_load_no_gate_token_http_or_build_code(
     assert [m for m in loaded if m.startswith(NOT_FOR_A_FILE)] == []
 
 
+#: Modules ``render`` and ``local`` of a pattern file (no keys, no ``--diff``) no longer load
+#: (issue 14, start-up): shutil (with bz2 and lzma: argparse's width, ``which``), datetime (only
+#: for validity windows and YAML dates), difflib (only for "did you mean" messages), the masking
+#: rules and the config reference (show-config, docs), and for ``local`` the file helpers'
+#: diff code with the atomic writer and tempfile (only for ``--diff`` or a helper run in-process).
+NOT_AT_START_UP = (
+    "shutil",
+    "bz2",
+    "lzma",
+    "datetime",
+    "difflib",
+    "tempfile",
+    "agent.config.masking",
+    "agent.config.reference",
+    "agent.tools.helpers.diff",
+    "agent.tools.helpers.fs",
+    "agent.core.atomicio",
+)
+
+
+@pytest.mark.parametrize("verb", ["render", "local"])
+def test_render_and_local_of_a_file_skip_what_only_other_paths_need(
+    verb: str, workdir: Path
+) -> None:
+    (workdir / "plain.json").write_text("{}")
+    res = _run(AGENT_DUMP, ["-c", "plain.json", verb, "main.jsonnet"], workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
+    loaded = set(line[len("AGENT=") :].split(","))
+    assert "agent.config.load" in loaded  # the dump works
+    assert sorted(m for m in NOT_AT_START_UP if m in loaded) == []
+
+
 def test_report_output_logger_is_the_engines() -> None:
     """``agent.tools.report`` copies the engine's output logger name (to avoid importing it)."""
     from agent.run.engine import OUTPUT_LOGGER as ENGINE_LOGGER
