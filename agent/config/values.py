@@ -33,6 +33,7 @@ from agent.config.publishing import (
 )
 from agent.core.durations import format_go_duration
 from agent.core.errors import AgentError, CommandError, json_kind
+from agent.core.records import Record
 from agent.run.model import COMMAND_KEYS, EXEC_KEYS, Command, Exec, parse_commands
 
 if TYPE_CHECKING:
@@ -42,8 +43,8 @@ _RATE = re.compile(r"^[0-9]+-[SMHD]$")
 _FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class VerifyKeyEntry:
+@dataclass(frozen=True, repr=False, eq=False)
+class VerifyKeyEntry(Record):
     """One configured verify key, optionally limited to a validity window (UTC).
 
     Args:
@@ -59,8 +60,8 @@ class VerifyKeyEntry:
     actions: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
-class RevocationEntry:
+@dataclass(frozen=True, repr=False, eq=False)
+class RevocationEntry(Record):
     """``run.revocations`` item: tokens signed by ``key`` with ``iat`` before ``before`` are
     refused.
 

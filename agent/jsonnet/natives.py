@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import RenderError, SourceError
+from agent.core.records import Record
 from agent.jsonnet.engine import EvaluationFrames, evaluate, one_line
 from agent.jsonnet.sysinfo import go_arch, go_os
 from agent.net.urls import parse_http_path
@@ -35,8 +36,8 @@ MAX_FETCH_BYTES = 16 * 1024 * 1024
 _RANDOM_ALPHABET = string.ascii_letters + string.digits
 
 
-@dataclass(frozen=True)
-class NativeContext:
+@dataclass(frozen=True, repr=False, eq=False)
+class NativeContext(Record):
     """What the native functions of one render may see.
 
     Attributes:

@@ -42,6 +42,7 @@ from typing import Protocol
 from agent.core.durations import format_duration
 from agent.core.errors import CommandError
 from agent.core.logs import fields
+from agent.core.records import Record
 from agent.run import shell
 from agent.run.diff import diff, has_work
 from agent.run.inprocess import InProcess, helper_argv
@@ -106,8 +107,8 @@ class Output:
     change_raw: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class RunOutcome(Record):
     """The outputs of a run, in the order the commands ran, and its error (if any).
 
     ``emitted`` holds ``(event name, output)`` pairs in emission order. A group's event is carried

@@ -30,6 +30,7 @@ from typing import Any
 
 from agent.core.durations import parse_duration
 from agent.core.errors import CommandError, ConfigError, json_kind
+from agent.core.records import Record
 
 __all__ = [
     "COMMAND_KEYS",
@@ -93,8 +94,8 @@ _ENV_PREFIX_START = re.compile(r"^[0-9]")
 _ENV_PREFIX_CHARS = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-@dataclass(frozen=True, slots=True)
-class Exec:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Exec(Record):
     """How a script is run: every Etcha exec field plus ``timeout``; ``None`` means unset.
 
     ``timeout`` is a Go duration string (``"30s"``); ``""`` or unset means no timeout.
@@ -249,8 +250,8 @@ DEFAULT_EXEC = Exec(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Command(Record):
     """One entry of a command list; a group when ``commands`` is non-empty.
 
     A group's own check/change/remove/always/stdin are ignored at run time; its onChange and

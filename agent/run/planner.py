@@ -18,6 +18,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agent.core.records import Record
 from agent.core.which import which
 from agent.run.model import Exec
 from agent.run.shell import AGENT_ENV_PREFIX, process_env
@@ -38,8 +39,8 @@ _SPECIAL = frozenset(
 _OPTS = frozenset({"-e", "-u", "-eu", "-ue"})
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Job(Record):
     """One script ready for the runner (built by :func:`plan_job`)."""
 
     program: str

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.core.errors import CommandError
+from agent.core.records import Record
 from agent.run.model import Exec
 from agent.run.selfexec import agent_dir
 
@@ -67,8 +68,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish"})
 
 
-@dataclass(frozen=True, slots=True)
-class ShellResult:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class ShellResult(Record):
     """What a process did.
 
     Attributes:
