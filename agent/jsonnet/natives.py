@@ -23,7 +23,6 @@ from agent.core.errors import RenderError, SourceError
 from agent.core.records import Record
 from agent.jsonnet.engine import EvaluationFrames, evaluate, one_line
 from agent.jsonnet.sysinfo import go_arch, go_os
-from agent.net.urls import parse_http_path
 
 if TYPE_CHECKING:
     from agent.net.http import HTTPClient
@@ -193,6 +192,8 @@ class Natives(EvaluationFrames):
     def _fetch(self, spec: str) -> str:
         # The one HTTP client (agent.net.http): httpClient.caFile, noSystemCA, tlsSkipVerify,
         # TLS 1.2 minimum, the same-origin redirect policy and the one #Header: parser.
+        from agent.net.urls import parse_http_path  # lazy: URL parsing, only for an http getFile
+
         try:
             parsed = parse_http_path(spec, what="getFile")
         except SourceError as exc:

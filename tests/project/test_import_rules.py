@@ -58,6 +58,7 @@ LAZY_IMPORTS = frozenset(
         "agent/cli/common.py::read_token_arg",  # the HTTP client, only for a URL
         "agent/cli/common.py::http_client_for",  # the HTTP client, only when a request is made
         "agent/jsonnet/natives.py::_client",  # the HTTP client, only for an http getFile
+        "agent/jsonnet/natives.py::_fetch",  # URL parsing, only for an http getFile
         "agent/cli/pattern_cmds.py::_local",  # the build tool, only for build commands
         "agent/cli/pattern_cmds.py::diff_env",  # the file helpers' diff module, for --diff
         "agent/tools/helpers/copy.py::read_source",  # the HTTP client, only for a URL source
