@@ -61,6 +61,9 @@ LAZY_IMPORTS = frozenset(
         "agent/jsonnet/natives.py::_fetch",  # URL parsing, only for an http getFile
         "agent/cli/pattern_cmds.py::_local",  # the build tool, only for build commands
         "agent/cli/pattern_cmds.py::diff_env",  # the file helpers' diff module, for --diff
+        "agent/run/engine.py::persistent_shells",  # asyncio, once a run starts a process
+        "agent/run/shell.py::run",  # asyncio (agent.run.aioproc), once a process starts
+        "agent/run/shell.py::spawn_pty",  # asyncio (agent.run.aioproc), for a remote shell
         "agent/tools/helpers/copy.py::read_source",  # the HTTP client, only for a URL source
         "agent/tools/inprocess.py::try_run",  # the helper verbs, once a helper runs in-process
         "agent/tools/inprocess.py::_call",  # the helper verbs (loaded by try_run already)
