@@ -151,7 +151,7 @@ def _failure_reason(res: shell.ShellResult, ex: Exec) -> str:
     return f"error running commands: exit status {res.exit_code}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False, eq=False)  # never compared or shown: two methods fewer
 class _Run:
     """State of one run (all phases of a diff-run share one)."""
 
