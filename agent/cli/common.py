@@ -11,7 +11,6 @@ from agent.config.schema import Config, load_config
 from agent.core.errors import SourceError
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 from agent.core.logs import setup
-from agent.net.urls import is_http, parse_http_path, safe_url
 
 if TYPE_CHECKING:
     from agent.net.http import HTTPClient
@@ -66,6 +65,8 @@ def read_token_arg(where: str, *, timeout: float = 10.0, config: Config | None =
         SourceError: the file or URL could not be read, or is too large.
         ConfigError: ``httpClient.caFile`` cannot be loaded.
     """
+    from agent.net.urls import is_http, parse_http_path, safe_url  # lazy: not for pattern files
+
     if is_http(where):
         from agent.net.http import RequestError  # lazy: the HTTP client, only for a URL
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -16,7 +15,7 @@ from agent.cli.common import load_config_for
 from agent.core.errors import UsageError
 from agent.pattern.load import load_from_disk, load_from_text
 from agent.run.engine import Mode, Result, RunOutcome, run_commands
-from agent.tools.helpers.diff import DIFF_ENV, DIFF_REDACT_ENV
+from agent.run.lazyloop import NEED_LOOP, drive
 from agent.tools.inprocess import helper_runner
 from agent.tools.report import output_block, result_json, result_lines, shown_outputs
 
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 
 def cmd_local(args: argparse.Namespace) -> int:
     """Run a pattern, or command text wrapped as ``{run: [<text>]}``, on this host."""
-    return asyncio.run(_local(args))
+    return drive(_local(args))  # asyncio only once a command needs a process
 
 
 async def _local(args: argparse.Namespace) -> int:
@@ -58,6 +57,7 @@ async def _local(args: argparse.Namespace) -> int:
     if loaded.pattern.build:
         from agent.tools.build import collect_build  # lazy: keys and tokens, for build commands
 
+        await NEED_LOOP  # build commands run under asyncio
         _, run_vars = await collect_build(loaded)
         loaded = load(run_vars)
     src = config.sources.get(source)
@@ -87,6 +87,8 @@ def diff_env(redact: Sequence[str]) -> dict[str, str]:
     ``ETCHA_DIFF=1`` turns diffs on; ``ETCHA_DIFF_REDACT`` holds the ``run.diffRedact`` globs,
     one a line. (``AGENT_*`` variables are never passed to commands, so these are ``ETCHA_*``.)
     """
+    from agent.tools.helpers.diff import DIFF_ENV, DIFF_REDACT_ENV  # lazy: helpers, for --diff
+
     return {DIFF_ENV: "1", DIFF_REDACT_ENV: "\n".join(redact)}
 
 

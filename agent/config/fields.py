@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+from agent.core.records import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Field(Record):
     """One config key: its camelCase name, kind, default and one line of documentation."""
 
     key: str

@@ -22,7 +22,6 @@ import copy
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
 from typing import Any
 
 from agent.config.fields import (
@@ -330,6 +329,10 @@ def _plain(value: Any, layer: Layer, path: str) -> Any:
         return out
     if isinstance(value, list | tuple):
         return [_plain(v, layer, path) for v in value]
+    if isinstance(value, str | int | float | None):
+        return value
+    from datetime import date, datetime  # stdlib: only YAML gives dates (and loaded it already)
+
     if isinstance(value, datetime):
         return format_time(value) if value.tzinfo else value.isoformat()
     if isinstance(value, date):

@@ -14,10 +14,11 @@ from typing import Any
 from agent.config.bad import Bad, duration_value, expect
 from agent.core.durations import format_go_duration
 from agent.core.errors import json_kind
+from agent.core.records import Record
 
 
-@dataclass(frozen=True, slots=True)
-class PublishArtifact:
+@dataclass(frozen=True, repr=False, eq=False)
+class PublishArtifact(Record):
     """One ``publish.artifacts.<name>``: a pattern kept fresh at its destinations.
 
     Args:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.config.load import (
     CONFIG_FILE_NAMES,
@@ -41,8 +42,6 @@ from agent.config.load import (
     parse_override_value,
     read_config_file,
 )
-from agent.config.masking import MASK
-from agent.config.reference import render_reference
 from agent.config.tree import (
     BuildConfig,
     CLIConfig,
@@ -58,7 +57,6 @@ from agent.config.values import VerifyKeyEntry, format_go_duration, parse_finger
 __all__ = [
     "CONFIG_FILE_NAMES",
     "ENV_PREFIX",
-    "MASK",
     "BuildConfig",
     "CLIConfig",
     "Config",
@@ -75,11 +73,26 @@ __all__ = [
     "parse_fingerprint",
     "parse_override_value",
     "read_config_file",
-    "render_reference",
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """``MASK`` and ``render_reference``, imported when first asked for: the reference and the
+    masking rules are for ``show-config`` and the docs, not for every command's start-up."""
+    if name == "MASK":
+        from agent.config.masking import MASK  # lazy: masking rules, for show-config only
+
+        return MASK
+    if name == "render_reference":
+        from agent.config.reference import render_reference  # lazy: the docs generator
+
+        return render_reference
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _main(argv: Sequence[str]) -> int:
+    from agent.config.reference import render_reference  # lazy: the docs generator
+
     target = Path(argv[0]) if argv else Path(__file__).resolve().parents[2] / "docs"
     if target.is_dir():
         target = target / "configuration.md"

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.fields import SECTIONS, SOURCE, TARGET, TYPED_JSON_KINDS, Field, snake
-from agent.config.masking import mask_config
 from agent.config.values import PublishArtifact, RevocationEntry, VerifyKeyEntry, to_json
+from agent.core.records import Record
 from agent.run.model import Command, Exec
 
 
-@dataclass(frozen=True, slots=True)
-class BuildConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class BuildConfig(Record):
     """``build``: signing and the push client."""
 
     ca_file: str
@@ -47,8 +47,8 @@ class BuildConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class NATSConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class NATSConfig(Record):
     """``nats``: the fleet transport (hosts subscribe, ``agent push --nats`` publishes).
 
     It is on when ``servers`` is not empty (:attr:`enabled`); ``stream`` "" turns JetStream off.
@@ -71,8 +71,8 @@ class NATSConfig:
         return bool(self.servers)
 
 
-@dataclass(frozen=True, slots=True)
-class CLIConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class CLIConfig(Record):
     """``cli``: log and output settings (command-line flags win over these)."""
 
     disable_external_native: bool
@@ -81,8 +81,8 @@ class CLIConfig:
     no_color: bool
 
 
-@dataclass(frozen=True, slots=True)
-class HTTPClientConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class HTTPClientConfig(Record):
     """``httpClient``: TLS settings for pull, push and ``getFile``, and pull redirects.
 
     ``tls_skip_verify`` and ``ca_file`` are the same values as in :class:`BuildConfig`.
@@ -96,8 +96,8 @@ class HTTPClientConfig:
     follow_cross_origin_redirects: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class LintConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class LintConfig(Record):
     """``lint``: files excluded from ``agent lint`` and the external linters.
 
     ``linters`` holds the checked JSON objects (name -> exec object); ``linter_execs`` the same
@@ -109,8 +109,8 @@ class LintConfig:
     linter_execs: Mapping[str, Exec] = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class PublishConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class PublishConfig(Record):
     """``publish``: the artifacts `agent publish` keeps fresh, and its service settings."""
 
     artifacts: Mapping[str, PublishArtifact] = field(default_factory=dict)
@@ -119,8 +119,8 @@ class PublishConfig:
     metrics_address: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RunConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class RunConfig(Record):
     """``run``: the daemon, its listener and the global verifiers."""
 
     audit: bool
@@ -171,8 +171,8 @@ class RunConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class SourceConfig(Record):
     """``sources.<name>``: where patterns come from and how they run."""
 
     name: str
@@ -207,8 +207,8 @@ class SourceConfig:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class TargetConfig:
+@dataclass(frozen=True, repr=False, eq=False)
+class TargetConfig(Record):
     """``targets.<name>``: a push destination."""
 
     name: str
@@ -222,8 +222,8 @@ class TargetConfig:
     vars: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+@dataclass(frozen=True, repr=False, eq=False)
+class Config(Record):
     """The effective config. Build it with ``load_config`` or ``config_from_dict``.
 
     Commands and exec objects are typed (:class:`Command`, :class:`Exec`) when the config loads;
@@ -278,6 +278,8 @@ class Config:
         query values and ``#Header:`` values. Empty values stay empty so "unset" remains visible.
         Source, target and linter names are names, never masked.
         """
+        from agent.config.masking import mask_config  # lazy: only show-config masks
+
         return mask_config(self.to_dict())
 
 

@@ -20,8 +20,7 @@ import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config.bad import Bad, duration_value, expect
 from agent.config.fields import ACTION_NAMES, Field
@@ -34,14 +33,18 @@ from agent.config.publishing import (
 )
 from agent.core.durations import format_go_duration
 from agent.core.errors import AgentError, CommandError, json_kind
+from agent.core.records import Record
 from agent.run.model import COMMAND_KEYS, EXEC_KEYS, Command, Exec, parse_commands
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 _RATE = re.compile(r"^[0-9]+-[SMHD]$")
 _FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True, slots=True)
-class VerifyKeyEntry:
+@dataclass(frozen=True, repr=False, eq=False)
+class VerifyKeyEntry(Record):
     """One configured verify key, optionally limited to a validity window (UTC).
 
     Args:
@@ -57,8 +60,8 @@ class VerifyKeyEntry:
     actions: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RevocationEntry:
+@dataclass(frozen=True, repr=False, eq=False)
+class RevocationEntry(Record):
     """``run.revocations`` item: tokens signed by ``key`` with ``iat`` before ``before`` are
     refused.
 
@@ -191,6 +194,8 @@ def _parse_time(value: Any, name: str) -> datetime | None:
     if value is None or value == "":
         return None
     expect(value, isinstance(value, str), f"{name} as an RFC 3339 time string")
+    from datetime import UTC, datetime  # stdlib, only for a configured validity window
+
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -441,6 +446,8 @@ def convert(f: Field, value: Any) -> Any:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` zone."""
+    from datetime import UTC  # stdlib, loaded already by whoever made ``value``
+
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

@@ -110,7 +110,12 @@ def _sorted_items(value: Mapping[Any, Any]) -> list[tuple[str, Any]]:
             raise GoJSONError(
                 f"json: unsupported map key: expected a string, got {type(key).__name__}"
             )
-    return sorted(value.items(), key=lambda kv: kv[0].encode("utf-8", "surrogatepass"))
+    # UTF-8 keeps code point order (lone surrogates too), so this is Go's byte order.
+    return sorted(value.items(), key=_first)
+
+
+def _first(item: tuple[str, Any]) -> str:
+    return item[0]
 
 
 def _type_error(value: Any) -> GoJSONError:
@@ -166,6 +171,9 @@ def _compact_array(value: list[Any] | tuple[Any, ...], out: list[str], depth: in
 def _indent(value: Any, out: list[str], level: int) -> None:
     if level > _MAX_DEPTH:
         raise GoJSONError(f"json: unsupported value: expected nesting up to {_MAX_DEPTH} levels")
+    if type(value) is str:  # the common leaf, without the ABC checks below
+        out.append(_string(value))
+        return
     if isinstance(value, Mapping):
         items = _sorted_items(value)
         if not items:

@@ -62,6 +62,8 @@ def scan_imports(text: str) -> list[tuple[str, str, int]]:
         string literal, in source order (``line`` is 1-based).
     """
     out: list[tuple[str, str, int]] = []
+    if "import" not in text:  # every keyword contains it: no lexing needed (most patterns)
+        return out
     n = len(text)
     i = 0
     pending: tuple[str, int] | None = None

@@ -20,9 +20,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import RenderError, SourceError
+from agent.core.records import Record
 from agent.jsonnet.engine import EvaluationFrames, evaluate, one_line
 from agent.jsonnet.sysinfo import go_arch, go_os
-from agent.net.urls import parse_http_path
 
 if TYPE_CHECKING:
     from agent.net.http import HTTPClient
@@ -35,8 +35,8 @@ MAX_FETCH_BYTES = 16 * 1024 * 1024
 _RANDOM_ALPHABET = string.ascii_letters + string.digits
 
 
-@dataclass(frozen=True, slots=True)
-class NativeContext:
+@dataclass(frozen=True, repr=False, eq=False)
+class NativeContext(Record):
     """What the native functions of one render may see.
 
     Attributes:
@@ -192,6 +192,8 @@ class Natives(EvaluationFrames):
     def _fetch(self, spec: str) -> str:
         # The one HTTP client (agent.net.http): httpClient.caFile, noSystemCA, tlsSkipVerify,
         # TLS 1.2 minimum, the same-origin redirect policy and the one #Header: parser.
+        from agent.net.urls import parse_http_path  # lazy: URL parsing, only for an http getFile
+
         try:
             parsed = parse_http_path(spec, what="getFile")
         except SourceError as exc:

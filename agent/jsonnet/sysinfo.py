@@ -15,13 +15,15 @@ on. Invariants:
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import shutil
 import sys
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from agent.core.which import which
+
+if TYPE_CHECKING:
+    import ipaddress
 
 __all__ = ["collect", "go_arch", "go_os"]
 
@@ -166,6 +168,8 @@ def ipv4_addresses(fib_trie: str) -> list[str]:
     Returns:
         Sorted unique addresses whose trie entry is a ``/32 host LOCAL`` route.
     """
+    import ipaddress  # stdlib, only when the system facts are collected
+
     found: set[ipaddress.IPv4Address] = set()
     last = ""
     for line in fib_trie.splitlines():
@@ -191,6 +195,8 @@ def ipv6_addresses(if_inet6: str) -> list[str]:
     Returns:
         Sorted unique compressed addresses.
     """
+    import ipaddress  # stdlib, only when the system facts are collected
+
     found: set[ipaddress.IPv6Address] = set()
     for line in if_inet6.splitlines():
         parts = line.split()
@@ -228,13 +234,14 @@ def _memory_total_mb(meminfo: str) -> int:
 
 def _first_on_path(names: Iterable[str]) -> str:
     for name in names:
-        if shutil.which(name):
+        if which(name) is not None:
             return name
     return ""
 
 
 def _read_text(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
     except OSError:
         return ""

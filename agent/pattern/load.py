@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config.execs import source_exec
 from agent.core.durations import parse_duration
 from agent.core.errors import AgentError, PatternError, json_kind
+from agent.core.records import Record
 from agent.jsonnet import sysinfo
 from agent.jsonnet.imports import collect_files
 from agent.jsonnet.natives import NativeContext, make_natives
@@ -75,8 +76,8 @@ def unknown_key_message(key: str) -> str:
     return f"unknown key {json.dumps(key)}{hint}"
 
 
-@dataclass(frozen=True, slots=True)
-class Pattern:
+@dataclass(frozen=True, repr=False, eq=False)
+class Pattern(Record):
     """A rendered Pattern.
 
     Args:
@@ -246,8 +247,8 @@ def _commands(data: Mapping[str, Any], key: str, where: str) -> tuple[Command, .
         raise PatternError(str(exc)) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedPattern:
+@dataclass(frozen=True, repr=False, eq=False)
+class LoadedPattern(Record):
     """A Pattern with what it was rendered from and its resolved execs."""
 
     pattern: Pattern

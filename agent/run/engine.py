@@ -37,17 +37,21 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.core.durations import format_duration
 from agent.core.errors import CommandError
 from agent.core.logs import fields
+from agent.core.records import Record
 from agent.run import shell
 from agent.run.diff import diff, has_work
 from agent.run.inprocess import InProcess, helper_argv
+from agent.run.lazyloop import NEED_LOOP
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
-from agent.run.persistent import Shells
 from agent.run.result import Result
+
+if TYPE_CHECKING:
+    from agent.run.persistent import Shells
 
 __all__ = [
     "OUTPUT_LOGGER",
@@ -106,8 +110,8 @@ class Output:
     change_raw: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class RunOutcome(Record):
     """The outputs of a run, in the order the commands ran, and its error (if any).
 
     ``emitted`` holds ``(event name, output)`` pairs in emission order. A group's event is carried
@@ -147,7 +151,7 @@ def _failure_reason(res: shell.ShellResult, ex: Exec) -> str:
     return f"error running commands: exit status {res.exit_code}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False, eq=False)  # never compared or shown: two methods fewer
 class _Run:
     """State of one run (all phases of a diff-run share one)."""
 
@@ -157,6 +161,7 @@ class _Run:
     parent_filter: re.Pattern[str] | None
     observer: CommandObserver | None
     inprocess: InProcess | None = None
+    shells_start: int | None = None
     shells: Shells | None = None
     remove_unchecked: bool = False
     outputs: list[Output] = field(default_factory=list)
@@ -169,12 +174,10 @@ class _Run:
     async def spawn(
         self, ex: Exec, script: str, stdin: str
     ) -> tuple[shell.ShellResult, str | None]:
-        """Run a script; return (result, failure reason or None).
-
-        A lone helper invocation under the default exec runs in-process when there is a hook
-        (:mod:`agent.run.inprocess`) and it does not decline; other scripts under the default
-        exec run in the run's persistent shell (:mod:`agent.run.persistent`) when it is on;
-        anything else spawns."""
+        """Run a script; return (result, failure reason or None). A lone helper invocation
+        under the default exec runs in-process when there is a hook (:mod:`agent.run.inprocess`)
+        that does not decline; other default-exec scripts run in the run's persistent shell
+        (:mod:`agent.run.persistent`) when it is on; anything else spawns."""
         env = dict(self.env)
         hook = self.inprocess
         argv = None if hook is None else helper_argv(ex, script, etcha=hook.etcha)
@@ -182,10 +185,12 @@ class _Run:
             res = hook.try_run(argv, shell.process_env(ex, env), stdin)
             if res is not None:
                 return res, None if res.ok else _failure_reason(res, ex)
+        await NEED_LOOP  # processes need asyncio: from here on (agent.run.lazyloop)
         try:
             res = None
-            if self.shells is not None:
-                res = await self.shells.run(ex, script, env=env, stdin=stdin)
+            shells = self.persistent_shells()
+            if shells is not None:
+                res = await shells.run(ex, script, env=env, stdin=stdin)
             if res is None:
                 res = await shell.run(ex, script, env=env, stdin=stdin)
         except CommandError as exc:
@@ -193,6 +198,14 @@ class _Run:
         if res.ok:
             return res, None
         return res, _failure_reason(res, ex)
+
+    def persistent_shells(self) -> Shells | None:
+        """The run's persistent shells, made at its first process (asyncio is loaded then)."""
+        if self.shells is None and self.shells_start is not None:
+            from agent.run.persistent import Shells  # lazy: asyncio, once a process starts
+
+            self.shells = Shells(start_after=self.shells_start)
+        return self.shells
 
     async def close(self) -> None:
         """End the run's persistent shells."""
@@ -480,7 +493,7 @@ async def run_commands(
         parent_filter=parent_id_filter,
         observer=observer,
         inprocess=inprocess,
-        shells=_shells(persistent_shell, cmds),
+        shells_start=_shells_start(persistent_shell, cmds),
     )
     try:
         _, err = await run.run_list(cmds, remove=mode is Mode.REMOVE, parent=parent_id)
@@ -536,7 +549,7 @@ async def diff_run(
         parent_filter=parent_id_filter,
         observer=observer,
         inprocess=inprocess,
-        shells=_shells(persistent_shell, (*before, *new, *after)),
+        shells_start=_shells_start(persistent_shell, (*before, *new, *after)),
     )
     try:
         for cmds, remove in ((before, True), (new, False), (after, True)):
@@ -561,12 +574,12 @@ def _leaves(cmds: Sequence[Command], stop: int) -> int:
     return n
 
 
-def _shells(enabled: bool, cmds: Sequence[Command]) -> Shells | None:
-    """The run's persistent shells: started at the first command of a list of several, at the
-    second of a list of one (one spawn is cheaper than starting a shell and forking it)."""
+def _shells_start(enabled: bool, cmds: Sequence[Command]) -> int | None:
+    """``start_after`` of the run's persistent shells (``None``: off): the first command of a list
+    of several, the second of one (a spawn is cheaper than starting a shell and forking it)."""
     if not enabled:
         return None
-    return Shells(start_after=0 if _leaves(cmds, 2) >= 2 else 1)
+    return 0 if _leaves(cmds, 2) >= 2 else 1
 
 
 def _messages(

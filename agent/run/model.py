@@ -22,7 +22,6 @@ Invariants:
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 from agent.core.durations import parse_duration
 from agent.core.errors import CommandError, ConfigError, json_kind
+from agent.core.records import Record
 
 __all__ = [
     "COMMAND_KEYS",
@@ -94,8 +94,8 @@ _ENV_PREFIX_START = re.compile(r"^[0-9]")
 _ENV_PREFIX_CHARS = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-@dataclass(frozen=True, slots=True)
-class Exec:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Exec(Record):
     """How a script is run: every Etcha exec field plus ``timeout``; ``None`` means unset.
 
     ``timeout`` is a Go duration string (``"30s"``); ``""`` or unset means no timeout.
@@ -250,8 +250,8 @@ DEFAULT_EXEC = Exec(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Command(Record):
     """One entry of a command list; a group when ``commands`` is non-empty.
 
     A group's own check/change/remove/always/stdin are ignored at run time; its onChange and
@@ -538,6 +538,8 @@ def _check_target(key: str, t: str, i: int, ids: list[str]) -> str:
 
 def _did_you_mean(target: str, ids: Sequence[str], me: str) -> str:
     """`` (did you mean "x"?)`` naming the known ids closest to ``target``, or ``""``."""
+    import difflib  # stdlib, only for an error message
+
     known = sorted({x for x in ids if x and x != me})
     close = difflib.get_close_matches(target, known, n=3, cutoff=0.6)
     if not close:

@@ -15,10 +15,11 @@ import contextlib
 import os
 import re
 import shlex
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agent.core.records import Record
+from agent.core.which import which
 from agent.run.model import Exec
 from agent.run.shell import AGENT_ENV_PREFIX, process_env
 
@@ -38,8 +39,8 @@ _SPECIAL = frozenset(
 _OPTS = frozenset({"-e", "-u", "-eu", "-ue"})
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Job(Record):
     """One script ready for the runner (built by :func:`plan_job`)."""
 
     program: str
@@ -144,7 +145,7 @@ class Planner:
         child_env = process_env(ex, env, inherited=self._inherited)
         key = (words[0], child_env.get("PATH"))
         if key not in self._which:
-            self._which[key] = shutil.which(words[0], path=key[1])
+            self._which[key] = which(words[0], path=key[1])
         program = self._which[key]
         cwd = os.path.abspath(ex.work_dir or os.getcwd())
         exports = self._exports(child_env, cwd)

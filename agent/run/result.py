@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import CommandError
+from agent.core.records import Record
 
 if TYPE_CHECKING:
     from agent.run.engine import RunOutcome
@@ -39,8 +40,8 @@ def _strings(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Result(Record):
     """The answer of a run (Etcha's ``Result``; JSON keys per SPEC, plus ``failed*``)."""
 
     changed_ids: tuple[str, ...] = ()

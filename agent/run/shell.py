@@ -23,25 +23,23 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import grp
 import os
 import pwd
 import re
 import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import CommandError
+from agent.core.records import Record
 from agent.run.model import Exec
 from agent.run.selfexec import agent_dir
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "KILL_GRACE",
@@ -68,8 +66,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish"})
 
 
-@dataclass(frozen=True, slots=True)
-class ShellResult:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class ShellResult(Record):
     """What a process did.
 
     Attributes:
@@ -101,6 +99,8 @@ def expand_vars(text: str, env: Mapping[str, str]) -> str:
 
 def container_runtime() -> str | None:
     """Return ``docker`` if it is on PATH, else ``podman``, else ``None``."""
+    import shutil  # stdlib (with bz2 and lzma), only for a container exec
+
     for name in ("docker", "podman"):
         if shutil.which(name):
             return name
@@ -256,60 +256,10 @@ def _expand_argv(
     return expand_vars(script, env), lambda argv: argv
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def signal_group(pid: int, sig: int) -> None:
+    """Send ``sig`` to the process group ``pid``, ignoring one that is gone or not ours."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-async def _kill_group(pid: int, exited: asyncio.Future[None]) -> None:
-    _signal_group(pid, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(exited), KILL_GRACE)
-    # Grandchildren may outlive the leader: kill what is left of the group regardless.
-    _signal_group(pid, signal.SIGKILL)
-    await exited
-
-
-class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """Stream protocol that also reports the moment the child exits.
-
-    ``Process.wait()`` only returns once every pipe is closed, which a background grandchild
-    can delay forever; ``exited`` resolves when the child itself exits.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=2**16, loop=loop)
-        self.exited: asyncio.Future[None] = loop.create_future()
-
-    def process_exited(self) -> None:
-        super().process_exited()
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-
-async def _read(stream: asyncio.StreamReader, buf: bytearray, cap: int, seen: list[int]) -> None:
-    while True:
-        data = await stream.read(65536)
-        if not data:
-            return
-        room = cap - len(buf)
-        if room > 0:
-            buf += data[:room]
-        seen[0] += len(data)
-
-
-async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
-    stdin = proc.stdin
-    if stdin is None:
-        return
-    try:
-        stdin.write(data)
-        await stdin.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    finally:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            stdin.close()
 
 
 async def run(
@@ -349,94 +299,9 @@ async def run(
         kwargs["user"] = _lookup_user(ex.user)
     if ex.group:
         kwargs["group"] = _lookup_group(ex.group)
-    start = time.monotonic()
-    proc, transport, protocol = await _spawn(argv, ex, child_env, bool(stdin), kwargs)
-    buf = bytearray()
-    seen = [0]
-    tasks: list[asyncio.Future[None]] = []
-    if proc.stdout is not None:
-        tasks.append(asyncio.ensure_future(_read(proc.stdout, buf, max_output, seen)))
-    if stdin:
-        tasks.append(asyncio.ensure_future(_feed(proc, stdin.encode())))
-    timed_out, ended = await _wait(proc, transport, protocol, tasks, timeout)
-    duration = ended - start
-    output = buf.decode("utf-8", errors="replace")
-    truncated = seen[0] > max_output
-    if truncated:
-        output += (
-            f"\n[output truncated: {seen[0] - max_output} bytes over the {max_output}-byte limit]"
-        )
-    rc = transport.get_returncode()
-    code = rc if rc is not None else -1
-    return ShellResult(code, output, duration, timed_out, truncated)
+    from agent.run.aioproc import run_process  # lazy: asyncio, only when a process starts
 
-
-async def _spawn(
-    argv: list[str], ex: Exec, child_env: dict[str, str], feed: bool, kwargs: dict[str, Any]
-) -> tuple[asyncio.subprocess.Process, asyncio.SubprocessTransport, _Protocol]:
-    """Start ``argv`` in a new session, stdout and stderr on one pipe."""
-    loop = asyncio.get_running_loop()
-    try:
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _Protocol(loop),
-            *argv,
-            stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=child_env,
-            cwd=ex.work_dir or None,
-            start_new_session=True,
-            **kwargs,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        if ex.work_dir and not os.path.isdir(ex.work_dir):
-            # The child failed to change directory: name the directory, not the program.
-            raise CommandError(
-                f"error running commands: workDir {ex.work_dir}: expected a directory, got "
-                f"{reason if os.path.lexists(ex.work_dir) else 'nothing there'}"
-            ) from exc
-        raise CommandError(f"error running commands: {argv[0]}: {reason}") from exc
-    return asyncio.subprocess.Process(transport, protocol, loop), transport, protocol
-
-
-async def _wait(
-    proc: asyncio.subprocess.Process,
-    transport: asyncio.SubprocessTransport,
-    protocol: _Protocol,
-    tasks: list[asyncio.Future[None]],
-    timeout: float,
-) -> tuple[bool, float]:
-    """Wait for the process (killing its group on timeout), then its output.
-
-    Returns ``(timed out, time.monotonic() when the process ended)``.
-
-    The process group is killed when the wait is interrupted; the pipe tasks are always
-    finished and the transport closed.
-    """
-    timed_out = False
-    try:
-        try:
-            await asyncio.wait_for(asyncio.shield(protocol.exited), timeout or None)
-        except TimeoutError:
-            timed_out = True
-            await _kill_group(proc.pid, protocol.exited)
-        ended = time.monotonic()
-        # Normally EOF is immediate; a background child may hold the pipe open, so bound it.
-        if tasks:
-            await asyncio.wait(tasks[:1], timeout=PIPE_GRACE)
-    except BaseException:
-        if transport.get_returncode() is None:
-            await asyncio.shield(_kill_group(proc.pid, protocol.exited))
-        raise
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        transport.close()
-    return timed_out, ended
+    return await run_process(argv, ex, child_env, stdin, kwargs, max_output, timeout)
 
 
 #: Runs in the child before the shell (as the agent's user): makes the pty (its stdin) the
@@ -513,22 +378,6 @@ async def spawn_pty(
         is_root=os.geteuid() == 0,
     )
     identity = _identity(ex)
-    try:
-        return await asyncio.create_subprocess_exec(
-            os.path.realpath(sys.executable),
-            "-I",
-            "-S",
-            "-c",
-            _CTTY,
-            *identity,
-            ex.work_dir or "-",
-            *argv,
-            stdin=slave_fd,
-            stdout=slave_fd,
-            stderr=slave_fd,
-            env=child_env,
-            start_new_session=True,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise CommandError(f"error starting shell: {argv[0]}: {reason}") from exc
+    from agent.run.aioproc import start_pty  # lazy: asyncio, only for a remote shell
+
+    return await start_pty(argv, identity, ex.work_dir or "-", slave_fd, child_env, _CTTY)

@@ -48,6 +48,9 @@ LAZY_IMPORTS = frozenset(
     {
         "agent/config/load.py::evaluate_jsonnet",  # the engine loads _gojsonnet
         "agent/config/values.py::_verify_key",  # key code only when keys are configured
+        "agent/config/schema.py::__getattr__",  # MASK, render_reference: show-config, docs
+        "agent/config/schema.py::_main",  # the reference, only to write the docs
+        "agent/config/tree.py::masked_dict",  # the masking rules, only for show-config
         "agent/trust/verify.py::_verify_with_commands",  # the engine (asyncio), verifyCommands
         "agent/cli/push_cmds.py::_nats_push",  # asyncio and nats-py only for push --nats
         "agent/cli/admit.py::with_kept_revocations",  # the daemon's list reader, only when set
@@ -55,7 +58,12 @@ LAZY_IMPORTS = frozenset(
         "agent/cli/common.py::read_token_arg",  # the HTTP client, only for a URL
         "agent/cli/common.py::http_client_for",  # the HTTP client, only when a request is made
         "agent/jsonnet/natives.py::_client",  # the HTTP client, only for an http getFile
+        "agent/jsonnet/natives.py::_fetch",  # URL parsing, only for an http getFile
         "agent/cli/pattern_cmds.py::_local",  # the build tool, only for build commands
+        "agent/cli/pattern_cmds.py::diff_env",  # the file helpers' diff module, for --diff
+        "agent/run/engine.py::persistent_shells",  # asyncio, once a run starts a process
+        "agent/run/shell.py::run",  # asyncio (agent.run.aioproc), once a process starts
+        "agent/run/shell.py::spawn_pty",  # asyncio (agent.run.aioproc), for a remote shell
         "agent/tools/helpers/copy.py::read_source",  # the HTTP client, only for a URL source
         "agent/tools/inprocess.py::try_run",  # the helper verbs, once a helper runs in-process
         "agent/tools/inprocess.py::_call",  # the helper verbs (loaded by try_run already)

@@ -6,7 +6,9 @@ left in ``sys.modules`` at exit. Per verb (decided here, see ``FORBIDDEN``):
 - ``render``, ``build`` (an Ed25519 key, no signingCommands) and ``jwt <file>`` run no command
   and make no request: no asyncio, ssl, aiohttp, prometheus_client, apscheduler or cryptography.
 - ``local`` runs commands through the engine, which is asyncio-based (asyncio imports ssl), so
-  asyncio and ssl are allowed; aiohttp, prometheus_client, apscheduler and cryptography are not.
+  asyncio and ssl are allowed once a command starts a process; aiohttp, prometheus_client,
+  apscheduler and cryptography are not. A run whose commands all execute in-process (the file
+  helpers) imports no asyncio at all.
 - ``push`` needs ssl (TLS); it must not import aiohttp, prometheus_client, apscheduler or
   cryptography. asyncio is not needed by a thread-pool client: forbidden too.
 
@@ -132,6 +134,59 @@ def test_render_and_local_of_a_file_load_no_gate_token_http_or_build_code(
     loaded = line[len("AGENT=") :].split(",")
     assert "agent.pattern.load" in loaded  # the dump works
     assert [m for m in loaded if m.startswith(NOT_FOR_A_FILE)] == []
+
+
+#: Modules ``render`` and ``local`` of a pattern file (no keys, no ``--diff``) no longer load
+#: (issue 14, start-up): shutil (with bz2 and lzma: argparse's width, ``which``), datetime (only
+#: for validity windows and YAML dates), difflib (only for "did you mean" messages), the masking
+#: rules and the config reference (show-config, docs), and for ``local`` the file helpers'
+#: diff code with the atomic writer and tempfile (only for ``--diff`` or a helper run in-process).
+NOT_AT_START_UP = (
+    "shutil",
+    "bz2",
+    "lzma",
+    "datetime",
+    "difflib",
+    "tempfile",
+    "agent.config.masking",
+    "agent.config.reference",
+    "agent.tools.helpers.diff",
+    "agent.tools.helpers.fs",
+    "agent.core.atomicio",
+)
+#: And ``render`` of a file: the URL helpers (only for a token URL or an http getFile).
+NOT_AT_RENDER = ("agent.net.urls",)
+
+
+@pytest.mark.parametrize("verb", ["render", "local"])
+def test_render_and_local_of_a_file_skip_what_only_other_paths_need(
+    verb: str, workdir: Path
+) -> None:
+    (workdir / "plain.json").write_text("{}")
+    res = _run(AGENT_DUMP, ["-c", "plain.json", verb, "main.jsonnet"], workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
+    loaded = set(line[len("AGENT=") :].split(","))
+    assert "agent.config.load" in loaded  # the dump works
+    unwanted = NOT_AT_START_UP + (NOT_AT_RENDER if verb == "render" else ())
+    assert sorted(m for m in unwanted if m in loaded) == []
+
+
+def test_local_of_helpers_only_runs_without_asyncio(workdir: Path) -> None:
+    """Every command runs in-process (the file helper): the engine never needs an event loop,
+    so asyncio and ssl are not imported (agent.run.lazyloop); the file is still written."""
+    target = workdir / "managed.txt"
+    pattern = workdir / "helpers.jsonnet"
+    cmd = f"file {{}} -- {target} -"
+    pattern.write_text(
+        f"{{run: [{{id: 'f', check: 'agent {cmd.format('check')}',"
+        f" change: 'agent {cmd.format('change')}', stdin: 'hello\\n'}}]}}\n"
+    )
+    (workdir / "plain.json").write_text("{}")
+    res = _run(WRAPPER, ["-c", "plain.json", "local", str(pattern)], workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert target.read_text() == "hello\n"
+    assert not _heavy(res) & {"asyncio", "ssl"}, _heavy(res)
 
 
 def test_report_output_logger_is_the_engines() -> None:

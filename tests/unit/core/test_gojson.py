@@ -209,3 +209,38 @@ def test_keys_come_out_in_utf8_byte_order(value: dict[str, int]) -> None:
     decoded = json.loads(dumps_compact(value))
     keys = list(decoded)
     assert keys == sorted(keys, key=lambda k: k.encode("utf-8", "surrogatepass"))
+
+
+_any_text = st.text(alphabet=st.characters(blacklist_categories=()), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_any_text, max_size=8))
+def test_code_point_order_is_utf8_byte_order_surrogates_included(keys: list[str]) -> None:
+    """Why keys are sorted as str: UTF-8 (surrogatepass) keeps code point order."""
+    assert sorted(keys) == sorted(keys, key=lambda k: k.encode("utf-8", "surrogatepass"))
+
+
+_floatless = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**53), max_value=2**53) | _any_text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_any_text, children, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+def _stdlib_indent_with_go_escapes(value: Any) -> str:
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(raw, escaped)
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return "".join("\\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_floatless)
+def test_indent_equals_stdlib_json_plus_go_escapes_without_floats(value: Any) -> None:
+    """Without floats (Go's float64 formatting), MarshalIndent output is the stdlib's indent=2
+    output with ``< > &``, U+2028/U+2029 and lone surrogates escaped."""
+    assert dumps_indent(value) == _stdlib_indent_with_go_escapes(value)
