@@ -3,7 +3,8 @@
 A write goes to a temp file in the destination's directory, is fsynced, gets its mode, replaces
 the destination with ``os.replace`` and then the directory is fsynced. Readers see the old file
 or the new one, never a mix; on any failure the temp file is removed and the destination is
-unchanged.
+unchanged. :func:`atomic_write_many` does the same for several files of one directory with a
+single directory fsync (all temp files written and fsynced, then the renames in order).
 
 Temp files are named ``.<name>.<8 random characters>.agent-tmp`` (:func:`is_temp_name`), so the
 ones a crashed writer left behind are recognisable, and the writer holds an exclusive ``flock``
@@ -21,7 +22,9 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -50,24 +53,81 @@ def atomic_write(
     Raises:
         OSError: the write failed; the destination is unchanged and the temp file is removed.
     """
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    atomic_write_many([(path, data)], mode=mode, owner=owner)
+
+
+def atomic_write_many(
+    items: Sequence[tuple[Path, bytes | str]],
+    *,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Write several files of ONE directory atomically each, with one directory fsync.
+
+    Every temp file is written and fsynced first, then the destinations are replaced in the
+    order given, then the directory is fsynced once. Each file is atomic on its own (old or new
+    content, never a mix); the renames happen in order, so a reader never sees a later file new
+    while an earlier one is still old (a crash can leave the first ones new and the rest old).
+    On a failure before the renames nothing changed; every temp file not yet renamed is removed.
+
+    Args:
+        items: ``(path, data)`` pairs; every path must be in the same directory.
+        mode: permission bits of the new files.
+        owner: ``(uid, gid)`` of the new files (-1 leaves one unchanged); None = the process's.
+
+    Raises:
+        ValueError: the paths are not all in one directory.
+        OSError: a write failed (see above for what changed).
+    """
+    if not items:
+        return
+    directory = items[0][0].parent if str(items[0][0].parent) else Path(".")
+    for path, _ in items[1:]:
+        if (path.parent if str(path.parent) else Path(".")) != directory:
+            raise ValueError(f"atomic_write_many: expected paths in {directory}, got {path.parent}")
+    staged: list[tuple[BinaryIO, str, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as fh:
-            # Held until the file is closed (after os.replace): marks the temp file as live.
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if owner is not None:
-                os.fchown(fh.fileno(), *owner)
-            os.fchmod(fh.fileno(), mode)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        for path, data in items:
+            staged.append(_stage(directory, path, data, mode, owner))
+        while staged:
+            fh, tmp, path = staged[0]
             os.replace(tmp, path)
+            staged.pop(0)
+            fh.close()  # releases the flock that marked the temp file live
+    finally:
+        for fh, tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            fh.close()
+    fsync_dir(directory)
+
+
+def _stage(
+    directory: Path, path: Path, data: bytes | str, mode: int, owner: tuple[int, int] | None
+) -> tuple[BinaryIO, str, Path]:
+    """A flocked, fsynced temp file for ``path`` holding ``data`` (removed on failure)."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    fh = os.fdopen(fd, "wb")
+    try:
+        # Held until the file is closed (after os.replace): marks the temp file as live.
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if owner is not None:
+            os.fchown(fh.fileno(), *owner)
+        os.fchmod(fh.fileno(), mode)
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        fh.close()
         raise
+    return fh, tmp, path
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory, so renames and creations in it are durable."""
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)

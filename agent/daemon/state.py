@@ -15,48 +15,55 @@ Invariants:
   (``.<file>.<random>.agent-tmp``); :meth:`StateStore.remove_stale_temp_files`, called at start-up,
   removes those of every state file (tokens, metadata, the replay cache) and nothing else.
 - Files are created with mode 0600 (tokens can carry secrets in their run vars).
-- :meth:`StateStore.save` writes the token first and the metadata second, so metadata never
-  describes a token that is not on disk.
+- :meth:`StateStore.save` writes and fsyncs both temp files, then renames the token first and
+  the metadata second, then fsyncs the directory once (one commit instead of two): metadata never
+  describes a token that is not on disk. Durable order of the two renames relies on the file
+  system logging a directory's operations in order (ext4, xfs and btrfs do), as every journaled
+  rename does.
 - Source names are checked before any path is built from them: no ``/``, no ``..``, no NUL.
 - A missing metadata file next to a present token is normal (Etcha wrote the state, or an older
   agent did): the metadata takes its defaults. An unreadable or malformed metadata file is logged
   and also defaults; it only ever holds hints, and the token file stays authoritative.
 
-:class:`ReplayCache` remembers token ids (``jti``) until they expire, with a hard cap on entries;
-its live entries can be persisted to ``<stateDir>/agent-replay.json`` (atomic, 0600) so a restart
-does not forget them.
+:class:`ReplayCache` (in :mod:`agent.daemon.replay_cache`, re-exported here) remembers
+token ids (``jti``) until they expire, with a hard cap on entries;
+its live entries are persisted so a restart does not forget them: each new entry is appended to
+``<stateDir>/agent-replay.journal`` (one JSON line ``[jti, forget_at]`` per entry, one
+``fdatasync`` per batch, 0600), and now and then the whole cache is compacted into
+``<stateDir>/agent-replay.json`` (atomic, 0600) and the journal is emptied. A reader takes the
+union of both files, so a crash at any point (mid-append, between the compaction's rename and the
+truncation) loses no entry that was synced; a torn last line is skipped. An older agent reads
+only ``agent-replay.json``; a state directory written by one loads unchanged (no journal yet).
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
-import math
 import os
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.core.atomicio import atomic_write
+from agent.core.atomicio import atomic_write, atomic_write_many, fsync_dir
 from agent.core.atomicio import remove_stale_temp_files as _remove_stale_temp_files
 from agent.core.errors import SourceError
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
+from agent.daemon.replay_cache import DEFAULT_REPLAY_LEEWAY as DEFAULT_REPLAY_LEEWAY
+from agent.daemon.replay_cache import ReplayCache as ReplayCache
 from agent.trust.gate import AdmittedToken
 
 logger = logging.getLogger(__name__)
 
 #: Longest accepted source name; keeps ``<name>.meta.json`` and temp names under NAME_MAX (255).
 MAX_SOURCE_NAME = 200
-#: Leeway added to ``exp`` before a remembered jti is forgotten (matches ``tokens.LEEWAY_SECONDS``,
-#: because a token stays acceptable that long after ``exp``).
-DEFAULT_REPLAY_LEEWAY = 30.0
 _META_VERSION = 1
 #: File in ``stateDir`` with accepted push jtis; cannot clash with ``<source>.jwt``/``.meta.json``.
 REPLAY_FILE = "agent-replay.json"
+#: Append-only journal of the jtis remembered since the last compaction into :data:`REPLAY_FILE`.
+REPLAY_JOURNAL = "agent-replay.journal"
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +230,18 @@ class StateStore:
         self._ensure_dir()
         if not isinstance(token, AdmittedToken):  # the type is the guarantee
             raise TypeError("StateStore.save needs an AdmittedToken (agent.trust.gate)")
-        self._write(token_path, token.raw.encode("utf-8"), source)
-        self._write(meta_path, _meta_bytes(meta), source)
+        items: list[tuple[Path, bytes | str]] = [
+            (token_path, token.raw.encode("utf-8")),
+            (meta_path, _meta_bytes(meta)),
+        ]
+        try:
+            # Both files fsynced, renamed token first, then ONE directory fsync (was two).
+            atomic_write_many(items, mode=0o600)
+        except OSError as exc:
+            raise SourceError(
+                f"state for source {source}: expected to write {token_path} and {meta_path}, "
+                f"got {exc.strerror}"
+            ) from exc
 
     def save_meta(self, source: str, meta: SourceMeta) -> None:
         """Store only the metadata (e.g. a new ETag after a pull), leaving the token alone.
@@ -294,12 +311,121 @@ class StateStore:
         data = json.dumps({"version": _META_VERSION, "jtis": entries}).encode("utf-8")
         self._write(self.replay_path(), data, "(replay cache)")
 
+    def replay_journal_path(self) -> Path:
+        """Path of the replay journal (``agent-replay.journal``; never a source file)."""
+        return self.state_dir / REPLAY_JOURNAL
+
+    def append_replay(self, entries: list[tuple[str, float | None]]) -> None:
+        """Append entries to the replay journal in one write, then ``fdatasync`` it.
+
+        A journal created here also gets its directory fsynced (once), so the new name is durable.
+
+        Args:
+            entries: ``(jti, forget_at)`` pairs, as for :meth:`save_replay`.
+
+        Raises:
+            SourceError: the journal could not be written (it may hold a torn last line, which
+                readers skip; compact with :meth:`compact_replay` before appending again).
+        """
+        self._ensure_dir()
+        path = self.replay_journal_path()
+        data = b"".join(_replay_line(jti, until) for jti, until in entries)
+        try:
+            created = False
+            try:
+                fd = os.open(path, _APPEND_FLAGS)
+            except FileNotFoundError:
+                fd = os.open(path, _APPEND_FLAGS | os.O_CREAT | os.O_EXCL, 0o600)
+                created = True
+            try:
+                view = memoryview(data)
+                while view:  # a short write (disk full) continues where it stopped
+                    view = view[os.write(fd, view) :]
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsync_dir(self.state_dir)
+        except OSError as exc:
+            raise SourceError(
+                f"state for (replay journal): expected to append to {path}, got {exc.strerror}"
+            ) from exc
+
+    def compact_replay(self, entries: list[tuple[str, float | None]]) -> None:
+        """Store ``entries`` (the whole cache) in ``agent-replay.json``, then empty the journal.
+
+        The file is durable before the journal is truncated, so a crash in between leaves both
+        (their union is the same cache).
+
+        Raises:
+            SourceError: a file could not be written.
+        """
+        self.save_replay(entries)
+        path = self.replay_journal_path()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise SourceError(
+                f"state for (replay journal): expected to open {path}, got {exc.strerror}"
+            ) from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        except OSError as exc:
+            raise SourceError(
+                f"state for (replay journal): expected to truncate {path}, got {exc.strerror}"
+            ) from exc
+        finally:
+            os.close(fd)
+
+    def has_replay_journal(self) -> bool:
+        """Whether the replay journal holds anything (it is compacted at start-up)."""
+        try:
+            return self.replay_journal_path().stat().st_size > 0
+        except OSError:
+            return False
+
     def load_replay(self) -> list[tuple[str, float | None]]:
-        """Read the persisted replay cache; a missing or malformed file gives ``[]`` (logged).
+        """Read the persisted replay cache: ``agent-replay.json``, then the journal's entries.
+
+        A missing file gives nothing; a malformed file, or a malformed journal line (a torn last
+        line after a crash), is skipped and logged.
 
         Returns:
-            ``(jti, forget_at)`` pairs as written by :meth:`save_replay`.
+            ``(jti, forget_at)`` pairs as written by :meth:`save_replay` and
+            :meth:`append_replay`, the file's first.
         """
+        return [*self._load_replay_file(), *self._load_replay_journal()]
+
+    def _load_replay_journal(self) -> list[tuple[str, float | None]]:
+        path = self.replay_journal_path()
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            logger.warning("Ignoring unreadable replay journal %s: %s", path, exc.strerror)
+            return []
+        out: list[tuple[str, float | None]] = []
+        skipped = 0
+        for line in raw.split(b"\n"):
+            if not line:
+                continue
+            try:
+                entry = _replay_entry(json.loads(line))
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+                entry = None
+            if entry is None:
+                skipped += 1
+            else:
+                out.append(entry)
+        if skipped:
+            logger.warning("Replay journal %s: skipped %d malformed line(s)", path, skipped)
+        return out
+
+    def _load_replay_file(self) -> list[tuple[str, float | None]]:
         path = self.replay_path()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -311,11 +437,9 @@ class StateStore:
         items = data.get("jtis") if isinstance(data, dict) else None
         out: list[tuple[str, float | None]] = []
         for item in items if isinstance(items, list) else []:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-                continue
-            until = item[1]
-            if until is None or (isinstance(until, int | float) and not isinstance(until, bool)):
-                out.append((item[0], None if until is None else float(until)))
+            entry = _replay_entry(item)
+            if entry is not None:
+                out.append(entry)
         return out
 
     def remove_stale_temp_files(self) -> list[Path]:
@@ -366,113 +490,21 @@ class StateStore:
             ) from exc
 
 
+def _replay_entry(item: Any) -> tuple[str, float | None] | None:
+    """One ``[jti, forget_at]`` item of the replay file or journal; ``None`` when malformed."""
+    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+        return None
+    until = item[1]
+    if until is None:
+        return item[0], None
+    if isinstance(until, int | float) and not isinstance(until, bool):
+        return item[0], float(until)
+    return None
+
+
+def _replay_line(jti: str, until: float | None) -> bytes:
+    return json.dumps([jti, until], separators=(",", ":")).encode("utf-8") + b"\n"
+
+
 def _meta_bytes(meta: SourceMeta) -> bytes:
     return (json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-class ReplayCache:
-    """Remembers token ids (``jti``) until they expire, to refuse a token seen before.
-
-    Memory is bounded twice: entries are dropped once ``exp + leeway`` has passed, and there are
-    never more than ``cap`` entries (when full, expired entries go first, then the oldest
-    inserted). Lookups and inserts are O(1) dict work plus one O(log n) heap push; expired
-    entries are popped from an expiry heap as time passes, and the heap is rebuilt (O(n), once
-    per ``cap`` inserts at most) when cap evictions have left it twice as long as the dict.
-
-    Args:
-        cap: the most entries held (at least 1).
-        leeway: seconds after ``exp`` a token is still acceptable, so the jti is kept as long.
-        clock: returns Unix time; for tests.
-
-    Raises:
-        ValueError: ``cap`` is below 1.
-    """
-
-    def __init__(
-        self,
-        cap: int,
-        *,
-        leeway: float = DEFAULT_REPLAY_LEEWAY,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if cap < 1:
-            raise ValueError(f"ReplayCache cap: expected at least 1, got {cap}")
-        self.cap = cap
-        self.leeway = leeway
-        self._clock = clock
-        self._entries: dict[str, float] = {}  # jti -> forget-at; insertion order = age
-        self._heap: list[tuple[float, str]] = []  # (forget-at, jti); may hold stale pairs
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, jti: object) -> bool:
-        if not isinstance(jti, str):
-            return False
-        until = self._entries.get(jti)
-        return until is not None and until > self._clock()
-
-    def remember(self, jti: str, exp: float | None, *, now: float | None = None) -> bool:
-        """Record a jti, unless it is already known and not yet expired.
-
-        Args:
-            jti: the token id.
-            exp: the token's ``exp`` (Unix seconds); ``None`` for a token that never expires,
-                which is then only forgotten by cap eviction.
-            now: the current Unix time; defaults to the clock.
-
-        Returns:
-            ``True`` when the jti was new (or its earlier entry had expired), ``False`` when it
-            is a replay.
-        """
-        t = self._clock() if now is None else now
-        self._expire(t)
-        until = self._entries.get(jti)
-        if until is not None:
-            if until > t:
-                return False
-            del self._entries[jti]
-        forget_at = math.inf if exp is None else float(exp) + self.leeway
-        if forget_at <= t:
-            # Already past its acceptance window: the verifier rejects it anyway.
-            return True
-        while len(self._entries) >= self.cap:
-            oldest = next(iter(self._entries))
-            del self._entries[oldest]
-        self._entries[jti] = forget_at
-        heapq.heappush(self._heap, (forget_at, jti))
-        if len(self._heap) > 2 * self.cap + 16:
-            self._heap = [(v, k) for k, v in self._entries.items()]
-            heapq.heapify(self._heap)
-        return True
-
-    def snapshot(self, *, now: float | None = None) -> list[tuple[str, float | None]]:
-        """The live entries, oldest first, for persisting across restarts.
-
-        Args:
-            now: the current Unix time; defaults to the clock.
-
-        Returns:
-            ``(jti, forget_at)`` pairs; ``forget_at`` is ``None`` for a token without ``exp``.
-        """
-        t = self._clock() if now is None else now
-        self._expire(t)
-        return [(k, None if math.isinf(v) else v) for k, v in self._entries.items()]
-
-    def restore(self, entries: list[tuple[str, float | None]], *, now: float | None = None) -> None:
-        """Re-load entries from :meth:`snapshot` (expired ones are skipped).
-
-        Args:
-            entries: ``(jti, forget_at)`` pairs.
-            now: the current Unix time; defaults to the clock.
-        """
-        for jti, forget_at in entries:
-            self.remember(jti, None if forget_at is None else forget_at - self.leeway, now=now)
-
-    def _expire(self, now: float) -> None:
-        heap = self._heap
-        entries = self._entries
-        while heap and heap[0][0] <= now:
-            forget_at, jti = heapq.heappop(heap)
-            if entries.get(jti) == forget_at:
-                del entries[jti]

@@ -331,9 +331,12 @@ def test_start_up_cleanup_removes_temp_files_of_killed_writers_and_nothing_else(
     for which in ("token", "meta", "replay"):
         _crash_writer(tmp_path, which)
     leftovers = {p.name for p in tmp_path.iterdir()} - state_files
-    # one temp file per killed writer, each named after the state file it was replacing
+    # the temp files of each killed writer, named after the state files they were replacing
+    # (save stages both of its files before the first rename, so it leaves two)
     targets = sorted(n.rsplit(".", 2)[0] for n in leftovers)
-    assert targets == [".agent-replay.json", ".web.jwt", ".web.meta.json"], leftovers
+    assert targets == [".agent-replay.json", ".web.jwt", ".web.meta.json", ".web.meta.json"], (
+        leftovers
+    )
     assert all(n.endswith(".agent-tmp") for n in leftovers)
     unrelated = [
         "notes.txt",
