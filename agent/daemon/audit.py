@@ -8,12 +8,16 @@ crash, and whatever a caller passes to :meth:`AuditLog.record`. The format is
 :mod:`agent.jws.audit`'s.
 
 Durability: each line is one ``write`` of the whole line to a file opened ``O_APPEND``, then
-fsynced. :meth:`AuditLog.arecord` (the async path) waits :data:`GROUP_WINDOW` seconds, then one
-fsync in a worker thread covers every line written so far (group commit): lines arriving within a
-few milliseconds share an fsync (bench/bench_audit.py measures it). The synchronous path
-(:meth:`AuditLog.record`, the gate's callbacks) schedules that same fsync on the running loop
-without waiting; a push's reply still waits for its ``run`` line, whose fsync covers every earlier
-line. Without a running loop :meth:`AuditLog.record` fsyncs before it returns.
+fsynced. :meth:`AuditLog.arecord` (the async path) returns once an fsync that started after its
+line was written has finished: with no fsync in flight it starts one at once (in a worker thread);
+lines written while one is in flight wait for it and then share the next one, which covers every
+line written so far (group commit without a fixed delay; bench/bench_audit.py measures it).
+The synchronous path (:meth:`AuditLog.record`, the gate's callbacks) schedules that same fsync on
+the running loop :data:`SYNC_DEFER` seconds later without waiting: a push's ``admit`` line is then
+covered by the fsync its ``run`` line waits for (one fsync per push, not two), and a line nobody
+waits for is still on disk within ``SYNC_DEFER`` plus one fsync. The write itself is immediate,
+so the chain and its order do not depend on when the fsync runs. Without a running loop
+:meth:`AuditLog.record` fsyncs before it returns.
 
 Start-up (the first record): a trailing partial line (a crash during a write) is truncated,
 logged and recorded as a ``repair`` event; the chain continues from the last complete line.
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GROUP_WINDOW",
+    "SYNC_DEFER",
     "AuditLog",
     "NoAudit",
     "Receipt",
@@ -78,8 +83,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Seconds an async writer waits so that lines arriving together share one fsync.
-GROUP_WINDOW: Final = 0.002
+#: Seconds an async writer waits before its first fsync (0: group commit on the fsync in flight).
+GROUP_WINDOW: Final = 0.0
+#: Seconds before the fsync of a line recorded synchronously (a push's ``run`` line, within this
+#: time, covers its ``admit`` line).
+SYNC_DEFER: Final = 0.05
 #: The most ids kept per list in a ``run`` line (the count is always exact).
 MAX_IDS: Final = 256
 #: The longest string kept in a line (longer ones are cut, with their SHA-256 beside).
@@ -183,7 +191,8 @@ class AuditLog:
         checkpoint_every: chained lines between two checkpoints.
         journal: also send every entry there (``run.auditJournal``).
         clock: Unix time.
-        window: the group-commit window in seconds (0: an fsync per async record).
+        window: seconds an async record waits before its fsync (0: none; see the module doc).
+        defer: seconds before the fsync of a synchronous record when a loop runs.
     """
 
     def __init__(
@@ -197,6 +206,7 @@ class AuditLog:
         journal: JournalSink | None = None,
         clock: Callable[[], float] = time.time,
         window: float = GROUP_WINDOW,
+        defer: float = SYNC_DEFER,
     ) -> None:
         self.directory = directory
         self._key_fn = key
@@ -207,6 +217,8 @@ class AuditLog:
         self.journal = journal
         self._clock = clock
         self._window = window
+        self._defer = defer
+        self._flushing: asyncio.Future[None] | None = None
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._fd = -1
@@ -379,18 +391,32 @@ class AuditLog:
         except RuntimeError:
             self.sync(written)
             return
-        task = loop.create_task(self._durable(written))
+        task = loop.create_task(self._durable(written, self._defer))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _durable(self, written: int) -> None:
+    async def _durable(self, written: int, delay: float | None = None) -> None:
+        """Return once write number ``written`` is fsynced (group commit, module doc)."""
         if self._synced >= written:
             return
-        if self._window:
-            await asyncio.sleep(self._window)
+        wait = self._window if delay is None else delay
+        if wait:
+            await asyncio.sleep(wait)
+        # At most two rounds: the fsync in flight may have started before our write; the next
+        # one starts after it, so it covers it.
+        for _ in range(2):
             if self._synced >= written:
                 return
-        await asyncio.to_thread(self.sync, written)
+            flush = self._flushing
+            if flush is None or flush.get_loop() is not asyncio.get_running_loop():
+                flush = self._flushing = asyncio.ensure_future(self._flush())
+            await asyncio.shield(flush)
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.to_thread(self.sync)
+        finally:
+            self._flushing = None
 
     def close(self) -> None:
         """A last checkpoint, fsync and close (the ``stop`` event is the caller's)."""
@@ -408,7 +434,9 @@ class AuditLog:
             self.journal.close()
 
     async def aclose(self) -> None:
-        """Wait for scheduled fsyncs, then :meth:`close`."""
+        """Drop the deferred fsyncs (:meth:`close` fsyncs everything), then :meth:`close`."""
+        for task in self._pending:
+            task.cancel()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await asyncio.to_thread(self.close)
