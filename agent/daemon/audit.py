@@ -87,7 +87,7 @@ logger = logging.getLogger(__name__)
 GROUP_WINDOW: Final = 0.0
 #: Seconds before the fsync of a line recorded synchronously (a push's ``run`` line, within this
 #: time, covers its ``admit`` line).
-SYNC_DEFER: Final = 0.05
+SYNC_DEFER: Final = 0.1
 #: The most ids kept per list in a ``run`` line (the count is always exact).
 MAX_IDS: Final = 256
 #: The longest string kept in a line (longer ones are cut, with their SHA-256 beside).
