@@ -249,3 +249,53 @@ def test_audit_config_keys_shape_the_log(tmp_path: Path) -> None:
     assert log.directory == tmp_path / "audit"
     plain = open_audit(config_from_dict({"run": {"stateDir": str(tmp_path)}}))
     assert isinstance(plain, AuditLog) and plain.journal is None
+
+
+def test_a_sync_record_in_a_loop_shares_the_fsync_of_the_next_async_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    log = make_log(tmp_path, defer=3600.0)  # the deferred fsync never comes first
+    log.open()
+    monkeypatch.setattr(os, "fsync", counting)
+
+    async def push() -> None:
+        log.record("admit", source="core")  # the gate's callback: no wait
+        assert calls == []
+        await log.arecord("run", source="core")  # waits for one fsync covering both lines
+        assert len(calls) == 1
+        assert log._synced == log._writes
+
+    asyncio.run(push())
+    assert [e["event"] for e in chained(tmp_path)] == ["admit", "run"]
+    log.close()
+
+
+def test_a_sync_record_in_a_loop_is_fsynced_by_its_deferred_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    log = make_log(tmp_path, defer=0.0)
+    log.open()
+    monkeypatch.setattr(os, "fsync", counting)
+
+    async def refused() -> None:
+        log.record("refuse", source="core")
+        assert calls == []
+        await asyncio.gather(*log._pending)
+        assert len(calls) == 1
+
+    asyncio.run(refused())
+    log.close()

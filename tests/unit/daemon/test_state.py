@@ -421,3 +421,28 @@ def test_load_refuses_a_token_file_over_the_size_bound(tmp_path: Path) -> None:
     store.save("big", admitted(pad="x" * 8), SourceMeta())
     with pytest.raises(SourceError, match=f"expected at most {bound} bytes"):
         store.load("big")
+
+
+def test_a_state_dir_written_by_the_previous_version_loads(tmp_path: Path) -> None:
+    # The bytes the previous version wrote (one atomic write per file, same formats).
+    (tmp_path / "web.jwt").write_text(TOKEN)
+    meta = {
+        "accepted_at": 1700000123.5,
+        "action": "push",
+        "etag": "",
+        "high_water_iat": 1,
+        "last_modified": "",
+        "version": 1,
+    }
+    (tmp_path / "web.meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (tmp_path / "agent-replay.json").write_text('{"version": 1, "jtis": [["j1", null]]}')
+    store = StateStore(tmp_path)
+    assert store.load("web") == StoredState(
+        token=TOKEN, meta=SourceMeta(high_water_iat=1, accepted_at=1700000123.5, action="push")
+    )
+    assert store.load_replay() == [("j1", None)]
+    # and this version writes the same formats back
+    store.save(
+        "web", ADMITTED, SourceMeta(high_water_iat=1, accepted_at=1700000123.5, action="push")
+    )
+    assert json.loads((tmp_path / "web.meta.json").read_text()) == meta
