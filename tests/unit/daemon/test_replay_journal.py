@@ -98,8 +98,10 @@ def test_a_state_dir_of_the_previous_version_loads_and_is_extended_by_the_journa
     tmp_path: Path,
 ) -> None:
     # Exactly what the previous version wrote: only agent-replay.json, no journal.
-    old = {"version": 1, "jtis": [["old-1", FAR + 30], ["old-2", None]]}
-    (tmp_path / "agent-replay.json").write_bytes(json.dumps(old).encode())
+    old_jtis: list[list[object]] = [["old-1", FAR + 30], ["old-2", None]]
+    (tmp_path / "agent-replay.json").write_bytes(
+        json.dumps({"version": 1, "jtis": old_jtis}).encode()
+    )
 
     async def scenario() -> None:
         journal = await _restarted(tmp_path)
@@ -111,7 +113,7 @@ def test_a_state_dir_of_the_previous_version_loads_and_is_extended_by_the_journa
     asyncio.run(scenario())
     # the restart compacted the journal into the file, still in the previous version's format
     saved = json.loads((tmp_path / "agent-replay.json").read_text())
-    assert saved == {"version": 1, "jtis": [*old["jtis"], ["new", FAR + 30]]}
+    assert saved == {"version": 1, "jtis": [*old_jtis, ["new", FAR + 30]]}
 
 
 def test_a_failed_append_is_followed_by_a_compaction_that_keeps_every_jti(
