@@ -5,8 +5,10 @@ The trust gate remembers push ``jti``s in a :class:`ReplayJournal` (it is the ga
 new one, before the push runs. Persisting appends the jtis not yet on disk to
 ``agent-replay.journal`` with one ``fdatasync`` (:meth:`StateStore.append_replay`) instead of
 rewriting the whole cache; every :data:`COMPACT_LINES` journal lines, and at start-up when the
-journal holds anything (a torn line a crash left is dropped that way), the whole cache is written
-atomically to ``agent-replay.json`` and the journal emptied (:meth:`StateStore.compact_replay`).
+journal holds anything (a torn line a crash left is dropped that way), and at a clean stop
+(:meth:`ReplayJournal.close`, so an older agent that reads only ``agent-replay.json`` still has
+every jti), the whole cache is written atomically to ``agent-replay.json`` and the journal
+emptied (:meth:`StateStore.compact_replay`).
 A jti the gate accepted is on disk before its push runs, so a restart still refuses it.
 
 Writes are serialised on one lock and the batch is taken under it, after the wait: a caller whose
@@ -51,6 +53,7 @@ class ReplayJournal:
         self._saved = 0  # the generation the files on disk hold
         self._pending: list[tuple[str, float | None]] = []  # remembered, not yet written
         self._journal_lines: int | None = None  # None: unknown or unclean, compact next
+        self._restored = False  # the files were read: a compaction keeps what they held
 
     def remember(self, jti: str, exp: float | None, *, now: float | None = None) -> bool:
         """Record ``jti``; ``False`` when it is already known and not expired."""
@@ -71,6 +74,7 @@ class ReplayJournal:
             logger.error("Replay cache not restored: %s", exc)
             return
         self.cache.restore(entries)
+        self._restored = True
         if not dirty:
             self._journal_lines = 0
             return
@@ -102,6 +106,19 @@ class ReplayJournal:
                 self._journal_lines = None
                 return
             self._saved = current
+
+    async def close(self) -> None:
+        """A clean stop: compact a non-empty journal, so ``agent-replay.json`` alone holds every
+        jti (what an older agent reads after a downgrade). Nothing when never restored."""
+        async with self._lock:
+            if not self._restored or self._journal_lines == 0:
+                return
+            try:
+                await asyncio.to_thread(self.state.compact_replay, self.cache.snapshot())
+            except AgentError as exc:
+                logger.error("Replay journal not compacted at stop: %s", exc)
+                return
+            self._journal_lines = 0
 
 
 __all__ = ["COMPACT_LINES", "REPLAY_CACHE_CAP", "ReplayJournal"]

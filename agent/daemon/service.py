@@ -318,6 +318,7 @@ class Service:
             if not self._stopping:
                 runner = await self._serving(self._stop_event)
             await self._inflight.drain(SHUTDOWN_GRACE_SECONDS)
+            await self.replay.close()  # compact the replay journal (agent.daemon.replay)
         finally:
             if runner is not None:
                 await runner.cleanup()

@@ -185,3 +185,26 @@ def test_a_jti_accepted_before_a_kill_is_refused_after_it(tmp_path: Path, moment
         assert [j for j in jtis if journal.remember(j, 4_000_000_000.0)] == []
 
     asyncio.run(scenario())
+
+
+def test_a_clean_stop_compacts_so_the_replay_file_alone_holds_every_jti(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        journal = await _restarted(tmp_path)
+        await _accept(journal, "a", "b")
+        await journal.close()
+
+    asyncio.run(scenario())
+    assert _journal(tmp_path) == []
+    saved = json.loads((tmp_path / "agent-replay.json").read_text())
+    assert saved == {"version": 1, "jtis": [["a", FAR + 30], ["b", FAR + 30]]}
+
+
+def test_stop_without_a_restore_leaves_the_files_alone(tmp_path: Path) -> None:
+    (tmp_path / "agent-replay.journal").write_text('["a",null]\n')
+
+    async def scenario() -> None:
+        await ReplayJournal(StateStore(tmp_path)).close()
+
+    asyncio.run(scenario())
+    assert _journal(tmp_path) == [["a", None]]
+    assert not (tmp_path / "agent-replay.json").exists()
