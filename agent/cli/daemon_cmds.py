@@ -8,13 +8,14 @@ from functools import partial
 from agent.cli.common import load_config_for
 from agent.daemon.service import run_daemon
 from agent.tools.inprocess import helper_runner
-from agent.tools.report import log_command_output
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``agent run [-o] [-v]``: the daemon, or one pass over every source."""
     config = load_config_for(args)
     if getattr(args, "verbose", False):
+        from agent.tools.report import log_command_output  # lazy: only `run -v`
+
         log_command_output()
     return run_daemon(
         config,

@@ -3,8 +3,9 @@
 :func:`start_app` builds the HTTP application (an :class:`agent.net.httpserver.App`, h11):
 :func:`agent.daemon.server.create_app` around the push :class:`~agent.daemon.ingress.Ingress`,
 plus :func:`agent.daemon.httpmw.app_extras` (the metrics route, webhooks and the rate limiter)
-and the shell route of :class:`agent.daemon.shell.ShellSessions`; it starts it behind the
-bounded listener (:func:`agent.daemon.listener.start_listener`).
+and the shell route (:class:`LazyShells`: :mod:`agent.daemon.shell` and the pty modules are
+imported at the first shell request); it starts it behind the bounded listener
+(:func:`agent.daemon.listener.start_listener`).
 
 TLS: configured material (``run.tlsCertificate*``/``run.tlsKey*``), else the persistent
 self-signed pair in ``<stateDir>/tls/`` (generated once, reused at every start, replaced with a
@@ -28,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from agent.core.errors import ConfigError, SourceError
 from agent.daemon.ingress import Ingress
 from agent.daemon.listener import ListenerLimits, start_listener
-from agent.daemon.server import create_app
-from agent.daemon.shell import AuditHook, ShellSessions
+from agent.daemon.server import SHELL_PATH, create_app
+from agent.net.httpserver import Handler, Request, Response
 from agent.net.tlsutil import (
     ListenerCertificate,
     ensure_listener_certificate,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import ssl
 
     from agent.config.schema import Config
+    from agent.daemon.shell import AuditHook, ShellSessions
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +197,7 @@ async def start_app(
         return None
     host, port = parse_listen_address(run.listen_address)
     limits = ListenerLimits.from_run(run)
-    shells = shell_sessions(ingress, audit=audit)
+    shells = LazyShells(ingress, audit=audit)
     routes = (*extras.get("extra_routes", ()), *shells.routes())
     app = create_app(
         ingress,
@@ -222,8 +224,37 @@ async def start_app(
     return runner
 
 
+class LazyShells:
+    """The shell route of the listener; the sessions (:func:`shell_sessions`), and with them
+    :mod:`agent.daemon.shell` (pty, termios), are created by the first shell request. Most
+    daemons never get one, and the route exists whatever the config (a SIGHUP may add a shell).
+    """
+
+    def __init__(self, ingress: Ingress, *, audit: AuditHook | None = None) -> None:
+        self._ingress = ingress
+        self._audit = audit
+        self._sessions: ShellSessions | None = None
+
+    def routes(self) -> tuple[tuple[str, str, Handler], ...]:
+        """The ``extra_routes`` entry of :func:`agent.daemon.server.create_app`."""
+        return (("POST", SHELL_PATH + "/{source}", self.handle),)
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one shell request (:meth:`agent.daemon.shell.ShellSessions.handle`)."""
+        if self._sessions is None:
+            self._sessions = shell_sessions(self._ingress, audit=self._audit)
+        return await self._sessions.handle(request)
+
+    async def close_all(self, app: Any = None) -> None:
+        """Close every session (the app's ``on_shutdown``)."""
+        if self._sessions is not None:
+            await self._sessions.close_all(app)
+
+
 def shell_sessions(ingress: Ingress, *, audit: AuditHook | None = None) -> ShellSessions:
     """The shell endpoint's sessions, sharing the push path's gate, config, events and metrics."""
+    from agent.daemon.shell import ShellSessions  # lazy: pty and termios, at the first session
+
     runner = ingress.runner
     return ShellSessions(
         config=runner.config_fn,
@@ -254,6 +285,7 @@ def listener_changed(old_run: dict[str, Any], new_run: dict[str, Any]) -> bool:
 
 __all__ = [
     "LISTENER_KEYS",
+    "LazyShells",
     "listener_changed",
     "listener_ssl",
     "parse_listen_address",

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: Path prefix of the push endpoint (Etcha's wire name).
 PUSH_PATH = "/etcha/v1/push"
+#: Path prefix of the shell endpoint (Etcha's wire name; :mod:`agent.daemon.shell`).
+SHELL_PATH = "/etcha/v1/shell"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.core.errors import AgentError, ConfigError
-from agent.daemon import nats_host, schedule, sdnotify
+from agent.daemon import schedule, sdnotify
 from agent.daemon.app import listener_changed, start_app
 from agent.daemon.audit import audit_session, open_audit
 from agent.daemon.events import EventDispatcher, Events
@@ -340,7 +340,10 @@ class Service:
         sdnotify.status(f"running {len(self.sources)} source(s)")
         self._scheduler = schedule.Jobs()
         self._sync_jobs()
-        nats_host.start(self, stop_event, track=self._inflight.track)  # with a `nats` section
+        if self._config.nats.enabled:
+            from agent.daemon import nats_host  # lazy: the NATS side, only with `nats.servers`
+
+            nats_host.start(self, stop_event, track=self._inflight.track)
         watchdog = asyncio.get_running_loop().create_task(schedule.watchdog())
         await stop_event.wait()
         watchdog.cancel()

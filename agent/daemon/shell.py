@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agent.config.execs import source_exec
 from agent.core.errors import AgentError, ConfigError
 from agent.core.logs import escape, fields
-from agent.daemon.server import body_refusal, read_body
+from agent.daemon.server import SHELL_PATH, body_refusal, read_body
 from agent.daemon.shell_session import (
     MAX_STDIN_BYTES,
     ClaimsError,
@@ -85,8 +85,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Path prefix of the shell endpoint (Etcha's wire name).
-SHELL_PATH = "/etcha/v1/shell"
 #: Most body bytes read before parsing: a JWT carrying MAX_STDIN_BYTES of stdin fits.
 MAX_BODY_BYTES = 128 * 1024
 #: Output bytes per second a session may send after its burst.

@@ -10,8 +10,6 @@ form for the daemon (a pulled or pushed token that is the same pattern does not 
 
 from __future__ import annotations
 
-import difflib
-
 from agent.core.gojson import dumps_indent
 from agent.jws.tokens import VerifiedToken
 
@@ -24,7 +22,7 @@ def same_pattern(a: VerifiedToken, b: VerifiedToken, *, ignore_version: bool) ->
         b: the other token.
         ignore_version: do not compare ``etchaVersion``.
     """
-    return token_difference(b, a, ignore_version=ignore_version) is None
+    return _difference(b, a, ignore_version=ignore_version) is None
 
 
 def token_difference(
@@ -40,14 +38,23 @@ def token_difference(
     Returns:
         ``None`` when equal, else ``(reason, unified diff)``.
     """
+    found = _difference(new, old, ignore_version=ignore_version)
+    if found is None:
+        return None
+    reason, old_text, new_text, label = found
+    return reason, _diff(old_text, new_text, label)
+
+
+def _difference(
+    new: VerifiedToken, old: VerifiedToken, *, ignore_version: bool
+) -> tuple[str, str, str, str] | None:
+    """The first part that differs: ``(reason, old text, new text, diff label)``, or ``None``."""
     if new.build_manifest != old.build_manifest:
-        return "etchaBuildManifest differs", _diff(
-            old.build_manifest, new.build_manifest, "etchaManifest"
-        )
+        return "etchaBuildManifest differs", old.build_manifest, new.build_manifest, "etchaManifest"
     if not ignore_version and new.version != old.version:
-        return "etchaVersion differs", _diff(old.version, new.version, "etchaVersion")
+        return "etchaVersion differs", old.version, new.version, "etchaVersion"
     if _pattern_key(old) != _pattern_key(new):
-        return "etchaPattern differs", _diff(_pattern_text(old), _pattern_text(new), "etchaPattern")
+        return "etchaPattern differs", _pattern_text(old), _pattern_text(new), "etchaPattern"
     return None
 
 
@@ -63,6 +70,8 @@ def _pattern_text(token: VerifiedToken) -> str:
 
 
 def _diff(old: str, new: str, label: str) -> str:
+    import difflib  # lazy: only `agent compare` diffs; the daemon's pulls only compare
+
     lines = difflib.unified_diff(
         old.splitlines(), new.splitlines(), f"old {label}", f"new {label}", lineterm=""
     )

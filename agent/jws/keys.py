@@ -549,11 +549,11 @@ def generate_keys(algorithm: str = "ed25519", kid: str | None = None) -> tuple[s
             "key id: expected no ':' and no surrounding whitespace, got an id that has them"
         )
     if algorithm in ("best", "ed25519", "ecdhx25519"):
-        import nacl.signing
+        import secrets  # stdlib, only to generate keys (off the signing path)
 
-        signer = nacl.signing.SigningKey.generate()
-        private_der = _ED25519_PKCS8_PREFIX + bytes(signer)
-        public_der = _ED25519_SPKI_PREFIX + bytes(signer.verify_key)
+        seed = secrets.token_bytes(32)  # what nacl.signing.SigningKey.generate() draws
+        private_der = _ED25519_PKCS8_PREFIX + seed
+        public_der = _ED25519_SPKI_PREFIX + _Ed25519Signer(seed).public_raw()
         family = "ed25519"
     elif algorithm in ("ecp256", "ecdhp256"):
         from cryptography.hazmat.primitives.asymmetric import ec

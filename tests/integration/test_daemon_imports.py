@@ -11,6 +11,10 @@ given config; the test reads that file. Heavy parts and what brings each in:
 - ``apscheduler``: only when a source has a ``runFrequency``;
 - ``aiohttp``: never, whatever the config (the listener is :mod:`agent.net.httpserver` on h11,
   pulls use the stdlib client).
+
+Lighter parts an idle daemon does not need either (issue 14, the idle memory target): the NATS
+side, the shell sessions (pty), ``nacl.signing`` (verification calls libsodium directly),
+``importlib.metadata`` (APScheduler is imported without it) and ``difflib``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ WRAPPER = (
     "import sys, atexit\n"
     "def _dump(path=sys.argv[1]):\n"
     "    with open(path, 'w') as fh:\n"
-    "        fh.write('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    "        fh.write('\\n'.join(sorted(sys.modules)))\n"
     "atexit.register(_dump)\n"
     "from agent.cli import main\n"
     "sys.exit(main(sys.argv[2:]))\n"
@@ -129,6 +133,31 @@ def test_metrics_key_a_push_and_a_run_frequency_bring_in_only_what_they_need(
     modules = _daemon_modules(tmp_path, config, port, push=True)
     assert {"prometheus_client", "apscheduler"} <= modules
     assert not modules & {"_gojsonnet", "cryptography", "aiohttp"}
+
+
+def test_idle_daemon_of_the_memory_bench_loads_no_unused_part(tmp_path: Path) -> None:
+    """bench/floors.py's idle daemon: static commands, a push source and a pull source with a
+    runFrequency, after one push."""
+    port = free_port()
+    pull = tmp_path / "pull.jsonnet"
+    pull.write_text("{run: [{id: 'p', check: 'true', change: 'true'}]}\n")
+    sources = {
+        "static": {"commands": [{"id": "s", "check": "true", "change": "true"}]},
+        "core": {"allowPush": True},
+        "pulled": {"pullPaths": [str(pull)], "runFrequency": "5m"},
+    }
+    modules = _daemon_modules(tmp_path, listener_config(tmp_path, port, sources), port, push=True)
+    assert {"apscheduler", "nacl._sodium", "agent.daemon.app"} <= modules  # the dump is real
+    assert not modules & {
+        "agent.daemon.nats_host",
+        "agent.daemon.shell",
+        "pty",
+        "nacl.signing",
+        "importlib.metadata",
+        "email",
+        "difflib",
+        "agent.tools.report",
+    }
 
 
 def test_daemon_never_imports_aiohttp_after_a_push_a_url_pull_and_a_webhook(

@@ -69,6 +69,9 @@ LAZY_IMPORTS = frozenset(
         "agent/tools/inprocess.py::_call",  # the helper verbs (loaded by try_run already)
         "agent/pattern/load.py::render_token",  # the gate's type, loaded when a token is
         "agent/daemon/telemetry.py::metrics_for",  # prometheus_client, only with a metrics key
+        "agent/daemon/service.py::_serving",  # the NATS side, only with nats.servers
+        "agent/daemon/app.py::shell_sessions",  # pty and termios, at the first shell request
+        "agent/cli/daemon_cmds.py::cmd_run",  # the result reports, only for `run -v`
         "agent/tools/build.py::delegation_chain",  # the chain code, only with a chain
         "agent/tools/build.py::header_for",  # the chain code, only with a chain
         "agent/tools/build.py::collect_build",  # the engine (asyncio), only for build commands

@@ -9,6 +9,8 @@ test_daemon_imports.py checks a real process).
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 from agent.config.schema import Config, config_from_dict
@@ -79,3 +81,38 @@ def test_next_run_follows_a_reload_and_a_removed_source() -> None:
     assert hour is not None and 3590 < hour <= 3601
     assert two is not None and 7190 < two <= 7201
     assert gone is None
+
+
+_FRESH = """
+import asyncio, sys, time
+from agent.config.schema import config_from_dict
+from agent.daemon.schedule import Jobs
+
+async def go():
+    ticks = []
+    async def tick(name):
+        ticks.append(name)
+    jobs = Jobs()
+    jobs.sync(config_from_dict({"sources": {"web": {"runFrequency": "1s"}}}), ["web"], tick)
+    deadline = time.monotonic() + 10
+    while not ticks and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    jobs.shutdown()
+    return ticks
+
+ticks = asyncio.run(go())
+loaded = sorted(m for m in ("importlib.metadata", "email", "zipfile") if m in sys.modules)
+import importlib.metadata
+print(ticks, loaded, hasattr(importlib.metadata, "distribution"))
+"""
+
+
+def test_scheduler_runs_without_importlib_metadata_which_stays_importable() -> None:
+    """In a fresh process (pytest itself loads importlib.metadata): the job runs, APScheduler
+    was imported without ``importlib.metadata`` (and its email/zipfile), and a later import of
+    ``importlib.metadata`` gets the real module."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "['web'] [] True"

@@ -144,6 +144,37 @@ def test_ed25519_signing_does_not_import_nacl_signing(interop: dict[str, Any]) -
     assert out.stdout.strip() == "False"
 
 
+def test_ed25519_verification_agrees_with_pynacl_and_it_and_generation_skip_nacl_signing(
+    interop: dict[str, Any],
+) -> None:
+    """The daemon verifies every push and may generate its audit key: through libsodium
+    directly (issue 14, memory), with PyNaCl's answers on a good signature, a changed payload
+    and a changed signature."""
+    import nacl.exceptions
+    import nacl.signing
+
+    pair = interop["keyPairs"][0]
+    good = parse_signing_key(pair["privateKey"]).sign(b"payload")
+    bad = bytes([good[0] ^ 1]) + good[1:]
+    cases = [(good, b"payload"), (good, b"payloaD"), (bad, b"payload")]
+    reference = nacl.signing.VerifyKey(base64.b64decode(pair["publicKey"].split(":")[1])[12:])
+    expected = []
+    for signature, data in cases:
+        try:
+            reference.verify(data, signature)
+            expected.append(True)
+        except nacl.exceptions.BadSignatureError:
+            expected.append(False)
+    code = (
+        "import sys; from agent.jws.keys import generate_keys, parse_verify_key;"
+        f"k = parse_verify_key({pair['publicKey']!r}); generate_keys('ed25519');"
+        f"print([k.verify(s, d) for s, d in {cases!r}], 'nacl.signing' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert expected == [True, False, False]
+    assert out.stdout.strip() == f"{expected} False"
+
+
 # --- ECDSA P-256 -------------------------------------------------------------------------------
 
 
