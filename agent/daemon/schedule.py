@@ -133,11 +133,26 @@ class _NoMetadata(types.ModuleType):
 def import_scheduler() -> tuple[Any, Any]:
     """APScheduler's ``AsyncIOScheduler`` and ``IntervalTrigger`` classes, imported with
     :class:`_NoMetadata` standing for ``importlib.metadata`` (unless the real one is loaded
-    already). Afterwards ``importlib.metadata`` imports the real module again."""
+    already). Afterwards ``importlib.metadata`` imports the real module again. An APScheduler
+    that needs more of ``importlib.metadata`` than the stand-in answers is imported again with the
+    real module, so the trick can only ever cost memory, never the scheduler."""
     stub = None
     if "apscheduler" not in sys.modules and "importlib.metadata" not in sys.modules:
         stub = sys.modules["importlib.metadata"] = _NoMetadata()
     try:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+    except Exception:
+        if stub is None:
+            raise
+        # An APScheduler that asks the stand-in for more than it answers: forget the half-made
+        # import and import it plainly (it costs the memory, never the scheduler).
+        logger.debug("APScheduler needs importlib.metadata; importing it with the real module")
+        for name in [m for m in sys.modules if m == "apscheduler" or m.startswith("apscheduler.")]:
+            del sys.modules[name]
+        if sys.modules.get("importlib.metadata") is stub:
+            del sys.modules["importlib.metadata"]
+        stub = None
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
     finally:

@@ -116,3 +116,33 @@ def test_scheduler_runs_without_importlib_metadata_which_stays_importable() -> N
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[0] == "['web'] [] True"
+
+
+_STAND_IN_FAILS = """
+import sys
+from agent.daemon import schedule
+
+def refuse(self, name):
+    raise AttributeError(f"the stand-in has no {name}")
+
+schedule._NoMetadata.version = refuse  # an APScheduler asking for more than the stand-in answers
+scheduler, interval = schedule.import_scheduler()
+print(scheduler.__name__, interval.__name__, type(sys.modules["importlib.metadata"]).__name__)
+import apscheduler
+print(apscheduler.__version__ != "3.5.0")
+"""
+
+
+def test_an_apscheduler_the_stand_in_cannot_satisfy_is_imported_with_the_real_metadata() -> None:
+    """When the import under the stand-in fails, APScheduler is imported again plainly: the
+    scheduler classes come back, the real ``importlib.metadata`` is loaded and APScheduler read
+    its true version from it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _STAND_IN_FAILS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["AsyncIOScheduler IntervalTrigger module", "True"]
