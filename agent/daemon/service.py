@@ -246,8 +246,7 @@ class Service:
     async def reload(self, fresh: Config) -> list[str]:
         """Apply a re-read config (SIGHUP); return the top-level sections that changed.
 
-        Raises ConfigError when a token source has no verifier (nothing is applied then).
-        """
+        Raises ConfigError when a token source has no verifier (nothing is applied then)."""
         check_verifiers(fresh)
         old, new = self._config.to_dict(), fresh.to_dict()
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
