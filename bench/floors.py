@@ -50,6 +50,7 @@ PRIV = "ed25519private:MC4CAQAwBQYDK2VwBCIEIBq+BhDRYk8OJv1ksMwKtf0td5p3FGwypXq96
 PUB = "ed25519public:MCowBQYDK2VwAyEAw7eTEuEH0+TfgtX3zB+JZVnYD0eskY6qn3n7ZCA7wWM=:reqYEklgP4"
 ROUNDS = 7
 PUSHES = 10
+RENDER_WORKER_IDLE = 1.0  # agent.daemon.render_worker: a worker ends 1 s after its last render
 BASH = shutil.which("bash") or "/usr/bin/bash"
 VENV = REPO / ".bench" / "venv"
 PYTHON = str(VENV / "bin" / "python")
@@ -320,6 +321,8 @@ def daemon_part(tmp: Path, rounds: int, m: dict[str, Any]) -> bool:
         cpu0 = proc_cpu(proc.pid)
         for _ in range(PUSHES):
             timed([*push, str(tmp / "noop100.jsonnet")], tmp)
+        # The render worker ends 1 s after its last render; its CPU counts once it is reaped.
+        time.sleep(RENDER_WORKER_IDLE + 0.5)
         cpu_per_push = (proc_cpu(proc.pid) - cpu0) / PUSHES * 1000
         rtt = median_of(
             {
@@ -347,8 +350,9 @@ def daemon_part(tmp: Path, rounds: int, m: dict[str, Any]) -> bool:
         6.0,
     )
 
-    pull = tmp / "pull.jsonnet"
-    pull.write_text(noop_pattern(3))
+    (tmp / "pull.jsonnet").write_text(noop_pattern(3))
+    pull = tmp / "pull.jwt"  # pullPaths name signed tokens
+    timed([*AGENT, "-c", str(client), "build", str(tmp / "pull.jsonnet"), str(pull)], tmp)
     port = free_port()
     sources = {
         "static": {"commands": [{"id": "s", "check": "true", "change": "true"}]},
@@ -364,6 +368,9 @@ def daemon_part(tmp: Path, rounds: int, m: dict[str, Any]) -> bool:
         rss, n = tree_rss_mib(proc.pid)
     finally:
         stop(proc)
+    for name in ("pulled", "core"):  # the pull and the push both landed
+        if not (tmp / "state-idle" / f"{name}.jwt").exists():
+            raise SystemExit(f"idle daemon: source {name} has no stored token; see idle.log")
     ok &= line("idle tree RSS", rss, "MiB", f"none ({n} processes in the tree)", None, 33.0)
     return ok
 
