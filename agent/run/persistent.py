@@ -259,7 +259,7 @@ class PersistentShell:
             stdin_path = f"/proc/{os.getpid()}/fd/{in_r}" if in_r >= 0 else "/dev/null"
             fields = [job.cwd, job.options, stdin_path, str(out_w), job.script, job.underscore]
             fields += self._delta(job)
-            data = b"".join(_encode(f) + b"\0" for f in fields)
+            data = _encode("\0".join(fields)) + b"\0"
             os.ftruncate(spec, len(data))
             os.pwrite(spec, data, 0)
             try:
@@ -282,11 +282,12 @@ class PersistentShell:
 
     def _delta(self, job: Job) -> list[str]:
         """The names to unset (one field), then ``NAME=VALUE`` words to export, that turn the
-        runner's environment into the job's."""
+        runner's environment into the job's (sorted: the order does not matter to bash)."""
         env = dict(job.exports)
-        unset = " ".join(k for k in self._base if k not in env)
-        sets = [f"{k}={v}" for k, v in env.items() if k in PER_JOB or self._base.get(k) != v]
-        return [unset, *sets]
+        base = self._base
+        gone = base.keys() - env.keys()
+        changed = env.items() - base.items()  # PER_JOB names are never in the base
+        return [" ".join(sorted(gone)), *[f"{k}={v}" for k, v in sorted(changed)]]
 
     async def _wait(self, state: _Inflight, timeout: float) -> bool:
         """Wait for the job's status, killing its process group on timeout or cancellation."""
