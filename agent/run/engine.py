@@ -358,7 +358,8 @@ class _Run:
         if present != remove:  # change mode: check passed; remove mode: already absent
             self.env[p + "_CHECK"] = "0"
             self.observe(cmd, parent, "check", False)
-            logger.debug("Checked %s [%s]", idstar, format_duration(res.duration))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Checked %s [%s]", idstar, format_duration(res.duration))
             return None
         return format_duration(res.duration)
 

@@ -111,8 +111,9 @@ def _name_ok(name: str) -> bool:
 
 class Planner:
     """Decides which scripts the runner takes (:meth:`plan`), with the lookups of one run
-    cached: the agent's inherited environment (a snapshot taken at the first plan), parsed
-    exec commands, ``bash`` on ``PATH``, variable names and directories."""
+    cached: the agent's inherited environment and directory (a snapshot taken at the first plan),
+    parsed exec commands, ``bash`` on ``PATH``, variable names and directories (``PWD``,
+    ``OLDPWD``)."""
 
     def __init__(self) -> None:
         self._inherited: dict[str, str] | None = None
@@ -123,6 +124,7 @@ class Planner:
         #: Names already found to be plain exported variables (:func:`_name_ok`).
         self._names: set[str] = set()
         self._pwds: dict[tuple[str, str], str] = {}
+        self._dirs: dict[str, bool] = {}  # OLDPWD values: directories or not
 
     def plan(
         self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
@@ -178,8 +180,12 @@ class Planner:
         if level is None or "\0" in "".join(env.values()):
             return None
         oldpwd = env.get("OLDPWD")
-        if oldpwd is not None and not os.path.isdir(oldpwd):
-            del env["OLDPWD"]  # bash keeps only a directory; else an exported unset OLDPWD
+        if oldpwd is not None:
+            isdir = self._dirs.get(oldpwd)
+            if isdir is None:
+                isdir = self._dirs[oldpwd] = os.path.isdir(oldpwd)
+            if not isdir:
+                del env["OLDPWD"]  # bash keeps only a directory; else an exported unset OLDPWD
         key = (inherited_pwd, cwd)
         pwd = self._pwds.get(key)
         if pwd is None:
