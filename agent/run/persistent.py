@@ -133,6 +133,8 @@ class _Inflight:
     #: The runner exited before this job's status came.
     died: bool = False
     started: bool = False
+    #: A timeout or an interruption is killing the job (it waits for its pid).
+    killing: bool = False
 
     def release(self) -> None:
         _close(*self.fds)
@@ -198,19 +200,21 @@ class PersistentShell:
         os.set_blocking(status_r, False)
         self._reactor.watch(status_r, self._on_status)
 
-    def _on_status(self) -> None:
+    def _on_status(self) -> bool:
+        """Read status lines; True when the job in flight may proceed (see :class:`Reactor`)."""
         try:
             data = os.read(self._status_r, 4096)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._stop_reading()
-            return
+            return True
         self._pending += data
         *lines, self._pending = self._pending.split(b"\n")
         job = self._job
+        progress = False
         for raw in lines:
             kind, _, arg = raw.decode("ascii", "replace").partition(" ")
             if job is None or not arg.isdigit():
@@ -219,8 +223,11 @@ class PersistentShell:
                 job.started = True
                 job.pid = int(arg)
                 job.release()  # the job holds its own: EOF on its output now comes with its exit
+                progress = progress or job.killing
             elif kind == "D" and job.status is None:
                 job.status = int(arg)
+                progress = True
+        return progress
 
     def _stop_reading(self) -> None:
         """The status pipe hit EOF: the runner is gone (or being closed)."""
@@ -358,6 +365,7 @@ class PersistentShell:
     def _kill(self, state: _Inflight) -> Step[None]:
         """SIGTERM the job's process group, SIGKILL it after :data:`KILL_GRACE`."""
         # The pid comes with "S"; a job that ends before it sends only its status.
+        state.killing = True
         while state.pid is None and state.waiting:
             yield None
         pid = state.pid
@@ -404,25 +412,29 @@ class _OutputReader:
         os.set_blocking(self.fd, False)
         self.reactor.watch(self.fd, self._on_read)
 
-    def _on_read(self) -> None:
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.close()
-            return
-        room = self.cap - len(self.buf)
-        if room > 0:
-            self.buf += data[:room]
-        self.seen += len(data)
+    def _on_read(self) -> bool:
+        """Read what the pipe holds (a few chunks at most); True at EOF (a waiting step may
+        proceed)."""
+        for _ in range(4):
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return False
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return True
+            room = self.cap - len(self.buf)
+            if room > 0:
+                self.buf += data[:room]
+            self.seen += len(data)
+        return False
 
     def finish(self, grace: float) -> Step[None]:
         """Wait for EOF, at most ``grace`` seconds (a background child may hold the pipe)."""
-        if self.fd < 0:
-            return
+        if self.fd >= 0:
+            self._on_read()  # the job has exited: usually its output and EOF are there
         deadline = time.monotonic() + grace
         while self.fd >= 0 and (yield from _until(deadline)):
             pass

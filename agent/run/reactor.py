@@ -49,15 +49,16 @@ class Reactor:
     """Watched fds (one callback each) and the drivers of steps (see the module doc)."""
 
     def __init__(self) -> None:
-        self._watched: dict[int, Callable[[], None]] = {}
+        self._watched: dict[int, Callable[[], bool]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._selector: selectors.BaseSelector | None = None
         self._waiters: list[asyncio.Future[None]] = []
 
     # -- watching ----------------------------------------------------------------------------
 
-    def watch(self, fd: int, callback: Callable[[], None]) -> None:
-        """Call ``callback`` whenever ``fd`` is readable (until :meth:`unwatch`)."""
+    def watch(self, fd: int, callback: Callable[[], bool]) -> None:
+        """Call ``callback`` whenever ``fd`` is readable (until :meth:`unwatch`); it returns
+        whether a waiting step may now proceed (under asyncio only then is the step resumed)."""
         self._watched[fd] = callback
         self._add(fd, callback)
 
@@ -72,7 +73,7 @@ class Reactor:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(fd)
 
-    def _add(self, fd: int, callback: Callable[[], None]) -> None:
+    def _add(self, fd: int, callback: Callable[[], bool]) -> None:
         if self._loop is not None:
             self._loop.add_reader(fd, self._fire, callback)
         elif self._selector is not None:
@@ -80,8 +81,9 @@ class Reactor:
 
             self._selector.register(fd, selectors.EVENT_READ, callback)
 
-    def _fire(self, callback: Callable[[], None]) -> None:
-        callback()
+    def _fire(self, callback: Callable[[], bool]) -> None:
+        if not callback():
+            return
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             _wake(fut)
