@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_STDIN", "Job", "PersistentShell", "Planner", "RunnerDied", "Shells", "plan_job"]
 
+#: Seconds a job runs before its output pipe is watched (see :meth:`PersistentShell._wait`).
+QUICK = 0.005
 #: Exit status of a job whose set-up failed before its script started.
 SETUP_FAILED = 121
 # One line, so the script's eval runs on line 1 ($LINENO and error messages as with -c).
@@ -301,7 +303,7 @@ class PersistentShell:
                 os.close(in_w)
                 in_w = -1
             self._send(job, in_r, out_w)
-            timed_out = yield from self._wait(state, job.timeout)
+            timed_out = yield from self._wait(state, job.timeout, reader)
             ended = time.monotonic()
             state.release()
             yield from reader.finish(PIPE_GRACE)
@@ -340,15 +342,27 @@ class PersistentShell:
         changed = env.items() - base.items()  # PER_JOB names are never in the base
         return [" ".join(sorted(gone)), *[f"{k}={v}" for k, v in sorted(changed)]]
 
-    def _wait(self, state: _Inflight, timeout: float) -> Step[bool]:
+    def _wait(self, state: _Inflight, timeout: float, reader: _OutputReader) -> Step[bool]:
         """Wait for the job's status, killing its process group on timeout or on an exception
-        thrown in while waiting (cancellation, KeyboardInterrupt). True when it timed out."""
-        deadline = time.monotonic() + timeout if timeout else None
+        thrown in while waiting (cancellation, KeyboardInterrupt). True when it timed out.
+
+        The output pipe is watched only once the job has run for :data:`QUICK` seconds: most
+        checks end sooner, and their output is read after they end (a job that fills the pipe
+        before then waits at most that long)."""
+        start = time.monotonic()
+        deadline = start + timeout if timeout else None
+        quick = start + QUICK
         try:
             while state.waiting:
-                if not (yield from _until(deadline)):
+                now = time.monotonic()
+                if not reader.watching and now >= quick:
+                    reader.watch()
+                if deadline is not None and now >= deadline:
+                    reader.watch()
                     yield from self._kill(state)
                     return True
+                limit = deadline if reader.watching else min(quick, deadline or quick)
+                yield None if limit is None else limit - now
             if state.died:
                 raise RunnerDied(state.started)
         except RunnerDied as exc:
@@ -358,6 +372,7 @@ class PersistentShell:
         except GeneratorExit:
             raise
         except BaseException:
+            reader.watch()
             yield from self._kill(state)
             raise
         return False
@@ -407,10 +422,16 @@ class _OutputReader:
     reactor: Reactor
     buf: bytearray = field(default_factory=bytearray)
     seen: int = 0
+    watching: bool = False
 
     def __post_init__(self) -> None:
         os.set_blocking(self.fd, False)
-        self.reactor.watch(self.fd, self._on_read)
+
+    def watch(self) -> None:
+        """Read the pipe whenever it is readable from now on (until EOF or :meth:`close`)."""
+        if not self.watching and self.fd >= 0:
+            self.watching = True
+            self.reactor.watch(self.fd, self._on_read)
 
     def _on_read(self) -> bool:
         """Read what the pipe holds (a few chunks at most); True at EOF (a waiting step may
@@ -435,6 +456,7 @@ class _OutputReader:
         """Wait for EOF, at most ``grace`` seconds (a background child may hold the pipe)."""
         if self.fd >= 0:
             self._on_read()  # the job has exited: usually its output and EOF are there
+        self.watch()  # a background process still holds the pipe
         deadline = time.monotonic() + grace
         while self.fd >= 0 and (yield from _until(deadline)):
             pass
@@ -443,7 +465,8 @@ class _OutputReader:
 
     def close(self) -> None:
         if self.fd >= 0:
-            self.reactor.unwatch(self.fd)
+            if self.watching:
+                self.reactor.unwatch(self.fd)
             os.close(self.fd)
             self.fd = -1
 
