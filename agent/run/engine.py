@@ -48,7 +48,6 @@ from agent.run.diff import diff, has_work
 from agent.run.inprocess import InProcess, helper_argv
 from agent.run.lazyloop import NEED_LOOP
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
-from agent.run.reactor import running_loop
 from agent.run.result import Result
 
 if TYPE_CHECKING:
@@ -189,9 +188,7 @@ class _Run:
         try:
             res = None
             shells = self.persistent_shells()
-            if shells is not None and running_loop() is None:
-                res = shells.run_sync(ex, script, env=env, stdin=stdin)  # no asyncio needed
-            elif shells is not None:
+            if shells is not None:  # no event loop needed (it blocks when none runs)
                 res = await shells.run(ex, script, env=env, stdin=stdin)
             if res is None:
                 await NEED_LOOP  # spawning needs asyncio: from here on (agent.run.lazyloop)
@@ -203,8 +200,7 @@ class _Run:
         return res, _failure_reason(res, ex)
 
     def persistent_shells(self) -> Shells | None:
-        """The run's persistent shells, made at its first process. Without a running event
-        loop (``agent local`` driven by :mod:`agent.run.lazyloop`) they run synchronously."""
+        """The run's persistent shells, made at its first process (they need no event loop)."""
         if self.shells is None and self.shells_start is not None:
             from agent.run.persistent import Shells  # lazy: subprocess, once a process starts
 
@@ -213,9 +209,7 @@ class _Run:
 
     async def close(self) -> None:
         """End the run's persistent shells."""
-        if self.shells is not None and running_loop() is None:
-            self.shells.close()
-        elif self.shells is not None:
+        if self.shells is not None:
             await self.shells.aclose()
 
     def outcome(self, error: CommandError | None) -> RunOutcome:

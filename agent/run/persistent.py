@@ -500,11 +500,15 @@ class Shells:
     async def run(
         self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
     ) -> ShellResult | None:
-        """Run ``script`` in a persistent shell, or return ``None`` (spawn it).
+        """Run ``script`` in a persistent shell, or return ``None`` (spawn it). Without a
+        running event loop (``agent local`` driven by :mod:`agent.run.lazyloop`) this is
+        :meth:`run_sync`: it blocks and never yields to a loop.
 
         Raises:
             CommandError: the runner died after the script had started (it is not re-run).
         """
+        if running_loop() is None:
+            return self.run_sync(ex, script, env=env, stdin=stdin)
         sh, job = self._take(ex, script, env, stdin)
         if sh is None or job is None:
             return None
@@ -583,13 +587,14 @@ class Shells:
             yield from sh.close_step()
 
     async def aclose(self) -> None:
-        """End every runner."""
+        """End every runner (:meth:`close` without a running event loop)."""
+        if running_loop() is None:
+            self.close()
+            return
         await self._reactor.drive_async(self._close_step())
         self._reactor.close()
 
     def close(self) -> None:
         """:meth:`aclose` without an event loop (it blocks)."""
-        if running_loop() is not None:
-            raise RuntimeError("Shells.close() called inside an event loop; use aclose()")
         self._reactor.drive(self._close_step())
         self._reactor.close()
