@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 from agent.core.errors import CommandError
 from agent.run.model import Exec
 from agent.run.planner import MAX_STDIN, PER_JOB, Job, Planner, plan_job
-from agent.run.reactor import Reactor, Step, running_loop
+from agent.run.reactor import Reactor, Step, running_loop, until
 from agent.run.shell import KILL_GRACE, MAX_OUTPUT, PIPE_GRACE, ShellResult
 
 if TYPE_CHECKING:
@@ -110,18 +110,6 @@ def _close(*fds: int) -> None:
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-def _until(deadline: float | None) -> Step[bool]:
-    """Wait once, at most until ``deadline``; False when it has passed (nothing waited)."""
-    if deadline is None:
-        yield None
-        return True
-    left = deadline - time.monotonic()
-    if left <= 0:
-        return False
-    yield left
-    return True
 
 
 @dataclass(slots=True)
@@ -388,7 +376,7 @@ class PersistentShell:
             return
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE
-        while state.waiting and (yield from _until(deadline)):
+        while state.waiting and (yield from until(deadline)):
             pass
         _signal_group(pid, signal.SIGKILL)
         while state.waiting:
@@ -400,7 +388,7 @@ class PersistentShell:
             os.close(self._jobs_w)
             self._jobs_w = -1
         deadline = time.monotonic() + 1.0
-        while self._status_r >= 0 and (yield from _until(deadline)):
+        while self._status_r >= 0 and (yield from until(deadline)):
             pass
         proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -458,7 +446,7 @@ class _OutputReader:
             self._on_read()  # the job has exited: usually its output and EOF are there
         self.watch()  # a background process still holds the pipe
         deadline = time.monotonic() + grace
-        while self.fd >= 0 and (yield from _until(deadline)):
+        while self.fd >= 0 and (yield from until(deadline)):
             pass
         if self.fd >= 0:
             self._on_read()  # whatever is buffered now
@@ -496,6 +484,7 @@ class Shells:
         self._seen = 0
         self._start_after = start_after
         self._broken = False
+        self._lock: asyncio.Lock | None = None
 
     async def run(
         self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
@@ -512,11 +501,11 @@ class Shells:
         sh, job = self._take(ex, script, env, stdin)
         if sh is None or job is None:
             return None
-        if sh._lock is None:
+        if self._lock is None:
             import asyncio  # already loaded: a loop is running
 
-            sh._lock = asyncio.Lock()
-        async with sh._lock:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one job at a time in this owner's runners (and restarts)
             return await self._reactor.drive_async(self._step(sh, job))
 
     def run_sync(

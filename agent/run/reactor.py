@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     import asyncio
     import selectors
 
-__all__ = ["Reactor", "Step", "running_loop"]
+__all__ = ["Reactor", "Step", "running_loop", "until"]
 
 T = TypeVar("T")
 #: A step: yields how long it may wait (``None``: no limit), returns its result.
@@ -38,6 +39,19 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
     """The running asyncio loop, or ``None`` (asyncio is not imported to find out)."""
     aio = sys.modules.get("asyncio")
     return None if aio is None else aio._get_running_loop()
+
+
+def until(deadline: float | None) -> Step[bool]:
+    """Wait once, at most until ``deadline`` (``time.monotonic()``; ``None``: no limit); False
+    when it has passed (nothing waited)."""
+    if deadline is None:
+        yield None
+        return True
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    yield left
+    return True
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
