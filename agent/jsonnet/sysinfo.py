@@ -6,7 +6,10 @@ on. Invariants:
 - No network access and no subprocess: every fact comes from the Python runtime, ``uname``,
   ``/proc`` and ``/etc`` files, and ``PATH`` look-ups. A missing source gives an empty value
   (``""``, ``0`` or ``[]``), never an error, so rendering never fails because of sysinfo.
-- Fast (well under 50 ms) so it can be collected for every render.
+- Fast (well under 50 ms) so it can be collected for every render. Facts that cannot change while
+  the process runs (CPU count, the OS and architecture names, the kernel, os-release) are read
+  once per process (:func:`_static`, a cache of immutable pairs); the rest (host name, fqdn,
+  memory, tools on ``PATH``, addresses) are read afresh on every call, as Etcha's are per render.
 - Architecture and OS names use Go's ``GOARCH``/``GOOS`` spelling (``amd64``, ``arm64``,
   ``linux``), as Etcha reports them.
 - ``fqdn`` is read from ``/etc/hosts`` (the canonical name of the line that lists the host name),
@@ -15,6 +18,7 @@ on. Invariants:
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterable
@@ -105,32 +109,44 @@ def collect() -> dict[str, Any]:
         the ``os*`` fields of os-release, ``kernelRelease``, ``kernelVersion``, ``machine``,
         ``runtimeArch``, ``packageManager``, ``containerEngine``, ``ipv4`` and ``ipv6``.
     """
-    uname = os.uname()
-    hostname = uname.nodename  # = socket.gethostname() (gethostname(2) is uname's nodename)
+    hostname = os.uname().nodename  # = socket.gethostname() (gethostname(2) is uname's nodename)
+    static = _static()
     info: dict[str, Any] = {
-        "cpuLogical": os.cpu_count() or 0,
+        "cpuLogical": static[0][1],
         "hostname": hostname,
         "fqdn": _fqdn(hostname, _read_text("/etc/hosts")),
         "memoryTotal": _memory_total_mb(_read_text("/proc/meminfo")),
-        "osType": go_os(),
-        "kernelRelease": uname.release,
-        "kernelVersion": uname.version,
-        "machine": uname.machine,
-        "runtimeArch": go_arch(),
-        "packageManager": _first_on_path(_PACKAGE_MANAGERS),
-        "containerEngine": _first_on_path(_CONTAINER_ENGINES),
-        "ipv4": ipv4_addresses(_read_text("/proc/net/fib_trie")),
-        "ipv6": ipv6_addresses(_read_text("/proc/net/if_inet6")),
     }
+    info.update(static[1:6])
+    info["packageManager"] = _first_on_path(_PACKAGE_MANAGERS)
+    info["containerEngine"] = _first_on_path(_CONTAINER_ENGINES)
+    info["ipv4"] = ipv4_addresses(_read_text("/proc/net/fib_trie"))
+    info["ipv6"] = ipv6_addresses(_read_text("/proc/net/if_inet6"))
+    info.update(static[6:])
+    return info
+
+
+@functools.cache
+def _static() -> tuple[tuple[str, Any], ...]:
+    """The facts that cannot change while the process runs, read once (in :func:`collect`'s key
+    order: ``cpuLogical``, then ``osType``, the kernel, ``machine``, ``runtimeArch``, then the
+    ``os*`` fields)."""
+    uname = os.uname()
     release: dict[str, str] = {}
     for name in _OS_RELEASE_FILES:
         text = _read_text(name)
         if text:
             release = parse_os_release(text)
             break
-    for key, field in _OS_RELEASE_KEYS.items():
-        info[key] = release.get(field, "")
-    return info
+    return (
+        ("cpuLogical", os.cpu_count() or 0),
+        ("osType", go_os()),
+        ("kernelRelease", uname.release),
+        ("kernelVersion", uname.version),
+        ("machine", uname.machine),
+        ("runtimeArch", go_arch()),
+        *((key, release.get(field, "")) for key, field in _OS_RELEASE_KEYS.items()),
+    )
 
 
 def parse_os_release(text: str) -> dict[str, str]:

@@ -185,13 +185,13 @@ class _Run:
             res = hook.try_run(argv, shell.process_env(ex, env), stdin)
             if res is not None:
                 return res, None if res.ok else _failure_reason(res, ex)
-        await NEED_LOOP  # processes need asyncio: from here on (agent.run.lazyloop)
         try:
             res = None
             shells = self.persistent_shells()
-            if shells is not None:
+            if shells is not None:  # no event loop needed (it blocks when none runs)
                 res = await shells.run(ex, script, env=env, stdin=stdin)
             if res is None:
+                await NEED_LOOP  # spawning needs asyncio: from here on (agent.run.lazyloop)
                 res = await shell.run(ex, script, env=env, stdin=stdin)
         except CommandError as exc:
             return shell.ShellResult(-1, "", 0.0), exc.message
@@ -200,9 +200,9 @@ class _Run:
         return res, _failure_reason(res, ex)
 
     def persistent_shells(self) -> Shells | None:
-        """The run's persistent shells, made at its first process (asyncio is loaded then)."""
+        """The run's persistent shells, made at its first process (they need no event loop)."""
         if self.shells is None and self.shells_start is not None:
-            from agent.run.persistent import Shells  # lazy: asyncio, once a process starts
+            from agent.run.persistent import Shells  # lazy: subprocess, once a process starts
 
             self.shells = Shells(start_after=self.shells_start)
         return self.shells
@@ -358,7 +358,8 @@ class _Run:
         if present != remove:  # change mode: check passed; remove mode: already absent
             self.env[p + "_CHECK"] = "0"
             self.observe(cmd, parent, "check", False)
-            logger.debug("Checked %s [%s]", idstar, format_duration(res.duration))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Checked %s [%s]", idstar, format_duration(res.duration))
             return None
         return format_duration(res.duration)
 

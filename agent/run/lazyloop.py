@@ -1,22 +1,23 @@
 """Drive a coroutine without an event loop until it needs one (issue 14, start-up of ``local``).
 
-``agent local`` runs the engine, a coroutine. A pattern whose commands all run in-process (the
-file helpers, :mod:`agent.run.inprocess`) never waits on anything, and importing asyncio (with
-ssl, socket and selectors) would be most of its cost. :func:`drive` runs the coroutine with
-``coroutine.send`` and no loop; the engine awaits :data:`NEED_LOOP` right before the first
-process starts, and from there :func:`drive` continues the same coroutine under
+``agent local`` runs the engine, a coroutine. Commands that run in-process (the file helpers,
+:mod:`agent.run.inprocess`) or in the persistent shell (:mod:`agent.run.persistent`, which
+then blocks in a selector: :mod:`agent.run.reactor`) never need an event loop, and importing
+asyncio (with ssl and socket) would be a large part of the cost. :func:`drive` runs the
+coroutine with ``coroutine.send`` and no loop; the engine awaits :data:`NEED_LOOP` right before
+it first spawns a process, and from there :func:`drive` continues the same coroutine under
 ``asyncio.run`` (asyncio is imported then). Inside a running loop (the daemon, ``agent test``,
 the build steps) awaiting :data:`NEED_LOOP` does nothing. One engine, two ways to drive it.
 """
 
 from __future__ import annotations
 
-import sys
 import types
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
 from agent.core.errors import AgentError
+from agent.run.reactor import running_loop
 
 __all__ = ["NEED_LOOP", "drive"]
 
@@ -24,8 +25,7 @@ T = TypeVar("T")
 
 
 def _loop_running() -> bool:
-    aio = sys.modules.get("asyncio")
-    return aio is not None and aio._get_running_loop() is not None
+    return running_loop() is not None
 
 
 class _NeedLoop:

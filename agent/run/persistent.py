@@ -37,22 +37,28 @@ a signal death reports ``128+N`` as an exit status, ``$_`` and ``BASH_SUBSHELL``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent.core.errors import CommandError
 from agent.run.model import Exec
 from agent.run.planner import MAX_STDIN, PER_JOB, Job, Planner, plan_job
+from agent.run.reactor import Reactor, Step, running_loop, until
 from agent.run.shell import KILL_GRACE, MAX_OUTPUT, PIPE_GRACE, ShellResult
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["MAX_STDIN", "Job", "PersistentShell", "Planner", "RunnerDied", "Shells", "plan_job"]
 
+#: Seconds a job runs before its output pipe is watched (see :meth:`PersistentShell._wait`).
+QUICK = 0.005
 #: Exit status of a job whose set-up failed before its script started.
 SETUP_FAILED = 121
 # One line, so the script's eval runs on line 1 ($LINENO and error messages as with -c).
@@ -110,21 +116,32 @@ def _signal_group(pid: int, sig: int) -> None:
 class _Inflight:
     """Status of the job in flight, fed by the status pipe."""
 
-    pid: asyncio.Future[int]
-    status: asyncio.Future[int]
     #: The agent's copies of the job's fds: closed once the job has opened its own (``S``).
     fds: list[int]
+    pid: int | None = None
+    status: int | None = None
+    #: The runner exited before this job's status came.
+    died: bool = False
     started: bool = False
+    #: A timeout or an interruption is killing the job (it waits for its pid).
+    killing: bool = False
 
     def release(self) -> None:
         _close(*self.fds)
         self.fds.clear()
 
+    @property
+    def waiting(self) -> bool:
+        return self.status is None and not self.died
+
 
 class PersistentShell:
-    """One runner process (see module doc); one job at a time (:meth:`run` serialises)."""
+    """One runner process (see module doc); one job at a time (:meth:`run` serialises).
 
-    def __init__(self, program: str, argv0: str) -> None:
+    The logic is written once as steps (:mod:`agent.run.reactor`): :meth:`run_sync` and
+    :meth:`close` block without an event loop, :meth:`run` and :meth:`aclose` await."""
+
+    def __init__(self, program: str, argv0: str, reactor: Reactor | None = None) -> None:
         self.program = program
         self.argv0 = argv0
         #: The runner's own exported environment (the first job's): jobs send only changes.
@@ -135,8 +152,9 @@ class PersistentShell:
         self._spec = -1
         self._pending = b""
         self._job: _Inflight | None = None
-        self._eof: asyncio.Future[None] | None = None
-        self._lock = asyncio.Lock()
+        self._own_reactor = reactor is None
+        self._reactor = Reactor() if reactor is None else reactor
+        self._lock: asyncio.Lock | None = None
 
     @property
     def pid(self) -> int | None:
@@ -169,52 +187,49 @@ class PersistentShell:
         self._jobs_w, self._status_r, self._pending = jobs_w, status_r, b""
         self._spec = os.memfd_create("agent-job")  # rewritten for every job (one at a time)
         self._base = base
-        loop = asyncio.get_running_loop()
-        self._eof = loop.create_future()
         os.set_blocking(status_r, False)
-        loop.add_reader(status_r, self._on_status)
+        self._reactor.watch(status_r, self._on_status)
 
-    def _on_status(self) -> None:
+    def _on_status(self) -> bool:
+        """Read status lines; True when the job in flight may proceed (see :class:`Reactor`)."""
         try:
             data = os.read(self._status_r, 4096)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._stop_reading()
-            return
+            return True
         self._pending += data
         *lines, self._pending = self._pending.split(b"\n")
         job = self._job
+        progress = False
         for raw in lines:
             kind, _, arg = raw.decode("ascii", "replace").partition(" ")
             if job is None or not arg.isdigit():
                 continue
-            if kind == "S" and not job.pid.done():
+            if kind == "S" and job.pid is None and job.status is None:
                 job.started = True
-                job.pid.set_result(int(arg))
+                job.pid = int(arg)
                 job.release()  # the job holds its own: EOF on its output now comes with its exit
-            elif kind == "D" and not job.status.done():
-                job.status.set_result(int(arg))
-                if not job.pid.done():
-                    job.pid.cancel()  # ended before its script started
+                progress = progress or job.killing
+            elif kind == "D" and job.status is None:
+                job.status = int(arg)
+                progress = True
+        return progress
 
     def _stop_reading(self) -> None:
         """The status pipe hit EOF: the runner is gone (or being closed)."""
         if self._status_r >= 0:
-            asyncio.get_running_loop().remove_reader(self._status_r)
+            self._reactor.unwatch(self._status_r)
             os.close(self._status_r)
             self._status_r = -1
         _close(self._jobs_w, self._spec)
         self._jobs_w = self._spec = -1
-        if self._eof is not None and not self._eof.done():
-            self._eof.set_result(None)
         job = self._job
-        if job is not None and not job.status.done():
-            job.status.set_exception(RunnerDied(job.started))
-        if job is not None and not job.pid.done():
-            job.pid.cancel()
+        if job is not None and job.status is None:
+            job.died = True
         self._reap(block=False)
 
     def _reap(self, *, block: bool) -> None:
@@ -227,6 +242,8 @@ class PersistentShell:
             return
         self._proc = None
 
+    # -- the two ways in ----------------------------------------------------------------------
+
     async def run(self, job: Job, *, max_output: int = MAX_OUTPUT) -> ShellResult | None:
         """Run one job; ``None`` when its set-up failed before the script started.
 
@@ -234,18 +251,35 @@ class PersistentShell:
             RunnerDied: the runner exited under the job.
             OSError: the runner cannot be started.
         """
-        async with self._lock:
-            if self._jobs_w < 0:
-                self._start(job)
-            return await self._run(job, max_output)
+        if self._lock is None:
+            import asyncio  # already loaded: a loop is running
 
-    async def _run(self, job: Job, max_output: int) -> ShellResult | None:
-        loop = asyncio.get_running_loop()
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            return await self._reactor.drive_async(self.job_step(job, max_output))
+
+    def run_sync(self, job: Job, *, max_output: int = MAX_OUTPUT) -> ShellResult | None:
+        """:meth:`run` without an event loop (it blocks)."""
+        return self._reactor.drive(self.job_step(job, max_output))
+
+    async def aclose(self) -> None:
+        """End the runner (EOF on its job pipe) and reap it."""
+        await self._reactor.drive_async(self.close_step())
+
+    def close(self) -> None:
+        """:meth:`aclose` without an event loop (it blocks)."""
+        self._reactor.drive(self.close_step())
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def job_step(self, job: Job, max_output: int) -> Step[ShellResult | None]:
+        """Run one job (starting the runner first if needed); see :meth:`run`."""
+        if self._jobs_w < 0:
+            self._start(job)
         out_r, out_w = os.pipe()
         in_r, in_w = os.pipe() if job.stdin else (-1, -1)
-        spec = self._spec
-        reader = _OutputReader(out_r, max_output, loop)
-        state = _Inflight(loop.create_future(), loop.create_future(), [out_w])
+        reader = _OutputReader(out_r, max_output, self._reactor)
+        state = _Inflight([out_w])
         if in_r >= 0:
             state.fds.append(in_r)
         self._job = state
@@ -256,20 +290,11 @@ class PersistentShell:
                     return None  # a pipe smaller than the text (pipe-user-pages limits): spawn
                 os.close(in_w)
                 in_w = -1
-            stdin_path = f"/proc/{os.getpid()}/fd/{in_r}" if in_r >= 0 else "/dev/null"
-            fields = [job.cwd, job.options, stdin_path, str(out_w), job.script, job.underscore]
-            fields += self._delta(job)
-            data = b"".join(_encode(f) + b"\0" for f in fields)
-            os.ftruncate(spec, len(data))
-            os.pwrite(spec, data, 0)
-            try:
-                os.write(self._jobs_w, b"%d\n" % spec)
-            except OSError as exc:
-                raise RunnerDied(False) from exc
-            timed_out = await self._wait(state, job.timeout)
+            self._send(job, in_r, out_w)
+            timed_out = yield from self._wait(state, job.timeout, reader)
             ended = time.monotonic()
             state.release()
-            await reader.finish(PIPE_GRACE)
+            yield from reader.finish(PIPE_GRACE)
         finally:
             self._job = None
             reader.close()
@@ -277,63 +302,94 @@ class PersistentShell:
             _close(in_w)
         if not state.started:
             return None
+        if state.status is None:
+            raise RunnerDied(True)
         output, truncated = reader.text()
-        return ShellResult(state.status.result(), output, ended - start, timed_out, truncated)
+        return ShellResult(state.status, output, ended - start, timed_out, truncated)
+
+    def _send(self, job: Job, in_r: int, out_w: int) -> None:
+        """Write the job's fields to the memfd and its number to the runner."""
+        stdin_path = f"/proc/{os.getpid()}/fd/{in_r}" if in_r >= 0 else "/dev/null"
+        fields = [job.cwd, job.options, stdin_path, str(out_w), job.script, job.underscore]
+        fields += self._delta(job)
+        data = _encode("\0".join(fields)) + b"\0"
+        spec = self._spec
+        os.ftruncate(spec, len(data))
+        os.pwrite(spec, data, 0)
+        try:
+            os.write(self._jobs_w, b"%d\n" % spec)
+        except OSError as exc:
+            raise RunnerDied(False) from exc
 
     def _delta(self, job: Job) -> list[str]:
         """The names to unset (one field), then ``NAME=VALUE`` words to export, that turn the
-        runner's environment into the job's."""
+        runner's environment into the job's (sorted: the order does not matter to bash)."""
         env = dict(job.exports)
-        unset = " ".join(k for k in self._base if k not in env)
-        sets = [f"{k}={v}" for k, v in env.items() if k in PER_JOB or self._base.get(k) != v]
-        return [unset, *sets]
+        base = self._base
+        gone = base.keys() - env.keys()
+        changed = env.items() - base.items()  # PER_JOB names are never in the base
+        return [" ".join(sorted(gone)), *[f"{k}={v}" for k, v in sorted(changed)]]
 
-    async def _wait(self, state: _Inflight, timeout: float) -> bool:
-        """Wait for the job's status, killing its process group on timeout or cancellation."""
-        timed_out = False
+    def _wait(self, state: _Inflight, timeout: float, reader: _OutputReader) -> Step[bool]:
+        """Wait for the job's status, killing its process group on timeout or on an exception
+        thrown in while waiting (cancellation, KeyboardInterrupt). True when it timed out.
+
+        The output pipe is watched only once the job has run for :data:`QUICK` seconds: most
+        checks end sooner, and their output is read after they end (a job that fills the pipe
+        before then waits at most that long)."""
+        start = time.monotonic()
+        deadline = start + timeout if timeout else None
+        quick = start + QUICK
         try:
-            try:
-                if timeout:
-                    await asyncio.wait_for(asyncio.shield(state.status), timeout)
-                else:
-                    await asyncio.shield(state.status)
-            except TimeoutError:
-                timed_out = True
-                await self._kill(state)
+            while state.waiting:
+                now = time.monotonic()
+                if not reader.watching and now >= quick:
+                    reader.watch()
+                if deadline is not None and now >= deadline:
+                    reader.watch()
+                    yield from self._kill(state)
+                    return True
+                limit = deadline if reader.watching else min(quick, deadline or quick)
+                yield None if limit is None else limit - now
+            if state.died:
+                raise RunnerDied(state.started)
         except RunnerDied as exc:
-            if exc.started and state.pid.done() and not state.pid.cancelled():
-                _signal_group(state.pid.result(), signal.SIGKILL)
+            if exc.started and state.pid is not None:
+                _signal_group(state.pid, signal.SIGKILL)
+            raise
+        except GeneratorExit:
             raise
         except BaseException:
-            await asyncio.shield(self._kill(state))
+            reader.watch()
+            yield from self._kill(state)
             raise
-        return timed_out
+        return False
 
-    async def _kill(self, state: _Inflight) -> None:
+    def _kill(self, state: _Inflight) -> Step[None]:
         """SIGTERM the job's process group, SIGKILL it after :data:`KILL_GRACE`."""
-        if state.status.done():
+        # The pid comes with "S"; a job that ends before it sends only its status.
+        state.killing = True
+        while state.pid is None and state.waiting:
+            yield None
+        pid = state.pid
+        if pid is None or not state.waiting:
             return
-        with contextlib.suppress(asyncio.CancelledError, RunnerDied):
-            # The pid comes with "S"; a job that ends before it sends only its status.
-            await asyncio.wait((state.pid, state.status), return_when=asyncio.FIRST_COMPLETED)
-            if not state.pid.done() or state.pid.cancelled():
-                return
-            pid = state.pid.result()
-            _signal_group(pid, signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(state.status), KILL_GRACE)
-            _signal_group(pid, signal.SIGKILL)
-            await asyncio.shield(state.status)
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        while state.waiting and (yield from until(deadline)):
+            pass
+        _signal_group(pid, signal.SIGKILL)
+        while state.waiting:
+            yield None
 
-    async def aclose(self) -> None:
-        """End the runner (EOF on its job pipe) and reap it."""
+    def close_step(self) -> Step[None]:
+        """End the runner (EOF on its job pipe), wait up to a second for it, and reap it."""
         if self._jobs_w >= 0:
             os.close(self._jobs_w)
             self._jobs_w = -1
-        eof = self._eof
-        if eof is not None and not eof.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(eof), 1.0)
+        deadline = time.monotonic() + 1.0
+        while self._status_r >= 0 and (yield from until(deadline)):
+            pass
         proc = self._proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -341,49 +397,66 @@ class PersistentShell:
         if self._status_r >= 0:
             self._stop_reading()
         self._reap(block=True)
+        if self._own_reactor:
+            self._reactor.close()
 
 
+@dataclass(slots=True, eq=False)
 class _OutputReader:
     """Reads one job's output pipe (stdout and stderr combined) into a capped buffer."""
 
-    def __init__(self, fd: int, cap: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.fd, self.cap, self.loop = fd, cap, loop
-        self.buf = bytearray()
-        self.seen = 0
-        self.eof: asyncio.Future[None] = loop.create_future()
-        os.set_blocking(fd, False)
-        loop.add_reader(fd, self._on_read)
+    fd: int
+    cap: int
+    reactor: Reactor
+    buf: bytearray = field(default_factory=bytearray)
+    seen: int = 0
+    watching: bool = False
 
-    def _on_read(self) -> None:
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.close()
-            return
-        room = self.cap - len(self.buf)
-        if room > 0:
-            self.buf += data[:room]
-        self.seen += len(data)
+    def __post_init__(self) -> None:
+        os.set_blocking(self.fd, False)
 
-    async def finish(self, grace: float) -> None:
+    def watch(self) -> None:
+        """Read the pipe whenever it is readable from now on (until EOF or :meth:`close`)."""
+        if not self.watching and self.fd >= 0:
+            self.watching = True
+            self.reactor.watch(self.fd, self._on_read)
+
+    def _on_read(self) -> bool:
+        """Read what the pipe holds (a few chunks at most); True at EOF (a waiting step may
+        proceed)."""
+        for _ in range(4):
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return False
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return True
+            room = self.cap - len(self.buf)
+            if room > 0:
+                self.buf += data[:room]
+            self.seen += len(data)
+        return False
+
+    def finish(self, grace: float) -> Step[None]:
         """Wait for EOF, at most ``grace`` seconds (a background child may hold the pipe)."""
-        if self.eof.done():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.eof), grace)
-        self._on_read()  # whatever is buffered now
+        if self.fd >= 0:
+            self._on_read()  # the job has exited: usually its output and EOF are there
+        self.watch()  # a background process still holds the pipe
+        deadline = time.monotonic() + grace
+        while self.fd >= 0 and (yield from until(deadline)):
+            pass
+        if self.fd >= 0:
+            self._on_read()  # whatever is buffered now
 
     def close(self) -> None:
         if self.fd >= 0:
-            self.loop.remove_reader(self.fd)
+            if self.watching:
+                self.reactor.unwatch(self.fd)
             os.close(self.fd)
             self.fd = -1
-        if not self.eof.done():
-            self.eof.set_result(None)
 
     def text(self) -> tuple[str, bool]:
         output = self.buf.decode("utf-8", errors="replace")
@@ -398,47 +471,86 @@ class _OutputReader:
 class Shells:
     """The persistent shells of one owner (an engine run): started lazily, one per bash.
 
-    :meth:`run` returns ``None`` when the caller must spawn: the exec does not qualify
-    (:meth:`Planner.plan`), the runner cannot start, or the job's set-up failed before its
-    script started. The first ``start_after`` qualifying commands are spawned too (the engine
-    passes 1 for a run of one command, which a spawn does more cheaply)."""
+    :meth:`run` (in an event loop) and :meth:`run_sync` (without one, e.g. ``agent local``
+    before anything needs asyncio) return ``None`` when the caller must spawn: the exec does
+    not qualify (:meth:`Planner.plan`), the runner cannot start, or the job's set-up failed
+    before its script started. The first ``start_after`` qualifying commands are spawned too
+    (the engine passes 1 for a run of one command, which a spawn does more cheaply)."""
 
     def __init__(self, *, start_after: int = 1) -> None:
         self._shells: dict[tuple[str, str], PersistentShell] = {}
         self._planner = Planner()
+        self._reactor = Reactor()
         self._seen = 0
         self._start_after = start_after
         self._broken = False
+        self._lock: asyncio.Lock | None = None
 
     async def run(
         self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
     ) -> ShellResult | None:
-        """Run ``script`` in a persistent shell, or return ``None`` (spawn it).
+        """Run ``script`` in a persistent shell, or return ``None`` (spawn it). Without a
+        running event loop (``agent local`` driven by :mod:`agent.run.lazyloop`) this is
+        :meth:`run_sync`: it blocks and never yields to a loop.
 
         Raises:
             CommandError: the runner died after the script had started (it is not re-run).
         """
-        if self._broken:
+        if running_loop() is None:
+            return self.run_sync(ex, script, env=env, stdin=stdin)
+        sh, job = self._take(ex, script, env, stdin)
+        if sh is None or job is None:
             return None
+        if self._lock is None:
+            import asyncio  # already loaded: a loop is running
+
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one job at a time in this owner's runners (and restarts)
+            return await self._reactor.drive_async(self._step(sh, job))
+
+    def run_sync(
+        self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
+    ) -> ShellResult | None:
+        """:meth:`run` without an event loop (it blocks)."""
+        sh, job = self._take(ex, script, env, stdin)
+        if sh is None or job is None:
+            return None
+        return self._reactor.drive(self._step(sh, job))
+
+    def _take(
+        self, ex: Exec, script: str, env: Mapping[str, str] | None, stdin: str
+    ) -> tuple[PersistentShell | None, Job | None]:
+        """The shell and the job for ``script``, or ``None``\\ s when it must be spawned."""
+        if self._broken:
+            return None, None
         job = self._planner.plan(ex, script, env=env, stdin=stdin)
         if job is None:
-            return None
+            return None, None
         self._seen += 1
         if self._seen <= self._start_after:
-            return None
+            return None, None
+        return self._shell(job), job
+
+    def _shell(self, job: Job) -> PersistentShell:
         key = (job.program, job.argv0)
+        sh = self._shells.get(key)
+        if sh is None:
+            sh = self._shells[key] = PersistentShell(job.program, job.argv0, self._reactor)
+        return sh
+
+    def _step(self, sh: PersistentShell, job: Job) -> Step[ShellResult | None]:
+        """Run ``job`` in ``sh``, restarting a runner that died before the job started once."""
         for attempt in (1, 2):
-            sh = self._shells.get(key)
-            if sh is None:
-                sh = self._shells[key] = PersistentShell(job.program, job.argv0)
             try:
-                res = await sh.run(job)
+                res = yield from sh.job_step(job, MAX_OUTPUT)
             except OSError:
                 self._broken = True
                 return None
             except RunnerDied as exc:
-                await sh.aclose()
-                del self._shells[key]
+                yield from sh.close_step()
+                key = (job.program, job.argv0)
+                if self._shells.get(key) is sh:
+                    del self._shells[key]
                 if exc.started:
                     raise CommandError(
                         "error running commands: the persistent shell exited while the command "
@@ -449,6 +561,7 @@ class Shells:
                         "error running commands: the persistent shell exited twice before the "
                         "command started; expected it to run (set run.persistentShell false)"
                     ) from exc
+                sh = self._shell(job)
                 continue
             return res  # None: set-up failed before the script, spawn it (e.g. a vanished dir)
         return None  # pragma: no cover (the loop returns or raises)
@@ -457,8 +570,20 @@ class Shells:
         """The pids of the running runners (diagnostics and tests)."""
         return [pid for sh in self._shells.values() if (pid := sh.pid) is not None]
 
-    async def aclose(self) -> None:
-        """End every runner."""
+    def _close_step(self) -> Step[None]:
         shells, self._shells = list(self._shells.values()), {}
         for sh in shells:
-            await sh.aclose()
+            yield from sh.close_step()
+
+    async def aclose(self) -> None:
+        """End every runner (:meth:`close` without a running event loop)."""
+        if running_loop() is None:
+            self.close()
+            return
+        await self._reactor.drive_async(self._close_step())
+        self._reactor.close()
+
+    def close(self) -> None:
+        """:meth:`aclose` without an event loop (it blocks)."""
+        self._reactor.drive(self._close_step())
+        self._reactor.close()

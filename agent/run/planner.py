@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from agent.core.records import Record
 from agent.core.which import which
 from agent.run.model import Exec
+from agent.run.selfexec import agent_dir
 from agent.run.shell import AGENT_ENV_PREFIX, process_env
 
 __all__ = ["MAX_STDIN", "PER_JOB", "Job", "Planner", "plan_job"]
@@ -110,15 +111,20 @@ def _name_ok(name: str) -> bool:
 
 class Planner:
     """Decides which scripts the runner takes (:meth:`plan`), with the lookups of one run
-    cached: the agent's inherited environment (a snapshot taken at the first plan), parsed
-    exec commands, ``bash`` on ``PATH``, variable names and directories."""
+    cached: the agent's inherited environment and directory (a snapshot taken at the first plan),
+    parsed exec commands, ``bash`` on ``PATH``, variable names and directories (``PWD``,
+    ``OLDPWD``)."""
 
     def __init__(self) -> None:
         self._inherited: dict[str, str] | None = None
+        #: :func:`agent.run.selfexec.agent_dir`, looked up at the first plan (it stats argv[0]).
+        self._agent_dir: str | None = None
         self._words: dict[str, tuple[str, str] | None] = {}
         self._which: dict[tuple[str, str | None], str | None] = {}
-        self._names: dict[str, bool] = {}
+        #: Names already found to be plain exported variables (:func:`_name_ok`).
+        self._names: set[str] = set()
         self._pwds: dict[tuple[str, str], str] = {}
+        self._dirs: dict[str, bool] = {}  # OLDPWD values: directories or not
 
     def plan(
         self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
@@ -142,48 +148,51 @@ class Planner:
             self._inherited = {
                 k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)
             }
-        child_env = process_env(ex, env, inherited=self._inherited)
+            self._agent_dir = agent_dir()
+        child_env = process_env(ex, env, extra_path=self._agent_dir, inherited=self._inherited)
         key = (words[0], child_env.get("PATH"))
         if key not in self._which:
             self._which[key] = which(words[0], path=key[1])
         program = self._which[key]
         cwd = os.path.abspath(ex.work_dir or os.getcwd())
+        underscore = child_env.get("_", words[0])
         exports = self._exports(child_env, cwd)
         data = stdin.encode("utf-8", "surrogateescape")
         if program is None or exports is None or len(data) > MAX_STDIN or not os.path.isdir(cwd):
             return None
-        if any("\0" in k or "\0" in v for k, v in exports):
+        if "\0" in underscore:
             return None
-        underscore = child_env.get("_", words[0])
         return Job(
             program, words[0], words[1], cwd, script, exports, underscore, data, ex.timeout_seconds
         )
 
-    def _exports(self, env: Mapping[str, str], cwd: str) -> tuple[tuple[str, str], ...] | None:
+    def _exports(self, env: dict[str, str], cwd: str) -> tuple[tuple[str, str], ...] | None:
         """``(NAME, VALUE)`` pairs of the command's exported environment, as a new bash would
-        have it, or ``None`` when the env must spawn."""
-        out: list[tuple[str, str]] = []
-        names = self._names
-        for name, value in env.items():
-            if name in ("PWD", "SHLVL", "_"):
-                continue
-            ok = names.get(name)
-            if ok is None:
-                ok = names[name] = _name_ok(name)
-            if not ok:
+        have it, or ``None`` when the env must spawn. ``env`` (a fresh dict) is consumed."""
+        new = env.keys() - self._names
+        if new:
+            if not all(_name_ok(name) for name in new):
                 return None
-            if name == "OLDPWD" and not os.path.isdir(value):
-                continue  # bash keeps only a directory; else an exported unset OLDPWD
-            out.append((name, value))
-        level = _shlvl(env.get("SHLVL"))
-        if level is None:
+            self._names |= new
+        inherited_pwd = env.pop("PWD", "")
+        level = _shlvl(env.pop("SHLVL", None))
+        env.pop("_", None)
+        if level is None or "\0" in "".join(env.values()):
             return None
-        key = (env.get("PWD", ""), cwd)
+        oldpwd = env.get("OLDPWD")
+        if oldpwd is not None:
+            isdir = self._dirs.get(oldpwd)
+            if isdir is None:
+                isdir = self._dirs[oldpwd] = os.path.isdir(oldpwd)
+            if not isdir:
+                del env["OLDPWD"]  # bash keeps only a directory; else an exported unset OLDPWD
+        key = (inherited_pwd, cwd)
         pwd = self._pwds.get(key)
         if pwd is None:
             pwd = self._pwds[key] = _pwd(*key)
-        out += [("PWD", pwd), ("SHLVL", level)]
-        return tuple(out)
+        env["PWD"] = pwd
+        env["SHLVL"] = level
+        return tuple(env.items())
 
 
 def plan_job(

@@ -179,3 +179,25 @@ def test_collect_is_fast_and_spawns_no_process(monkeypatch: pytest.MonkeyPatch) 
     for _ in range(5):
         sysinfo.collect()
     assert (time.perf_counter() - start) / 5 < 0.05
+
+
+def test_static_facts_are_read_once_and_changing_ones_every_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sysinfo._static.cache_clear()
+    read: list[str] = []
+    real = sysinfo._read_text
+
+    def spy(path: str) -> str:
+        read.append(path)
+        return real(path)
+
+    monkeypatch.setattr(sysinfo, "_read_text", spy)
+    first = sysinfo.collect()
+    assert "/etc/os-release" in read or "/usr/lib/os-release" in read
+    read.clear()
+    second = sysinfo.collect()
+    assert list(second) == list(first)
+    assert second["osID"] == first["osID"] and second["cpuLogical"] == first["cpuLogical"]
+    assert not {"/etc/os-release", "/usr/lib/os-release"} & set(read)
+    assert {"/etc/hosts", "/proc/meminfo", "/proc/net/fib_trie", "/proc/net/if_inet6"} <= set(read)

@@ -93,3 +93,20 @@ def test_engine_driven_lazily_matches_the_engine_under_asyncio() -> None:
         )
     assert outcomes[0] == outcomes[1]
     assert "timed out" in outcomes[0][1]
+
+
+def test_engine_runs_bash_commands_in_the_persistent_shell_without_asyncio() -> None:
+    code = (
+        "import sys\n"
+        "from agent.run.engine import Mode, run_commands\n"
+        "from agent.run.lazyloop import drive\n"
+        "from agent.run.model import DEFAULT_EXEC, parse_commands\n"
+        "cmds = parse_commands([{'id': f'c{i}', 'check': 'echo $$ $BASHPID', 'change': 'true'}"
+        " for i in range(3)], where='t')\n"
+        "out = drive(run_commands(cmds, exec=DEFAULT_EXEC, mode=Mode.CHANGE))\n"
+        "assert out.error is None, out.error\n"
+        "pairs = [o.check_out.split() for o in out.outputs]\n"
+        "print(len({p[0] for p in pairs}), len({p[1] for p in pairs}), 'asyncio' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "3", "False"]  # one runner, three jobs, no asyncio

@@ -56,6 +56,21 @@ async def both(runs: list[Run]) -> list[tuple[ShellResult, ShellResult]]:
     return out
 
 
+def both_sync(runs: list[Run]) -> list[tuple[ShellResult, ShellResult]]:
+    """:func:`both` with the runner driven without an event loop (``Shells.run_sync``)."""
+    shells = Shells(start_after=0)
+    out = []
+    try:
+        for ex, script, env, stdin in runs:
+            a = shells.run_sync(ex, script, env=env, stdin=stdin)
+            assert a is not None, f"not run by the persistent shell: {script!r}"
+            b = asyncio.run(shell.run(ex, script, env=env, stdin=stdin))
+            out.append((a, b))
+    finally:
+        shells.close()
+    return out
+
+
 # -- property: the runner behaves as `bash -e -o pipefail -c` --------------------------------
 
 _WORD = st.text(st.sampled_from("abc xyz_-.:'\"\\$`*\n"), max_size=8)
@@ -146,12 +161,30 @@ def test_runner_matches_spawned_bash(
         assert (a.exit_code, a.output, a.timed_out) == (b.exit_code, b.output, b.timed_out)
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    runs=st.lists(
+        st.tuples(_EXECS, _SCRIPTS, _ENVS, st.sampled_from(["", "in\n"])), min_size=1, max_size=3
+    )
+)
+def test_runner_without_an_event_loop_matches_spawned_bash(
+    runs: list[Run], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    work = tmp_path_factory.getbasetemp() / "persistent-sync"
+    work.mkdir(parents=True, exist_ok=True)
+    runs = [(Exec.override(ex, Exec(work_dir=str(work))), s, e, i) for ex, s, e, i in runs]
+    for a, b in both_sync(runs):
+        assert (a.exit_code, a.output, a.timed_out) == (b.exit_code, b.output, b.timed_out)
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["asyncio", "no-loop"])
 @pytest.mark.parametrize("ex", _EXECS_LIST)
-def test_runner_matches_spawned_bash_on_state_probes(ex: Exec, tmp_path: Path) -> None:
+def test_runner_matches_spawned_bash_on_state_probes(ex: Exec, sync: bool, tmp_path: Path) -> None:
     ex = Exec.override(ex, Exec(work_dir=str(tmp_path)))
     env = {"V0": "a b", "V1": "x\ny"}
     runs = [(ex, probe, env, "in\nput") for probe in PROBES]
-    for probe, (a, b) in zip(PROBES, asyncio.run(both(runs)), strict=True):
+    pairs = both_sync(runs) if sync else asyncio.run(both(runs))
+    for probe, (a, b) in zip(PROBES, pairs, strict=True):
         assert (a.exit_code, a.output) == (b.exit_code, b.output), probe
 
 
@@ -235,6 +268,68 @@ def test_config_switch_defaults_on_and_turns_off() -> None:
 
 
 # -- timeouts, truncation, concurrency --------------------------------------------------------
+
+
+def wait_gone(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not alive(pid)
+
+
+def test_timeout_without_an_event_loop_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    ex = Exec.override(DEFAULT_EXEC, Exec(timeout="300ms"))
+    shells = Shells(start_after=0)
+    try:
+        res = shells.run_sync(ex, f"sleep 30 & echo $! > {pidfile}; sleep 30")
+    finally:
+        shells.close()
+    assert res is not None and res.timed_out and not res.ok
+    assert wait_gone(int(pidfile.read_text()))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_exception_while_waiting_without_a_loop_kills_the_job_and_propagates(
+    tmp_path: Path,
+) -> None:
+    pidfile = tmp_path / "pid"
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    shells = Shells(start_after=0)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Interrupted):
+            shells.run_sync(DEFAULT_EXEC, f"sleep 30 & echo $! > {pidfile}; sleep 30")
+        res = shells.run_sync(DEFAULT_EXEC, "echo next")  # the runner is still usable
+        assert res is not None and res.output == "next\n"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        shells.close()
+    assert wait_gone(int(pidfile.read_text()))
+
+
+def test_one_runner_serves_jobs_without_a_loop_then_under_asyncio() -> None:
+    shells = Shells(start_after=0)
+    first = shells.run_sync(DEFAULT_EXEC, "echo $$")
+    assert first is not None
+
+    async def go() -> ShellResult | None:
+        try:
+            return await shells.run(DEFAULT_EXEC, "echo $$")
+        finally:
+            await shells.aclose()
+
+    second = asyncio.run(go())
+    assert second is not None and second.output == first.output  # the same runner ($$)
+    assert not alive(int(first.output))
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
