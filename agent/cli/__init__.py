@@ -18,11 +18,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from agent import __version__
 from agent.core.errors import AgentError, UsageError
 from agent.core.logs import error_line, setup
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Modules that register subcommands. Each defines ``register(subparsers) -> None``.
 _REGISTRARS = (

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agent.config.schema import Config, load_config
 from agent.core.errors import SourceError
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 from agent.core.logs import setup
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from agent.net.http import HTTPClient
 

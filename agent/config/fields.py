@@ -19,10 +19,13 @@ import copy
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 from agent.core.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)

@@ -24,7 +24,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from agent.config.fields import (
     BUILD,
@@ -56,6 +55,10 @@ from agent.config.tree import (
 )
 from agent.config.values import Bad, convert, linter_execs
 from agent.core.errors import AgentError, ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Config messages keep the logger name they always had (log filters and tests select it).
 logger = logging.getLogger("agent.config.schema")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from agent.config.load import (
     CONFIG_FILE_NAMES,
@@ -53,6 +52,10 @@ from agent.config.tree import (
     TargetConfig,
 )
 from agent.config.values import VerifyKeyEntry, format_go_duration, parse_fingerprint
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CONFIG_FILE_NAMES",

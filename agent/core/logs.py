@@ -20,7 +20,10 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from typing import IO, Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -20,7 +20,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from agent.config.execs import source_exec
 from agent.core.durations import parse_duration
@@ -33,7 +32,10 @@ from agent.jsonnet.sandbox import render_files
 from agent.run.model import Command, Exec, commands_to_json, parse_commands
 from agent.run.selfexec import agent_command
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent.config.schema import Config
     from agent.trust.gate import AdmittedToken
 

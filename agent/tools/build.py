@@ -21,7 +21,6 @@ import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.core.errors import AgentError, BuildError
@@ -29,7 +28,10 @@ from agent.jws.keys import parse_signing_key
 from agent.jws.sign import encode_payload, etcha_claims, sign_token
 from agent.pattern.load import LoadedPattern, load_from_disk
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent.config.schema import Config
     from agent.jws.keys import SigningKey
 

@@ -40,7 +40,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
@@ -69,8 +68,10 @@ from agent.tools.push_targets import (
 )
 from agent.tools.syncrun import build_runs_commands, finish, signing_runs_commands
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
+    from typing import Any, TextIO
 
 __all__ = [
     "AD_HOC_ID",

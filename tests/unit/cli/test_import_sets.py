@@ -154,8 +154,9 @@ NOT_AT_START_UP = (
     "agent.tools.helpers.fs",
     "agent.core.atomicio",
 )
-#: And ``render`` of a file: the URL helpers (only for a token URL or an http getFile).
-NOT_AT_RENDER = ("agent.net.urls",)
+#: And ``render`` of a file: the URL helpers (only for a token URL or an http getFile), and
+#: ``typing`` (annotations only: its names are imported under ``TYPE_CHECKING``).
+NOT_AT_RENDER = ("agent.net.urls", "typing")
 
 
 @pytest.mark.parametrize("verb", ["render", "local"])

@@ -22,7 +22,7 @@ from agent.jws.keys import generate_keys
 #: off: ``nacl.signing`` (signing goes through ``nacl._sodium``), ``concurrent.futures`` (one
 #: request needs no thread pool), ``secrets`` and ``tempfile`` (the jti needs ``os.urandom``;
 #: nothing is written), the trust code and the token decoder (push only signs), asyncio (no
-#: build command runs), aiohttp and cryptography (never).
+#: build command runs), aiohttp and cryptography (never), ``typing`` (annotations only).
 NOT_FOR_ONE_PINNED_PUSH = (
     "nacl.signing",
     "concurrent.futures",
@@ -34,6 +34,7 @@ NOT_FOR_ONE_PINNED_PUSH = (
     "asyncio",
     "aiohttp",
     "cryptography",
+    "typing",
 )
 
 DUMP = (
