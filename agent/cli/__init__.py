@@ -39,6 +39,27 @@ _REGISTRARS = (
     "agent.cli.trust",
 )
 
+#: The verbs (and aliases) each registrar adds, so that start-up imports only the registrar of
+#: the verb it runs; tests/unit/cli/test_cli_main.py checks it against what each one registers.
+REGISTRAR_VERBS = {
+    "agent.cli.basic": (
+        "generate-keys",
+        "gen-keys",
+        "jwt",
+        "compare",
+        "show-config",
+        "version",
+        "completion",
+    ),
+    "agent.cli.files": ("copy", "dir", "file", "line", "link"),
+    "agent.cli.pattern": ("render", "local", "build", "test", "lint", "init"),
+    "agent.cli.daemon": ("run", "push", "shell", "fingerprint"),
+    "agent.cli.status": ("status",),
+    "agent.cli.publish": ("publish",),
+    "agent.cli.audit": ("audit",),
+    "agent.cli.trust": ("delegate", "revoke"),
+}
+
 logger = logging.getLogger("agent")
 
 Handler = Callable[[argparse.Namespace], int]
@@ -146,7 +167,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         dest="command", metavar="<command>", parser_class=_Parser, title="commands"
     )
     target = sub if only is None else _OnlyVerb(sub, only)
-    for name in _REGISTRARS:
+    for name in _registrars(only):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a registrar not yet written
@@ -157,6 +178,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only is not None and only not in sub.choices:
         return build_parser()
     return parser
+
+
+def _registrars(only: str | None) -> tuple[str, ...]:
+    """The registrar modules to import: the one that adds ``only``, else all of them."""
+    if only is not None:
+        for name, verbs in REGISTRAR_VERBS.items():
+            if only in verbs:
+                return (name,)
+    return _REGISTRARS
 
 
 def _add_global_flags(parser: argparse.ArgumentParser) -> None:

@@ -155,8 +155,13 @@ NOT_AT_START_UP = (
     "agent.core.atomicio",
 )
 #: And ``render`` of a file: the URL helpers (only for a token URL or an http getFile), and
-#: ``typing`` (annotations only: its names are imported under ``TYPE_CHECKING``).
-NOT_AT_RENDER = ("agent.net.urls", "typing")
+#: ``typing`` (annotations only: its names are imported under ``TYPE_CHECKING``), and the
+#: registrars of other verbs (``agent.cli.REGISTRAR_VERBS``).
+NOT_AT_RENDER = (
+    "agent.net.urls",
+    "typing",
+    *(f"agent.cli.{m}" for m in ("basic", "daemon", "trust")),
+)
 
 
 @pytest.mark.parametrize("verb", ["render", "local"])
