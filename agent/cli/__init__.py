@@ -12,16 +12,22 @@ Output conventions: results go to stdout; a failure is one line on stderr (no tr
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import os
-import sys
-from collections.abc import Callable, Sequence
+from agent.core.deferred import defer_stdlib
 
-from agent import __version__
-from agent.core.errors import AgentError, UsageError
-from agent.core.logs import error_line, setup
+# First, before logging and the config's dataclasses import them: inspect, traceback... load at
+# their first use only (start-up, issue 14; see agent.core.deferred).
+defer_stdlib()
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+
+from agent import __version__  # noqa: E402
+from agent.core.errors import AgentError, UsageError  # noqa: E402
+from agent.core.logs import error_line, setup  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -111,9 +111,12 @@ def test_each_verb_imports_only_what_it_uses(verb: str, workdir: Path) -> None:
     assert not _heavy(res) & FORBIDDEN[verb], f"{verb} imported {_heavy(res) & FORBIDDEN[verb]}"
 
 
+#: (modules deferred by agent.core.deferred and never used are not counted as loaded)
 AGENT_DUMP = (
     "import sys, atexit\n"
-    "atexit.register(lambda: print('AGENT=' + ','.join(sorted(sys.modules)), file=sys.stderr))\n"
+    "def _loaded():\n"
+    "    return sorted(n for n, m in list(sys.modules.items()) if type(m).__name__ != 'Deferred')\n"
+    "atexit.register(lambda: print('AGENT=' + ','.join(_loaded()), file=sys.stderr))\n"
     "from agent.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -157,7 +160,12 @@ NOT_AT_START_UP = (
 #: And ``render`` of a file: the URL helpers (only for a token URL or an http getFile), and
 #: ``typing`` (annotations only: its names are imported under ``TYPE_CHECKING``), and the
 #: registrars of other verbs (``agent.cli.REGISTRAR_VERBS``).
+#: inspect (with ast and dis) and traceback are deferred (agent.core.deferred) and never used.
 NOT_AT_RENDER = (
+    "inspect",
+    "ast",
+    "dis",
+    "traceback",
     "agent.net.urls",
     "typing",
     *(f"agent.cli.{m}" for m in ("basic", "daemon", "trust")),

@@ -22,7 +22,8 @@ from agent.jws.keys import generate_keys
 #: off: ``nacl.signing`` (signing goes through ``nacl._sodium``), ``concurrent.futures`` (one
 #: request needs no thread pool), ``secrets`` and ``tempfile`` (the jti needs ``os.urandom``;
 #: nothing is written), the trust code and the token decoder (push only signs), asyncio (no
-#: build command runs), aiohttp and cryptography (never), ``typing`` (annotations only).
+#: build command runs), aiohttp and cryptography (never), ``typing`` (annotations only),
+#: ``inspect`` (with ``ast`` and ``dis``) and ``traceback`` (deferred, agent.core.deferred).
 NOT_FOR_ONE_PINNED_PUSH = (
     "nacl.signing",
     "concurrent.futures",
@@ -35,11 +36,18 @@ NOT_FOR_ONE_PINNED_PUSH = (
     "aiohttp",
     "cryptography",
     "typing",
+    "inspect",
+    "ast",
+    "dis",
+    "traceback",
 )
 
+#: (modules deferred by agent.core.deferred and never used are not counted as loaded)
 DUMP = (
     "import sys, atexit\n"
-    "atexit.register(lambda: print('MODULES=' + ','.join(sorted(sys.modules)), file=sys.stderr))\n"
+    "def _loaded():\n"
+    "    return sorted(n for n, m in list(sys.modules.items()) if type(m).__name__ != 'Deferred')\n"
+    "atexit.register(lambda: print('MODULES=' + ','.join(_loaded()), file=sys.stderr))\n"
     "from agent.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
