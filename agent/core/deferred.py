@@ -3,8 +3,10 @@
 Start-up cost (issue 14). ``dataclasses`` imports ``inspect`` (with ``ast``, ``dis`` and
 ``tokenize``) and uses it only for a class without a docstring; ``logging`` imports
 ``traceback`` (with ``linecache``, ``tokenize``, ``textwrap`` and ``contextlib``) and uses it only
-to format an exception or a stack. (``ipaddress``, which ``urllib.parse`` imports, is not
-deferred: the render variables use it.)
+to format an exception or a stack; ``http.client``'s ``email`` imports ``random`` and
+``datetime``, and ``socket`` imports ``selectors``, for functions a push never calls.
+:data:`DEFERRED` lists them, each with who imports it. (``ipaddress``, which ``urllib.parse``
+imports, is not deferred: the render variables use it.)
 
 :func:`defer_stdlib` puts a stand-in module into ``sys.modules`` for each of them that is not
 imported yet. ``import inspect`` then binds the stand-in; the first attribute read that the
@@ -24,8 +26,31 @@ import sys
 from importlib import import_module
 from types import ModuleType
 
-#: Modules deferred by :func:`defer_stdlib` (see the module docstring for who imports them).
-DEFERRED = ("inspect", "traceback", "linecache", "tokenize")
+#: Modules deferred by :func:`defer_stdlib`: imported (``import X``) by modules on the CLI's
+#: paths, used by them only inside functions that ``render``, ``push`` or ``local`` of plain
+#: commands never call. Top-level modules only (a deferred submodule would not be bound as an
+#: attribute of its package).
+DEFERRED = (
+    "inspect",  # dataclasses (a class without a docstring), with ast and dis
+    "traceback",  # logging (formatting an exception), with linecache, tokenize, textwrap
+    "linecache",
+    "tokenize",
+    "textwrap",
+    "contextlib",  # traceback
+    "random",  # email.utils (make_msgid) for http.client, with bisect
+    "bisect",
+    "datetime",  # email.utils (dates), with calendar
+    "calendar",
+    "stringprep",  # encodings.idna (non-ASCII names only)
+    "selectors",  # socket (sendfile), with select
+    "select",
+    "fnmatch",  # pathlib (match, glob), with ntpath (Windows paths)
+    "ntpath",
+    "shlex",  # agent.run.selfexec (quoting a path)
+    "struct",  # base64 (Ascii85/Base85)
+    "array",  # socket (passing descriptors)
+    "base64",  # ssl (DER-to-PEM)
+)
 
 
 class Deferred(ModuleType):

@@ -23,7 +23,9 @@ from agent.jws.keys import generate_keys
 #: request needs no thread pool), ``secrets`` and ``tempfile`` (the jti needs ``os.urandom``;
 #: nothing is written), the trust code and the token decoder (push only signs), asyncio (no
 #: build command runs), aiohttp and cryptography (never), ``typing`` (annotations only),
-#: ``inspect`` (with ``ast`` and ``dis``) and ``traceback`` (deferred, agent.core.deferred).
+#: and, deferred by agent.core.deferred and never used: ``inspect`` (with ``ast`` and ``dis``),
+#: ``traceback``, email's ``random`` and ``datetime`` (with ``calendar``), socket's ``selectors``,
+#: the IDNA codec's ``stringprep``, ``shlex``.
 NOT_FOR_ONE_PINNED_PUSH = (
     "nacl.signing",
     "concurrent.futures",
@@ -40,6 +42,12 @@ NOT_FOR_ONE_PINNED_PUSH = (
     "ast",
     "dis",
     "traceback",
+    "random",
+    "datetime",
+    "calendar",
+    "selectors",
+    "stringprep",
+    "shlex",
 )
 
 #: (modules deferred by agent.core.deferred and never used are not counted as loaded)
