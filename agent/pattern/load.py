@@ -19,11 +19,11 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from agent.config.execs import source_exec
 from agent.core.durations import parse_duration
 from agent.core.errors import AgentError, PatternError, json_kind
+from agent.core.paths import path_text
 from agent.core.records import Record
 from agent.jsonnet import sysinfo
 from agent.jsonnet.imports import collect_files
@@ -343,7 +343,7 @@ def _finish(
 
 
 def load_from_disk(
-    path: Path,
+    path: str | os.PathLike[str],
     *,
     config: Config,
     source: str,
@@ -367,11 +367,11 @@ def load_from_disk(
         config=config,
         exec_=exec_,
         vars_=vars_,
-        entry_dir=str(path.resolve().parent),
+        entry_dir=os.path.dirname(os.path.realpath(path)),  # Path.resolve().parent
         disable_external=disable_external,
     )
     return _finish(
-        data, where=str(path), entrypoint=entrypoint, files=files, exec_=exec_, strict=strict
+        data, where=path_text(path), entrypoint=entrypoint, files=files, exec_=exec_, strict=strict
     )
 
 

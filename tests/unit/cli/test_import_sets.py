@@ -276,3 +276,37 @@ def test_push_with_default_verification_reads_the_system_store(
     res = _run(COUNT_CA, args, workdir)
     assert "TLS verification of" in res.stdout, res.stdout + res.stderr
     assert _ca_loads(res) >= 1
+
+
+#: What ``render`` of a file no longer loads on a host (issue 14): pathlib with urllib.parse
+#: (paths are shown through agent.core.paths), and pathlib's fnmatch and ntpath.
+NOT_AT_RENDER_ON_A_HOST = ("pathlib", "urllib.parse", "fnmatch", "ntpath")
+
+
+def test_render_of_a_file_on_a_host_loads_no_pathlib(workdir: Path) -> None:
+    """Run as on a host: ``-S`` skips the development venv's ``.pth`` files (its editable-install
+    finder imports pathlib before any agent code runs); the checkout and site-packages are on
+    ``PYTHONPATH`` instead."""
+    import os
+    import site
+
+    import agent
+
+    root = str(Path(agent.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *site.getsitepackages()])}
+    (workdir / "plain.json").write_text("{}")
+    res = subprocess.run(
+        [sys.executable, "-S", "-c", AGENT_DUMP, "-c", "plain.json", "render", "./main.jsonnet"],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert '"id": "a"' in res.stdout
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
+    loaded = set(line[len("AGENT=") :].split(","))
+    assert "agent.config.load" in loaded  # the dump works
+    assert sorted(m for m in NOT_AT_RENDER_ON_A_HOST if m in loaded) == []
