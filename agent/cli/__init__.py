@@ -20,14 +20,13 @@ defer_stdlib()
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
-import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 
 from agent import __version__  # noqa: E402
 from agent.core.errors import AgentError, UsageError  # noqa: E402
-from agent.core.logs import error_line, setup  # noqa: E402
+from agent.core.logs import error_line, get_logger, setup  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ REGISTRAR_VERBS = {
     "agent.cli.trust": ("delegate", "revoke"),
 }
 
-logger = logging.getLogger("agent")
+logger = get_logger("agent")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +53,7 @@ from agent.config.tree import (
 )
 from agent.config.values import Bad, convert, linter_execs
 from agent.core.errors import AgentError, ConfigError
+from agent.core.logs import get_logger
 from agent.core.paths import directories_up, join_text, path_text
 
 TYPE_CHECKING = False
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Config messages keep the logger name they always had (log filters and tests select it).
-logger = logging.getLogger("agent.config.schema")
+logger = get_logger("agent.config.schema")
 
 #: Names searched for, in each directory from the cwd upward; the nearest directory wins.
 CONFIG_FILE_NAMES = ("agent.jsonnet", "agent.yaml", "agent.yml", "agent.json")

@@ -23,6 +23,7 @@ Only the CLI entry point calls :func:`defer_stdlib`, before its own imports.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from importlib import import_module
 from types import ModuleType
 
@@ -31,6 +32,7 @@ from types import ModuleType
 #: commands never call. Top-level modules only (a deferred submodule would not be bound as an
 #: attribute of its package).
 DEFERRED = (
+    "logging",  # every module (its loggers); agent.core.logs.setup waits for its first use
     "inspect",  # dataclasses (a class without a docstring), with ast and dis
     "traceback",  # logging (formatting an exception), with linecache, tokenize, textwrap
     "linecache",
@@ -53,6 +55,10 @@ DEFERRED = (
 )
 
 
+#: Where :func:`when_loaded` keeps its hook, in the stand-in's namespace.
+ON_LOAD = "_agent_deferred_on_load"
+
+
 class Deferred(ModuleType):
     """A stand-in for a module not loaded yet: the first missing attribute loads it."""
 
@@ -62,7 +68,23 @@ class Deferred(ModuleType):
             sys.modules.pop(name, None)
         real = import_module(name)
         self.__dict__.update(real.__dict__)
+        hook = self.__dict__.pop(ON_LOAD, None)
+        if hook is not None:
+            hook()
         return getattr(real, attr)
+
+
+def when_loaded(name: str, hook: Callable[[], None]) -> bool:
+    """Run ``hook`` right after the deferred module ``name`` loads (the last hook set wins).
+
+    Returns:
+        False when ``name`` is not deferred (loaded, or never deferred): the caller runs it now.
+    """
+    stand_in = sys.modules.get(name)
+    if not isinstance(stand_in, Deferred):
+        return False
+    stand_in.__dict__[ON_LOAD] = hook
+    return True
 
 
 def defer_stdlib(names: tuple[str, ...] = DEFERRED) -> None:

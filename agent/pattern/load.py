@@ -15,7 +15,6 @@ Invariants:
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from agent.config.execs import source_exec
 from agent.core.durations import parse_duration
 from agent.core.errors import AgentError, PatternError, json_kind
+from agent.core.logs import get_logger
 from agent.core.paths import path_text
 from agent.core.records import Record
 from agent.jsonnet import sysinfo
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from agent.config.schema import Config
     from agent.trust.gate import AdmittedToken
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Keys a rendered Pattern may carry. Others are warnings when rendering, errors in lint.
 PATTERN_KEYS = frozenset(

@@ -15,7 +15,6 @@ With neither, header and payload are byte-identical to Etcha's. A chain needs a 
 
 from __future__ import annotations
 
-import logging
 import shlex
 import stat
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.core.errors import AgentError, BuildError
+from agent.core.logs import get_logger
 from agent.jws.keys import parse_signing_key
 from agent.jws.sign import encode_payload, etcha_claims, sign_token
 from agent.pattern.load import LoadedPattern, load_from_disk
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from agent.config.schema import Config
     from agent.jws.keys import SigningKey
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_OUTPUT = "etcha.jwt"
 

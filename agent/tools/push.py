@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import re
 import sys
@@ -44,6 +43,7 @@ from pathlib import Path
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
+from agent.core.logs import get_logger
 from agent.jws.sign import b64url, etcha_claims
 from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
@@ -99,7 +99,7 @@ __all__ = [
     "tls_failure_message",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 AD_HOC_ID = "etcha push"
 #: The largest push response read (a Result with its change outputs).

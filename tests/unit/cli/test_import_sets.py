@@ -160,10 +160,12 @@ NOT_AT_START_UP = (
 #: And ``render`` of a file: the URL helpers (only for a token URL or an http getFile), and
 #: ``typing`` (annotations only: its names are imported under ``TYPE_CHECKING``), and the
 #: registrars of other verbs (``agent.cli.REGISTRAR_VERBS``).
-#: Deferred (agent.core.deferred) and never used: inspect (with ast and dis), traceback, shlex.
+#: Deferred (agent.core.deferred) and never used: logging (nothing is logged at the default level
+#: of this run: agent.core.logs), inspect (with ast and dis), traceback, shlex.
 #: (pathlib's fnmatch and ntpath are too, but a development venv's editable-install finder
 #: imports pathlib before the CLI starts.)
 NOT_AT_RENDER = (
+    "logging",
     "inspect",
     "ast",
     "dis",

@@ -23,7 +23,8 @@ from agent.jws.keys import generate_keys
 #: request needs no thread pool), ``secrets`` and ``tempfile`` (the jti needs ``os.urandom``;
 #: nothing is written), the trust code and the token decoder (push only signs), asyncio (no
 #: build command runs), aiohttp and cryptography (never), ``typing`` (annotations only),
-#: and, deferred by agent.core.deferred and never used: ``inspect`` (with ``ast`` and ``dis``),
+#: and, deferred by agent.core.deferred and never used: ``logging`` (a push that logs nothing
+#: at its level: agent.core.logs), ``inspect`` (with ``ast`` and ``dis``),
 #: ``traceback``, email's ``random`` and ``datetime`` (with ``calendar``), socket's ``selectors``,
 #: the IDNA codec's ``stringprep``, ``shlex``.
 NOT_FOR_ONE_PINNED_PUSH = (
@@ -38,6 +39,7 @@ NOT_FOR_ONE_PINNED_PUSH = (
     "aiohttp",
     "cryptography",
     "typing",
+    "logging",
     "inspect",
     "ast",
     "dis",
