@@ -14,8 +14,11 @@ stand-in does not have (``inspect.signature``) imports the real module, copies i
 the stand-in and returns the attribute, and from then on ``sys.modules`` holds the real module.
 Nothing else changes: a module that is used is loaded, completely, at its first use.
 
-Thread safety: the load goes through ``importlib.import_module`` (the import system's per-module
-lock), so two threads reading a deferred module at once both get the one fully loaded module.
+Thread safety: the load holds the stand-in's lock (and ``importlib.import_module`` the import
+system's per-module lock), so two threads reading a deferred module at once both get the one
+fully loaded module, after its :func:`when_loaded` hook ran. (A thread that runs a new
+``import`` statement once the real module is in ``sys.modules`` gets it directly: the CLI's
+threads start after the modules that log are loaded.)
 
 Only the CLI entry point calls :func:`defer_stdlib`, before its own imports.
 """
@@ -23,6 +26,7 @@ Only the CLI entry point calls :func:`defer_stdlib`, before its own imports.
 from __future__ import annotations
 
 import sys
+from _thread import RLock
 from collections.abc import Callable
 from importlib import import_module
 from types import ModuleType
@@ -55,23 +59,40 @@ DEFERRED = (
 )
 
 
-#: Where :func:`when_loaded` keeps its hook, in the stand-in's namespace.
+#: Where :func:`when_loaded` keeps its hook, in the stand-in's namespace (with the stand-in's
+#: lock and, once loaded, the real module).
 ON_LOAD = "_agent_deferred_on_load"
+_LOCK = "_agent_deferred_lock"
+_REAL = "_agent_deferred_real"
 
 
 class Deferred(ModuleType):
     """A stand-in for a module not loaded yet: the first missing attribute loads it."""
 
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__dict__[_LOCK] = RLock()
+
+    def load(self) -> ModuleType:
+        """The real module, loaded once. Its :func:`when_loaded` hook has run when this returns,
+        in whichever thread loads it; the namespace is copied into the stand-in after the hook,
+        so until then every read through the stand-in waits here."""
+        with self.__dict__[_LOCK]:
+            real: ModuleType | None = self.__dict__.get(_REAL)
+            if real is None:
+                name = self.__name__
+                if sys.modules.get(name) is self:
+                    sys.modules.pop(name, None)
+                real = import_module(name)
+                self.__dict__[_REAL] = real  # (the hook may read the stand-in: this thread)
+                hook = self.__dict__.pop(ON_LOAD, None)
+                if hook is not None:
+                    hook()
+                self.__dict__.update(real.__dict__)
+            return real
+
     def __getattr__(self, attr: str) -> object:
-        name = self.__name__
-        if sys.modules.get(name) is self:
-            sys.modules.pop(name, None)
-        real = import_module(name)
-        self.__dict__.update(real.__dict__)
-        hook = self.__dict__.pop(ON_LOAD, None)
-        if hook is not None:
-            hook()
-        return getattr(real, attr)
+        return getattr(self.load(), attr)
 
 
 def when_loaded(name: str, hook: Callable[[], None]) -> bool:

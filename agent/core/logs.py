@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from agent.core.deferred import when_loaded
+from agent.core.deferred import Deferred, when_loaded
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -236,14 +236,17 @@ class Logger:
     set a level or a handler yet, so logging would drop it too.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("_module", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._module = sys.modules.get("logging")  # the stand-in, while logging is deferred
 
     def _log(self, level: int, msg: object, args: tuple[object, ...], kwargs: Any) -> None:
         if level < _pending_level(self.name):
             return
+        if isinstance(self._module, Deferred):
+            self._module.load()  # (returns once setup's handler is installed, in any thread)
         import logging
 
         kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 2

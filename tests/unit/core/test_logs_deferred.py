@@ -97,3 +97,21 @@ def test_the_proxy_logs_an_exception_with_its_traceback(
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert record.exc_info[0] is ValueError
+
+
+def test_threads_logging_first_all_get_the_handler() -> None:
+    """Records from threads that race to load logging all go through the set-up handler."""
+    res = _run(
+        "import threading\n"
+        "setup('info', 'json', True)\n"
+        "start = threading.Barrier(8)\n"
+        "def work(i):\n"
+        "    start.wait()\n"
+        "    log.info('t%d', i)\n"
+        "threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+    )
+    lines = res.stderr.splitlines()
+    assert len(lines) == 8, res.stderr
+    assert all(ln.startswith("{") and '"logger": "agent.t"' in ln for ln in lines), res.stderr
