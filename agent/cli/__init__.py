@@ -12,17 +12,25 @@ Output conventions: results go to stdout; a failure is one line on stderr (no tr
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import os
-import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from agent.core.deferred import defer_stdlib
 
-from agent import __version__
-from agent.core.errors import AgentError, UsageError
-from agent.core.logs import error_line, setup
+# First, before logging and the config's dataclasses import them: inspect, traceback... load at
+# their first use only (start-up, issue 14; see agent.core.deferred).
+defer_stdlib()
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+
+from agent import __version__  # noqa: E402
+from agent.core.errors import AgentError, UsageError  # noqa: E402
+from agent.core.logs import error_line, get_logger, setup  # noqa: E402
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Modules that register subcommands. Each defines ``register(subparsers) -> None``.
 _REGISTRARS = (
@@ -36,7 +44,28 @@ _REGISTRARS = (
     "agent.cli.trust",
 )
 
-logger = logging.getLogger("agent")
+#: The verbs (and aliases) each registrar adds, so that start-up imports only the registrar of
+#: the verb it runs; tests/unit/cli/test_cli_main.py checks it against what each one registers.
+REGISTRAR_VERBS = {
+    "agent.cli.basic": (
+        "generate-keys",
+        "gen-keys",
+        "jwt",
+        "compare",
+        "show-config",
+        "version",
+        "completion",
+    ),
+    "agent.cli.files": ("copy", "dir", "file", "line", "link"),
+    "agent.cli.pattern": ("render", "local", "build", "test", "lint", "init"),
+    "agent.cli.daemon": ("run", "push", "shell", "fingerprint"),
+    "agent.cli.status": ("status",),
+    "agent.cli.publish": ("publish",),
+    "agent.cli.audit": ("audit",),
+    "agent.cli.trust": ("delegate", "revoke"),
+}
+
+logger = get_logger("agent")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -143,7 +172,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         dest="command", metavar="<command>", parser_class=_Parser, title="commands"
     )
     target = sub if only is None else _OnlyVerb(sub, only)
-    for name in _REGISTRARS:
+    for name in _registrars(only):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a registrar not yet written
@@ -154,6 +183,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only is not None and only not in sub.choices:
         return build_parser()
     return parser
+
+
+def _registrars(only: str | None) -> tuple[str, ...]:
+    """The registrar modules to import: the one that adds ``only``, else all of them."""
+    if only is not None:
+        for name, verbs in REGISTRAR_VERBS.items():
+            if only in verbs:
+                return (name,)
+    return _REGISTRARS
 
 
 def _add_global_flags(parser: argparse.ArgumentParser) -> None:

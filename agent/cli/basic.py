@@ -4,9 +4,12 @@ completion."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from agent.cli import version_line
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _register_generate_keys(sub: Any) -> None:

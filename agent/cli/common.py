@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agent.config.schema import Config, load_config
 from agent.core.errors import SourceError
 from agent.core.limits import DEFAULT_MAX_TOKEN_BYTES
 from agent.core.logs import setup
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from agent.net.http import HTTPClient
 
@@ -22,7 +21,7 @@ def load_config_for(args: argparse.Namespace) -> Config:
         path=getattr(args, "config_path", None),
         overrides=tuple(getattr(args, "overrides", ()) or ()),
         environ=os.environ,
-        cwd=Path.cwd(),
+        cwd=os.getcwd(),
     )
     _apply_cli_section(args, config)
     return config

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from agent.cli.flags import FINGERPRINT_HELP, add_target_flags
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(sub: Any) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from agent.cli.common import load_config_for
 from agent.core.durations import parse_duration
 from agent.core.errors import ConfigError, UsageError
 from agent.tools.push import PushOptions, run_push_cli
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def cmd_push(args: argparse.Namespace) -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import os
 
 from agent.cli.common import load_config_for, looks_like_token, read_token_arg
 from agent.core.errors import UsageError, VerifyError
 from agent.core.gojson import dumps_indent
+from agent.core.paths import path_text
 from agent.pattern.load import load_from_disk, load_from_text, load_from_token
 
 _PATTERN_SUFFIXES = (".jsonnet", ".libsonnet", ".json")
@@ -23,15 +24,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     target: str = args.target
     source: str = args.source
     disable = bool(args.disable_external)
-    path = Path(target)
+    path = path_text(target)  # what Path(target) names (no pathlib at start-up, issue 14)
     token: str | None = None
     if target.startswith(("http://", "https://")):
         token = read_token_arg(target, config=config)
-    elif path.is_file() and not target.endswith(_PATTERN_SUFFIXES):
+    elif os.path.isfile(path) and not target.endswith(_PATTERN_SUFFIXES):
         content = read_token_arg(target, config=config)
         if looks_like_token(content):
             token = content
-    elif not path.exists() and looks_like_token(target.strip()):
+    elif not os.path.exists(path) and looks_like_token(target.strip()):
         token = target.strip()
 
     if token is not None:
@@ -46,7 +47,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 exc.reason,
             ) from exc
         loaded = load_from_token(admitted, config=config, source=source, disable_external=disable)
-    elif path.is_file():
+    elif os.path.isfile(path):
         loaded = load_from_disk(path, config=config, source=source, disable_external=disable)
     elif target.endswith((*_PATTERN_SUFFIXES, ".jwt")) or _looks_like_path(target):
         raise UsageError(f"render: file {target} does not exist")

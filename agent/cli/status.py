@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from agent.cli.flags import add_target_flags
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(sub: Any) -> None:

@@ -7,10 +7,13 @@ can use them without importing the whole value table.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from agent.core.durations import parse_duration
 from agent.core.errors import ConfigError, json_kind
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Bad(Exception):

@@ -14,7 +14,10 @@ else); no module-level mutable state (the caller caches compiled programs).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MAX_RULE_CHARS", "RuleError", "check_rule", "compile_rule", "evaluate_rule"]
 

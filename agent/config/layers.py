@@ -19,10 +19,8 @@ Invariants:
 from __future__ import annotations
 
 import copy
-import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from agent.config.fields import (
     EXEC_SECTION,
@@ -40,9 +38,14 @@ from agent.config.fields import (
 )
 from agent.config.values import Bad, convert, format_time
 from agent.core.errors import ConfigError, json_kind
+from agent.core.logs import get_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Config warnings keep the logger name they always had (log filters and tests select it).
-logger = logging.getLogger("agent.config.schema")
+logger = get_logger("agent.config.schema")
 
 
 class Layer:

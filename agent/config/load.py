@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 from agent.config.fields import (
     BUILD,
@@ -56,9 +53,16 @@ from agent.config.tree import (
 )
 from agent.config.values import Bad, convert, linter_execs
 from agent.core.errors import AgentError, ConfigError
+from agent.core.logs import get_logger
+from agent.core.paths import directories_up, join_text, path_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 # Config messages keep the logger name they always had (log filters and tests select it).
-logger = logging.getLogger("agent.config.schema")
+logger = get_logger("agent.config.schema")
 
 #: Names searched for, in each directory from the cwd upward; the nearest directory wins.
 CONFIG_FILE_NAMES = ("agent.jsonnet", "agent.yaml", "agent.yml", "agent.json")
@@ -69,12 +73,20 @@ _INT = re.compile(r"^[+-]?[0-9]+$")
 _INT64 = 2**63
 
 
-def find_config_file(cwd: Path) -> Path | None:
+def find_config_file(cwd: str | os.PathLike[str]) -> Path | None:
     """The nearest config file from ``cwd`` upward (see :data:`CONFIG_FILE_NAMES`), or None."""
-    for directory in (cwd, *cwd.parents):
+    from pathlib import Path  # lazy: load_config uses the text (start-up, issue 14)
+
+    found = _find_config_text(cwd)
+    return None if found is None else Path(found)
+
+
+def _find_config_text(cwd: str | os.PathLike[str]) -> str | None:
+    """:func:`find_config_file`, as the text ``str(Path)`` would show."""
+    for directory in directories_up(cwd):
         for name in CONFIG_FILE_NAMES:
-            candidate = directory / name
-            if candidate.is_file():
+            candidate = join_text(directory, name)
+            if os.path.isfile(candidate):
                 return candidate
     return None
 
@@ -97,18 +109,22 @@ def evaluate_jsonnet(text: str, filename: str) -> Any:
         raise ConfigError(exc.message) from exc
 
 
-def read_config_file(path: Path) -> Any:
+def read_config_file(file: str | os.PathLike[str]) -> Any:
     """Read and evaluate one config file: YAML by extension, otherwise Jsonnet (JSON included).
 
     Raises:
         ConfigError: unreadable file, YAML or Jsonnet error.
     """
+    path = path_text(file)  # as str(Path(file)) shows it, in messages
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
         raise ConfigError(f"config file {path}: expected a readable file, got {reason}") from exc
-    if path.suffix in (".yaml", ".yml"):
+    name = os.path.basename(path)
+    dot = name.rfind(".")
+    if 0 < dot < len(name) - 1 and name[dot:] in (".yaml", ".yml"):  # Path.suffix
         import yaml  # lazy: only YAML config files need it
 
         try:
@@ -120,7 +136,7 @@ def read_config_file(path: Path) -> Any:
             raise ConfigError(f"config file {path}: expected YAML, got {problem}{where}") from exc
         return {} if data is None else data
     plain = plain_json(text)
-    return plain if plain is not None else evaluate_jsonnet(text, str(path))
+    return plain if plain is not None else evaluate_jsonnet(text, path)
 
 
 def _json_number(text: str) -> float | int:
@@ -206,7 +222,7 @@ def load_config(
     path: str | None,
     overrides: Sequence[str] = (),
     environ: Mapping[str, str],
-    cwd: Path,
+    cwd: str | os.PathLike[str],
 ) -> Config:
     """Load the effective config; each step overrides the one before.
 
@@ -228,16 +244,16 @@ def load_config(
         The frozen config.
     """
     merged: dict[str, Any] = {}
-    file_path: Path | None
+    file_path: str | None  # as str(Path) shows it
     if path is not None:
-        file_path = Path(path) if os.path.isabs(path) else cwd / path
-        if not file_path.is_file():
+        file_path = path_text(path) if os.path.isabs(path) else join_text(cwd, path)
+        if not os.path.isfile(file_path):
             raise ConfigError(f"config file {path}: expected an existing file, got none")
     else:
-        file_path = find_config_file(cwd)
+        file_path = _find_config_text(cwd)
     if file_path is not None:
         logger.debug("loading config file %s", file_path)
-        merged = merge(merged, normalize(read_config_file(file_path), str(file_path)))
+        merged = merge(merged, normalize(read_config_file(file_path), file_path))
     text = environ.get(f"{ENV_PREFIX}CONFIG")
     if text:
         origin = f"env {ENV_PREFIX}CONFIG"
@@ -295,11 +311,11 @@ def _build_targets(layer: Layer, records: Mapping[str, Any]) -> dict[str, Target
     return targets
 
 
-def _build_config(merged: Mapping[str, Any], base: Path, layer: Layer) -> Config:
+def _build_config(merged: Mapping[str, Any], base: str | os.PathLike[str], layer: Layer) -> Config:
     build = _build_record(BuildConfig, BUILD, merged["build"])
     run = _build_record(RunConfig, RUN, merged["run"])
     state_dir = run.state_dir
-    resolved = os.path.normpath(os.path.join(base, state_dir)) if state_dir else str(base)
+    resolved = os.path.normpath(os.path.join(base, state_dir)) if state_dir else os.fspath(base)
     lint = _build_record(LintConfig, LINT, merged["lint"])
     client = merged["httpClient"]
     return Config(
@@ -328,7 +344,7 @@ def _build_config(merged: Mapping[str, Any], base: Path, layer: Layer) -> Config
 
 
 def config_from_dict(
-    data: Mapping[str, Any], *, cwd: Path | None = None, origin: str = "config"
+    data: Mapping[str, Any], *, cwd: str | os.PathLike[str] | None = None, origin: str = "config"
 ) -> Config:
     """Build a :class:`Config` from one camelCase mapping merged onto the defaults.
 
@@ -346,10 +362,10 @@ def config_from_dict(
     return _typed(merge(defaults(), normalize(data, origin)), cwd=cwd, origin=origin)
 
 
-def _typed(merged: Mapping[str, Any], *, cwd: Path | None, origin: str) -> Config:
+def _typed(merged: Mapping[str, Any], *, cwd: str | os.PathLike[str] | None, origin: str) -> Config:
     layer = Layer(origin)
     try:
-        return _build_config(merged, Path.cwd() if cwd is None else cwd, layer)
+        return _build_config(merged, os.getcwd() if cwd is None else cwd, layer)
     except Bad as exc:  # pragma: no cover - every value was checked by normalize
         raise layer.fail("config", str(exc)) from None
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from agent.config.bad import Bad, duration_value, expect
 from agent.core.durations import format_go_duration
 from agent.core.errors import json_kind
 from agent.core.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True, repr=False, eq=False)

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from agent.config.load import (
     CONFIG_FILE_NAMES,
@@ -53,6 +51,10 @@ from agent.config.tree import (
     TargetConfig,
 )
 from agent.config.values import VerifyKeyEntry, format_go_duration, parse_fingerprint
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CONFIG_FILE_NAMES",
@@ -91,6 +93,8 @@ def __getattr__(name: str) -> Any:
 
 
 def _main(argv: Sequence[str]) -> int:
+    from pathlib import Path  # lazy: only the docs generator (start-up, issue 14)
+
     from agent.config.reference import render_reference  # lazy: the docs generator
 
     target = Path(argv[0]) if argv else Path(__file__).resolve().parents[2] / "docs"

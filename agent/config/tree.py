@@ -19,12 +19,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from agent.config.fields import SECTIONS, SOURCE, TARGET, TYPED_JSON_KINDS, Field, snake
 from agent.config.values import PublishArtifact, RevocationEntry, VerifyKeyEntry, to_json
 from agent.core.records import Record
 from agent.run.model import Command, Exec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True, repr=False, eq=False)

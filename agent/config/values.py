@@ -20,7 +20,6 @@ import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from agent.config.bad import Bad, duration_value, expect
 from agent.config.fields import ACTION_NAMES, Field
@@ -36,8 +35,10 @@ from agent.core.errors import AgentError, CommandError, json_kind
 from agent.core.records import Record
 from agent.run.model import COMMAND_KEYS, EXEC_KEYS, Command, Exec, parse_commands
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from datetime import datetime
+    from typing import Any
 
 _RATE = re.compile(r"^[0-9]+-[SMHD]$")
 _FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}$")

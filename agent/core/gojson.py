@@ -24,9 +24,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from agent.core.errors import AgentError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["GoJSONError", "dumps_compact", "dumps_indent"]
 

@@ -1,4 +1,6 @@
-"""Logging setup for the CLI. Library modules only call ``logging.getLogger(__name__)``.
+"""Logging setup for the CLI. Library modules only call ``logging.getLogger(__name__)``, or,
+on the CLI's start-up paths, :func:`get_logger` (the same logger, without loading ``logging``
+before a record at the configured level is emitted: issue 14).
 
 Formats (issue 15, point 4):
 
@@ -16,22 +18,28 @@ Formats (issue 15, point 4):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from collections.abc import Mapping
-from typing import IO, Any
 
+from agent.core.deferred import Deferred, when_loaded
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+#: logging's levels, as numbers: this module does not load logging (see :func:`setup`).
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 _LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "error": logging.ERROR,
-    "none": logging.CRITICAL + 10,
+    "debug": DEBUG,
+    "info": INFO,
+    "error": ERROR,
+    "none": CRITICAL + 10,
 }
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 #: Longest escaped field written to a log line; the rest is cut and marked with "...".
 MAX_FIELD_CHARS = 512
-_COLORS = {logging.DEBUG: "\033[2m", logging.WARNING: "\033[33m", logging.ERROR: "\033[31m"}
+_COLORS = {DEBUG: "\033[2m", WARNING: "\033[33m", ERROR: "\033[31m"}
 
 
 def escape(value: object, *, limit: int = MAX_FIELD_CHARS) -> str:
@@ -72,7 +80,7 @@ def escape(value: object, *, limit: int = MAX_FIELD_CHARS) -> str:
 
 
 #: sd-daemon priorities (``sd-daemon.h``) by logging level, for stderr under journald.
-_PRIORITIES = ((logging.ERROR + 1, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+_PRIORITIES = ((ERROR + 1, 2), (ERROR, 3), (WARNING, 4), (INFO, 6))
 #: The structured fields :func:`fields` sets on a record, in the order JSON lines show them.
 FIELD_NAMES = ("source", "id", "trigger", "duration_ms", "error")
 
@@ -166,43 +174,10 @@ def _with_priority(text: str, levelno: int) -> str:
     return "\n".join(prefix + line for line in text.split("\n"))
 
 
-class _HumanFormatter(logging.Formatter):
-    def __init__(self, color: bool, journal: bool) -> None:
-        super().__init__()
-        self.color = color and not journal
-        self.journal = journal
-
-    def format(self, record: logging.LogRecord) -> str:
-        level = record.levelname.ljust(5)
-        text = f"{level} {record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        if self.journal:
-            return _with_priority(text, record.levelno)
-        text = f"{rfc3339(record.created)} {text}"
-        color = _COLORS.get(record.levelno) if self.color else None
-        return f"{color}{text}\033[0m" if color else text
-
-
-class _JSONFormatter(logging.Formatter):
-    def __init__(self, journal: bool) -> None:
-        super().__init__()
-        self.journal = journal
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc = json_record(record.levelno, record.getMessage(), record.created, record.name)
-        for name in FIELD_NAMES:
-            value = getattr(record, name, None)
-            if value is not None:
-                doc[name] = value
-        if record.exc_info:
-            doc["traceback"] = self.formatException(record.exc_info)
-        text = json.dumps(doc, sort_keys=True, default=str)
-        return _with_priority(text, record.levelno) if self.journal else text
-
-
 def json_record(levelno: int, msg: str, created: float, logger: str = "agent") -> dict[str, Any]:
     """The common keys of a JSON log line."""
+    import logging  # (a JSON line is being written: logging is in use, or an error ends the run)
+
     return {
         "time": rfc3339(created, utc=True),
         "level": logging.getLevelName(levelno).lower(),
@@ -220,22 +195,88 @@ def error_line(message: str, fmt: str) -> str:
     if fmt == "json":
         import time
 
-        text = json.dumps(json_record(logging.ERROR, message, time.time()), sort_keys=True)
+        text = json.dumps(json_record(ERROR, message, time.time()), sort_keys=True)
     else:
         text = f"ERROR: {message}"
-    return _with_priority(text, logging.ERROR) if under_journald() else text
+    return _with_priority(text, ERROR) if under_journald() else text
 
 
 def setup(level: str, fmt: str, no_color: bool) -> None:
-    """Send ``agent.*`` logs to stderr at ``level`` in ``fmt`` (human or json)."""
-    root = logging.getLogger("agent")
-    root.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    """Send ``agent.*`` logs to stderr at ``level`` in ``fmt`` (human or json).
+
+    While ``logging`` is deferred (:mod:`agent.core.deferred`), the handler is installed right
+    after it loads, at its first use, and until then :class:`Logger` drops records below
+    ``level`` without loading it (a CLI run at ``-l error`` that logs nothing never does).
+    """
+    levelno = _LEVELS.get(level, INFO)
     journal = under_journald()
-    if fmt == "json":
-        handler.setFormatter(_JSONFormatter(journal))
-    else:
-        handler.setFormatter(_HumanFormatter(colors_allowed(no_color), journal))
-    root.addHandler(handler)
-    root.setLevel(_LEVELS.get(level, logging.INFO))
-    root.propagate = False
+    color = colors_allowed(no_color)
+
+    def install() -> None:
+        from agent.core.logformat import install_handler  # lazy: it needs logging
+
+        install_handler(levelno, fmt, color=color, journal=journal)
+
+    if when_loaded("logging", install):
+        sys.modules["logging"].__dict__[PENDING_LEVEL] = levelno
+        return
+    install()
+
+
+#: Where :func:`setup` notes its level on the deferred ``logging`` stand-in.
+PENDING_LEVEL = "_agent_pending_level"
+
+
+class Logger:
+    """``logging.getLogger(name)`` for module-level loggers, without loading ``logging``.
+
+    Each call loads ``logging`` (if deferred) and goes to the named logger, with the caller's
+    line (``stacklevel``). A record of an ``agent.*`` logger below the level :func:`setup` set
+    while ``logging`` is still deferred is dropped without loading it: nothing else could have
+    set a level or a handler yet, so logging would drop it too.
+    """
+
+    __slots__ = ("_module", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._module = sys.modules.get("logging")  # the stand-in, while logging is deferred
+
+    def _log(self, level: int, msg: object, args: tuple[object, ...], kwargs: Any) -> None:
+        if level < _pending_level(self.name):
+            return
+        if isinstance(self._module, Deferred):
+            self._module.load()  # (returns once setup's handler is installed, in any thread)
+        import logging
+
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 2
+        logging.getLogger(self.name).log(level, msg, *args, **kwargs)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._log(DEBUG, msg, args, kwargs)
+
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._log(INFO, msg, args, kwargs)
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._log(WARNING, msg, args, kwargs)
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._log(ERROR, msg, args, kwargs)
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        kwargs.setdefault("exc_info", True)
+        self._log(ERROR, msg, args, kwargs)
+
+
+def _pending_level(name: str) -> int:
+    """The level :func:`setup` set while ``logging`` is deferred, for ``agent.*``; else 0."""
+    if name != "agent" and not name.startswith("agent."):
+        return 0
+    level: int = getattr(sys.modules.get("logging"), "__dict__", {}).get(PENDING_LEVEL, 0)
+    return level
+
+
+def get_logger(name: str) -> Logger:
+    """A module's logger: ``logger = get_logger(__name__)`` (see :class:`Logger`)."""
+    return Logger(name)

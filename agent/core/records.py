@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import reprlib
 from dataclasses import fields
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Record"]
 

@@ -41,9 +41,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from agent.core.errors import RenderError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "EvaluationFrames",
@@ -55,7 +58,8 @@ __all__ = [
 ]
 
 ImportCallback = Callable[[str, str], tuple[str, bytes]]
-NativeCallbacks = Mapping[str, tuple[tuple[str, ...], Callable[..., Any]]]
+#: (the native's value type is a string: ``typing`` stays off the render path)
+NativeCallbacks = Mapping[str, "tuple[tuple[str, ...], Callable[..., Any]]"]
 
 _NATIVE_ARGS = (
     "native function call failed: expected string, number, boolean or null arguments "
@@ -66,7 +70,7 @@ _NATIVE_FAILED = "failed to execute native callback"
 _LOCATION = re.compile(r"^(?P<file>.+?):\d+:\d+")
 
 
-class EvaluationFrames(Mapping[str, tuple[tuple[str, ...], Callable[..., Any]]]):
+class EvaluationFrames(Mapping[str, "tuple[tuple[str, ...], Callable[..., Any]]"]):
     """A native set that records the evaluations it is serving, innermost last.
 
     Abstract (a subclass provides the mapping); see the module docstring.

@@ -22,7 +22,6 @@ import os
 import posixpath
 import string
 from collections.abc import Mapping
-from pathlib import Path
 
 from agent.core.errors import RenderError
 from agent.jsonnet.sandbox import resolve_in_files
@@ -169,7 +168,13 @@ def _lex_block(text: str, i: int) -> tuple[str, int]:
     return "\n".join(lines), n
 
 
-def collect_files(path: Path) -> tuple[str, dict[str, str]]:
+def _read_bytes(path: str) -> bytes:
+    """``Path(path).read_bytes()`` (no pathlib on the render path: start-up, issue 14)."""
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def collect_files(path: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
     """Collect a pattern's entry file and its transitive imports into an ``etchaPattern`` set.
 
     A relative import whose first segment is ``etcha`` (``import 'etcha/etcha.libsonnet'``) and
@@ -191,7 +196,7 @@ def collect_files(path: Path) -> tuple[str, dict[str, str]]:
     """
     entry = os.path.normpath(os.path.abspath(path))
     try:
-        entry_bytes = Path(entry).read_bytes()
+        entry_bytes = _read_bytes(entry)
     except OSError as exc:
         raise RenderError(
             f"error reading pattern {entry}: expected a readable file, got {exc.strerror or exc}"
@@ -265,7 +270,7 @@ class _Collector:
         if found in self.contents:
             return
         try:
-            self.contents[found] = Path(found).read_bytes()
+            self.contents[found] = _read_bytes(found)
         except OSError as exc:
             raise RenderError(
                 f"error reading import {rel} from {importer}: "

@@ -17,14 +17,16 @@ import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import RenderError, SourceError
 from agent.core.records import Record
 from agent.jsonnet.engine import EvaluationFrames, evaluate, one_line
 from agent.jsonnet.sysinfo import go_arch, go_os
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent.net.http import HTTPClient
 
 __all__ = ["MAX_FETCH_BYTES", "NativeContext", "Natives", "make_natives"]

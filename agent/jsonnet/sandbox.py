@@ -12,10 +12,13 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from agent.core.errors import RenderError
 from agent.jsonnet.engine import NativeCallbacks, evaluate
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["render_files", "resolve_in_files"]
 

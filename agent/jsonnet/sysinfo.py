@@ -22,12 +22,13 @@ import functools
 import os
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from agent.core.which import which
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
+    from typing import Any
 
 __all__ = ["collect", "go_arch", "go_os"]
 

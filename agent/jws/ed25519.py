@@ -6,7 +6,10 @@ importing ``nacl.signing`` (see their docstrings).
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = ["SEED_BYTES", "SPKI_PREFIX", "Ed25519Signer", "Ed25519Verifier"]
 

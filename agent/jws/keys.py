@@ -29,14 +29,16 @@ import binascii
 import re
 import string
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.core.errors import KeyFormatError
 from agent.jws.ed25519 import SPKI_PREFIX as _ED25519_SPKI_PREFIX
 from agent.jws.ed25519 import Ed25519Signer as _Ed25519Signer
 from agent.jws.ed25519 import Ed25519Verifier as _Ed25519Verifier
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from cryptography.hazmat.primitives.asymmetric.ec import (
         EllipticCurvePrivateKey,
         EllipticCurvePublicKey,
@@ -88,13 +90,14 @@ _ACCEPTED_ALGS: dict[str, frozenset[str]] = {
 }
 
 
-class _Signer(Protocol):
-    def sign(self, data: bytes) -> bytes: ...
-    def public_der(self) -> bytes: ...
+if TYPE_CHECKING:  # (typing stays off the push path: the protocols exist for mypy only)
 
+    class _Signer(Protocol):
+        def sign(self, data: bytes) -> bytes: ...
+        def public_der(self) -> bytes: ...
 
-class _Verifier(Protocol):
-    def verify(self, signature: bytes, data: bytes) -> bool: ...
+    class _Verifier(Protocol):
+        def verify(self, signature: bytes, data: bytes) -> bool: ...
 
 
 # --- ECDSA P-256 and RSA (cryptography, imported lazily) ---------------------------------------

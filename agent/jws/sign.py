@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import TokenError
 from agent.core.gojson import GoJSONError, dumps_compact
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent.jws.keys import SigningKey
 
 __all__ = [

@@ -30,13 +30,13 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from agent.core.errors import SourceError
 from agent.net.tls import TLSOptions, check_fingerprint, client_context
 from agent.net.urls import redact
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import http.client
     import ssl

@@ -23,10 +23,10 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from agent.core.errors import ConfigError, SourceError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
 

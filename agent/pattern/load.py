@@ -15,16 +15,15 @@ Invariants:
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from agent.config.execs import source_exec
 from agent.core.durations import parse_duration
 from agent.core.errors import AgentError, PatternError, json_kind
+from agent.core.logs import get_logger
+from agent.core.paths import path_text
 from agent.core.records import Record
 from agent.jsonnet import sysinfo
 from agent.jsonnet.imports import collect_files
@@ -33,11 +32,14 @@ from agent.jsonnet.sandbox import render_files
 from agent.run.model import Command, Exec, commands_to_json, parse_commands
 from agent.run.selfexec import agent_command
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent.config.schema import Config
     from agent.trust.gate import AdmittedToken
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Keys a rendered Pattern may carry. Others are warnings when rendering, errors in lint.
 PATTERN_KEYS = frozenset(
@@ -341,7 +343,7 @@ def _finish(
 
 
 def load_from_disk(
-    path: Path,
+    path: str | os.PathLike[str],
     *,
     config: Config,
     source: str,
@@ -365,11 +367,11 @@ def load_from_disk(
         config=config,
         exec_=exec_,
         vars_=vars_,
-        entry_dir=str(path.resolve().parent),
+        entry_dir=os.path.dirname(os.path.realpath(path)),  # Path.resolve().parent
         disable_external=disable_external,
     )
     return _finish(
-        data, where=str(path), entrypoint=entrypoint, files=files, exec_=exec_, strict=strict
+        data, where=path_text(path), entrypoint=entrypoint, files=files, exec_=exec_, strict=strict
     )
 
 

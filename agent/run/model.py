@@ -26,11 +26,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
 
 from agent.core.durations import parse_duration
 from agent.core.errors import CommandError, ConfigError, json_kind
 from agent.core.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "COMMAND_KEYS",

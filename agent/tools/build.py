@@ -15,25 +15,27 @@ With neither, header and payload are byte-identical to Etcha's. A chain needs a 
 
 from __future__ import annotations
 
-import logging
 import shlex
 import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.core.errors import AgentError, BuildError
+from agent.core.logs import get_logger
 from agent.jws.keys import parse_signing_key
 from agent.jws.sign import encode_payload, etcha_claims, sign_token
 from agent.pattern.load import LoadedPattern, load_from_disk
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent.config.schema import Config
     from agent.jws.keys import SigningKey
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_OUTPUT = "etcha.jwt"
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import re
 import sys
@@ -40,11 +39,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
+from agent.core.logs import get_logger
 from agent.jws.sign import b64url, etcha_claims
 from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
@@ -69,8 +68,10 @@ from agent.tools.push_targets import (
 )
 from agent.tools.syncrun import build_runs_commands, finish, signing_runs_commands
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
+    from typing import Any, TextIO
 
 __all__ = [
     "AD_HOC_ID",
@@ -98,7 +99,7 @@ __all__ = [
     "tls_failure_message",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 AD_HOC_ID = "etcha push"
 #: The largest push response read (a Result with its change outputs).

@@ -24,11 +24,14 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from agent.core.errors import AgentError
 from agent.run.result import Result
 from agent.tools.report import result_lines
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "STATUSES",

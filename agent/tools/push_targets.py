@@ -12,11 +12,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from agent.config.schema import Config, parse_fingerprint
 from agent.core.errors import ConfigError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PORT = "4000"
 DEFAULT_PUSH_PATH = "/etcha/v1/push"

@@ -10,15 +10,17 @@ Only a step that runs commands gets a loop (``asyncio.run``, imported then).
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.core.errors import AgentError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from agent.config.schema import Config
     from agent.pattern.load import LoadedPattern
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 
 def finish(coro: Coroutine[Any, Any, T], *, needs_loop: bool) -> T:

@@ -47,6 +47,7 @@ PENDING: frozenset[str] = frozenset()
 LAZY_IMPORTS = frozenset(
     {
         "agent/config/load.py::evaluate_jsonnet",  # the engine loads _gojsonnet
+        "agent/core/logs.py::setup",  # the handler's formatters need logging (loaded at first use)
         "agent/config/values.py::_verify_key",  # key code only when keys are configured
         "agent/config/schema.py::__getattr__",  # MASK, render_reference: show-config, docs
         "agent/config/schema.py::_main",  # the reference, only to write the docs

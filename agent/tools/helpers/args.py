@@ -9,7 +9,10 @@ builds parsers; imports nothing beyond :mod:`argparse`.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _MODES_ALL = ("check", "change", "remove")
 

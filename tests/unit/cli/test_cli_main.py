@@ -13,7 +13,7 @@ import pytest
 from support import run_agent
 
 from agent import __version__
-from agent.cli import build_parser, verb_of
+from agent.cli import REGISTRAR_VERBS, build_parser, verb_of
 
 agent = run_agent
 
@@ -189,6 +189,17 @@ def test_the_parser_of_one_verb_is_the_full_parsers_for_that_verb() -> None:
         aliases = {name for name, p in full.items() if p is sub}
         assert set(only) == aliases, verb
         assert only[verb].format_help() == sub.format_help(), verb
+
+
+def test_the_registrar_table_names_each_verb_with_the_module_that_adds_it() -> None:
+    """A verb's parser comes from its listed module alone (a wrong entry would fall back to the
+    full parser, with every verb), and every verb is listed."""
+    for module, verbs in REGISTRAR_VERBS.items():
+        registered: set[str] = set()
+        for verb in verbs:
+            registered |= set(_verbs(build_parser(verb)))
+        assert registered == set(verbs), module
+    assert {v for verbs in REGISTRAR_VERBS.values() for v in verbs} == set(_verbs(build_parser()))
 
 
 def test_an_unknown_verb_falls_back_to_the_full_parser() -> None:

@@ -111,9 +111,12 @@ def test_each_verb_imports_only_what_it_uses(verb: str, workdir: Path) -> None:
     assert not _heavy(res) & FORBIDDEN[verb], f"{verb} imported {_heavy(res) & FORBIDDEN[verb]}"
 
 
+#: (modules deferred by agent.core.deferred and never used are not counted as loaded)
 AGENT_DUMP = (
     "import sys, atexit\n"
-    "atexit.register(lambda: print('AGENT=' + ','.join(sorted(sys.modules)), file=sys.stderr))\n"
+    "def _loaded():\n"
+    "    return sorted(n for n, m in list(sys.modules.items()) if type(m).__name__ != 'Deferred')\n"
+    "atexit.register(lambda: print('AGENT=' + ','.join(_loaded()), file=sys.stderr))\n"
     "from agent.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -154,8 +157,24 @@ NOT_AT_START_UP = (
     "agent.tools.helpers.fs",
     "agent.core.atomicio",
 )
-#: And ``render`` of a file: the URL helpers (only for a token URL or an http getFile).
-NOT_AT_RENDER = ("agent.net.urls",)
+#: And ``render`` of a file: the URL helpers (only for a token URL or an http getFile), and
+#: ``typing`` (annotations only: its names are imported under ``TYPE_CHECKING``), and the
+#: registrars of other verbs (``agent.cli.REGISTRAR_VERBS``).
+#: Deferred (agent.core.deferred) and never used: logging (nothing is logged at the default level
+#: of this run: agent.core.logs), inspect (with ast and dis), traceback, shlex.
+#: (pathlib's fnmatch and ntpath are too, but a development venv's editable-install finder
+#: imports pathlib before the CLI starts.)
+NOT_AT_RENDER = (
+    "logging",
+    "inspect",
+    "ast",
+    "dis",
+    "traceback",
+    "shlex",
+    "agent.net.urls",
+    "typing",
+    *(f"agent.cli.{m}" for m in ("basic", "daemon", "trust")),
+)
 
 
 @pytest.mark.parametrize("verb", ["render", "local"])
@@ -259,3 +278,37 @@ def test_push_with_default_verification_reads_the_system_store(
     res = _run(COUNT_CA, args, workdir)
     assert "TLS verification of" in res.stdout, res.stdout + res.stderr
     assert _ca_loads(res) >= 1
+
+
+#: What ``render`` of a file no longer loads on a host (issue 14): pathlib with urllib.parse
+#: (paths are shown through agent.core.paths), and pathlib's fnmatch and ntpath.
+NOT_AT_RENDER_ON_A_HOST = ("pathlib", "urllib.parse", "fnmatch", "ntpath")
+
+
+def test_render_of_a_file_on_a_host_loads_no_pathlib(workdir: Path) -> None:
+    """Run as on a host: ``-S`` skips the development venv's ``.pth`` files (its editable-install
+    finder imports pathlib before any agent code runs); the checkout and site-packages are on
+    ``PYTHONPATH`` instead."""
+    import os
+    import site
+
+    import agent
+
+    root = str(Path(agent.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *site.getsitepackages()])}
+    (workdir / "plain.json").write_text("{}")
+    res = subprocess.run(
+        [sys.executable, "-S", "-c", AGENT_DUMP, "-c", "plain.json", "render", "./main.jsonnet"],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert '"id": "a"' in res.stdout
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
+    loaded = set(line[len("AGENT=") :].split(","))
+    assert "agent.config.load" in loaded  # the dump works
+    assert sorted(m for m in NOT_AT_RENDER_ON_A_HOST if m in loaded) == []

@@ -22,7 +22,11 @@ from agent.jws.keys import generate_keys
 #: off: ``nacl.signing`` (signing goes through ``nacl._sodium``), ``concurrent.futures`` (one
 #: request needs no thread pool), ``secrets`` and ``tempfile`` (the jti needs ``os.urandom``;
 #: nothing is written), the trust code and the token decoder (push only signs), asyncio (no
-#: build command runs), aiohttp and cryptography (never).
+#: build command runs), aiohttp and cryptography (never), ``typing`` (annotations only),
+#: and, deferred by agent.core.deferred and never used: ``logging`` (a push that logs nothing
+#: at its level: agent.core.logs), ``inspect`` (with ``ast`` and ``dis``),
+#: ``traceback``, email's ``random`` and ``datetime`` (with ``calendar``), socket's ``selectors``,
+#: the IDNA codec's ``stringprep``, ``shlex``.
 NOT_FOR_ONE_PINNED_PUSH = (
     "nacl.signing",
     "concurrent.futures",
@@ -34,11 +38,26 @@ NOT_FOR_ONE_PINNED_PUSH = (
     "asyncio",
     "aiohttp",
     "cryptography",
+    "typing",
+    "logging",
+    "inspect",
+    "ast",
+    "dis",
+    "traceback",
+    "random",
+    "datetime",
+    "calendar",
+    "selectors",
+    "stringprep",
+    "shlex",
 )
 
+#: (modules deferred by agent.core.deferred and never used are not counted as loaded)
 DUMP = (
     "import sys, atexit\n"
-    "atexit.register(lambda: print('MODULES=' + ','.join(sorted(sys.modules)), file=sys.stderr))\n"
+    "def _loaded():\n"
+    "    return sorted(n for n, m in list(sys.modules.items()) if type(m).__name__ != 'Deferred')\n"
+    "atexit.register(lambda: print('MODULES=' + ','.join(_loaded()), file=sys.stderr))\n"
     "from agent.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
