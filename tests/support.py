@@ -87,6 +87,23 @@ def wait_port(port: int, proc: subprocess.Popen[Any], log: Path, timeout: float 
 # ------------------------------------------------------------------------------- the runner
 
 
+def module_set_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess whose loaded modules a test asserts.
+
+    Under ``make unit`` coverage measures subprocesses too (``patch = ["subprocess"]``): its
+    start-up hook imports modules of its own (``datetime``, ``inspect``, ``typing``...) before
+    any agent code runs, which would make every import-set assertion depend on the test runner.
+    These subprocesses run without it; the same code paths are measured by other tests.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG")
+    }
+    env.update(extra)
+    return env
+
+
 def agent_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for ``agent`` subprocesses.
 

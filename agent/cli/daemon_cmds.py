@@ -6,12 +6,14 @@ import argparse
 from functools import partial
 
 from agent.cli.common import load_config_for
+from agent.core.deferred import load_deferred
 from agent.daemon.service import run_daemon
 from agent.tools.inprocess import helper_runner
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``agent run [-o] [-v]``: the daemon, or one pass over every source."""
+    load_deferred()  # a long-lived process runs on the real standard-library modules only
     config = load_config_for(args)
     if getattr(args, "verbose", False):
         from agent.tools.report import log_command_output  # lazy: only `run -v`

@@ -20,7 +20,9 @@ fully loaded module, after its :func:`when_loaded` hook ran. (A thread that runs
 ``import`` statement once the real module is in ``sys.modules`` gets it directly: the CLI's
 threads start after the modules that log are loaded.)
 
-Only the CLI entry point calls :func:`defer_stdlib`, before its own imports.
+Only the CLI entry point calls :func:`defer_stdlib`, before its own imports. Short-lived verbs
+keep the stand-ins; ``agent run`` loads every deferred module at its start
+(:func:`load_deferred`), so a daemon that runs for months holds only real modules.
 """
 
 from __future__ import annotations
@@ -114,3 +116,12 @@ def defer_stdlib(names: tuple[str, ...] = DEFERRED) -> None:
     for name in names:
         if name not in sys.modules:
             sys.modules[name] = Deferred(name)  # its __spec__ is None until it loads
+
+
+def load_deferred(names: tuple[str, ...] = DEFERRED) -> None:
+    """Load every module of ``names`` that is still a stand-in: afterwards ``sys.modules`` holds
+    the real modules (and each stand-in already bound somewhere reads through to its module)."""
+    for name in names:
+        stand_in = sys.modules.get(name)
+        if isinstance(stand_in, Deferred):
+            stand_in.load()

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import tls_http_server
+from support import module_set_env, tls_http_server
 
 from agent.jws.keys import generate_keys
 
@@ -70,6 +70,7 @@ def _run(code: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[s
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=module_set_env(),
         timeout=120,
         check=False,
     )
@@ -295,7 +296,7 @@ def test_render_of_a_file_on_a_host_loads_no_pathlib(workdir: Path) -> None:
     import agent
 
     root = str(Path(agent.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *site.getsitepackages()])}
+    env = module_set_env(PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()]))
     (workdir / "plain.json").write_text("{}")
     res = subprocess.run(
         [sys.executable, "-S", "-c", AGENT_DUMP, "-c", "plain.json", "render", "./main.jsonnet"],

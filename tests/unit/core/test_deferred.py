@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+from support import module_set_env
 
 
 def _run(code: str) -> str:
     res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=module_set_env(),
     )
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout.strip()
@@ -117,3 +125,38 @@ def test_the_cli_defers_inspect_and_traceback_and_they_still_work() -> None:
         "P(x: int)",
         "['tokenize']",  # only to read a source file: `-c` code has none
     ]
+
+
+def test_load_deferred_leaves_only_real_modules_in_sys_modules() -> None:
+    """What ``agent run`` does at its start: every stand-in is loaded, ``sys.modules`` holds the
+    real modules and a stand-in bound before reads through to its module."""
+    out = _run(
+        "import sys\n"
+        "from agent.core.deferred import Deferred, defer_stdlib, load_deferred\n"
+        "defer_stdlib(('colorsys', 'this_is_not_deferred_twice'))\n"
+        "sys.modules.pop('this_is_not_deferred_twice')\n"
+        "import colorsys\n"
+        "load_deferred(('colorsys', 'this_is_not_deferred_twice'))\n"
+        "real = sys.modules['colorsys']\n"
+        "print(isinstance(real, Deferred), real.__spec__.name)\n"
+        "print(colorsys.rgb_to_hsv is real.rgb_to_hsv)\n"
+    )
+    assert out.splitlines() == ["False colorsys", "True"]
+
+
+def test_agent_run_holds_no_stand_in_once_started(tmp_path: Path) -> None:
+    """``agent run -o`` (one pass, no listener): once its handler starts, no deferred
+    standard-library module is left as a stand-in."""
+    (tmp_path / "c.json").write_text(
+        '{"sources": {"s": {"commands": [{"id": "a", "check": "true", "change": "true"}]}},'
+        f' "run": {{"stateDir": "{tmp_path / "state"}"}}}}'
+    )
+    out = _run(
+        "import sys, atexit\n"
+        "from agent.core.deferred import Deferred\n"
+        "atexit.register(lambda: print(sorted(n for n, m in sys.modules.items()"
+        " if isinstance(m, Deferred))))\n"
+        "from agent.cli import main\n"
+        f"sys.exit(main(['-c', {str(tmp_path / 'c.json')!r}, '-l', 'error', 'run', '-o']))\n"
+    )
+    assert out.splitlines()[-1] == "[]"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from support import module_set_env
 
 from agent.core.logs import get_logger
 
@@ -32,6 +33,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
+        env=module_set_env(),
     )
     assert res.returncode == 0, res.stdout + res.stderr
     return res

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import tls_http_server
+from support import module_set_env, tls_http_server
 
 from agent.jws.keys import generate_keys
 
@@ -96,6 +96,7 @@ def test_pinned_push_of_a_file_to_one_target_loads_only_what_it_uses(
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=module_set_env(),
         timeout=120,
         check=False,
     )
