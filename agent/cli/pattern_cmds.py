@@ -8,18 +8,20 @@ import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from agent.cli.common import load_config_for
 from agent.core.errors import UsageError
+from agent.core.paths import is_file, path_text
 from agent.pattern.load import load_from_disk, load_from_text
 from agent.run.engine import Mode, Result, RunOutcome, run_commands
 from agent.run.lazyloop import NEED_LOOP, drive
 from agent.tools.inprocess import helper_runner
 from agent.tools.report import output_block, result_json, result_lines, shown_outputs
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from agent.pattern.load import LoadedPattern
 
 
@@ -33,13 +35,13 @@ async def _local(args: argparse.Namespace) -> int:
     source: str = args.source
     disable = bool(args.disable_external)
     target: str = args.target
-    if target.endswith(".jsonnet") and not Path(target).is_file():
+    if target.endswith(".jsonnet") and not is_file(target):
         raise UsageError(f"local: pattern file {target} does not exist")
 
     def load(run_vars: Mapping[str, Any] | None = None) -> LoadedPattern:
         if target.endswith(".jsonnet"):
             return load_from_disk(
-                Path(target),
+                path_text(target),
                 config=config,
                 source=source,
                 run_vars=run_vars,

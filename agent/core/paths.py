@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from errno import EBADF, ELOOP, ENOENT, ENOTDIR
+from stat import S_ISREG
 
-__all__ = ["directories_up", "join_text", "path_text"]
+__all__ = ["directories_up", "is_file", "join_text", "path_text"]
 
 
 def path_text(path: str | os.PathLike[str]) -> str:
@@ -38,3 +40,20 @@ def directories_up(start: str | os.PathLike[str]) -> Iterator[str]:
     parts = [] if text == "." else [p for p in stripped.split("/") if p]
     for i in range(len(parts) - 1, -1, -1):
         yield (root + "/".join(parts[:i])) or "."
+
+
+#: The errors ``pathlib`` takes for "no such file" (``pathlib._IGNORED_ERRNOS``).
+_NOT_THERE = (ENOENT, ENOTDIR, EBADF, ELOOP)
+
+
+def is_file(path: str | os.PathLike[str]) -> bool:
+    """``Path(path).is_file()`` without pathlib: ``False`` for a missing path (or one a NUL
+    makes invalid), the ``OSError`` for any other failure (a directory that cannot be searched)."""
+    try:
+        return S_ISREG(os.stat(path_text(path)).st_mode)
+    except OSError as exc:
+        if exc.errno not in _NOT_THERE:
+            raise
+        return False
+    except ValueError:
+        return False

@@ -286,7 +286,16 @@ def test_push_with_default_verification_reads_the_system_store(
 NOT_AT_RENDER_ON_A_HOST = ("pathlib", "urllib.parse", "fnmatch", "ntpath")
 
 
-def test_render_of_a_file_on_a_host_loads_no_pathlib(workdir: Path) -> None:
+#: And ``local`` of a file (its handler shows paths through agent.core.paths too).
+NOT_AT_LOCAL_ON_A_HOST = ("pathlib", "fnmatch", "ntpath")
+
+
+@pytest.mark.parametrize(
+    ("verb", "unwanted"), [("render", NOT_AT_RENDER_ON_A_HOST), ("local", NOT_AT_LOCAL_ON_A_HOST)]
+)
+def test_render_and_local_of_a_file_on_a_host_load_no_pathlib(
+    verb: str, unwanted: tuple[str, ...], workdir: Path
+) -> None:
     """Run as on a host: ``-S`` skips the development venv's ``.pth`` files (its editable-install
     finder imports pathlib before any agent code runs); the checkout and site-packages are on
     ``PYTHONPATH`` instead."""
@@ -299,7 +308,7 @@ def test_render_of_a_file_on_a_host_loads_no_pathlib(workdir: Path) -> None:
     env = module_set_env(PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()]))
     (workdir / "plain.json").write_text("{}")
     res = subprocess.run(
-        [sys.executable, "-S", "-c", AGENT_DUMP, "-c", "plain.json", "render", "./main.jsonnet"],
+        [sys.executable, "-S", "-c", AGENT_DUMP, "-c", "plain.json", verb, "./main.jsonnet"],
         capture_output=True,
         text=True,
         cwd=workdir,
@@ -308,8 +317,9 @@ def test_render_of_a_file_on_a_host_loads_no_pathlib(workdir: Path) -> None:
         check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert '"id": "a"' in res.stdout
+    if verb == "render":
+        assert '"id": "a"' in res.stdout
     line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
     loaded = set(line[len("AGENT=") :].split(","))
     assert "agent.config.load" in loaded  # the dump works
-    assert sorted(m for m in NOT_AT_RENDER_ON_A_HOST if m in loaded) == []
+    assert sorted(m for m in unwanted if m in loaded) == []

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.paths import directories_up, join_text, path_text
+from agent.core.paths import directories_up, is_file, join_text, path_text
 
 _SEGMENTS = st.lists(st.sampled_from(["", ".", "..", "a", "b.c", ".d", "é"]), max_size=6)
 
@@ -39,3 +39,15 @@ def test_known_paths() -> None:
     assert path_text(Path("/a/b")) == "/a/b"
     assert join_text("/", "x") == "/x"
     assert list(directories_up("/a/b")) == ["/a/b", "/a", "/"]
+
+
+def test_is_file_answers_as_pathlib(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "to-f").symlink_to(tmp_path / "f")
+    names = ["f", "d", "missing", "f/under-a-file", "loop", "to-f", "nul\0byte", "f/"]
+    for name in names:
+        path = f"{tmp_path}/{name}"
+        assert is_file(path) is Path(path).is_file(), name
+    assert is_file(tmp_path / "f") is True  # a PathLike too
