@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -66,18 +67,17 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def timed(argv: Sequence[str], cwd: Path, stdin: str | None = None) -> tuple[float, float]:
     """Run ``argv``; return (wall seconds, CPU seconds of the process and its reaped children)."""
-    before = os.times()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         list(argv), cwd=cwd, env=ENV, capture_output=True, text=True, input=stdin, check=False
     )
     wall = time.perf_counter() - start
-    after = os.times()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{argv} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
-    cpu = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system
-    )
+    # getrusage has microsecond resolution (os.times counts 10 ms clock ticks)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
 
