@@ -282,6 +282,31 @@ def client_config(
     return write_json(tmp / name, {"build": {"signingKey": key, **build}})
 
 
+def push_answer_handler(body: bytes) -> type[http.server.BaseHTTPRequestHandler]:
+    """A request handler that reads a POST and answers 200 with the JSON ``body`` (a daemon's
+    push answer), quietly: the push target of :func:`tls_http_server` in client-side tests."""
+
+    class _Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return _Answer
+
+
+def dumped_modules(stderr: str, prefix: str) -> list[str]:
+    """The module names a subprocess printed as ``<prefix>=a,b,...`` on stderr (an atexit dump)."""
+    line = next(ln for ln in stderr.splitlines() if ln.startswith(f"{prefix}="))
+    return line[len(prefix) + 1 :].split(",")
+
+
 @contextmanager
 def tls_http_server(
     directory: Path, handler: type[http.server.BaseHTTPRequestHandler]

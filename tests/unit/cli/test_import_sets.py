@@ -18,14 +18,13 @@ to end against a TLS server and counts ``load_default_certs``/``set_default_veri
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import module_set_env, tls_http_server
+from support import dumped_modules, module_set_env, push_answer_handler, tls_http_server
 
 from agent.jws.keys import generate_keys
 
@@ -134,8 +133,7 @@ def test_render_and_local_of_a_file_load_no_gate_token_http_or_build_code(
     (workdir / "plain.json").write_text("{}")
     res = _run(AGENT_DUMP, ["-c", "plain.json", verb, "main.jsonnet"], workdir)
     assert res.returncode == 0, res.stdout + res.stderr
-    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
-    loaded = line[len("AGENT=") :].split(",")
+    loaded = dumped_modules(res.stderr, "AGENT")
     assert "agent.pattern.load" in loaded  # the dump works
     assert [m for m in loaded if m.startswith(NOT_FOR_A_FILE)] == []
 
@@ -185,8 +183,7 @@ def test_render_and_local_of_a_file_skip_what_only_other_paths_need(
     (workdir / "plain.json").write_text("{}")
     res = _run(AGENT_DUMP, ["-c", "plain.json", verb, "main.jsonnet"], workdir)
     assert res.returncode == 0, res.stdout + res.stderr
-    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
-    loaded = set(line[len("AGENT=") :].split(","))
+    loaded = set(dumped_modules(res.stderr, "AGENT"))
     assert "agent.config.load" in loaded  # the dump works
     unwanted = NOT_AT_START_UP + (NOT_AT_RENDER if verb == "render" else ())
     assert sorted(m for m in unwanted if m in loaded) == []
@@ -220,18 +217,7 @@ def test_report_output_logger_is_the_engines() -> None:
 # ------------------------------------------------------------------------- CA store, push
 
 
-class _Push(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        body = b'{"changedIDs": [], "removedIDs": []}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+_Push = push_answer_handler(b'{"changedIDs": [], "removedIDs": []}')
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +305,6 @@ def test_render_and_local_of_a_file_on_a_host_load_no_pathlib(
     assert res.returncode == 0, res.stdout + res.stderr
     if verb == "render":
         assert '"id": "a"' in res.stdout
-    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("AGENT="))
-    loaded = set(line[len("AGENT=") :].split(","))
+    loaded = set(dumped_modules(res.stderr, "AGENT"))
     assert "agent.config.load" in loaded  # the dump works
     assert sorted(m for m in unwanted if m in loaded) == []

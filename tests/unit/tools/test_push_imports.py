@@ -7,14 +7,13 @@ modules that only some pushes need (or none), kept off the common one for its st
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import module_set_env, tls_http_server
+from support import dumped_modules, module_set_env, push_answer_handler, tls_http_server
 
 from agent.jws.keys import generate_keys
 
@@ -63,18 +62,7 @@ DUMP = (
 )
 
 
-class _Push(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        body = b'{"changedIDs": ["a"], "changedOutputs": ["done"], "removedIDs": []}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+_Push = push_answer_handler(b'{"changedIDs": ["a"], "changedOutputs": ["done"], "removedIDs": []}')
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +90,6 @@ def test_pinned_push_of_a_file_to_one_target_loads_only_what_it_uses(
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Changed 1: a" in res.stdout, res.stdout
-    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("MODULES="))
-    loaded = line[len("MODULES=") :].split(",")
+    loaded = dumped_modules(res.stderr, "MODULES")
     assert {"ssl", "http.client", "nacl._sodium", "_gojsonnet"} <= set(loaded)  # it ran
     assert [m for m in loaded if m.startswith(NOT_FOR_ONE_PINNED_PUSH)] == []
