@@ -135,6 +135,21 @@ class HTTPServer:
                 conn.abort()
 
 
+def _head_too_long(event: h11.Request) -> bool:
+    """The request target or a header line over :data:`MAX_LINE_BYTES`, or the whole head over
+    :data:`MAX_HEAD_BYTES`. h11's own bound (``max_incomplete_event_size``) holds only while a
+    head is incomplete: a head that arrives whole in one read is measured here."""
+    if len(event.target) > MAX_LINE_BYTES:
+        return True
+    head = len(event.method) + len(event.target) + len(b"  HTTP/1.1\r\n\r\n")
+    for name, value in event.headers:
+        line = len(name) + len(value) + 2  # "name: value"
+        if line > MAX_LINE_BYTES:
+            return True
+        head += line + 2
+    return head > MAX_HEAD_BYTES
+
+
 class HTTPProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection (see the module docstring)."""
 
@@ -236,10 +251,8 @@ class HTTPProtocol(asyncio.Protocol):
     def _start(self, event: h11.Request) -> None:
         self._cancel_timer()
         target = event.target.decode("ascii", "replace")
-        if len(event.target) > MAX_LINE_BYTES or any(
-            len(k) + len(v) + 2 > MAX_LINE_BYTES for k, v in event.headers
-        ):
-            self._protocol_error(h11.RemoteProtocolError("request line or header too long"))
+        if _head_too_long(event):
+            self._protocol_error(h11.RemoteProtocolError("request line, header or head too long"))
             return
         headers = Headers(
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from agent.net.httpserver import (
+    MAX_HEAD_BYTES,
     MAX_LINE_BYTES,
     App,
     Request,
@@ -144,6 +145,23 @@ def test_a_header_line_over_the_limit_is_400_and_closes() -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             big = b"a" * MAX_LINE_BYTES
             writer.write(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + big + b"\r\n\r\n")
+            status, _, _ = await read_response(reader)
+            closed = await eof(reader)
+            writer.close()
+            return status, closed
+
+    assert asyncio.run(go()) == (b"HTTP/1.1 400 Bad Request", True)
+
+
+def test_a_head_over_the_limit_in_short_lines_is_400_and_closes() -> None:
+    """Every line is under the per-line bound, the head as a whole is over MAX_HEAD_BYTES."""
+
+    async def go() -> tuple[bytes, bool]:
+        async with serve() as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            line = b"X-Many: " + b"a" * 1000 + b"\r\n"
+            lines = line * (MAX_HEAD_BYTES // len(line) + 2)
+            writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n" + lines + b"\r\n")
             status, _, _ = await read_response(reader)
             closed = await eof(reader)
             writer.close()
