@@ -290,8 +290,12 @@ def _parse(args: list[str]) -> argparse.Namespace:
     return build_parser().parse_args(args)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return the exit code."""
+def main(argv: Sequence[str] | None = None, *, loaded: Callable[[], None] | None = None) -> int:
+    """Run the CLI and return the exit code.
+
+    ``loaded`` is called once the verb's handler module is imported, right before it runs
+    (:mod:`agent.__main__` uses it to turn the garbage collector back on).
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = False
     level: str | None = None
@@ -308,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug = level == "debug"
         configure_logging(args.log_level, args.log_format, args.no_color)
         handler = _resolve(args.handler)
+        if loaded is not None:
+            loaded()
         return handler(args)
     except UsageError as exc:
         print(f"usage error: {exc}", file=sys.stderr)
