@@ -7,6 +7,9 @@ Floors (measured here, interleaved with the workloads, median of ``ROUNDS``):
 - ``python3 -c pass`` (this interpreter);
 - ``bare eval``: the same Jsonnet files evaluated by the engine (``_gojsonnet``) in a fresh
   Python process, with no agent import.
+- ``bare50`` (context, not a target floor): file50's pattern evaluated the same way, with the one
+  native function the standard library reads stubbed; it shows how much of file50's target the
+  interpreter and the engine take before any check runs.
 
 Workloads and targets (issue 14, contract 6):
 
@@ -134,6 +137,13 @@ def file_pattern(tmp: Path, n: int) -> str:
 
 
 BARE_EVAL = "import sys, _gojsonnet\nout = _gojsonnet.evaluate_file(sys.argv[1])\nassert out\n"
+# file50's pattern calls the standard library, which reads std.native('getConfig') once.
+BARE_EVAL_LIB = (
+    "import sys, _gojsonnet\n"
+    "natives = {'getConfig': ((), lambda: {})}\n"
+    "out = _gojsonnet.evaluate_file(sys.argv[1], native_callbacks=natives)\n"
+    "assert out\n"
+)
 
 
 # ------------------------------------------------------------------------------ daemon
@@ -240,7 +250,7 @@ def fingerprint(tmp: Path) -> str:
 # ------------------------------------------------------------------------------ main
 
 
-def whole_process(tmp: Path, rounds: int) -> bool:
+def whole_process(tmp: Path, rounds: int) -> tuple[bool, dict[str, Any]]:
     (tmp / "noop100.jsonnet").write_text(noop_pattern(100))
     (tmp / "file50.jsonnet").write_text(file_pattern(tmp, 50))
     (tmp / "render200.jsonnet").write_text(noop_pattern(200))
@@ -254,6 +264,9 @@ def whole_process(tmp: Path, rounds: int) -> bool:
             "bare200": lambda: timed(
                 [PYTHON, "-c", BARE_EVAL, str(tmp / "render200.jsonnet")], tmp
             ),
+            "bare50": lambda: timed(
+                [PYTHON, "-c", BARE_EVAL_LIB, str(tmp / "file50.jsonnet")], tmp
+            ),
             "local100": lambda: timed([*AGENT, *cfg, "local", str(tmp / "noop100.jsonnet")], tmp),
             "file50": lambda: timed([*AGENT, *cfg, "local", str(tmp / "file50.jsonnet")], tmp),
             "render200": lambda: timed(
@@ -262,8 +275,15 @@ def whole_process(tmp: Path, rounds: int) -> bool:
         },
         rounds,
     )
-    for k in ("loop100", "loop50", "python", "bare200"):
+    for k in ("loop100", "loop50", "python", "bare200", "bare50"):
         print(f"floor {k}: {m[k][0]:.1f} ms wall, {m[k][1]:.1f} ms CPU")
+    # Context, not a target: what any Python program that evaluates file50's pattern with the
+    # engine pays before it runs a single check (see docs/performance.md).
+    print(
+        f"context: file50's target is {m['loop50'][0] * 0.5:.1f} ms (0.5x loop 50); "
+        f"evaluating its pattern alone in a fresh Python takes {m['bare50'][0]:.1f} ms "
+        f"(python3 -c pass: {m['python'][0]:.1f} ms)"
+    )
     ok = line(
         "local100",
         m["local100"][0],
