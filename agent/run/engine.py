@@ -48,6 +48,7 @@ from agent.run.diff import diff, has_work
 from agent.run.inprocess import InProcess, helper_argv
 from agent.run.lazyloop import NEED_LOOP
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
+from agent.run.reactor import running_loop
 from agent.run.result import Result
 
 if TYPE_CHECKING:
@@ -577,10 +578,12 @@ def _leaves(cmds: Sequence[Command], stop: int) -> int:
 
 def _shells_start(enabled: bool, cmds: Sequence[Command]) -> int | None:
     """``start_after`` of the run's persistent shells (``None``: off): the first command of a list
-    of several, the second of one (a spawn is cheaper than starting a shell and forking it)."""
+    of several, the second of one (a spawn is cheaper than starting a shell and forking it),
+    except without an event loop (``agent local``), where a spawn would first import asyncio,
+    which costs several times a shell's start."""
     if not enabled:
         return None
-    return 0 if _leaves(cmds, 2) >= 2 else 1
+    return 0 if _leaves(cmds, 2) >= 2 or running_loop() is None else 1
 
 
 def _messages(

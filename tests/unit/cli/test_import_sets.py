@@ -206,6 +206,22 @@ def test_local_of_helpers_only_runs_without_asyncio(workdir: Path) -> None:
     assert not _heavy(res) & {"asyncio", "ssl"}, _heavy(res)
 
 
+def test_local_of_one_shell_command_runs_without_asyncio(workdir: Path) -> None:
+    """A run of one shell command starts the persistent shell at once when no event loop runs
+    (a spawn would import asyncio and ssl first); the command still runs, in a shell."""
+    target = workdir / "made.txt"
+    pattern = workdir / "one.jsonnet"
+    pattern.write_text(
+        f"{{run: [{{id: 'one', check: 'test -e {target}',"
+        f" change: 'echo $BASH_VERSION > {target}'}}]}}\n"
+    )
+    (workdir / "plain.json").write_text("{}")
+    res = _run(WRAPPER, ["-c", "plain.json", "local", str(pattern)], workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert target.read_text().strip()  # bash expanded $BASH_VERSION: it ran in a shell
+    assert not _heavy(res) & {"asyncio", "ssl"}, _heavy(res)
+
+
 def test_report_output_logger_is_the_engines() -> None:
     """``agent.tools.report`` copies the engine's output logger name (to avoid importing it)."""
     from agent.run.engine import OUTPUT_LOGGER as ENGINE_LOGGER
