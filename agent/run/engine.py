@@ -1,8 +1,8 @@
 """The command engine: runs command lists in change, check or remove mode.
 
 Responsibility: Etcha's ``Commands.Run``/``Command.Run`` (reference etcha-run.md §2), diff-run
-(§3.2 with SPEC 25); the :class:`Result` (§3.3, SPEC 20) lives in :mod:`agent.run.result` and is
-re-exported here. Processes are started only through :mod:`agent.run.shell`.
+(§3.2, SPEC 25); :class:`Result` (§3.3, SPEC 20) is re-exported from :mod:`agent.run.result`.
+Processes start only through :mod:`agent.run.shell` (and the persistent shell, the hook).
 
 Invariants:
 
@@ -10,8 +10,7 @@ Invariants:
   (zero in remove mode), when ``always`` is set, or when it was triggered by an earlier onChange
   (onRemove); ``always`` and triggered commands skip the check. A leaf with no check, no always
   and no trigger does not run (``P_CHECK=0``).
-- Trigger state lives in the run, never on the commands: every run starts with no triggers.
-- Remove mode runs each list last to first. Targets never leave their list (group).
+- Triggers live in the run (not on commands) and stay in their list; remove runs lists backwards.
 - Groups run their children with ParentID ``<parent> > <group id>``; siblings after a group get
   the original parent back. A group fires its own onChange (onRemove) when any child changed
   (was removed) (SPEC 19).
@@ -577,10 +576,8 @@ def _leaves(cmds: Sequence[Command], stop: int) -> int:
 
 
 def _shells_start(enabled: bool, cmds: Sequence[Command]) -> int | None:
-    """``start_after`` of the run's persistent shells (``None``: off): the first command of a list
-    of several, the second of one (a spawn is cheaper than starting a shell and forking it),
-    except without an event loop (``agent local``), where a spawn would first import asyncio,
-    which costs several times a shell's start."""
+    """``start_after`` of the run's persistent shells (``None``: off): 1 for a lone command under
+    an event loop (a spawn is cheaper), else 0 (without a loop, a spawn would import asyncio)."""
     if not enabled:
         return None
     return 0 if _leaves(cmds, 2) >= 2 or running_loop() is None else 1
