@@ -7,6 +7,8 @@ Floors (measured here, interleaved with the workloads, median of ``ROUNDS``):
 - ``python3 -c pass`` (this interpreter);
 - ``bare eval``: the same Jsonnet files evaluated by the engine (``_gojsonnet``) in a fresh
   Python process, with no agent import.
+- ``minimal200`` (context): the least a Python renderer does (argparse, the engine, json output),
+  on render200's files.
 - ``bare50`` (context, not a target floor): file50's pattern evaluated the same way, with the one
   native function the standard library reads stubbed; it shows how much of file50's target the
   interpreter and the engine take before any check runs.
@@ -137,6 +139,15 @@ def file_pattern(tmp: Path, n: int) -> str:
 
 
 BARE_EVAL = "import sys, _gojsonnet\nout = _gojsonnet.evaluate_file(sys.argv[1])\nassert out\n"
+# The least a Python command-line renderer does: parse its arguments, evaluate, print the result
+# as indented JSON (no config, no validation, no Go-compatible output).
+MINIMAL_RENDER = (
+    "import sys, argparse, json, _gojsonnet\n"
+    "p = argparse.ArgumentParser(prog='render'); p.add_argument('path')\n"
+    "a = p.parse_args(sys.argv[1:])\n"
+    "out = json.loads(_gojsonnet.evaluate_file(a.path))\n"
+    "sys.stdout.write(json.dumps(out, indent=2, sort_keys=True) + '\\n')\n"
+)
 # file50's pattern calls the standard library, which reads std.native('getConfig') once.
 BARE_EVAL_LIB = (
     "import sys, _gojsonnet\n"
@@ -264,6 +275,9 @@ def whole_process(tmp: Path, rounds: int) -> tuple[bool, dict[str, Any]]:
             "bare200": lambda: timed(
                 [PYTHON, "-c", BARE_EVAL, str(tmp / "render200.jsonnet")], tmp
             ),
+            "minimal200": lambda: timed(
+                [PYTHON, "-c", MINIMAL_RENDER, str(tmp / "render200.jsonnet")], tmp
+            ),
             "bare50": lambda: timed(
                 [PYTHON, "-c", BARE_EVAL_LIB, str(tmp / "file50.jsonnet")], tmp
             ),
@@ -275,7 +289,7 @@ def whole_process(tmp: Path, rounds: int) -> tuple[bool, dict[str, Any]]:
         },
         rounds,
     )
-    for k in ("loop100", "loop50", "python", "bare200", "bare50"):
+    for k in ("loop100", "loop50", "python", "bare200", "minimal200", "bare50"):
         print(f"floor {k}: {m[k][0]:.1f} ms wall, {m[k][1]:.1f} ms CPU")
     # Context, not a target: what any Python program that evaluates file50's pattern with the
     # engine pays before it runs a single check (see docs/performance.md).
@@ -283,6 +297,11 @@ def whole_process(tmp: Path, rounds: int) -> tuple[bool, dict[str, Any]]:
         f"context: file50's target is {m['loop50'][0] * 0.5:.1f} ms (0.5x loop 50); "
         f"evaluating its pattern alone in a fresh Python takes {m['bare50'][0]:.1f} ms "
         f"(python3 -c pass: {m['python'][0]:.1f} ms)"
+    )
+    print(
+        f"context: render200's target is {m['bare200'][0] * 1.2:.1f} ms (1.2x bare eval); a "
+        f"minimal Python renderer (argparse, the engine, json output) takes "
+        f"{m['minimal200'][0]:.1f} ms ({m['minimal200'][0] / m['bare200'][0]:.2f}x)"
     )
     ok = line(
         "local100",
