@@ -38,12 +38,13 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
 from agent.core.logs import get_logger
+from agent.core.paths import join_text
+from agent.core.records import Record
 from agent.jws.sign import b64url, etcha_claims
 from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
@@ -54,6 +55,7 @@ from agent.tools.push_output import (
     Recap,
     exit_code,
     format_outcome,
+    load_reporting,
     outcome_from_response,
     outcome_json,
     outcome_status,
@@ -71,6 +73,7 @@ from agent.tools.syncrun import build_runs_commands, finish, signing_runs_comman
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
+    from os import PathLike
     from typing import Any, TextIO
 
 __all__ = [
@@ -142,8 +145,8 @@ def client_options(config: Config) -> TLSOptions:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class BuiltPush:
+@dataclass(frozen=True, repr=False, eq=False)  # one per pattern: no slots (start-up)
+class BuiltPush(Record):
     """One pattern spec rendered and built for a push (``error`` set when that failed)."""
 
     loaded: LoadedPattern | None
@@ -153,9 +156,13 @@ class BuiltPush:
 
 
 def build_for_push(
-    spec: str, *, config: Config, cwd: Path, disable_external: bool
+    spec: str, *, config: Config, cwd: str | PathLike[str], disable_external: bool
 ) -> tuple[BuiltPush, bool]:
-    """Render and build one pattern spec once. Returns (built, command_mode)."""
+    """Render and build one pattern spec once (a relative path starts at ``cwd``).
+
+    Returns:
+        (built, command_mode).
+    """
     command_mode = not spec.endswith(".jsonnet")
     try:
         if command_mode:
@@ -166,9 +173,7 @@ def build_for_push(
                 disable_external=disable_external,
             )
         else:
-            path = Path(spec)
-            if not path.is_absolute():
-                path = cwd / path
+            path = spec if spec.startswith("/") else join_text(cwd, spec)  # no pathlib
             loaded = load_from_disk(
                 path, config=config, source="", disable_external=disable_external
             )
@@ -261,7 +266,8 @@ def _send(
 ) -> PushOutcome:
     """POST one token (in a worker thread) and interpret the answer.
 
-    ``timeout`` bounds the whole exchange: connect, TLS handshake, request and response.
+    ``timeout`` bounds the whole exchange: connect, TLS handshake, request and response. The
+    code that reads and prints the answer loads while the target works on the request.
     """
     try:
         resp = client.request(
@@ -272,6 +278,7 @@ def _send(
             timeout=timeout,
             max_bytes=MAX_RESPONSE_BYTES,
             fingerprint=target.fingerprint,
+            on_sent=load_reporting,
         )
     except FingerprintMismatch as exc:  # reached, but not trusted: a failure, not unreachable
         return PushOutcome(
@@ -292,8 +299,8 @@ def _send(
     return outcome_from_response(target.name, resp.status, resp.body)
 
 
-@dataclass(frozen=True, slots=True)
-class PushOptions:
+@dataclass(frozen=True, repr=False, eq=False)  # one per push: no slots (start-up)
+class PushOptions(Record):
     """How a push runs and reports (the ``push`` flags).
 
     Attributes:
@@ -507,7 +514,7 @@ def push_sync(
     progress: TextIO | None = None,
     color: bool = False,
     disable_external: bool = False,
-    cwd: Path | None = None,
+    cwd: str | PathLike[str] | None = None,
     options: PushOptions | None = None,
 ) -> int:
     """Push ``spec`` (pattern path or command) for ``source`` to the selected targets.
@@ -541,7 +548,7 @@ def push_sync(
     built: dict[str, tuple[BuiltPush, bool]] = {}
     for s in sorted(set(specs.values()) - {""}):
         built[s] = build_for_push(
-            s, config=config, cwd=cwd or Path.cwd(), disable_external=disable_external
+            s, config=config, cwd=cwd or os.getcwd(), disable_external=disable_external
         )
     printer = _Printer(out or sys.stdout, specs, opts)
     _PushRun(config, source, built, printer, progress).all(targets)

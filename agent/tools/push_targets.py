@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from agent.config.schema import Config, parse_fingerprint
 from agent.core.errors import ConfigError, UsageError
+from agent.core.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,8 +26,8 @@ DEFAULT_PORT = "4000"
 DEFAULT_PUSH_PATH = "/etcha/v1/push"
 
 
-@dataclass(frozen=True, slots=True)
-class PushTarget:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class PushTarget(Record):
     """One destination of a push.
 
     Attributes:
