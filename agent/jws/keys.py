@@ -31,6 +31,7 @@ import string
 from dataclasses import dataclass, field
 
 from agent.core.errors import KeyFormatError
+from agent.core.records import Record
 from agent.jws.ed25519 import SPKI_PREFIX as _ED25519_SPKI_PREFIX
 from agent.jws.ed25519 import Ed25519Signer as _Ed25519Signer
 from agent.jws.ed25519 import Ed25519Verifier as _Ed25519Verifier
@@ -208,7 +209,7 @@ def _format(algorithm: str, material: str, kid: str) -> str:
     return f"{algorithm}:{material}:{kid}" if kid else f"{algorithm}:{material}"
 
 
-@dataclass(frozen=True, slots=True, repr=False, eq=False)
+@dataclass(frozen=True, repr=False, eq=False)  # one per process: no slots (start-up)
 class SigningKey:
     """A parsed private key. Build it with :func:`parse_signing_key`.
 
@@ -244,8 +245,8 @@ class SigningKey:
         return f"{self.algorithm} key {self.kid!r}" if self.kid else f"{self.algorithm} key"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class VerifyKey:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)  # ==, hash: Record's
+class VerifyKey(Record):
     """A parsed public key. Build it with :func:`parse_verify_key`.
 
     Attributes:
