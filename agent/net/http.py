@@ -340,6 +340,7 @@ class HTTPClient:
         remaining = _remaining(call)
         if scheme == "http":
             conn = http.client.HTTPConnection(host, port, timeout=remaining)
+            # The instance attribute connect() calls (``socket.create_connection`` by default).
             conn._create_connection = _create_connection  # type: ignore[attr-defined]
             return conn
         ctx = self.context(skip_verify=call.skip_verify, pinned=bool(call.fingerprint))
