@@ -35,11 +35,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from agent.core.errors import SourceError
-from agent.core.records import Record
 from agent.net.tls import TLSOptions, check_fingerprint, client_context
 from agent.net.urls import redact
 
@@ -82,9 +80,8 @@ class TLSVerifyError(RequestError):
         self.reason = reason
 
 
-@dataclass(frozen=True, repr=False, eq=False)  # no slots: start-up (issue 14)
-class Response(Record):
-    """A final (non-followed) response.
+class Response:
+    """A final (non-followed) response; read-only (a plain class: start-up, see :class:`_Call`).
 
     Attributes:
         status: the HTTP status.
@@ -92,9 +89,12 @@ class Response(Record):
         body: the body (empty when its status is not in ``body_statuses``).
     """
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
 
     def header(self, name: str, default: str = "") -> str:
         """A response header by case-insensitive name."""

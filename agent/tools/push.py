@@ -37,14 +37,12 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
 from agent.core.logs import get_logger
 from agent.core.paths import join_text
-from agent.core.records import Record
 from agent.jws.sign import b64url, etcha_claims
 from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
@@ -65,8 +63,10 @@ from agent.tools.push_targets import (
     DEFAULT_PUSH_PATH,
     PushTarget,
     ad_hoc_target,
+    fingerprint_mismatch_message,
     no_targets_message,
     select_targets,
+    tls_failure_message,
 )
 from agent.tools.syncrun import build_runs_commands, finish, signing_runs_commands
 
@@ -145,14 +145,21 @@ def client_options(config: Config) -> TLSOptions:
     )
 
 
-@dataclass(frozen=True, repr=False, eq=False)  # one per pattern: no slots (start-up)
-class BuiltPush(Record):
-    """One pattern spec rendered and built for a push (``error`` set when that failed)."""
+class BuiltPush:
+    """One pattern spec rendered and built for a push (``error`` set when that failed).
 
-    loaded: LoadedPattern | None
-    manifest: str
-    run_vars: Mapping[str, Any]
-    error: str
+    A plain read-only record (a dataclass costs about half a millisecond of start-up to build).
+    """
+
+    __slots__ = ("error", "loaded", "manifest", "run_vars")
+
+    def __init__(
+        self, loaded: LoadedPattern | None, manifest: str, run_vars: Mapping[str, Any], error: str
+    ) -> None:
+        self.loaded = loaded
+        self.manifest = manifest
+        self.run_vars = run_vars
+        self.error = error
 
 
 def build_for_push(
@@ -228,35 +235,6 @@ def push_expires_in(config: Config, pattern_expires_in: float) -> float:
     return configured
 
 
-def tls_failure_message(target: PushTarget, reason: str) -> str:
-    """The error for a certificate the push client could not verify: names the three fixes.
-
-    Args:
-        target: the target.
-        reason: what the TLS library said (e.g. ``self-signed certificate``).
-
-    Returns:
-        One line naming ``httpClient.caFile``, ``fingerprint`` and ``httpClient.tlsSkipVerify``.
-    """
-    return (
-        f"TLS verification of {target.hostname}:{target.port} failed ({reason}). "
-        "To trust it: set httpClient.caFile to its CA (for an agent's self-signed certificate, "
-        "a copy of the target's <stateDir>/tls/cert.pem); or pin "
-        "the certificate with fingerprint (--fingerprint sha256:… or targets.<name>.fingerprint; "
-        "`agent fingerprint` on the target prints it, `agent run` logs it); or, least safe, set "
-        "httpClient.tlsSkipVerify: true"
-    )
-
-
-def fingerprint_mismatch_message(target: PushTarget, expected: bytes, got: bytes) -> str:
-    """The error for a pinned target that presented another certificate."""
-    return (
-        f"certificate fingerprint mismatch for {target.hostname}:{target.port}: expected "
-        f"sha256:{expected.hex()}, got sha256:{got.hex()} (a different certificate: "
-        "if the target's certificate was replaced on purpose, pin the new fingerprint)"
-    )
-
-
 def _unreachable(target: PushTarget, reason: str) -> PushOutcome:
     return PushOutcome(target.name, error=reason, unreachable=True)
 
@@ -299,9 +277,10 @@ def _send(
     return outcome_from_response(target.name, resp.status, resp.body)
 
 
-@dataclass(frozen=True, repr=False, eq=False)  # one per push: no slots (start-up)
-class PushOptions(Record):
-    """How a push runs and reports (the ``push`` flags).
+class PushOptions:
+    """How a push runs and reports (the ``push`` flags); read-only once built.
+
+    A plain class (a dataclass costs about half a millisecond of start-up to build).
 
     Attributes:
         check: ``-c``: check mode on the targets.
@@ -315,15 +294,39 @@ class PushOptions(Record):
         verbose: ``-v``: print each command's output under its id.
     """
 
-    check: bool = False
-    parent_filter: str = ""
-    timeout: float | None = None
-    forks: int | None = None
-    serial: int | None = None
-    json_output: bool = False
-    detailed_exitcode: bool = False
-    color: bool = False
-    verbose: bool = False
+    __slots__ = (
+        "check",
+        "color",
+        "detailed_exitcode",
+        "forks",
+        "json_output",
+        "parent_filter",
+        "serial",
+        "timeout",
+        "verbose",
+    )
+
+    def __init__(
+        self,
+        check: bool = False,
+        parent_filter: str = "",
+        timeout: float | None = None,
+        forks: int | None = None,
+        serial: int | None = None,
+        json_output: bool = False,
+        detailed_exitcode: bool = False,
+        color: bool = False,
+        verbose: bool = False,
+    ) -> None:
+        self.check = check
+        self.parent_filter = parent_filter
+        self.timeout = timeout
+        self.forks = forks
+        self.serial = serial
+        self.json_output = json_output
+        self.detailed_exitcode = detailed_exitcode
+        self.color = color
+        self.verbose = verbose
 
 
 class _Printer:
