@@ -27,7 +27,8 @@ Behaviour of :meth:`HTTPClient.request`:
 
 Errors are :class:`RequestError` (a :class:`~agent.core.errors.SourceError`) whose message is a
 detail without the URL (callers prefix it with what they were doing), with every user info,
-query value and header value of the request redacted. ``http.client`` and ``ssl`` are imported
+query value and header value of the request redacted (:mod:`agent.net.urls`, loaded with the first
+error: a request that succeeds never needs it). ``http.client`` and ``ssl`` are imported
 on the first request, so importing this module stays cheap for commands that make none.
 """
 
@@ -39,7 +40,6 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from agent.core.errors import SourceError
 from agent.net.tls import TLSOptions, check_fingerprint, client_context
-from agent.net.urls import redact
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ class HTTPClient:
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message or str(exc)
             raise TLSVerifyError(
-                _failure(exc, call.secrets), redact(reason, call.secrets)
+                _failure(exc, call.secrets), _redact(reason, call.secrets)
             ) from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             # The text can quote the URL or a header value: redact it, and do not chain it.
@@ -466,5 +466,12 @@ def _headers(resp: http.client.HTTPResponse) -> dict[str, str]:
 
 def _failure(exc: BaseException, secrets: str) -> str:
     """``request failed: <Type>: <text>`` on one line, without the request's secrets."""
-    text = redact(str(exc) or type(exc).__name__, secrets)
+    text = _redact(str(exc) or type(exc).__name__, secrets)
     return "request failed: " + " ".join(f"{type(exc).__name__}: {text}".split())
+
+
+def _redact(text: str, secrets: str) -> str:
+    """:func:`agent.net.urls.redact`, loaded on the first error (start-up, issue 14)."""
+    from agent.net.urls import redact  # lazy: only a failed request has text to redact
+
+    return redact(text, secrets)

@@ -168,3 +168,19 @@ def test_the_client_keeps_its_tls_options() -> None:
     options = TLSOptions(skip_verify=True)
     assert HTTPClient(options).tls == options == TLSOptions(skip_verify=True)
     assert repr(options).startswith("TLSOptions(skip_verify=True, ca_file=''")
+
+
+def test_a_failed_request_shows_none_of_its_secrets(
+    gated_server: tuple[int, threading.Event, threading.Event, list[bytes]],
+) -> None:
+    port = gated_server[0]
+    with pytest.raises(RequestError) as caught:
+        HTTPClient().request(
+            f"http://user:pa55@127.0.0.1:{port}/x?token=t0ken",
+            headers=(("X-Api-Key", "s3cr3t\nmore"),),  # http.client refuses it, quoting it
+            timeout=5,
+            max_bytes=10,
+        )
+    message = str(caught.value)
+    assert "Invalid header value" in message and "***" in message, message
+    assert not any(s in message for s in ("s3cr3t", "pa55", "t0ken")), message

@@ -29,7 +29,8 @@ from agent.jws.keys import generate_keys
 #: at its level: agent.core.logs), ``inspect`` (with ``ast`` and ``dis``),
 #: ``traceback``, email's ``random`` and ``datetime`` (with ``calendar``), socket's ``selectors``,
 #: the IDNA codec's ``stringprep``, ``shlex``; ``pathlib`` (paths are text) and the IDNA codec
-#: with ``unicodedata`` (an ASCII host name is resolved and sent as SNI without it).
+#: with ``unicodedata`` (an ASCII host name is resolved and sent as SNI without it); the URL
+#: redaction of ``agent.net.urls`` (only a failed request has text to redact).
 NOT_FOR_ONE_PINNED_PUSH = (
     "nacl.signing",
     "concurrent.futures",
@@ -56,6 +57,7 @@ NOT_FOR_ONE_PINNED_PUSH = (
     "pathlib",
     "encodings.idna",
     "unicodedata",
+    "agent.net.urls",
 )
 
 #: (modules deferred by agent.core.deferred and never used are not counted as loaded)
