@@ -18,27 +18,33 @@ Behaviour of :meth:`HTTPClient.request`:
 - Bodies are read up to ``max_bytes``; a larger one (by ``Content-Length`` or as read) is an
   error. Bodies of statuses outside ``body_statuses`` are not read.
 - A ``fingerprint`` pin is checked after the handshake and before the request is sent.
+- ``on_sent`` (optional) is called once, after the request is sent and before its answer is
+  read: work the caller needs only for the answer (e.g. ``agent push`` loading its output code)
+  overlaps with the server's processing instead of adding to the round trip.
+- An ASCII host name is resolved and sent as SNI without the ``idna`` codec (which loads
+  ``unicodedata``): the same bytes the codec gives for it. Any other host name goes through the
+  standard library unchanged (same errors).
 
 Errors are :class:`RequestError` (a :class:`~agent.core.errors.SourceError`) whose message is a
 detail without the URL (callers prefix it with what they were doing), with every user info,
-query value and header value of the request redacted. ``http.client`` and ``ssl`` are imported
+query value and header value of the request redacted (:mod:`agent.net.urls`, loaded with the first
+error: a request that succeeds never needs it). ``http.client`` and ``ssl`` are imported
 on the first request, so importing this module stays cheap for commands that make none.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from agent.core.errors import SourceError
 from agent.net.tls import TLSOptions, check_fingerprint, client_context
-from agent.net.urls import redact
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import http.client
+    import socket
     import ssl
 
 #: Most redirects followed for one request.
@@ -74,9 +80,8 @@ class TLSVerifyError(RequestError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
 class Response:
-    """A final (non-followed) response.
+    """A final (non-followed) response; read-only (a plain class: start-up, see :class:`_Call`).
 
     Attributes:
         status: the HTTP status.
@@ -84,9 +89,12 @@ class Response:
         body: the body (empty when its status is not in ``body_statuses``).
     """
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
 
     def header(self, name: str, default: str = "") -> str:
         """A response header by case-insensitive name."""
@@ -103,6 +111,7 @@ class _Call:
         "fingerprint",
         "max_bytes",
         "method",
+        "on_sent",
         "secrets",
         "skip_verify",
         "timeout",
@@ -120,6 +129,7 @@ class _Call:
         skip_verify: bool,
         fingerprint: str,
         secrets: str,  # a pseudo request spec holding every secret, for redaction
+        on_sent: Callable[[], object] | None = None,
     ) -> None:
         self.method = method
         self.body = body
@@ -130,6 +140,13 @@ class _Call:
         self.skip_verify = skip_verify
         self.fingerprint = fingerprint
         self.secrets = secrets
+        self.on_sent = on_sent
+
+    def sent(self) -> None:
+        """The request is on the wire: run ``on_sent`` (once per :meth:`HTTPClient.request`)."""
+        hook, self.on_sent = self.on_sent, None
+        if hook is not None:
+            hook()
 
 
 def origin(url: str) -> Origin:
@@ -192,7 +209,7 @@ class HTTPClient:
             ctx = self._contexts[key] = client_context(options)
         return ctx
 
-    def request(
+    def request(  # long: one documented argument per request setting
         self,
         url: str,
         *,
@@ -205,6 +222,7 @@ class HTTPClient:
         body_statuses: Collection[int] | None = None,
         skip_verify: bool = False,
         fingerprint: str = "",
+        on_sent: Callable[[], object] | None = None,
     ) -> Response:
         """Send one request and follow redirects (see the module docstring).
 
@@ -219,6 +237,7 @@ class HTTPClient:
             body_statuses: statuses whose body is read (None = all).
             skip_verify: skip TLS verification for this request (a ``skipVerify`` header).
             fingerprint: ``sha256:<hex>`` pin of the server certificate ("" = none).
+            on_sent: called once, after the request is sent and before the answer is read.
 
         Returns:
             The final response.
@@ -237,6 +256,7 @@ class HTTPClient:
             skip_verify=skip_verify,
             fingerprint=fingerprint,
             secrets=url + "#" + "\r\n".join(f"{k}:{v}" for k, v in (*headers, *base_headers)),
+            on_sent=on_sent,
         )
         try:
             current, auth = _split_userinfo(url)
@@ -289,6 +309,7 @@ class HTTPClient:
                 body=call.body,
                 headers={"User-Agent": self.user_agent, **headers},
             )
+            call.sent()
             _set_timeout(conn, call)
             resp = conn.getresponse()
             body = b""
@@ -302,7 +323,7 @@ class HTTPClient:
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message or str(exc)
             raise TLSVerifyError(
-                _failure(exc, call.secrets), redact(reason, call.secrets)
+                _failure(exc, call.secrets), _redact(reason, call.secrets)
             ) from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             # The text can quote the URL or a header value: redact it, and do not chain it.
@@ -318,9 +339,51 @@ class HTTPClient:
 
         remaining = _remaining(call)
         if scheme == "http":
-            return http.client.HTTPConnection(host, port, timeout=remaining)
+            conn = http.client.HTTPConnection(host, port, timeout=remaining)
+            # The instance attribute connect() calls (``socket.create_connection`` by default).
+            conn._create_connection = _create_connection  # type: ignore[attr-defined]
+            return conn
         ctx = self.context(skip_verify=call.skip_verify, pinned=bool(call.fingerprint))
-        return http.client.HTTPSConnection(host, port, timeout=remaining, context=ctx)
+        return _https_connection(host, port, remaining, ctx)
+
+
+def _ascii_host(host: str) -> str | bytes:
+    """``host`` as the ``idna`` codec encodes it when that needs no codec: an ASCII name whose
+    labels are 1 to 63 characters (a last empty label allowed) gives the same bytes; any other
+    name stays text, for the standard library to encode (and refuse) exactly as before."""
+    if not host.isascii():
+        return host
+    labels = host.split(".")
+    if all(0 < len(label) < 64 for label in labels[:-1]) and len(labels[-1]) < 64:
+        return host.encode("ascii")
+    return host
+
+
+def _create_connection(
+    address: tuple[str, int], timeout: float | None, source: tuple[str, int] | None = None
+) -> socket.socket:
+    """``socket.create_connection`` with an ASCII host resolved as bytes (no ``idna`` codec)."""
+    import socket
+
+    host, port = address
+    return socket.create_connection((_ascii_host(host), port), timeout, source)  # type: ignore[arg-type]
+
+
+def _https_connection(
+    host: str, port: int, timeout: float | None, ctx: ssl.SSLContext
+) -> http.client.HTTPSConnection:
+    """An ``HTTPSConnection`` whose connect resolves and sends SNI without the ``idna`` codec
+    for an ASCII host (:func:`_ascii_host`); no proxy tunnel is ever set up."""
+    import http.client
+
+    class _Connection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            http.client.HTTPConnection.connect(self)  # TCP (and TCP_NODELAY), as the stdlib
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=_ascii_host(self.host))
+
+    conn = _Connection(host, port, timeout=timeout, context=ctx)
+    conn._create_connection = _create_connection  # type: ignore[attr-defined]
+    return conn
 
 
 def _split_userinfo(url: str) -> tuple[str, str]:
@@ -403,5 +466,12 @@ def _headers(resp: http.client.HTTPResponse) -> dict[str, str]:
 
 def _failure(exc: BaseException, secrets: str) -> str:
     """``request failed: <Type>: <text>`` on one line, without the request's secrets."""
-    text = redact(str(exc) or type(exc).__name__, secrets)
+    text = _redact(str(exc) or type(exc).__name__, secrets)
     return "request failed: " + " ".join(f"{type(exc).__name__}: {text}".split())
+
+
+def _redact(text: str, secrets: str) -> str:
+    """:func:`agent.net.urls.redact`, loaded on the first error (start-up, issue 14)."""
+    from agent.net.urls import redact  # lazy: only a failed request has text to redact
+
+    return redact(text, secrets)

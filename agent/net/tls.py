@@ -11,6 +11,9 @@ a certificate fingerprint pin). The choices:
 - otherwise the certificate and the host name are verified against ``ca_file`` plus the system
   store; with ``no_system_ca`` only ``ca_file`` is loaded (the system store is never read).
 
+``hashlib`` is imported only when a pin is checked, once ``ssl`` has loaded OpenSSL (start-up,
+issue 14).
+
 Invariants: the minimum protocol is always TLS 1.2 (``ssl`` is imported when a context is
 built). The system CA store is loaded only when a
 verification needs it. ``no_system_ca`` without a ``ca_file`` (when verifying) and an unreadable
@@ -19,20 +22,23 @@ verification needs it. ``no_system_ca`` without a ``ca_file`` (when verifying) a
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from dataclasses import dataclass
 
 from agent.core.errors import ConfigError, SourceError
+from agent.core.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
 
 
-@dataclass(frozen=True, slots=True)
-class TLSOptions:
+#: The size of a SHA-256 digest.
+_SHA256_BYTES = 32
+
+
+@dataclass(frozen=True, repr=False, eq=False)  # no slots: start-up (issue 14)
+class TLSOptions(Record):
     """How a client verifies a server.
 
     Attributes:
@@ -120,7 +126,7 @@ def pinned_digest(fingerprint: str) -> bytes:
         digest = bytes.fromhex(text)
     except ValueError:
         digest = b""
-    if algorithm != "sha256" or len(digest) != hashlib.sha256().digest_size:
+    if algorithm != "sha256" or len(digest) != _SHA256_BYTES:
         raise ConfigError(
             f"fingerprint: expected sha256: and 64 hex digits, got {fingerprint[:80]!r}"
         )
@@ -134,6 +140,9 @@ def check_fingerprint(sock: ssl.SSLSocket, fingerprint: str) -> None:
         FingerprintMismatch: another (or no) certificate was presented.
         ConfigError: the pin is malformed.
     """
+    import hashlib  # stdlib: OpenSSL's digests, loaded with ssl already
+    import hmac
+
     expected = pinned_digest(fingerprint)
     der = sock.getpeercert(binary_form=True) or b""
     got = hashlib.sha256(der).digest()

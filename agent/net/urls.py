@@ -21,23 +21,25 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.core.errors import SourceError
+from agent.core.records import Record
 
 #: What a secret part of a URL is replaced with by :func:`mask_url` and :func:`redact`.
 MASK = "***"
 _SKIP_VERIFY_NAMES = frozenset({"skipverify", "clientskipverify"})
 _PSEUDO_HEADERS = _SKIP_VERIFY_NAMES | {"clienttimeout"}
 _FALSE_VALUES = frozenset({"false", "0", "no", "off"})
-_URL_IN_TEXT = re.compile(r"(?i)\bhttps?://[^\s\"'<>`]+")
-_ENTRY_SPLIT = re.compile(r"\r\n|\n|\\r\\n")
+# Compiled on first use (re caches them), not at import: start-up (issue 14).
+_URL_IN_TEXT = r"(?i)\bhttps?://[^\s\"'<>`]+"
+_ENTRY_SPLIT = r"\r\n|\n|\\r\\n"
 
 
 def split_header_block(block: str) -> list[str]:
     """The entries of a ``#`` header block (see the module docstring for the separators)."""
-    return _ENTRY_SPLIT.split(block)
+    return re.split(_ENTRY_SPLIT, block)
 
 
-@dataclass(frozen=True, slots=True)
-class HTTPPath:
+@dataclass(frozen=True, repr=False, eq=False)  # no slots: start-up (issue 14)
+class HTTPPath(Record):
     """An HTTP(S) pull path split into its parts (header values may be secrets)."""
 
     url: str
@@ -126,7 +128,7 @@ def mask_urls_in_text(text: str) -> str:
         return mask_url(text)
     if "://" not in text:
         return text
-    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+    return re.sub(_URL_IN_TEXT, lambda m: mask_url(m.group(0)), text)
 
 
 def redact(text: str, url: str) -> str:

@@ -19,7 +19,6 @@ import shlex
 import stat
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from agent import __version__
 from agent.core.errors import AgentError, BuildError
@@ -30,6 +29,7 @@ from agent.pattern.load import LoadedPattern, load_from_disk
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     from agent.config.schema import Config
@@ -42,6 +42,8 @@ DEFAULT_OUTPUT = "etcha.jwt"
 
 def find_upward(name: str, start: Path) -> Path | None:
     """Find ``name`` in ``start`` or its parents (for bare file names), else as given."""
+    from pathlib import Path  # stdlib, only with a signingKeyPath (off `push`: issue 14)
+
     candidate = Path(name)
     if candidate.is_absolute() or len(candidate.parts) > 1:
         return candidate if candidate.exists() else None
@@ -94,6 +96,8 @@ def delegation_chain(config: Config) -> list[str]:
     chain: list[str] = []
     if not config.build.delegation_chain:
         return chain
+    from pathlib import Path  # stdlib, only with a chain (off `push`: issue 14)
+
     from agent.trust.chain import MAX_LINK_BYTES  # lazy: the chain code, only with a chain
 
     for index, item in enumerate(config.build.delegation_chain):
@@ -155,6 +159,8 @@ def load_signing_key(config: Config) -> SigningKey:
     """
     key_text = config.build.signing_key
     if not key_text and config.build.signing_key_path:
+        from pathlib import Path  # stdlib, only with a signingKeyPath (off `push`: issue 14)
+
         found = find_upward(config.build.signing_key_path, Path.cwd())
         if found is None:
             raise BuildError(
@@ -272,6 +278,7 @@ def prepare_build(
     Raises:
         AgentError: rendering failed, or the destination is a directory.
     """
+    from pathlib import Path  # stdlib, `agent build` only (off `push`: issue 14)
 
     def extra(target: Path) -> dict[str, str]:
         return {

@@ -37,13 +37,12 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
 from agent.core.logs import get_logger
+from agent.core.paths import join_text
 from agent.jws.sign import b64url, etcha_claims
 from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
@@ -54,6 +53,7 @@ from agent.tools.push_output import (
     Recap,
     exit_code,
     format_outcome,
+    load_reporting,
     outcome_from_response,
     outcome_json,
     outcome_status,
@@ -63,14 +63,17 @@ from agent.tools.push_targets import (
     DEFAULT_PUSH_PATH,
     PushTarget,
     ad_hoc_target,
+    fingerprint_mismatch_message,
     no_targets_message,
     select_targets,
+    tls_failure_message,
 )
 from agent.tools.syncrun import build_runs_commands, finish, signing_runs_commands
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
+    from os import PathLike
     from typing import Any, TextIO
 
 __all__ = [
@@ -142,20 +145,31 @@ def client_options(config: Config) -> TLSOptions:
     )
 
 
-@dataclass(frozen=True, slots=True)
 class BuiltPush:
-    """One pattern spec rendered and built for a push (``error`` set when that failed)."""
+    """One pattern spec rendered and built for a push (``error`` set when that failed).
 
-    loaded: LoadedPattern | None
-    manifest: str
-    run_vars: Mapping[str, Any]
-    error: str
+    A plain read-only record (a dataclass costs about half a millisecond of start-up to build).
+    """
+
+    __slots__ = ("error", "loaded", "manifest", "run_vars")
+
+    def __init__(
+        self, loaded: LoadedPattern | None, manifest: str, run_vars: Mapping[str, Any], error: str
+    ) -> None:
+        self.loaded = loaded
+        self.manifest = manifest
+        self.run_vars = run_vars
+        self.error = error
 
 
 def build_for_push(
-    spec: str, *, config: Config, cwd: Path, disable_external: bool
+    spec: str, *, config: Config, cwd: str | PathLike[str], disable_external: bool
 ) -> tuple[BuiltPush, bool]:
-    """Render and build one pattern spec once. Returns (built, command_mode)."""
+    """Render and build one pattern spec once (a relative path starts at ``cwd``).
+
+    Returns:
+        (built, command_mode).
+    """
     command_mode = not spec.endswith(".jsonnet")
     try:
         if command_mode:
@@ -166,9 +180,7 @@ def build_for_push(
                 disable_external=disable_external,
             )
         else:
-            path = Path(spec)
-            if not path.is_absolute():
-                path = cwd / path
+            path = spec if spec.startswith("/") else join_text(cwd, spec)  # no pathlib
             loaded = load_from_disk(
                 path, config=config, source="", disable_external=disable_external
             )
@@ -223,35 +235,6 @@ def push_expires_in(config: Config, pattern_expires_in: float) -> float:
     return configured
 
 
-def tls_failure_message(target: PushTarget, reason: str) -> str:
-    """The error for a certificate the push client could not verify: names the three fixes.
-
-    Args:
-        target: the target.
-        reason: what the TLS library said (e.g. ``self-signed certificate``).
-
-    Returns:
-        One line naming ``httpClient.caFile``, ``fingerprint`` and ``httpClient.tlsSkipVerify``.
-    """
-    return (
-        f"TLS verification of {target.hostname}:{target.port} failed ({reason}). "
-        "To trust it: set httpClient.caFile to its CA (for an agent's self-signed certificate, "
-        "a copy of the target's <stateDir>/tls/cert.pem); or pin "
-        "the certificate with fingerprint (--fingerprint sha256:… or targets.<name>.fingerprint; "
-        "`agent fingerprint` on the target prints it, `agent run` logs it); or, least safe, set "
-        "httpClient.tlsSkipVerify: true"
-    )
-
-
-def fingerprint_mismatch_message(target: PushTarget, expected: bytes, got: bytes) -> str:
-    """The error for a pinned target that presented another certificate."""
-    return (
-        f"certificate fingerprint mismatch for {target.hostname}:{target.port}: expected "
-        f"sha256:{expected.hex()}, got sha256:{got.hex()} (a different certificate: "
-        "if the target's certificate was replaced on purpose, pin the new fingerprint)"
-    )
-
-
 def _unreachable(target: PushTarget, reason: str) -> PushOutcome:
     return PushOutcome(target.name, error=reason, unreachable=True)
 
@@ -261,7 +244,8 @@ def _send(
 ) -> PushOutcome:
     """POST one token (in a worker thread) and interpret the answer.
 
-    ``timeout`` bounds the whole exchange: connect, TLS handshake, request and response.
+    ``timeout`` bounds the whole exchange: connect, TLS handshake, request and response. The
+    code that reads and prints the answer loads while the target works on the request.
     """
     try:
         resp = client.request(
@@ -272,6 +256,7 @@ def _send(
             timeout=timeout,
             max_bytes=MAX_RESPONSE_BYTES,
             fingerprint=target.fingerprint,
+            on_sent=load_reporting,
         )
     except FingerprintMismatch as exc:  # reached, but not trusted: a failure, not unreachable
         return PushOutcome(
@@ -292,9 +277,10 @@ def _send(
     return outcome_from_response(target.name, resp.status, resp.body)
 
 
-@dataclass(frozen=True, slots=True)
 class PushOptions:
-    """How a push runs and reports (the ``push`` flags).
+    """How a push runs and reports (the ``push`` flags); read-only once built.
+
+    A plain class (a dataclass costs about half a millisecond of start-up to build).
 
     Attributes:
         check: ``-c``: check mode on the targets.
@@ -308,15 +294,39 @@ class PushOptions:
         verbose: ``-v``: print each command's output under its id.
     """
 
-    check: bool = False
-    parent_filter: str = ""
-    timeout: float | None = None
-    forks: int | None = None
-    serial: int | None = None
-    json_output: bool = False
-    detailed_exitcode: bool = False
-    color: bool = False
-    verbose: bool = False
+    __slots__ = (
+        "check",
+        "color",
+        "detailed_exitcode",
+        "forks",
+        "json_output",
+        "parent_filter",
+        "serial",
+        "timeout",
+        "verbose",
+    )
+
+    def __init__(
+        self,
+        check: bool = False,
+        parent_filter: str = "",
+        timeout: float | None = None,
+        forks: int | None = None,
+        serial: int | None = None,
+        json_output: bool = False,
+        detailed_exitcode: bool = False,
+        color: bool = False,
+        verbose: bool = False,
+    ) -> None:
+        self.check = check
+        self.parent_filter = parent_filter
+        self.timeout = timeout
+        self.forks = forks
+        self.serial = serial
+        self.json_output = json_output
+        self.detailed_exitcode = detailed_exitcode
+        self.color = color
+        self.verbose = verbose
 
 
 class _Printer:
@@ -507,7 +517,7 @@ def push_sync(
     progress: TextIO | None = None,
     color: bool = False,
     disable_external: bool = False,
-    cwd: Path | None = None,
+    cwd: str | PathLike[str] | None = None,
     options: PushOptions | None = None,
 ) -> int:
     """Push ``spec`` (pattern path or command) for ``source`` to the selected targets.
@@ -541,7 +551,7 @@ def push_sync(
     built: dict[str, tuple[BuiltPush, bool]] = {}
     for s in sorted(set(specs.values()) - {""}):
         built[s] = build_for_push(
-            s, config=config, cwd=cwd or Path.cwd(), disable_external=disable_external
+            s, config=config, cwd=cwd or os.getcwd(), disable_external=disable_external
         )
     printer = _Printer(out or sys.stdout, specs, opts)
     _PushRun(config, source, built, printer, progress).all(targets)

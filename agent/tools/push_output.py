@@ -15,6 +15,11 @@ Each target ends in one status, counted by the recap (Ansible's ``PLAY RECAP`` i
 Exit codes (:func:`exit_code`): 0 when nothing failed, 1 when a target failed or was
 unreachable, and with ``--detailed-exitcode`` 2 when nothing failed but something changed (or
 would change in check mode).
+
+The Result reader (:mod:`agent.run.result`) and the summary lines (:mod:`agent.tools.report`) are
+only needed once an answer is in: :func:`load_reporting` loads them, and ``agent push`` calls it
+while the target processes the request, so loading them adds nothing to the round trip
+(issue 14).
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.core.errors import AgentError
-from agent.run.result import Result
-from agent.tools.report import result_lines
+from agent.core.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from agent.run.result import Result
 
 __all__ = [
     "STATUSES",
@@ -39,6 +45,7 @@ __all__ = [
     "Recap",
     "exit_code",
     "format_outcome",
+    "load_reporting",
     "outcome_from_response",
     "outcome_json",
     "outcome_status",
@@ -48,8 +55,8 @@ __all__ = [
 STATUSES = ("changed", "unchanged", "failed", "unreachable", "skipped")
 
 
-@dataclass(frozen=True, slots=True)
-class PushOutcome:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class PushOutcome(Record):
     """What one target answered.
 
     Attributes:
@@ -73,6 +80,14 @@ class PushOutcome:
     unreachable: bool = False
     skipped: bool = False
     result: Result | None = field(default=None, compare=False)
+
+
+def load_reporting() -> None:
+    """Load what reading and printing an answer needs (see the module docstring)."""
+    from agent.run.result import Result  # lazy: loaded while the target works (issue 14)
+    from agent.tools.report import result_lines  # lazy: as above
+
+    del Result, result_lines
 
 
 def outcome_status(outcome: PushOutcome) -> str:
@@ -111,6 +126,8 @@ def outcome_from_response(target: str, status: int, body: bytes) -> PushOutcome:
         return PushOutcome(target, error="push destination is rate limiting")
     if status == 304:
         return PushOutcome(target, has_result=True)
+    from agent.run.result import Result  # lazy: see load_reporting
+
     try:
         doc = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -185,6 +202,8 @@ def format_outcome(
     if outcome.error:
         lines.append(_error_line(outcome, color))
     if outcome.result is not None:
+        from agent.tools.report import result_lines  # lazy: see load_reporting
+
         # The one summary (agent.tools.report): a failed command is `Failed N:`, never `Changed`.
         quiet = dataclasses.replace(outcome.result, err="")  # the error line is printed above
         lines.extend(

@@ -3,7 +3,9 @@
 Targets are the config's ``targets`` whose ``sourcePatterns`` has the source as a key and whose
 name matches ``-n`` (unanchored search), sorted by name; or the single ad-hoc ``-h`` target,
 ``https`` unless written ``http://host``. A ``--fingerprint`` pins every selected target, and
-only an https target can be pinned.
+only an https target can be pinned. The messages for a target whose certificate is not trusted
+(:func:`tls_failure_message`, :func:`fingerprint_mismatch_message`) are here too (``push`` and
+``status`` use them).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from agent.config.schema import Config, parse_fingerprint
 from agent.core.errors import ConfigError, UsageError
+from agent.core.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,8 +28,8 @@ DEFAULT_PORT = "4000"
 DEFAULT_PUSH_PATH = "/etcha/v1/push"
 
 
-@dataclass(frozen=True, slots=True)
-class PushTarget:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class PushTarget(Record):
     """One destination of a push.
 
     Attributes:
@@ -285,4 +288,33 @@ def no_targets_message(config: Config, source: str, spec: str, target_filter: st
             else ""
         )
         + f"or push to one host: agent push -h HOST {source}{arg}"
+    )
+
+
+def tls_failure_message(target: PushTarget, reason: str) -> str:
+    """The error for a certificate the push client could not verify: names the three fixes.
+
+    Args:
+        target: the target.
+        reason: what the TLS library said (e.g. ``self-signed certificate``).
+
+    Returns:
+        One line naming ``httpClient.caFile``, ``fingerprint`` and ``httpClient.tlsSkipVerify``.
+    """
+    return (
+        f"TLS verification of {target.hostname}:{target.port} failed ({reason}). "
+        "To trust it: set httpClient.caFile to its CA (for an agent's self-signed certificate, "
+        "a copy of the target's <stateDir>/tls/cert.pem); or pin "
+        "the certificate with fingerprint (--fingerprint sha256:… or targets.<name>.fingerprint; "
+        "`agent fingerprint` on the target prints it, `agent run` logs it); or, least safe, set "
+        "httpClient.tlsSkipVerify: true"
+    )
+
+
+def fingerprint_mismatch_message(target: PushTarget, expected: bytes, got: bytes) -> str:
+    """The error for a pinned target that presented another certificate."""
+    return (
+        f"certificate fingerprint mismatch for {target.hostname}:{target.port}: expected "
+        f"sha256:{expected.hex()}, got sha256:{got.hex()} (a different certificate: "
+        "if the target's certificate was replaced on purpose, pin the new fingerprint)"
     )

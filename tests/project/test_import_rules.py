@@ -80,6 +80,10 @@ LAZY_IMPORTS = frozenset(
         "agent/tools/build.py::_sign_with_commands",  # the engine (asyncio), for signingCommands
         "agent/tools/build.py::sign_claims",  # the scope code, only with build.scope
         "agent/tools/build.py::write_token",  # the atomic writer (tempfile, shutil), off push
+        "agent/net/http.py::_redact",  # the URL redaction, only for a failed request
+        "agent/tools/push_output.py::load_reporting",  # answer code, loaded while a target works
+        "agent/tools/push_output.py::outcome_from_response",  # the Result reader (load_reporting)
+        "agent/tools/push_output.py::format_outcome",  # the summary lines (load_reporting)
     }
 )
 

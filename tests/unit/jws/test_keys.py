@@ -474,3 +474,16 @@ def test_importing_keys_and_parsing_ed25519_does_not_import_cryptography(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_signing_key_is_read_only() -> None:
+    key = parse_signing_key(generate_keys("ed25519", "k")[0])
+    with pytest.raises(AttributeError, match="read-only"):
+        key.kid = "other"
+    with pytest.raises(AttributeError, match="read-only"):
+        del key.algorithm
+    assert (key.kid, key.algorithm, repr(key)) == (
+        "k",
+        "ed25519private",
+        "SigningKey(algorithm='ed25519private', kid='k')",
+    )

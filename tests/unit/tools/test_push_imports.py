@@ -7,6 +7,8 @@ modules that only some pushes need (or none), kept off the common one for its st
 
 from __future__ import annotations
 
+import os
+import site
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from support import dumped_modules, module_set_env, push_answer_handler, tls_http_server
 
+import agent
 from agent.jws.keys import generate_keys
 
 #: Modules a push of a pattern file to one pinned target does not load, and why they are kept
@@ -25,7 +28,9 @@ from agent.jws.keys import generate_keys
 #: and, deferred by agent.core.deferred and never used: ``logging`` (a push that logs nothing
 #: at its level: agent.core.logs), ``inspect`` (with ``ast`` and ``dis``),
 #: ``traceback``, email's ``random`` and ``datetime`` (with ``calendar``), socket's ``selectors``,
-#: the IDNA codec's ``stringprep``, ``shlex``.
+#: the IDNA codec's ``stringprep``, ``shlex``; ``pathlib`` (paths are text) and the IDNA codec
+#: with ``unicodedata`` (an ASCII host name is resolved and sent as SNI without it); the URL
+#: redaction of ``agent.net.urls`` (only a failed request has text to redact).
 NOT_FOR_ONE_PINNED_PUSH = (
     "nacl.signing",
     "concurrent.futures",
@@ -49,6 +54,10 @@ NOT_FOR_ONE_PINNED_PUSH = (
     "selectors",
     "stringprep",
     "shlex",
+    "pathlib",
+    "encodings.idna",
+    "unicodedata",
+    "agent.net.urls",
 )
 
 #: (modules deferred by agent.core.deferred and never used are not counted as loaded)
@@ -79,12 +88,27 @@ def test_pinned_push_of_a_file_to_one_target_loads_only_what_it_uses(
     private, _ = generate_keys("ed25519", "k")
     (tmp_path / "sign.json").write_text(f'{{"build": {{"signingKey": "{private}"}}}}')
     args = ["-c", "sign.json", "push", "-h", "127.0.0.1", "-p", str(port)]
+    # As on a host: ``-S`` skips the development venv's ``.pth`` files (its editable-install
+    # finder imports pathlib before any agent code runs); the checkout and site-packages are on
+    # PYTHONPATH instead.
+    root = str(Path(agent.__file__).resolve().parents[1])
+    env = module_set_env(PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()]))
     res = subprocess.run(
-        [sys.executable, "-c", DUMP, *args, "--fingerprint", fingerprint, "core", "main.jsonnet"],
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            DUMP,
+            *args,
+            "--fingerprint",
+            fingerprint,
+            "core",
+            "main.jsonnet",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=module_set_env(),
+        env=env,
         timeout=120,
         check=False,
     )
