@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from agent.core.errors import SourceError
+from agent.core.records import Record
 from agent.net.tls import TLSOptions, check_fingerprint, client_context
 
 TYPE_CHECKING = False
@@ -80,8 +82,9 @@ class TLSVerifyError(RequestError):
         self.reason = reason
 
 
-class Response:
-    """A final (non-followed) response; read-only (a plain class: start-up, see :class:`_Call`).
+@dataclass(frozen=True, repr=False, eq=False)
+class Response(Record):
+    """A final (non-followed) response.
 
     Attributes:
         status: the HTTP status.
@@ -89,12 +92,9 @@ class Response:
         body: the body (empty when its status is not in ``body_statuses``).
     """
 
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
     def header(self, name: str, default: str = "") -> str:
         """A response header by case-insensitive name."""

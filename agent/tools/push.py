@@ -37,12 +37,14 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from agent import __version__
 from agent.config.schema import Config, format_go_duration
 from agent.core.errors import AgentError, UsageError
 from agent.core.logs import get_logger
 from agent.core.paths import join_text
+from agent.core.records import Record
 from agent.jws.sign import b64url, etcha_claims
 from agent.net.http import HTTPClient, RequestError, RequestTimeout, TLSVerifyError
 from agent.net.tls import FingerprintMismatch, TLSOptions
@@ -145,21 +147,14 @@ def client_options(config: Config) -> TLSOptions:
     )
 
 
-class BuiltPush:
-    """One pattern spec rendered and built for a push (``error`` set when that failed).
+@dataclass(frozen=True, repr=False, eq=False)
+class BuiltPush(Record):
+    """One pattern spec rendered and built for a push (``error`` set when that failed)."""
 
-    A plain read-only record (a dataclass costs about half a millisecond of start-up to build).
-    """
-
-    __slots__ = ("error", "loaded", "manifest", "run_vars")
-
-    def __init__(
-        self, loaded: LoadedPattern | None, manifest: str, run_vars: Mapping[str, Any], error: str
-    ) -> None:
-        self.loaded = loaded
-        self.manifest = manifest
-        self.run_vars = run_vars
-        self.error = error
+    loaded: LoadedPattern | None
+    manifest: str
+    run_vars: Mapping[str, Any]
+    error: str
 
 
 def build_for_push(
@@ -277,10 +272,9 @@ def _send(
     return outcome_from_response(target.name, resp.status, resp.body)
 
 
-class PushOptions:
-    """How a push runs and reports (the ``push`` flags); read-only once built.
-
-    A plain class (a dataclass costs about half a millisecond of start-up to build).
+@dataclass(frozen=True, repr=False, eq=False)
+class PushOptions(Record):
+    """How a push runs and reports (the ``push`` flags).
 
     Attributes:
         check: ``-c``: check mode on the targets.
@@ -294,39 +288,15 @@ class PushOptions:
         verbose: ``-v``: print each command's output under its id.
     """
 
-    __slots__ = (
-        "check",
-        "color",
-        "detailed_exitcode",
-        "forks",
-        "json_output",
-        "parent_filter",
-        "serial",
-        "timeout",
-        "verbose",
-    )
-
-    def __init__(
-        self,
-        check: bool = False,
-        parent_filter: str = "",
-        timeout: float | None = None,
-        forks: int | None = None,
-        serial: int | None = None,
-        json_output: bool = False,
-        detailed_exitcode: bool = False,
-        color: bool = False,
-        verbose: bool = False,
-    ) -> None:
-        self.check = check
-        self.parent_filter = parent_filter
-        self.timeout = timeout
-        self.forks = forks
-        self.serial = serial
-        self.json_output = json_output
-        self.detailed_exitcode = detailed_exitcode
-        self.color = color
-        self.verbose = verbose
+    check: bool = False
+    parent_filter: str = ""
+    timeout: float | None = None
+    forks: int | None = None
+    serial: int | None = None
+    json_output: bool = False
+    detailed_exitcode: bool = False
+    color: bool = False
+    verbose: bool = False
 
 
 class _Printer:
