@@ -24,7 +24,7 @@ from agent.run.model import Exec
 from agent.run.selfexec import agent_dir
 from agent.run.shell import AGENT_ENV_PREFIX, process_env
 
-__all__ = ["MAX_STDIN", "PER_JOB", "Job", "Planner", "plan_job"]
+__all__ = ["MAX_STDIN", "PER_JOB", "Job", "Planner", "bash_word", "plan_job"]
 
 #: Largest stdin text handed to the runner (it must fit the pipe buffer); more spawns.
 MAX_STDIN = 60 * 1024
@@ -193,6 +193,26 @@ class Planner:
         env["PWD"] = pwd
         env["SHLVL"] = level
         return tuple(env.items())
+
+
+#: Bytes that need no quoting in a bash word.
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:=@%+,")
+
+
+def bash_word(text: str) -> str:
+    """``text`` as one bash word on one line (what ``printf %q`` gives, not byte for byte)."""
+    data = text.encode("utf-8", "surrogateescape")
+    if data and all(b in _PLAIN for b in data):
+        return text
+    if not any(b < 0x20 or b == 0x7F for b in data):
+        return "'" + text.replace("'", "'\\''") + "'"
+    out = []
+    for b in data:
+        if b < 0x20 or b == 0x7F or b in b"'\\":
+            out.append(f"\\x{b:02x}")
+        else:
+            out.append(chr(b) if b < 0x80 else f"\\x{b:02x}")
+    return "$'" + "".join(out) + "'"
 
 
 def plan_job(

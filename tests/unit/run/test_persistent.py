@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from agent.run.persistent import (
     _fill,
     plan_job,
 )
+from agent.run.planner import bash_word
 from agent.run.shell import ShellResult
 
 Run = tuple[Exec, str, dict[str, str], str]
@@ -186,6 +188,27 @@ def test_runner_matches_spawned_bash_on_state_probes(ex: Exec, sync: bool, tmp_p
     pairs = both_sync(runs) if sync else asyncio.run(both(runs))
     for probe, (a, b) in zip(PROBES, pairs, strict=True):
         assert (a.exit_code, a.output) == (b.exit_code, b.output), probe
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            st.one_of(
+                st.characters(min_codepoint=1, max_codepoint=0x10FFFF),
+                st.sampled_from(["\udc80", "\udcfe", "\n", "'", "\\", "~", "$"]),
+            )
+        ),
+        max_size=8,
+    )
+)
+def test_quoted_underscore_gives_bash_the_same_value(values: list[str]) -> None:
+    # What the runner's job does with field 3 (``: <quoted>``), for many values at once.
+    script = "".join(f": {bash_word(v)}\nprintf '%s\\0' \"$_\"\n" for v in values)
+    assert all("\n" not in bash_word(v) for v in values)  # the script's eval stays on line 1
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, check=True)
+    got = proc.stdout.split(b"\0")[:-1]
+    assert got == [v.encode("utf-8", "surrogateescape") for v in values]
 
 
 # -- fallback and switch ---------------------------------------------------------------------
