@@ -32,8 +32,9 @@ Protocol (Linux only; ``/proc`` is required):
   the output begins with the pid line (which is split off).
 - A job whose pid line never came provably ran none of the script (the line is written right
   before the ``eval``, and a dead output reader kills the writer with SIGPIPE): if the runner
-  died, the agent empties the output slot and waits for the pid line or EOF (a subshell still
-  setting up holds the pipe; one that has not opened it yet cannot any more); without the
+  died, the agent empties the output slot and waits for the pid line or EOF (a subshell
+  holds the status pipe until it has opened the output slot, which is its first redirection,
+  so after the status pipe's EOF every subshell holds the output pipe or is gone); without the
   line the runner is restarted and the job retried once. If the runner is alive (the set-up
   failed, e.g. a directory vanished), the caller spawns the command as before. A job that
   started and lost its runner is killed (its process group) and fails with a clear error:
