@@ -139,6 +139,8 @@ class PersistentShell:
         #: the directory held in the output slot between jobs (opening it to write fails).
         self._spec = self._out = self._in = self._dir = -1
         self._spec_len = 0
+        #: The last ``$_`` and its quoted form (it rarely changes).
+        self._underscore = ("", "''")
         #: The output slot holds a job's pipe (not the directory), the stdin slot (not /dev/null).
         self._held_out = self._held_in = False
         self._pending = b""
@@ -153,7 +155,7 @@ class PersistentShell:
         return self._proc.pid if self._proc is not None else None
 
     def _start(self, job: Job) -> None:
-        base = {k: v for k, v in job.exports if k not in PER_JOB}
+        base = {k: v for k, v in job.exports.items() if k not in PER_JOB}
         self._open_slots()
         code = _RUNNER.format(
             pid=os.getpid(), spec=self._spec, out=self._out, inp=self._in, bad=SETUP_FAILED
@@ -326,7 +328,9 @@ class PersistentShell:
 
     def _send(self, job: Job) -> None:
         """Write the job's fields to the memfd and a byte to the runner."""
-        fields = [job.cwd, job.options, job.script, bash_word(job.underscore)]
+        if job.underscore != self._underscore[0]:
+            self._underscore = (job.underscore, bash_word(job.underscore))
+        fields = [job.cwd, job.options, job.script, self._underscore[1]]
         fields += self._delta(job)
         data = _encode("\0".join(fields)) + b"\0"
         spec = self._spec
@@ -341,12 +345,12 @@ class PersistentShell:
 
     def _delta(self, job: Job) -> list[str]:
         """The names to unset (one field), then ``NAME=VALUE`` words to export, that turn the
-        runner's environment into the job's (sorted: the order does not matter to bash)."""
-        env = dict(job.exports)
+        runner's environment into the job's (in any order: it does not matter to bash)."""
         base = self._base
-        gone = base.keys() - env.keys()
-        changed = env.items() - base.items()  # PER_JOB names are never in the base
-        return [" ".join(sorted(gone)), *[f"{k}={v}" for k, v in sorted(changed)]]
+        exports = job.exports
+        gone = base.keys() - exports.keys()
+        # PER_JOB names are never in the base: always sent
+        return [" ".join(gone), *[f"{k}={v}" for k, v in exports.items() if base.get(k) != v]]
 
     def _wait(self, state: JobPipe, timeout: float) -> Step[bool]:
         """Wait for the job's status, killing its process group on timeout or on an exception

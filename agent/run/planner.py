@@ -49,7 +49,8 @@ class Job(Record):
     options: str
     cwd: str
     script: str
-    exports: tuple[tuple[str, str], ...]
+    #: The exported environment (``NAME: VALUE``), as a new bash would have it.
+    exports: Mapping[str, str]
     underscore: str
     stdin: bytes
     timeout: float
@@ -125,6 +126,10 @@ class Planner:
         self._names: set[str] = set()
         self._pwds: dict[tuple[str, str], str] = {}
         self._dirs: dict[str, bool] = {}  # OLDPWD values: directories or not
+        #: Working directories: absolute paths of ``workDir`` (``""``: the agent's), and the
+        #: ones found to be directories (a directory found missing is looked up again).
+        self._cwds: dict[str, str] = {}
+        self._isdirs: set[str] = set()
 
     def plan(
         self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
@@ -154,21 +159,32 @@ class Planner:
         if key not in self._which:
             self._which[key] = which(words[0], path=key[1])
         program = self._which[key]
-        cwd = os.path.abspath(ex.work_dir or os.getcwd())
+        cwd = self._cwd(ex.work_dir or "")
         underscore = child_env.get("_", words[0])
         exports = self._exports(child_env, cwd)
-        data = stdin.encode("utf-8", "surrogateescape")
-        if program is None or exports is None or len(data) > MAX_STDIN or not os.path.isdir(cwd):
+        data = stdin.encode("utf-8", "surrogateescape") if stdin else b""
+        if program is None or exports is None or len(data) > MAX_STDIN or "\0" in underscore:
             return None
-        if "\0" in underscore:
-            return None
+        if cwd not in self._isdirs:
+            if not os.path.isdir(cwd):
+                return None
+            self._isdirs.add(cwd)  # gone later: the job's set-up fails and it is spawned
         return Job(
             program, words[0], words[1], cwd, script, exports, underscore, data, ex.timeout_seconds
         )
 
-    def _exports(self, env: dict[str, str], cwd: str) -> tuple[tuple[str, str], ...] | None:
-        """``(NAME, VALUE)`` pairs of the command's exported environment, as a new bash would
-        have it, or ``None`` when the env must spawn. ``env`` (a fresh dict) is consumed."""
+    def _cwd(self, work_dir: str) -> str:
+        """The absolute working directory for ``work_dir`` (``""``: the agent's)."""
+        if not work_dir:
+            return os.path.abspath(os.getcwd())
+        cwd = self._cwds.get(work_dir)
+        if cwd is None:
+            cwd = self._cwds[work_dir] = os.path.abspath(work_dir)
+        return cwd
+
+    def _exports(self, env: dict[str, str], cwd: str) -> dict[str, str] | None:
+        """The command's exported environment, as a new bash would have it, or ``None`` when
+        the env must spawn. ``env`` (a fresh dict) is consumed and returned."""
         new = env.keys() - self._names
         if new:
             if not all(_name_ok(name) for name in new):
@@ -192,7 +208,7 @@ class Planner:
             pwd = self._pwds[key] = _pwd(*key)
         env["PWD"] = pwd
         env["SHLVL"] = level
-        return tuple(env.items())
+        return env
 
 
 #: Bytes that need no quoting in a bash word.

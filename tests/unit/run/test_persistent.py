@@ -195,7 +195,7 @@ def test_runner_matches_spawned_bash_on_state_probes(ex: Exec, sync: bool, tmp_p
     st.lists(
         st.text(
             st.one_of(
-                st.characters(min_codepoint=1, exclude_categories=("Cs",)),
+                st.characters(min_codepoint=1).filter(lambda c: not "\ud800" <= c <= "\udfff"),
                 st.sampled_from(["\udc80", "\udcfe", "\n", "'", "\\", "~", "$"]),
             )
         ),
@@ -239,7 +239,7 @@ def test_default_exec_is_planned_for_the_runner() -> None:
     job = plan_job(DEFAULT_EXEC, "true", env={"A": "1"}, stdin="x")
     assert job is not None
     assert (job.options, job.stdin) == ("-e -o pipefail", b"x")
-    assert ("A", "1") in job.exports
+    assert job.exports["A"] == "1"
 
 
 def test_large_stdin_and_output_match_a_spawned_command() -> None:
