@@ -106,8 +106,13 @@ PER_JOB = ("PWD", "SHLVL", "OLDPWD")
 
 
 def _name_ok(name: str) -> bool:
-    """Whether bash imports ``name`` from its environment as a plain exported variable."""
-    return bool(_NAME.match(name)) and not name.startswith("BASH") and name not in _SPECIAL
+    """Whether bash imports ``name`` from its environment as a plain exported variable (and
+    the runner's own ``__agent_*`` names are not used)."""
+    return (
+        bool(_NAME.match(name))
+        and not name.startswith(("BASH", "__agent_"))
+        and name not in _SPECIAL
+    )
 
 
 class Planner:

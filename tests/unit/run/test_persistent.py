@@ -229,6 +229,7 @@ def test_quoted_underscore_gives_bash_the_same_value(values: list[str]) -> None:
         Exec(command="bash -c", env={"BASH_FUNC_f%%": "() { :; }"}),
         Exec(command="bash -c", env={"SHELLOPTS": "xtrace"}),
         Exec(command="bash -c", env={"A-B": "1"}),
+        Exec(command="bash -c", env={"__agent_a": "1"}),
     ],
 )
 def test_exec_that_is_not_the_default_is_spawned(ex: Exec) -> None:
