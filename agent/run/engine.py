@@ -315,13 +315,14 @@ class _Run:
             self.observe(cmd, parent, "check", False)
             return out, None
         cfg = self.exec.override(cmd.exec)
-        done, would = _messages(cmd, triggered_by, remove=remove, idstar=idstar)
+        checked = None
         if not cmd.always and not triggered_by and cmd.check:
             checked = await self._run_check(cmd, cfg, out, remove=remove, parent=parent)
             if checked is None:
                 return out, None
-            if self.check:
-                would = f"Checked {idstar} [{checked}]"
+        done, would = _messages(cmd, triggered_by, remove=remove, idstar=idstar)
+        if checked is not None and self.check:
+            would = f"Checked {idstar} [{checked}]"
         if remove:
             out.check_fail_remove = True
         else:

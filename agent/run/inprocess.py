@@ -89,6 +89,8 @@ def simple_words(script: str) -> list[str] | None:
     or interpret (see module doc); ``None`` otherwise."""
     if not script.strip() or not _quote_ok(script):
         return None
+    if "'" not in script and '"' not in script:
+        return script.split()  # only safe characters and blanks: what shlex gives, faster
     try:
         return shlex.split(script, posix=True)
     except ValueError:
@@ -136,6 +138,9 @@ def helper_argv(ex: Exec, script: str, *, etcha: bool) -> list[str] | None:
     words = simple_words(script)
     if words is None:
         return None
+    first = words[0]
+    if first not in (DEFAULT_AGENT_BIN, ETCHA_BIN) and not os.path.isabs(first):
+        return None  # no program of _programs starts so (they are these names or paths)
     for program in _programs(etcha):
         n = len(program)
         if words[:n] == program and len(words) > n and words[n] in HELPER_VERBS:

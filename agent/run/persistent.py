@@ -16,20 +16,29 @@ Protocol (Linux only; ``/proc`` is required):
 - The runner's environment is the first job's; each job sends only the names to unset and the
   variables that differ (plus ``PWD``, ``SHLVL`` and ``OLDPWD``, computed as bash does at
   start-up).
-- For each job the agent rewrites the runner's memfd with NUL-separated fields (working
-  directory, options, stdin path, output fd, script, ``$_``, names to unset, then
-  ``NAME=VALUE`` exports) and sends its number as one line. The subshell reads it through
-  ``/proc/<agent>/fd/<n>``, redirects its stdout and stderr to the job's output pipe
-  (``/proc/<agent>/fd/<w>``) and its stdin to the command's stdin pipe or ``/dev/null``,
-  ``cd``\\ s, applies the environment, sets ``-e``/``-u``/``-o pipefail`` as the exec says,
-  writes ``S <pid>`` on the status pipe and closes it, then evals the script (on line 1, so
-  ``$LINENO`` matches ``-c``). The agent closes its copies of the job's fds on ``S``.
-- The runner writes ``D <status>`` after ``wait``.
-- A job whose ``S`` never arrived provably ran none of the script (``S`` is written right before
-  the ``eval``, and a dead status reader kills the writer with SIGPIPE): if the runner died, it is
-  restarted and the job retried once; if the runner is alive (the set-up failed, e.g. a
-  directory vanished), the caller spawns the command as before. A job that started and lost its
-  runner is killed (its process group) and fails with a clear error: nothing runs twice.
+- The agent holds three fds per runner whose numbers are baked into its code: a memfd of the
+  job's fields, an output slot and a stdin slot. For each job it puts the write end of a new
+  output pipe in the output slot (between jobs the slot holds a directory: opening it to
+  write fails) and the command's stdin pipe, or ``/dev/null``, in the stdin slot, rewrites the
+  memfd with NUL-separated fields (working directory, options, script, ``$_`` quoted, names to
+  unset, then ``NAME=VALUE`` exports) and writes one byte to the job pipe (read with
+  ``read -N 1``: one read). The runner forks a subshell whose stdout and stderr are
+  ``/proc/<agent>/fd/<output slot>`` and stdin ``/proc/<agent>/fd/<stdin slot>``; it reads
+  the memfd, ``cd``\\ s, applies the environment, sets ``-e``/``-u``/``-o pipefail`` as the
+  exec says, writes its pid as the first line of its output, then evals the script (on line
+  1, so ``$LINENO`` matches ``-c``). A set-up step that fails exits before that line.
+- The runner writes the job's status as one line after ``wait``; the agent then puts the
+  directory back in the output slot and reads the output to EOF: it started the script iff
+  the output begins with the pid line (which is split off).
+- A job whose pid line never came provably ran none of the script (the line is written right
+  before the ``eval``, and a dead output reader kills the writer with SIGPIPE): if the runner
+  died, the agent empties the output slot and waits for the pid line or EOF (a subshell
+  holds the status pipe until it has opened the output slot, which is its first redirection,
+  so after the status pipe's EOF every subshell holds the output pipe or is gone); without the
+  line the runner is restarted and the job retried once. If the runner is alive (the set-up
+  failed, e.g. a directory vanished), the caller spawns the command as before. A job that
+  started and lost its runner is killed (its process group) and fails with a clear error:
+  nothing runs twice.
 
 Remaining differences from ``bash -c`` are listed in docs/patterns.md (``$$`` names the runner,
 a signal death reports ``128+N`` as an exit status, ``$_`` and ``BASH_SUBSHELL`` details).
@@ -43,12 +52,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agent.core.errors import CommandError
+from agent.run.jobpipe import JobPipe
 from agent.run.model import Exec
-from agent.run.planner import MAX_STDIN, PER_JOB, Job, Planner, plan_job
+from agent.run.planner import MAX_STDIN, PER_JOB, Job, Planner, bash_word, plan_job
 from agent.run.reactor import Reactor, Step, running_loop, until
 from agent.run.shell import KILL_GRACE, MAX_OUTPUT, PIPE_GRACE, ShellResult
 
@@ -61,20 +70,19 @@ __all__ = ["MAX_STDIN", "Job", "PersistentShell", "Planner", "RunnerDied", "Shel
 QUICK = 0.005
 #: Exit status of a job whose set-up failed before its script started.
 SETUP_FAILED = 121
-# One line, so the script's eval runs on line 1 ($LINENO and error messages as with -c).
-_JOB = (
-    "( mapfile -t -d '' __agent_a <\"/proc/{pid}/fd/$__agent_j\" || exit {bad}; "
-    'exec 9>&1 >"/proc/{pid}/fd/${{__agent_a[3]}}" 2>&1 <"${{__agent_a[2]}}" || exit {bad}; '
-    'cd -- "${{__agent_a[0]}}" || exit {bad}; '
-    "unset -v PWD OLDPWD SHLVL ${{__agent_a[6]}}; declare -x OLDPWD; "
-    'export -- "${{__agent_a[@]:7}}" || exit {bad}; '
-    "BASH_SUBSHELL=0; BASH_EXECUTION_STRING=${{__agent_a[4]}}; set +m ${{__agent_a[1]}}; "
-    'printf -v __agent_q %q "${{__agent_a[5]}}"; '
-    "printf 'S %d\\n' \"$BASHPID\" >&9 || exit {bad}; exec 9>&-; "
-    'eval "unset -v __agent_a __agent_j __agent_q PIPESTATUS; : $__agent_q; ${{__agent_a[4]}}" ) & '
-)
+# One line, so the script's eval runs on line 1 ($LINENO and error messages as with -c). The
+# fields: 0 cwd, 1 options, 2 script, 3 $_ (quoted), 4 names to unset, 5... NAME=VALUE exports.
 _RUNNER = (
-    "set -m; while IFS= read -r __agent_j; do " + _JOB + 'wait "$!"; printf \'D %d\\n\' "$?"; done'
+    "set -m; while read -r -N 1 __agent_j; do ( "
+    "mapfile -t -d '' __agent_a </proc/{pid}/fd/{spec} || exit {bad}; "
+    'cd -- "${{__agent_a[0]}}" || exit {bad}; '
+    "unset -v OLDPWD ${{__agent_a[4]}}; "
+    'declare -x OLDPWD "${{__agent_a[@]:5}}" || exit {bad}; '
+    "BASH_SUBSHELL=0 BASH_EXECUTION_STRING=${{__agent_a[2]}}; set +m ${{__agent_a[1]}}; "
+    'echo "$BASHPID" || exit {bad}; '
+    'eval "unset -v __agent_a __agent_j PIPESTATUS; : ${{__agent_a[3]}}; ${{__agent_a[2]}}" '
+    ") >/proc/{pid}/fd/{out} 2>&1 </proc/{pid}/fd/{inp} & "
+    'wait "$!"; echo "$?"; done'
 )
 
 
@@ -107,32 +115,10 @@ def _close(*fds: int) -> None:
                 os.close(fd)
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-@dataclass(slots=True)
-class _Inflight:
-    """Status of the job in flight, fed by the status pipe."""
-
-    #: The agent's copies of the job's fds: closed once the job has opened its own (``S``).
-    fds: list[int]
-    pid: int | None = None
-    status: int | None = None
-    #: The runner exited before this job's status came.
-    died: bool = False
-    started: bool = False
-    #: A timeout or an interruption is killing the job (it waits for its pid).
-    killing: bool = False
-
-    def release(self) -> None:
-        _close(*self.fds)
-        self.fds.clear()
-
-    @property
-    def waiting(self) -> bool:
-        return self.status is None and not self.died
+def _signal_group(pid: int | None, sig: int) -> None:
+    if pid is not None and pid > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
 
 
 class PersistentShell:
@@ -149,9 +135,16 @@ class PersistentShell:
         self._proc: subprocess.Popen[bytes] | None = None
         self._jobs_w = -1
         self._status_r = -1
-        self._spec = -1
+        #: The memfd of the job's fields, the output and stdin slots the subshell opens, and
+        #: the directory held in the output slot between jobs (opening it to write fails).
+        self._spec = self._out = self._in = self._dir = -1
+        self._spec_len = 0
+        #: The last ``$_`` and its quoted form (it rarely changes).
+        self._underscore = ("", "''")
+        #: The output slot holds a job's pipe (not the directory), the stdin slot (not /dev/null).
+        self._held_out = self._held_in = False
         self._pending = b""
-        self._job: _Inflight | None = None
+        self._job: JobPipe | None = None
         self._own_reactor = reactor is None
         self._reactor = Reactor() if reactor is None else reactor
         self._lock: asyncio.Lock | None = None
@@ -162,8 +155,11 @@ class PersistentShell:
         return self._proc.pid if self._proc is not None else None
 
     def _start(self, job: Job) -> None:
-        code = _RUNNER.format(pid=os.getpid(), bad=SETUP_FAILED)
-        base = {k: v for k, v in job.exports if k not in PER_JOB}
+        base = {k: v for k, v in job.exports.items() if k not in PER_JOB}
+        self._open_slots()
+        code = _RUNNER.format(
+            pid=os.getpid(), spec=self._spec, out=self._out, inp=self._in, bad=SETUP_FAILED
+        )
         jobs_r, jobs_w = os.pipe()
         status_r, status_w = os.pipe()
         try:
@@ -178,17 +174,27 @@ class PersistentShell:
                 start_new_session=True,
             )
         except OSError:
-            os.close(jobs_w)
-            os.close(status_r)
+            _close(jobs_w, status_r)
+            self._close_slots()
             raise
         finally:
             os.close(jobs_r)
             os.close(status_w)
         self._jobs_w, self._status_r, self._pending = jobs_w, status_r, b""
-        self._spec = os.memfd_create("agent-job")  # rewritten for every job (one at a time)
         self._base = base
         os.set_blocking(status_r, False)
         self._reactor.watch(status_r, self._on_status)
+
+    def _open_slots(self) -> None:
+        self._spec = os.memfd_create("agent-job")  # rewritten for every job (one at a time)
+        self._spec_len = 0
+        self._dir = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._out = os.dup(self._dir)
+        self._in = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def _close_slots(self) -> None:
+        _close(self._spec, self._out, self._in, self._dir)
+        self._spec = self._out = self._in = self._dir = -1
 
     def _on_status(self) -> bool:
         """Read status lines; True when the job in flight may proceed (see :class:`Reactor`)."""
@@ -204,20 +210,13 @@ class PersistentShell:
         self._pending += data
         *lines, self._pending = self._pending.split(b"\n")
         job = self._job
-        progress = False
+        if job is None or job.status is not None:
+            return False
         for raw in lines:
-            kind, _, arg = raw.decode("ascii", "replace").partition(" ")
-            if job is None or not arg.isdigit():
-                continue
-            if kind == "S" and job.pid is None and job.status is None:
-                job.started = True
-                job.pid = int(arg)
-                job.release()  # the job holds its own: EOF on its output now comes with its exit
-                progress = progress or job.killing
-            elif kind == "D" and job.status is None:
-                job.status = int(arg)
-                progress = True
-        return progress
+            if raw.isdigit():
+                job.status = int(raw)
+                return True
+        return False
 
     def _stop_reading(self) -> None:
         """The status pipe hit EOF: the runner is gone (or being closed)."""
@@ -225,8 +224,8 @@ class PersistentShell:
             self._reactor.unwatch(self._status_r)
             os.close(self._status_r)
             self._status_r = -1
-        _close(self._jobs_w, self._spec)
-        self._jobs_w = self._spec = -1
+        _close(self._jobs_w)
+        self._jobs_w = -1
         job = self._job
         if job is not None and job.status is None:
             job.died = True
@@ -276,61 +275,84 @@ class PersistentShell:
         """Run one job (starting the runner first if needed); see :meth:`run`."""
         if self._jobs_w < 0:
             self._start(job)
-        out_r, out_w = os.pipe()
-        in_r, in_w = os.pipe() if job.stdin else (-1, -1)
-        reader = _OutputReader(out_r, max_output, self._reactor)
-        state = _Inflight([out_w])
-        if in_r >= 0:
-            state.fds.append(in_r)
-        self._job = state
-        start = time.monotonic()
+        state: JobPipe | None = None
         try:
-            if job.stdin:
-                if not _fill(in_w, job.stdin):
-                    return None  # a pipe smaller than the text (pipe-user-pages limits): spawn
-                os.close(in_w)
-                in_w = -1
-            self._send(job, in_r, out_w)
-            timed_out = yield from self._wait(state, job.timeout, reader)
+            if job.stdin and not self._stdin(job.stdin):
+                return None  # a pipe smaller than the text (pipe-user-pages limits): spawn
+            out_r, out_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            os.dup2(out_w, self._out, inheritable=False)
+            os.close(out_w)
+            self._held_out = True
+            state = self._job = JobPipe(out_r, max_output, self._reactor)
+            start = time.monotonic()
+            self._send(job)
+            timed_out = yield from self._wait(state, job.timeout)
             ended = time.monotonic()
-            state.release()
-            yield from reader.finish(PIPE_GRACE)
+            self._release()
+            yield from state.finish(PIPE_GRACE)
         finally:
             self._job = None
-            reader.close()
-            state.release()
-            _close(in_w)
-        if not state.started:
+            self._release()
+            if state is not None:
+                state.close()
+        if state.pid is None:
             return None
         if state.status is None:
             raise RunnerDied(True)
-        output, truncated = reader.text()
+        output, truncated = state.text()
         return ShellResult(state.status, output, ended - start, timed_out, truncated)
 
-    def _send(self, job: Job, in_r: int, out_w: int) -> None:
-        """Write the job's fields to the memfd and its number to the runner."""
-        stdin_path = f"/proc/{os.getpid()}/fd/{in_r}" if in_r >= 0 else "/dev/null"
-        fields = [job.cwd, job.options, stdin_path, str(out_w), job.script, job.underscore]
+    def _stdin(self, text: bytes) -> bool:
+        """Put a pipe holding ``text`` in the stdin slot; False when it does not fit."""
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            if not _fill(in_w, text):
+                return False
+            os.dup2(in_r, self._in, inheritable=False)
+            self._held_in = True
+            return True
+        finally:
+            _close(in_r, in_w)
+
+    def _release(self) -> None:
+        """Drop the agent's copies of the job's pipes: the output slot holds the directory
+        again (a subshell opening it now fails before its script), the stdin slot /dev/null."""
+        if self._held_out and self._out >= 0:
+            os.dup2(self._dir, self._out, inheritable=False)
+        self._held_out = False
+        if self._held_in and self._in >= 0:
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            os.dup2(null, self._in, inheritable=False)
+            os.close(null)
+        self._held_in = False
+
+    def _send(self, job: Job) -> None:
+        """Write the job's fields to the memfd and a byte to the runner."""
+        if job.underscore != self._underscore[0]:
+            self._underscore = (job.underscore, bash_word(job.underscore))
+        fields = [job.cwd, job.options, job.script, self._underscore[1]]
         fields += self._delta(job)
         data = _encode("\0".join(fields)) + b"\0"
         spec = self._spec
-        os.ftruncate(spec, len(data))
+        if len(data) < self._spec_len:
+            os.ftruncate(spec, len(data))
         os.pwrite(spec, data, 0)
+        self._spec_len = len(data)
         try:
-            os.write(self._jobs_w, b"%d\n" % spec)
+            os.write(self._jobs_w, b"j")
         except OSError as exc:
             raise RunnerDied(False) from exc
 
     def _delta(self, job: Job) -> list[str]:
         """The names to unset (one field), then ``NAME=VALUE`` words to export, that turn the
-        runner's environment into the job's (sorted: the order does not matter to bash)."""
-        env = dict(job.exports)
+        runner's environment into the job's (in any order: it does not matter to bash)."""
         base = self._base
-        gone = base.keys() - env.keys()
-        changed = env.items() - base.items()  # PER_JOB names are never in the base
-        return [" ".join(sorted(gone)), *[f"{k}={v}" for k, v in sorted(changed)]]
+        exports = job.exports
+        gone = base.keys() - exports.keys()
+        # PER_JOB names are never in the base: always sent
+        return [" ".join(gone), *[f"{k}={v}" for k, v in exports.items() if base.get(k) != v]]
 
-    def _wait(self, state: _Inflight, timeout: float, reader: _OutputReader) -> Step[bool]:
+    def _wait(self, state: JobPipe, timeout: float) -> Step[bool]:
         """Wait for the job's status, killing its process group on timeout or on an exception
         thrown in while waiting (cancellation, KeyboardInterrupt). True when it timed out.
 
@@ -343,31 +365,32 @@ class PersistentShell:
         try:
             while state.waiting:
                 now = time.monotonic()
-                if not reader.watching and now >= quick:
-                    reader.watch()
+                if not state.watching and now >= quick:
+                    state.watch()
                 if deadline is not None and now >= deadline:
-                    reader.watch()
+                    state.watch()
                     yield from self._kill(state)
                     return True
-                limit = deadline if reader.watching else min(quick, deadline or quick)
+                limit = deadline if state.watching else min(quick, deadline or quick)
                 yield None if limit is None else limit - now
             if state.died:
-                raise RunnerDied(state.started)
+                self._release()
+                raise RunnerDied((yield from state.started()))
         except RunnerDied as exc:
-            if exc.started and state.pid is not None:
+            if exc.started:
                 _signal_group(state.pid, signal.SIGKILL)
             raise
         except GeneratorExit:
             raise
         except BaseException:
-            reader.watch()
+            state.watch()
             yield from self._kill(state)
             raise
         return False
 
-    def _kill(self, state: _Inflight) -> Step[None]:
+    def _kill(self, state: JobPipe) -> Step[None]:
         """SIGTERM the job's process group, SIGKILL it after :data:`KILL_GRACE`."""
-        # The pid comes with "S"; a job that ends before it sends only its status.
+        # The pid comes first on the output; a job that ends before it sends only its status.
         state.killing = True
         while state.pid is None and state.waiting:
             yield None
@@ -397,75 +420,9 @@ class PersistentShell:
         if self._status_r >= 0:
             self._stop_reading()
         self._reap(block=True)
+        self._close_slots()
         if self._own_reactor:
             self._reactor.close()
-
-
-@dataclass(slots=True, eq=False)
-class _OutputReader:
-    """Reads one job's output pipe (stdout and stderr combined) into a capped buffer."""
-
-    fd: int
-    cap: int
-    reactor: Reactor
-    buf: bytearray = field(default_factory=bytearray)
-    seen: int = 0
-    watching: bool = False
-
-    def __post_init__(self) -> None:
-        os.set_blocking(self.fd, False)
-
-    def watch(self) -> None:
-        """Read the pipe whenever it is readable from now on (until EOF or :meth:`close`)."""
-        if not self.watching and self.fd >= 0:
-            self.watching = True
-            self.reactor.watch(self.fd, self._on_read)
-
-    def _on_read(self) -> bool:
-        """Read what the pipe holds (a few chunks at most); True at EOF (a waiting step may
-        proceed)."""
-        for _ in range(4):
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return False
-            except OSError:
-                data = b""
-            if not data:
-                self.close()
-                return True
-            room = self.cap - len(self.buf)
-            if room > 0:
-                self.buf += data[:room]
-            self.seen += len(data)
-        return False
-
-    def finish(self, grace: float) -> Step[None]:
-        """Wait for EOF, at most ``grace`` seconds (a background child may hold the pipe)."""
-        if self.fd >= 0:
-            self._on_read()  # the job has exited: usually its output and EOF are there
-        self.watch()  # a background process still holds the pipe
-        deadline = time.monotonic() + grace
-        while self.fd >= 0 and (yield from until(deadline)):
-            pass
-        if self.fd >= 0:
-            self._on_read()  # whatever is buffered now
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            if self.watching:
-                self.reactor.unwatch(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-
-    def text(self) -> tuple[str, bool]:
-        output = self.buf.decode("utf-8", errors="replace")
-        truncated = self.seen > self.cap
-        if truncated:
-            output += (
-                f"\n[output truncated: {self.seen - self.cap} bytes over the {self.cap}-byte limit]"
-            )
-        return output, truncated
 
 
 class Shells:

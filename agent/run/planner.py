@@ -24,7 +24,7 @@ from agent.run.model import Exec
 from agent.run.selfexec import agent_dir
 from agent.run.shell import AGENT_ENV_PREFIX, process_env
 
-__all__ = ["MAX_STDIN", "PER_JOB", "Job", "Planner", "plan_job"]
+__all__ = ["MAX_STDIN", "PER_JOB", "Job", "Planner", "bash_word", "plan_job"]
 
 #: Largest stdin text handed to the runner (it must fit the pipe buffer); more spawns.
 MAX_STDIN = 60 * 1024
@@ -49,7 +49,8 @@ class Job(Record):
     options: str
     cwd: str
     script: str
-    exports: tuple[tuple[str, str], ...]
+    #: The exported environment (``NAME: VALUE``), as a new bash would have it.
+    exports: Mapping[str, str]
     underscore: str
     stdin: bytes
     timeout: float
@@ -105,8 +106,13 @@ PER_JOB = ("PWD", "SHLVL", "OLDPWD")
 
 
 def _name_ok(name: str) -> bool:
-    """Whether bash imports ``name`` from its environment as a plain exported variable."""
-    return bool(_NAME.match(name)) and not name.startswith("BASH") and name not in _SPECIAL
+    """Whether bash imports ``name`` from its environment as a plain exported variable (and
+    the runner's own ``__agent_*`` names are not used)."""
+    return (
+        bool(_NAME.match(name))
+        and not name.startswith(("BASH", "__agent_"))
+        and name not in _SPECIAL
+    )
 
 
 class Planner:
@@ -125,6 +131,10 @@ class Planner:
         self._names: set[str] = set()
         self._pwds: dict[tuple[str, str], str] = {}
         self._dirs: dict[str, bool] = {}  # OLDPWD values: directories or not
+        #: Working directories: absolute paths of ``workDir`` (``""``: the agent's), and the
+        #: ones found to be directories (a directory found missing is looked up again).
+        self._cwds: dict[str, str] = {}
+        self._isdirs: set[str] = set()
 
     def plan(
         self, ex: Exec, script: str, *, env: Mapping[str, str] | None = None, stdin: str = ""
@@ -154,21 +164,32 @@ class Planner:
         if key not in self._which:
             self._which[key] = which(words[0], path=key[1])
         program = self._which[key]
-        cwd = os.path.abspath(ex.work_dir or os.getcwd())
+        cwd = self._cwd(ex.work_dir or "")
         underscore = child_env.get("_", words[0])
         exports = self._exports(child_env, cwd)
-        data = stdin.encode("utf-8", "surrogateescape")
-        if program is None or exports is None or len(data) > MAX_STDIN or not os.path.isdir(cwd):
+        data = stdin.encode("utf-8", "surrogateescape") if stdin else b""
+        if program is None or exports is None or len(data) > MAX_STDIN or "\0" in underscore:
             return None
-        if "\0" in underscore:
-            return None
+        if cwd not in self._isdirs:
+            if not os.path.isdir(cwd):
+                return None
+            self._isdirs.add(cwd)  # gone later: the job's set-up fails and it is spawned
         return Job(
             program, words[0], words[1], cwd, script, exports, underscore, data, ex.timeout_seconds
         )
 
-    def _exports(self, env: dict[str, str], cwd: str) -> tuple[tuple[str, str], ...] | None:
-        """``(NAME, VALUE)`` pairs of the command's exported environment, as a new bash would
-        have it, or ``None`` when the env must spawn. ``env`` (a fresh dict) is consumed."""
+    def _cwd(self, work_dir: str) -> str:
+        """The absolute working directory for ``work_dir`` (``""``: the agent's)."""
+        if not work_dir:
+            return os.path.abspath(os.getcwd())
+        cwd = self._cwds.get(work_dir)
+        if cwd is None:
+            cwd = self._cwds[work_dir] = os.path.abspath(work_dir)
+        return cwd
+
+    def _exports(self, env: dict[str, str], cwd: str) -> dict[str, str] | None:
+        """The command's exported environment, as a new bash would have it, or ``None`` when
+        the env must spawn. ``env`` (a fresh dict) is consumed and returned."""
         new = env.keys() - self._names
         if new:
             if not all(_name_ok(name) for name in new):
@@ -192,7 +213,27 @@ class Planner:
             pwd = self._pwds[key] = _pwd(*key)
         env["PWD"] = pwd
         env["SHLVL"] = level
-        return tuple(env.items())
+        return env
+
+
+#: Bytes that need no quoting in a bash word.
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:=@%+,")
+
+
+def bash_word(text: str) -> str:
+    """``text`` as one bash word on one line (what ``printf %q`` gives, not byte for byte)."""
+    data = text.encode("utf-8", "surrogateescape")
+    if data and all(b in _PLAIN for b in data):
+        return text
+    if not any(b < 0x20 or b == 0x7F for b in data):
+        return "'" + text.replace("'", "'\\''") + "'"
+    out = []
+    for b in data:
+        if b < 0x20 or b == 0x7F or b in b"'\\":
+            out.append(f"\\x{b:02x}")
+        else:
+            out.append(chr(b) if b < 0x80 else f"\\x{b:02x}")
+    return "$'" + "".join(out) + "'"
 
 
 def plan_job(

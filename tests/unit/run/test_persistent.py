@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from agent.run.persistent import (
     _fill,
     plan_job,
 )
+from agent.run.planner import bash_word
 from agent.run.shell import ShellResult
 
 Run = tuple[Exec, str, dict[str, str], str]
@@ -188,6 +190,27 @@ def test_runner_matches_spawned_bash_on_state_probes(ex: Exec, sync: bool, tmp_p
         assert (a.exit_code, a.output) == (b.exit_code, b.output), probe
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            st.one_of(
+                st.characters(min_codepoint=1).filter(lambda c: not "\ud800" <= c <= "\udfff"),
+                st.sampled_from(["\udc80", "\udcfe", "\n", "'", "\\", "~", "$"]),
+            )
+        ),
+        max_size=8,
+    )
+)
+def test_quoted_underscore_gives_bash_the_same_value(values: list[str]) -> None:
+    # What the runner's job does with field 3 (``: <quoted>``), for many values at once.
+    script = "".join(f": {bash_word(v)}\nprintf '%s\\0' \"$_\"\n" for v in values)
+    assert all("\n" not in bash_word(v) for v in values)  # the script's eval stays on line 1
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, check=True)
+    got = proc.stdout.split(b"\0")[:-1]
+    assert got == [v.encode("utf-8", "surrogateescape") for v in values]
+
+
 # -- fallback and switch ---------------------------------------------------------------------
 
 
@@ -206,6 +229,7 @@ def test_runner_matches_spawned_bash_on_state_probes(ex: Exec, sync: bool, tmp_p
         Exec(command="bash -c", env={"BASH_FUNC_f%%": "() { :; }"}),
         Exec(command="bash -c", env={"SHELLOPTS": "xtrace"}),
         Exec(command="bash -c", env={"A-B": "1"}),
+        Exec(command="bash -c", env={"__agent_a": "1"}),
     ],
 )
 def test_exec_that_is_not_the_default_is_spawned(ex: Exec) -> None:
@@ -216,7 +240,7 @@ def test_default_exec_is_planned_for_the_runner() -> None:
     job = plan_job(DEFAULT_EXEC, "true", env={"A": "1"}, stdin="x")
     assert job is not None
     assert (job.options, job.stdin) == ("-e -o pipefail", b"x")
-    assert ("A", "1") in job.exports
+    assert job.exports["A"] == "1"
 
 
 def test_large_stdin_and_output_match_a_spawned_command() -> None:
