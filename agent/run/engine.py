@@ -45,9 +45,8 @@ from agent.core.records import Record
 from agent.run import shell
 from agent.run.diff import diff, has_work
 from agent.run.inprocess import InProcess, helper_argv
-from agent.run.lazyloop import NEED_LOOP
+from agent.run.lazyloop import NEED_LOOP, loop_running
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
-from agent.run.reactor import running_loop
 from agent.run.result import Result
 
 if TYPE_CHECKING:
@@ -581,7 +580,7 @@ def _shells_start(enabled: bool, cmds: Sequence[Command]) -> int | None:
     an event loop (a spawn is cheaper), else 0 (without a loop, a spawn would import asyncio)."""
     if not enabled:
         return None
-    return 0 if _leaves(cmds, 2) >= 2 or running_loop() is None else 1
+    return 0 if _leaves(cmds, 2) >= 2 or not loop_running() else 1
 
 
 def _messages(

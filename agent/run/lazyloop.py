@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 from agent.core.errors import AgentError
 from agent.run.reactor import running_loop
 
-__all__ = ["NEED_LOOP", "drive"]
+__all__ = ["NEED_LOOP", "drive", "loop_running"]
 
 T = TypeVar("T")
 
 
-def _loop_running() -> bool:
+def loop_running() -> bool:
+    """Whether an asyncio loop runs in this thread (asyncio is not imported to find out)."""
     return running_loop() is not None
 
 
@@ -34,7 +35,7 @@ class _NeedLoop:
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, None]:
-        if not _loop_running():
+        if not loop_running():
             yield self  # to drive(): start a loop, then resume here
 
 
