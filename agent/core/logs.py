@@ -252,6 +252,17 @@ class Logger:
         kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 2
         logging.getLogger(self.name).log(level, msg, *args, **kwargs)
 
+    def isEnabledFor(self, level: int) -> bool:
+        """``logging.Logger.isEnabledFor``; ``False`` without loading ``logging`` when a record
+        of ``level`` would be dropped while it is deferred."""
+        if level < _pending_level(self.name):
+            return False
+        if isinstance(self._module, Deferred):
+            self._module.load()
+        import logging
+
+        return logging.getLogger(self.name).isEnabledFor(level)
+
     def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
         self._log(DEBUG, msg, args, kwargs)
 

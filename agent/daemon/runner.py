@@ -48,7 +48,6 @@ from agent.daemon.telemetry import DaemonMetrics
 from agent.jws.tokens import decode_token
 from agent.pattern.load import load_from_token
 from agent.run.engine import Result, RunOutcome, diff_run
-from agent.run.inprocess import InProcess
 from agent.trust.gate import AdmittedToken, Context, TrustGate, stored_action
 from agent.trust.policy import next_high_water
 from agent.trust.revocation import RevocationList
@@ -56,11 +55,11 @@ from agent.trust.revocation import RevocationList
 if TYPE_CHECKING:
     from agent.config.schema import Config
     from agent.daemon.events import EventDispatcher
-    from agent.run.engine import CommandObserver
+    from agent.run.hooks import CommandObserver, InProcess
 
-#: Makes the in-process helper hook for a config (``None``: spawn every script); ``agent run``
-#: passes :func:`agent.tools.inprocess.helper_runner`.
-InProcessFactory = Callable[["Config"], InProcess | None]
+    #: Makes the in-process helper hook for a config (``None``: spawn every script); ``agent
+    #: run`` passes :func:`agent.tools.inprocess.helper_runner`.
+    InProcessFactory = Callable[[Config], InProcess | None]
 
 logger = logging.getLogger(__name__)
 

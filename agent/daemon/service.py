@@ -5,15 +5,13 @@ The work is split: ``sources`` (per-source state), :mod:`agent.trust.gate` (admi
 in :mod:`agent.daemon`. :class:`Service` wires them and is the SourceView events and webhooks see.
 
 Start-up (reference etcha-run.md §4.2, SPEC 6 and 21): refuse a token source without a verifier;
-load every source in name order (static ``commands``, then, unless ``noRestore``, the stored token
-admitted again in the ``restore`` context and rendered); sleep a random
-``0..run.randomizedStartDelaySec``; run each source once (``init``); start the listener (unless
-``-o``), notify systemd ``READY=1`` and schedule each ``runFrequency``.
+load each source in name order (static ``commands``, else, unless ``noRestore``, the stored token,
+admitted again in the ``restore`` context and rendered); sleep ``0..randomizedStartDelaySec``; run
+each once (``init``); start the listener (unless ``-o``); notify ``READY=1``; schedule runs.
 
-Lifecycle: SIGTERM/SIGINT stop the listener, wait (bounded) for in-flight runs, and exit 0. SIGHUP
-re-reads the config: later runs use it, added sources are loaded and run once, removed ones
-unscheduled, every kept source's stored token is re-admitted at once, and the log says what
-changed. Listener settings (address, TLS, body limit) need a restart.
+Lifecycle: SIGTERM/SIGINT stop the listener, wait (bounded) for in-flight runs, exit 0. SIGHUP
+re-reads the config (added sources load and run once, removed ones are unscheduled, kept ones'
+tokens are re-admitted at once; the log says what changed; listener settings need a restart).
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from agent.daemon.ingress import Ingress, PushOutcome
 from agent.daemon.pull import Puller
 from agent.daemon.render_worker import Renderer
 from agent.daemon.replay import ReplayJournal
-from agent.daemon.runner import InProcessFactory, Runner
+from agent.daemon.runner import Runner
 from agent.daemon.sources import SourceTable, StoredPattern
 from agent.daemon.state import StateStore, check_state_dir
 from agent.daemon.status import status_document
@@ -49,7 +47,9 @@ if TYPE_CHECKING:
     import re
 
     from agent.config.schema import Config
-    from agent.run.engine import CommandObserver, Result
+    from agent.daemon.runner import InProcessFactory
+    from agent.run.engine import Result
+    from agent.run.hooks import CommandObserver
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from agent.daemon.telemetry import DaemonMetrics
 if TYPE_CHECKING:
     from agent.config.schema import Config
     from agent.daemon.status import LastRun, Refusal
-    from agent.run.engine import CommandObserver
+    from agent.run.hooks import CommandObserver
     from agent.run.model import Command, Exec
     from agent.trust.gate import AdmittedToken
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from agent.run.engine import CommandObserver
+    from agent.run.hooks import CommandObserver
 
 
 class DaemonMetrics(Protocol):

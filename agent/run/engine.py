@@ -29,32 +29,31 @@ Invariants:
 
 from __future__ import annotations
 
-import logging
 import re
 import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
 
 from agent.core.durations import format_duration
 from agent.core.errors import CommandError
-from agent.core.logs import fields
+from agent.core.logs import DEBUG, fields, get_logger
 from agent.core.records import Record
 from agent.run import shell
 from agent.run.diff import diff, has_work
-from agent.run.inprocess import InProcess, helper_argv
+from agent.run.inprocess import helper_argv
 from agent.run.lazyloop import NEED_LOOP, loop_running
 from agent.run.model import EVENT_PREFIX, Command, Exec, resolve_target
 from agent.run.result import Result
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from agent.run.hooks import CommandObserver, InProcess
     from agent.run.persistent import Shells
 
 __all__ = [
     "OUTPUT_LOGGER",
-    "CommandObserver",
     "Mode",
     "Output",
     "Result",
@@ -63,10 +62,10 @@ __all__ = [
     "run_commands",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 #: The logger that receives every command's output at DEBUG (``-v`` lowers its level to show it).
 OUTPUT_LOGGER = "agent.run.output"
-_output_logger = logging.getLogger(OUTPUT_LOGGER)
+_output_logger = get_logger(OUTPUT_LOGGER)
 
 
 def _log_output(idstar: str, step: str, text: str) -> None:
@@ -125,13 +124,6 @@ class RunOutcome(Record):
     def events(self) -> list[tuple[str, Output]]:
         """Return ``(event name, firing output)`` pairs in emission order."""
         return list(self.emitted)
-
-
-class CommandObserver(Protocol):
-    """Metrics hook, called like Etcha's ``etcha_commands_total`` counter is incremented."""
-
-    def command_done(self, *, id: str, parent_id: str, mode: str, error: bool) -> None:
-        """One step of one command: ``mode`` is check/change/remove; on check, error = drift."""
 
 
 def _join(parent: str, cid: str) -> str:
@@ -358,7 +350,7 @@ class _Run:
         if present != remove:  # change mode: check passed; remove mode: already absent
             self.env[p + "_CHECK"] = "0"
             self.observe(cmd, parent, "check", False)
-            if logger.isEnabledFor(logging.DEBUG):
+            if logger.isEnabledFor(DEBUG):
                 logger.debug("Checked %s [%s]", idstar, format_duration(res.duration))
             return None
         return format_duration(res.duration)

@@ -3,8 +3,8 @@
 The standard library renders its file, dir, copy, line and symlink commands as one helper
 invocation, ``<agentBin> file check -p '0644' -- '/etc/motd' -``. Starting a Python process for
 each costs far more than the check itself, so the engine hands such a script to an
-:class:`InProcess` hook (implemented by :mod:`agent.tools.inprocess`, passed in by ``agent local``,
-``agent test`` and the daemon), which runs the same verb functions inside the agent.
+:class:`~agent.run.hooks.InProcess` hook (:mod:`agent.tools.inprocess`, passed in by
+``agent local``, ``agent test`` and the daemon), which runs the same verb functions in the agent.
 
 A script qualifies (:func:`helper_argv`) only when all of this holds; otherwise it runs in a
 shell exactly as before:
@@ -30,14 +30,11 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 from agent.run.model import Exec
 from agent.run.selfexec import DEFAULT_AGENT_BIN, agent_command
-from agent.run.shell import ShellResult
 
-__all__ = ["HELPER_VERBS", "InProcess", "exec_allows", "helper_argv", "simple_words"]
+__all__ = ["HELPER_VERBS", "exec_allows", "helper_argv", "simple_words"]
 
 #: The helper verbs that may run in-process.
 HELPER_VERBS = frozenset({"copy", "dir", "file", "line", "link"})
@@ -48,20 +45,6 @@ _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 _DQ_SPECIAL = frozenset("$`\\!")
 _SHELLS = frozenset({"bash", "sh"})
 _SHELL_OPTS = frozenset({"-e", "-u", "-eu", "-ue"})
-
-
-class InProcess(Protocol):
-    """Runs a helper invocation inside the agent, or declines."""
-
-    @property
-    def etcha(self) -> bool:
-        """Whether ``etcha <verb> ...`` counts as a helper invocation too."""
-
-    def try_run(
-        self, argv: Sequence[str], env: Mapping[str, str], stdin: str
-    ) -> ShellResult | None:
-        """Run ``argv`` (``[verb, args...]``, program name removed) with the command's ``env``
-        (what the child would get) and ``stdin`` text; ``None`` to decline (run in a shell)."""
 
 
 def _quote_ok(script: str) -> bool:

@@ -12,7 +12,11 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from agent.run.reactor import Reactor, Step, until
+from agent.run.reactor import Reactor, until
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agent.run.reactor import Step
 
 __all__ = ["JobPipe"]
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import types
 from collections.abc import Coroutine, Generator
-from typing import Any, TypeVar
 
 from agent.core.errors import AgentError
 from agent.run.reactor import running_loop
 
-__all__ = ["NEED_LOOP", "drive", "loop_running"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up, issue 14)
+    from typing import Any, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
+
+__all__ = ["NEED_LOOP", "drive", "loop_running"]
 
 
 def loop_running() -> bool:

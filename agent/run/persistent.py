@@ -52,17 +52,19 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from agent.core.errors import CommandError
 from agent.run.jobpipe import JobPipe
 from agent.run.model import Exec
 from agent.run.planner import MAX_STDIN, PER_JOB, Job, Planner, bash_word, plan_job
-from agent.run.reactor import Reactor, Step, running_loop, until
+from agent.run.reactor import Reactor, running_loop, until
 from agent.run.shell import KILL_GRACE, MAX_OUTPUT, PIPE_GRACE, ShellResult
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+
+    from agent.run.reactor import Step
 
 __all__ = ["MAX_STDIN", "Job", "PersistentShell", "Planner", "RunnerDied", "Shells", "plan_job"]
 

@@ -22,17 +22,19 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, TypeVar
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up, issue 14)
     import asyncio
     import selectors
+    from typing import TypeVar
 
-__all__ = ["Reactor", "Step", "running_loop", "until"]
+    T = TypeVar("T")
+    #: A step: yields how long it may wait (``None``: no limit), returns its result. Import it
+    #: under ``TYPE_CHECKING``: it exists for the type checker only.
+    Step = Generator[float | None, None, T]
 
-T = TypeVar("T")
-#: A step: yields how long it may wait (``None``: no limit), returns its result.
-Step = Generator[float | None, None, T]
+__all__ = ["Reactor", "running_loop", "until"]
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

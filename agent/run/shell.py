@@ -31,15 +31,16 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import CommandError
 from agent.core.records import Record
 from agent.run.model import Exec
 from agent.run.selfexec import agent_dir
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 
 __all__ = [
     "KILL_GRACE",

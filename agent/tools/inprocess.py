@@ -23,23 +23,22 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from agent.config.tree import Config
 from agent.core.errors import AgentError, UsageError
-from agent.net.urls import is_http
+from agent.core.logs import get_logger
 from agent.run.shell import MAX_OUTPUT, ShellResult
 from agent.tools.helpers.args import register
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from agent.tools.helpers.verbs import HelperIO
 
 __all__ = ["HelperRunner", "helper_runner"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class _Declined(Exception):
@@ -96,8 +95,13 @@ class HelperRunner:
     ) -> ShellResult | None:
         """Run the verb, or ``None`` to decline (see the module doc)."""
         args = self._parse(argv)
-        if args is None or (args.command == "copy" and is_http(args.src)):
+        if args is None:
             return None
+        if args.command == "copy":
+            from agent.net.urls import is_http  # lazy: urllib.parse, for copy only
+
+            if is_http(args.src):
+                return None
         from agent.tools.helpers.verbs import HelperIO  # lazy: the verbs, once one runs
 
         buf = bytearray()

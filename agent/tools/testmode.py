@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING
 from agent.core.errors import SourceError
 from agent.pattern.load import ROOT_VAR, TEST_DIR_VAR, load_from_disk
 from agent.run.engine import Mode, Output, run_commands
-from agent.run.inprocess import InProcess
 from agent.run.model import Command, Exec
 from agent.tools.inprocess import helper_runner
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
+    from agent.run.hooks import InProcess
 
 __all__ = [
     "MSG_CHANGE_ERRORS",

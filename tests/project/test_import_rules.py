@@ -67,7 +67,7 @@ LAZY_IMPORTS = frozenset(
         "agent/run/shell.py::run",  # asyncio (agent.run.aioproc), once a process starts
         "agent/run/shell.py::spawn_pty",  # asyncio (agent.run.aioproc), for a remote shell
         "agent/tools/helpers/copy.py::read_source",  # the HTTP client, only for a URL source
-        "agent/tools/inprocess.py::try_run",  # the helper verbs, once a helper runs in-process
+        "agent/tools/inprocess.py::try_run",  # the helper verbs once one runs; urls for a copy
         "agent/tools/inprocess.py::_call",  # the helper verbs (loaded by try_run already)
         "agent/pattern/load.py::render_token",  # the gate's type, loaded when a token is
         "agent/daemon/telemetry.py::metrics_for",  # prometheus_client, only with a metrics key

@@ -66,6 +66,20 @@ def test_the_first_record_at_the_level_loads_logging_with_the_handler() -> None:
     assert "hidden" not in res.stderr
 
 
+def test_is_enabled_for_answers_below_the_level_without_loading_logging() -> None:
+    res = _run(
+        "setup('info', 'human', True)\n"
+        "print(log.isEnabledFor(10), deferred())\n"
+        "print(log.isEnabledFor(20), deferred())\n"
+        "import logging\n"
+        "logging.getLogger('agent.t').setLevel(logging.DEBUG)\n"
+        "print(log.isEnabledFor(10))\n"
+    )
+    # DEBUG under an info set-up: no, and logging stays deferred; INFO: loads it and asks it;
+    # once logging is loaded, a level set on the logger itself counts (as ``run -v`` does)
+    assert res.stdout.splitlines() == ["False True", "True False", "True"]
+
+
 def test_a_module_using_logging_directly_gets_the_handler_set_up_before() -> None:
     """A module that calls ``logging.getLogger`` itself loads it; the pending set-up applies."""
     res = _run(

@@ -6,10 +6,14 @@ import asyncio
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
-from agent.run.reactor import Reactor, Step, until
+from agent.run.reactor import Reactor, until
+
+if TYPE_CHECKING:
+    from agent.run.reactor import Step
 
 
 def read_when_ready(reactor: Reactor, fd: int, seen: list[str]) -> Step[bytes]:
