@@ -194,37 +194,40 @@ def test_render_and_local_of_a_file_skip_what_only_other_paths_need(
     assert sorted(m for m in unwanted if m in loaded) == []
 
 
+def _local_without_loop(workdir: Path, name: str, run: str) -> None:
+    """``agent local`` of ``{run: [<run>]}`` succeeds without importing asyncio or ssl."""
+    pattern = workdir / f"{name}.jsonnet"
+    pattern.write_text(f"{{run: [{run}]}}\n")
+    (workdir / "plain.json").write_text("{}")
+    res = _run(WRAPPER, ["-c", "plain.json", "local", str(pattern)], workdir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not _heavy(res) & {"asyncio", "ssl"}, _heavy(res)
+
+
 def test_local_of_helpers_only_runs_without_asyncio(workdir: Path) -> None:
     """Every command runs in-process (the file helper): the engine never needs an event loop,
     so asyncio and ssl are not imported (agent.run.lazyloop); the file is still written."""
     target = workdir / "managed.txt"
-    pattern = workdir / "helpers.jsonnet"
     cmd = f"file {{}} -- {target} -"
-    pattern.write_text(
-        f"{{run: [{{id: 'f', check: 'agent {cmd.format('check')}',"
-        f" change: 'agent {cmd.format('change')}', stdin: 'hello\\n'}}]}}\n"
+    _local_without_loop(
+        workdir,
+        "helpers",
+        f"{{id: 'f', check: 'agent {cmd.format('check')}',"
+        f" change: 'agent {cmd.format('change')}', stdin: 'hello\\n'}}",
     )
-    (workdir / "plain.json").write_text("{}")
-    res = _run(WRAPPER, ["-c", "plain.json", "local", str(pattern)], workdir)
-    assert res.returncode == 0, res.stdout + res.stderr
     assert target.read_text() == "hello\n"
-    assert not _heavy(res) & {"asyncio", "ssl"}, _heavy(res)
 
 
 def test_local_of_one_shell_command_runs_without_asyncio(workdir: Path) -> None:
     """A run of one shell command starts the persistent shell at once when no event loop runs
     (a spawn would import asyncio and ssl first); the command still runs, in a shell."""
     target = workdir / "made.txt"
-    pattern = workdir / "one.jsonnet"
-    pattern.write_text(
-        f"{{run: [{{id: 'one', check: 'test -e {target}',"
-        f" change: 'echo $BASH_VERSION > {target}'}}]}}\n"
+    _local_without_loop(
+        workdir,
+        "one",
+        f"{{id: 'one', check: 'test -e {target}', change: 'echo $BASH_VERSION > {target}'}}",
     )
-    (workdir / "plain.json").write_text("{}")
-    res = _run(WRAPPER, ["-c", "plain.json", "local", str(pattern)], workdir)
-    assert res.returncode == 0, res.stdout + res.stderr
     assert target.read_text().strip()  # bash expanded $BASH_VERSION: it ran in a shell
-    assert not _heavy(res) & {"asyncio", "ssl"}, _heavy(res)
 
 
 def test_report_output_logger_is_the_engines() -> None:
