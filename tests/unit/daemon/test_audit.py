@@ -36,6 +36,19 @@ def chained(tmp: Path) -> list[dict[str, Any]]:
     return out
 
 
+def count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, every ``os.fsync`` still syncs and appends its fd to the returned list."""
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
 def test_lines_are_hash_chained_with_increasing_seq(tmp_path: Path) -> None:
     log = make_log(tmp_path)
     receipts = [log.record("start", pid=1), log.record("reload", changed=["run"])]
@@ -120,16 +133,9 @@ def test_rotation_keeps_auditkeep_files_and_the_chain_continues(tmp_path: Path) 
 def test_concurrent_async_records_share_fsyncs_and_keep_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[int] = []
-    real = os.fsync
-
-    def counting(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
     log = make_log(tmp_path)
     log.open()
-    monkeypatch.setattr(os, "fsync", counting)
+    calls = count_fsyncs(monkeypatch)
 
     async def many() -> list[int]:
         receipts = await asyncio.gather(*(log.arecord("x", i=i) for i in range(50)))
@@ -254,16 +260,9 @@ def test_audit_config_keys_shape_the_log(tmp_path: Path) -> None:
 def test_a_sync_record_in_a_loop_shares_the_fsync_of_the_next_async_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[int] = []
-    real = os.fsync
-
-    def counting(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
     log = make_log(tmp_path, defer=3600.0)  # the deferred fsync never comes first
     log.open()
-    monkeypatch.setattr(os, "fsync", counting)
+    calls = count_fsyncs(monkeypatch)
 
     async def push() -> None:
         log.record("admit", source="core")  # the gate's callback: no wait
@@ -280,16 +279,9 @@ def test_a_sync_record_in_a_loop_shares_the_fsync_of_the_next_async_record(
 def test_a_sync_record_in_a_loop_is_fsynced_by_its_deferred_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[int] = []
-    real = os.fsync
-
-    def counting(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
     log = make_log(tmp_path, defer=0.0)
     log.open()
-    monkeypatch.setattr(os, "fsync", counting)
+    calls = count_fsyncs(monkeypatch)
 
     async def refused() -> None:
         log.record("refuse", source="core")
