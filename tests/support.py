@@ -104,6 +104,19 @@ def module_set_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def host_like_env() -> dict[str, str]:
+    """:func:`module_set_env` for ``python -S``, to load modules as on a host.
+
+    ``-S`` skips the development venv's ``.pth`` files (its editable-install finder imports
+    ``pathlib`` before any agent code runs); the checkout and site-packages go on ``PYTHONPATH``
+    instead.
+    """
+    import site
+
+    root = str(Path(__file__).resolve().parents[1])
+    return module_set_env(PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()]))
+
+
 def agent_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for ``agent`` subprocesses.
 

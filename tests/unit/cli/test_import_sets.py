@@ -24,7 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import dumped_modules, module_set_env, push_answer_handler, tls_http_server
+from support import (
+    dumped_modules,
+    host_like_env,
+    module_set_env,
+    push_answer_handler,
+    tls_http_server,
+)
 
 from agent.jws.keys import generate_keys
 
@@ -306,16 +312,8 @@ NOT_AT_LOCAL_ON_A_HOST = ("pathlib", "fnmatch", "ntpath")
 def test_render_and_local_of_a_file_on_a_host_load_no_pathlib(
     verb: str, unwanted: tuple[str, ...], workdir: Path
 ) -> None:
-    """Run as on a host: ``-S`` skips the development venv's ``.pth`` files (its editable-install
-    finder imports pathlib before any agent code runs); the checkout and site-packages are on
-    ``PYTHONPATH`` instead."""
-    import os
-    import site
-
-    import agent
-
-    root = str(Path(agent.__file__).resolve().parents[1])
-    env = module_set_env(PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()]))
+    """Run as on a host (``python -S``, :func:`support.host_like_env`)."""
+    env = host_like_env()
     (workdir / "plain.json").write_text("{}")
     res = subprocess.run(
         [sys.executable, "-S", "-c", AGENT_DUMP, "-c", "plain.json", verb, "./main.jsonnet"],

@@ -7,17 +7,19 @@ modules that only some pushes need (or none), kept off the common one for its st
 
 from __future__ import annotations
 
-import os
-import site
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import dumped_modules, module_set_env, push_answer_handler, tls_http_server
+from support import (
+    dumped_modules,
+    host_like_env,
+    push_answer_handler,
+    tls_http_server,
+)
 
-import agent
 from agent.jws.keys import generate_keys
 
 #: Modules a push of a pattern file to one pinned target does not load, and why they are kept
@@ -88,11 +90,7 @@ def test_pinned_push_of_a_file_to_one_target_loads_only_what_it_uses(
     private, _ = generate_keys("ed25519", "k")
     (tmp_path / "sign.json").write_text(f'{{"build": {{"signingKey": "{private}"}}}}')
     args = ["-c", "sign.json", "push", "-h", "127.0.0.1", "-p", str(port)]
-    # As on a host: ``-S`` skips the development venv's ``.pth`` files (its editable-install
-    # finder imports pathlib before any agent code runs); the checkout and site-packages are on
-    # PYTHONPATH instead.
-    root = str(Path(agent.__file__).resolve().parents[1])
-    env = module_set_env(PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()]))
+    env = host_like_env()  # run with -S, as on a host
     res = subprocess.run(
         [
             sys.executable,
