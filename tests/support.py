@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -87,6 +87,30 @@ def wait_port(port: int, proc: subprocess.Popen[Any], log: Path, timeout: float 
 # ------------------------------------------------------------------------------- the runner
 
 
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 20) -> None:
+    """Poll ``predicate`` until it is true; fail the test naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sign_pattern_file(src: Path, dest: Path) -> str:
+    """Build ``src`` into a token signed with :data:`RIGHT_PRIV`, write it to ``dest``."""
+    import asyncio
+
+    from agent.config.schema import config_from_dict
+    from agent.pattern.load import load_from_disk
+    from agent.tools.build import build_token
+
+    cfg = config_from_dict({"build": {"signingKey": RIGHT_PRIV}})
+    token = asyncio.run(build_token(load_from_disk(src, config=cfg, source=""), config=cfg))
+    dest.write_text(token)
+    return token
+
+
 def module_set_env(**extra: str) -> dict[str, str]:
     """The environment for a subprocess whose loaded modules a test asserts.
 
@@ -115,6 +139,21 @@ def host_like_env() -> dict[str, str]:
 
     root = str(Path(__file__).resolve().parents[1])
     return module_set_env(PYTHONPATH=os.pathsep.join([root, *site.getsitepackages()]))
+
+
+def run_python(
+    code: str, *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code args...`` in a fresh interpreter with :func:`module_set_env` (text)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=module_set_env(),
+        timeout=timeout,
+        check=False,
+    )
 
 
 def agent_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

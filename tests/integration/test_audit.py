@@ -22,6 +22,7 @@ from support import (
     free_port,
     listener_config,
     run_agent,
+    wait_for,
     write_json,
 )
 
@@ -68,15 +69,6 @@ def entries(state: Path) -> list[dict[str, Any]]:
     for path in audit_files(state / "audit"):
         out.extend(json.loads(line) for line in path.read_text().splitlines())
     return out
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def verify(tmp: Path, config: Path, *extra: str) -> Any:

@@ -7,21 +7,26 @@ are over, the daemon has no child left (render children and the persistent shell
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support import RIGHT_PRIV, client_config, config_doc, daemon, free_port, run_agent, write_json
+from support import (
+    client_config,
+    config_doc,
+    daemon,
+    free_port,
+    run_agent,
+    sign_pattern_file,
+    wait_for,
+    write_json,
+)
 
 from agent.cli.admit import admit_offline
 from agent.config.schema import config_from_dict
 from agent.core.errors import RenderError
-from agent.pattern.load import load_from_disk, load_from_token
-from agent.tools.build import build_token
+from agent.pattern.load import load_from_token
 
 pytestmark = pytest.mark.integration
 
@@ -33,28 +38,12 @@ FAILS_ON_HOST = (
 )
 
 
-def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def touch_pattern(path: Path, marker: Path) -> Path:
     path.write_text(
         f"{{run: [{{id: 'touch', check: 'test -f {marker}', change: 'touch {marker}'}}, "
         f"{{id: 'twice', check: 'true', change: 'true'}}]}}\n"
     )
     return path
-
-
-def sign(src: Path, dest: Path) -> str:
-    cfg = config_from_dict({"build": {"signingKey": RIGHT_PRIV}})
-    token = asyncio.run(build_token(load_from_disk(src, config=cfg, source=""), config=cfg))
-    dest.write_text(token)
-    return token
 
 
 def children(pid: int) -> list[int]:
@@ -69,9 +58,11 @@ def test_daemon_renders_in_children_and_never_loads_the_jsonnet_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pulled_marker, pushed_marker = tmp_path / "pulled", tmp_path / "pushed"
-    sign(touch_pattern(tmp_path / "pull.jsonnet", pulled_marker), tmp_path / "pull.jwt")
+    sign_pattern_file(
+        touch_pattern(tmp_path / "pull.jsonnet", pulled_marker), tmp_path / "pull.jwt"
+    )
     (tmp_path / "broken.jsonnet").write_text(FAILS_ON_HOST)
-    broken = sign(tmp_path / "broken.jsonnet", tmp_path / "broken.jwt")
+    broken = sign_pattern_file(tmp_path / "broken.jsonnet", tmp_path / "broken.jwt")
     sources = {
         "core": {"allowPush": True},
         "pulled": {"pullPaths": [str(tmp_path / "pull.jwt")]},

@@ -7,21 +7,17 @@ exit codes, queued concurrent pushes, and SIGTERM in the middle of a run.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support import (
-    RIGHT_PRIV,
     WRONG_PRIV,
     agent_env,
     client_config,
@@ -29,23 +25,12 @@ from support import (
     free_port,
     listener_config,
     run_agent,
+    sign_pattern_file,
+    wait_for,
     write_json,
 )
 
-from agent.config.schema import config_from_dict
-from agent.pattern.load import load_from_disk
-from agent.tools.build import build_token
-
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate: Any, timeout: float = 15, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stop(proc: subprocess.Popen[str], log: Path) -> int:
@@ -66,13 +51,6 @@ def pattern(tmp: Path, name: str, *cmds: str) -> Path:
     path = tmp / name
     path.write_text("{run: [" + ", ".join(cmds) + "]}\n")
     return path
-
-
-def sign_file(src: Path, dest: Path) -> str:
-    cfg = config_from_dict({"build": {"signingKey": RIGHT_PRIV}})
-    token = asyncio.run(build_token(load_from_disk(src, config=cfg, source=""), config=cfg))
-    dest.write_text(token)
-    return token
 
 
 # ---------------------------------------------------------------------------- tutorial
@@ -157,14 +135,14 @@ def test_tls_listener_by_default_with_skip_verify_client(tmp_path: Path) -> None
 def test_pull_from_file_on_schedule_and_restart_restores_state(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     jwt = tmp_path / "pull.jwt"
-    sign_file(pattern(tmp_path, "a.jsonnet", file_cmd("a", a)), jwt)
+    sign_pattern_file(pattern(tmp_path, "a.jsonnet", file_cmd("a", a)), jwt)
     port = free_port()
     cfg = listener_config(tmp_path, port, {"p": {"pullPaths": [str(jwt)], "runFrequency": "1s"}})
     with daemon(tmp_path, cfg, port) as (proc, log):
         assert a.exists()  # the start-up pull ran before the listener came up
         a.unlink()
         wait_for(a.exists, what="drift correction on the next tick")
-        sign_file(pattern(tmp_path, "b.jsonnet", file_cmd("b", b)), jwt)
+        sign_pattern_file(pattern(tmp_path, "b.jsonnet", file_cmd("b", b)), jwt)
         wait_for(lambda: b.exists() and not a.exists(), what="the new pulled pattern")
         stop(proc, log)
     state = (tmp_path / "state" / "p.jwt").read_text().strip()

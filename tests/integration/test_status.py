@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,6 +20,7 @@ from support import (
     free_port,
     listener_config,
     run_agent,
+    wait_for,
     write_json,
 )
 
@@ -34,15 +34,6 @@ class Host(NamedTuple):
     port: int
     log: Path
     client: Path
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get(port: int, headers: dict[str, str] | None = None, query: str = "") -> tuple[int, bytes]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from support import module_set_env
+from support import run_python
 
 from agent import __version__
 from agent.cli import main
@@ -37,14 +37,7 @@ print("RESULT", rc, seen["import"], seen["handler"][0], seen["handler"][1] > 100
 
 
 def test_entry_loads_with_the_collector_off_and_runs_the_verb_with_it_on() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        capture_output=True,
-        text=True,
-        env=module_set_env(),
-        timeout=60,
-        check=False,
-    )
+    proc = run_python(_PROBE)
     assert proc.returncode == 0, proc.stderr
     assert f"agent {__version__}" in proc.stdout
     # rc 0; off while agent.cli loads; on in the handler, with start-up frozen; on at exit, with

@@ -27,8 +27,8 @@ import pytest
 from support import (
     dumped_modules,
     host_like_env,
-    module_set_env,
     push_answer_handler,
+    run_python,
     tls_http_server,
 )
 
@@ -70,15 +70,7 @@ COUNT_CA = (
 
 
 def _run(code: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=module_set_env(),
-        timeout=120,
-        check=False,
-    )
+    return run_python(code, *args, cwd=cwd, timeout=120)
 
 
 def _heavy(res: subprocess.CompletedProcess[str]) -> set[str]:
@@ -132,14 +124,21 @@ AGENT_DUMP = (
 NOT_FOR_A_FILE = ("agent.trust", "agent.jws", "agent.net.http", "agent.tools.build", "agent.daemon")
 
 
-@pytest.mark.parametrize("verb", ["render", "local"])
-def test_render_and_local_of_a_file_load_no_gate_token_http_or_build_code(
-    verb: str, workdir: Path
-) -> None:
+@pytest.fixture(scope="module", params=["render", "local"])
+def file_run(request: pytest.FixtureRequest, workdir: Path) -> tuple[str, list[str]]:
+    """``(verb, modules loaded)`` of ``render``/``local`` of a pattern file, no keys configured
+    (one run per verb, shared by the tests below)."""
+    verb: str = request.param
     (workdir / "plain.json").write_text("{}")
     res = _run(AGENT_DUMP, ["-c", "plain.json", verb, "main.jsonnet"], workdir)
     assert res.returncode == 0, res.stdout + res.stderr
-    loaded = dumped_modules(res.stderr, "AGENT")
+    return verb, dumped_modules(res.stderr, "AGENT")
+
+
+def test_render_and_local_of_a_file_load_no_gate_token_http_or_build_code(
+    file_run: tuple[str, list[str]],
+) -> None:
+    _, loaded = file_run
     assert "agent.pattern.load" in loaded  # the dump works
     assert [m for m in loaded if m.startswith(NOT_FOR_A_FILE)] == []
 
@@ -187,14 +186,11 @@ NOT_AT_RENDER = (
 NOT_AT_LOCAL = ("logging", "inspect", "traceback", "typing", "agent.net.urls", "agent.run.hooks")
 
 
-@pytest.mark.parametrize("verb", ["render", "local"])
 def test_render_and_local_of_a_file_skip_what_only_other_paths_need(
-    verb: str, workdir: Path
+    file_run: tuple[str, list[str]],
 ) -> None:
-    (workdir / "plain.json").write_text("{}")
-    res = _run(AGENT_DUMP, ["-c", "plain.json", verb, "main.jsonnet"], workdir)
-    assert res.returncode == 0, res.stdout + res.stderr
-    loaded = set(dumped_modules(res.stderr, "AGENT"))
+    verb, modules = file_run
+    loaded = set(modules)
     assert "agent.config.load" in loaded  # the dump works
     unwanted = NOT_AT_START_UP + (NOT_AT_RENDER if verb == "render" else NOT_AT_LOCAL)
     assert sorted(m for m in unwanted if m in loaded) == []

@@ -5,22 +5,13 @@ Each test runs in a fresh interpreter (this one has every module loaded already)
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from support import module_set_env
+from support import run_python
 
 
 def _run(code: str) -> str:
-    res = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=module_set_env(),
-    )
+    res = run_python(code)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout.strip()
 

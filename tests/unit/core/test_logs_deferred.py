@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 
 import pytest
-from support import module_set_env
+from support import run_python
 
 from agent.core.logs import get_logger
 
@@ -27,14 +26,7 @@ _PRELUDE = (
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        [sys.executable, "-c", _PRELUDE + code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=module_set_env(),
-    )
+    res = run_python(_PRELUDE + code)
     assert res.returncode == 0, res.stdout + res.stderr
     return res
 

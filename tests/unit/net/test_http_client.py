@@ -9,14 +9,12 @@ from __future__ import annotations
 import http.server
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import module_set_env
+from support import run_python
 
 from agent.net.http import HTTPClient, RequestError, _ascii_host
 from agent.net.tls import TLSOptions
@@ -149,14 +147,7 @@ def test_a_tls_request_to_a_host_name_sends_its_sni_without_loading_the_idna_cod
     try:
         url = f"https://localhost:{server.server_address[1]}/"
         pin = fingerprint_pem(cert, what="test")
-        res = subprocess.run(
-            [sys.executable, "-c", _CLIENT, url, pin],
-            capture_output=True,
-            text=True,
-            env=module_set_env(),
-            timeout=60,
-            check=False,
-        )
+        res = run_python(_CLIENT, url, pin)
     finally:
         server.shutdown()
         server.server_close()

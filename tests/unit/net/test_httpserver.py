@@ -139,35 +139,33 @@ def test_expect_100_continue_is_answered_when_the_handler_reads_the_body() -> No
     assert asyncio.run(go()) == (b"HTTP/1.1 100 Continue", b"POST /items/x q= h= b=hi")
 
 
-def test_a_header_line_over_the_limit_is_400_and_closes() -> None:
+def status_and_closed(request: bytes) -> tuple[bytes, bool]:
+    """Send raw ``request`` bytes to a fresh server: its status line, and whether it then closed."""
+
     async def go() -> tuple[bytes, bool]:
         async with serve() as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            big = b"a" * MAX_LINE_BYTES
-            writer.write(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + big + b"\r\n\r\n")
+            writer.write(request)
             status, _, _ = await read_response(reader)
             closed = await eof(reader)
             writer.close()
             return status, closed
 
-    assert asyncio.run(go()) == (b"HTTP/1.1 400 Bad Request", True)
+    return asyncio.run(go())
+
+
+def test_a_header_line_over_the_limit_is_400_and_closes() -> None:
+    big = b"a" * MAX_LINE_BYTES
+    request = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + big + b"\r\n\r\n"
+    assert status_and_closed(request) == (b"HTTP/1.1 400 Bad Request", True)
 
 
 def test_a_head_over_the_limit_in_short_lines_is_400_and_closes() -> None:
     """Every line is under the per-line bound, the head as a whole is over MAX_HEAD_BYTES."""
-
-    async def go() -> tuple[bytes, bool]:
-        async with serve() as server:
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            line = b"X-Many: " + b"a" * 1000 + b"\r\n"
-            lines = line * (MAX_HEAD_BYTES // len(line) + 2)
-            writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n" + lines + b"\r\n")
-            status, _, _ = await read_response(reader)
-            closed = await eof(reader)
-            writer.close()
-            return status, closed
-
-    assert asyncio.run(go()) == (b"HTTP/1.1 400 Bad Request", True)
+    line = b"X-Many: " + b"a" * 1000 + b"\r\n"
+    lines = line * (MAX_HEAD_BYTES // len(line) + 2)
+    request = b"GET / HTTP/1.1\r\nHost: h\r\n" + lines + b"\r\n"
+    assert status_and_closed(request) == (b"HTTP/1.1 400 Bad Request", True)
 
 
 def test_an_unread_body_is_drained_and_the_connection_kept() -> None:
