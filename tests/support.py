@@ -142,15 +142,17 @@ def host_like_env() -> dict[str, str]:
 
 
 def run_python(
-    code: str, *args: str, cwd: Path | None = None, timeout: float = 60
+    code: str, *args: str, cwd: Path | None = None, timeout: float = 60, host_like: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """``python -c code args...`` in a fresh interpreter with :func:`module_set_env` (text)."""
+    """``python -c code args...`` in a fresh interpreter with :func:`module_set_env` (text);
+    ``host_like``: ``python -S`` with :func:`host_like_env`, to load modules as on a host."""
+    flags, env = (["-S"], host_like_env()) if host_like else ([], module_set_env())
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, *flags, "-c", code, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=module_set_env(),
+        env=env,
         timeout=timeout,
         check=False,
     )

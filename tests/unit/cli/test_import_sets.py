@@ -19,14 +19,12 @@ to end against a TLS server and counts ``load_default_certs``/``set_default_veri
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import (
     dumped_modules,
-    host_like_env,
     push_answer_handler,
     run_python,
     tls_http_server,
@@ -309,17 +307,9 @@ def test_render_and_local_of_a_file_on_a_host_load_no_pathlib(
     verb: str, unwanted: tuple[str, ...], workdir: Path
 ) -> None:
     """Run as on a host (``python -S``, :func:`support.host_like_env`)."""
-    env = host_like_env()
     (workdir / "plain.json").write_text("{}")
-    res = subprocess.run(
-        [sys.executable, "-S", "-c", AGENT_DUMP, "-c", "plain.json", verb, "./main.jsonnet"],
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    args = ["-c", "plain.json", verb, "./main.jsonnet"]
+    res = run_python(AGENT_DUMP, *args, cwd=workdir, timeout=120, host_like=True)
     assert res.returncode == 0, res.stdout + res.stderr
     if verb == "render":
         assert '"id": "a"' in res.stdout

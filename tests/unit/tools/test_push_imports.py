@@ -7,16 +7,14 @@ modules that only some pushes need (or none), kept off the common one for its st
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import (
     dumped_modules,
-    host_like_env,
     push_answer_handler,
+    run_python,
     tls_http_server,
 )
 
@@ -90,26 +88,9 @@ def test_pinned_push_of_a_file_to_one_target_loads_only_what_it_uses(
     private, _ = generate_keys("ed25519", "k")
     (tmp_path / "sign.json").write_text(f'{{"build": {{"signingKey": "{private}"}}}}')
     args = ["-c", "sign.json", "push", "-h", "127.0.0.1", "-p", str(port)]
-    env = host_like_env()  # run with -S, as on a host
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-S",
-            "-c",
-            DUMP,
-            *args,
-            "--fingerprint",
-            fingerprint,
-            "core",
-            "main.jsonnet",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    args += ["--fingerprint", fingerprint, "core", "main.jsonnet"]
+    # run with -S, as on a host
+    res = run_python(DUMP, *args, cwd=tmp_path, timeout=120, host_like=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Changed 1: a" in res.stdout, res.stdout
     loaded = dumped_modules(res.stderr, "MODULES")
