@@ -52,15 +52,7 @@ if TYPE_CHECKING:
     from agent.run.hooks import CommandObserver, InProcess
     from agent.run.persistent import Shells
 
-__all__ = [
-    "OUTPUT_LOGGER",
-    "Mode",
-    "Output",
-    "Result",
-    "RunOutcome",
-    "diff_run",
-    "run_commands",
-]
+__all__ = ["OUTPUT_LOGGER", "Mode", "Output", "Result", "RunOutcome", "diff_run", "run_commands"]
 
 logger = get_logger(__name__)
 #: The logger that receives every command's output at DEBUG (``-v`` lowers its level to show it).
@@ -154,6 +146,7 @@ class _Run:
     inprocess: InProcess | None = None
     shells_start: int | None = None
     shells: Shells | None = None
+    inherited: dict[str, str] | None = None
     remove_unchecked: bool = False
     outputs: list[Output] = field(default_factory=list)
     emitted: list[tuple[str, Output]] = field(default_factory=list)
@@ -173,7 +166,9 @@ class _Run:
         hook = self.inprocess
         argv = None if hook is None else helper_argv(ex, script, etcha=hook.etcha)
         if hook is not None and argv is not None:
-            res = hook.try_run(argv, shell.process_env(ex, env), stdin)
+            if self.inherited is None:  # one snapshot of os.environ per run
+                self.inherited = shell.inherited_env()
+            res = hook.try_run(argv, shell.process_env(ex, env, inherited=self.inherited), stdin)
             if res is not None:
                 return res, None if res.ok else _failure_reason(res, ex)
         try:

@@ -22,7 +22,7 @@ from agent.core.records import Record
 from agent.core.which import which
 from agent.run.model import Exec
 from agent.run.selfexec import agent_dir
-from agent.run.shell import AGENT_ENV_PREFIX, process_env
+from agent.run.shell import inherited_env, process_env
 
 __all__ = ["MAX_STDIN", "PER_JOB", "Job", "Planner", "bash_word", "plan_job"]
 
@@ -155,9 +155,7 @@ class Planner:
         if words is None or not script or "\0" in script:
             return None
         if self._inherited is None:
-            self._inherited = {
-                k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)
-            }
+            self._inherited = inherited_env()
             self._agent_dir = agent_dir()
         child_env = process_env(ex, env, extra_path=self._agent_dir, inherited=self._inherited)
         key = (words[0], child_env.get("PATH"))

@@ -49,6 +49,7 @@ __all__ = [
     "build_argv",
     "container_runtime",
     "expand_vars",
+    "inherited_env",
     "process_env",
     "run",
     "spawn_pty",
@@ -186,6 +187,11 @@ def _container_argv(ex: Exec, env: Mapping[str, str], runtime: str | None) -> li
 AGENT_ENV_PREFIX = "AGENT_"
 
 
+def inherited_env() -> dict[str, str]:
+    """The agent's environment without its own ``AGENT_*`` settings: what a child inherits."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)}
+
+
 def process_env(
     ex: Exec,
     env: Mapping[str, str] | None = None,
@@ -208,11 +214,7 @@ def process_env(
     """
     out: dict[str, str] = {}
     if ex.env_inherit:
-        out = (
-            dict(inherited)
-            if inherited is not None
-            else {k: v for k, v in os.environ.items() if not k.startswith(AGENT_ENV_PREFIX)}
-        )
+        out = dict(inherited) if inherited is not None else inherited_env()
     if ex.env:
         out.update(ex.env)
     if env:
