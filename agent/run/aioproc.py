@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.core.errors import CommandError
 from agent.run.model import Exec
-from agent.run.shell import KILL_GRACE, PIPE_GRACE, ShellResult, signal_group
+from agent.run.shell import KILL_GRACE, PIPE_GRACE, ShellResult, capped_output, signal_group
 
 __all__ = ["run_process", "start_pty"]
 
@@ -98,12 +98,7 @@ async def run_process(
         tasks.append(asyncio.ensure_future(_feed(proc, stdin.encode())))
     timed_out, ended = await _wait(proc, transport, protocol, tasks, timeout)
     duration = ended - start
-    output = buf.decode("utf-8", errors="replace")
-    truncated = seen[0] > max_output
-    if truncated:
-        output += (
-            f"\n[output truncated: {seen[0] - max_output} bytes over the {max_output}-byte limit]"
-        )
+    output, truncated = capped_output(buf, seen[0], max_output)
     rc = transport.get_returncode()
     code = rc if rc is not None else -1
     return ShellResult(code, output, duration, timed_out, truncated)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from agent.run.reactor import Reactor, until
+from agent.run.shell import capped_output
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,10 +121,4 @@ class JobPipe:
             self.fd = -1
 
     def text(self) -> tuple[str, bool]:
-        output = self.buf.decode("utf-8", errors="replace")
-        truncated = self.seen > self.cap
-        if truncated:
-            output += (
-                f"\n[output truncated: {self.seen - self.cap} bytes over the {self.cap}-byte limit]"
-            )
-        return output, truncated
+        return capped_output(self.buf, self.seen, self.cap)

@@ -47,6 +47,7 @@ __all__ = [
     "MAX_OUTPUT",
     "ShellResult",
     "build_argv",
+    "capped_output",
     "container_runtime",
     "expand_vars",
     "inherited_env",
@@ -90,6 +91,17 @@ class ShellResult(Record):
     def ok(self) -> bool:
         """True when the process exited 0 and did not time out."""
         return self.exit_code == 0 and not self.timed_out
+
+
+def capped_output(kept: bytes | bytearray, seen: int, cap: int) -> tuple[str, bool]:
+    """``(output, truncated)`` of a process that wrote ``seen`` bytes, of which the first
+    ``kept`` (at most ``cap``) were kept: decoded as UTF-8 (invalid bytes replaced), with a
+    note of how much was dropped when it was truncated."""
+    output = kept[:cap].decode("utf-8", errors="replace")
+    truncated = seen > cap
+    if truncated:
+        output += f"\n[output truncated: {seen - cap} bytes over the {cap}-byte limit]"
+    return output, truncated
 
 
 def expand_vars(text: str, env: Mapping[str, str]) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from agent.config.tree import Config
 from agent.core.errors import AgentError, UsageError
 from agent.core.logs import get_logger
-from agent.run.shell import MAX_OUTPUT, ShellResult
+from agent.run.shell import MAX_OUTPUT, ShellResult, capped_output
 from agent.tools.helpers.args import register
 
 TYPE_CHECKING = False
@@ -138,11 +138,7 @@ def _call(args: argparse.Namespace, helper_io: HelperIO) -> int:
 
 def _result(code: int, data: bytes, duration: float) -> ShellResult:
     """A :class:`ShellResult` like :func:`agent.run.shell.run` makes from a child's output."""
-    truncated = len(data) > MAX_OUTPUT
-    output = data[:MAX_OUTPUT].decode("utf-8", errors="replace")
-    if truncated:
-        over = len(data) - MAX_OUTPUT
-        output += f"\n[output truncated: {over} bytes over the {MAX_OUTPUT}-byte limit]"
+    output, truncated = capped_output(data, len(data), MAX_OUTPUT)
     return ShellResult(code, output, duration, False, truncated)
 
 

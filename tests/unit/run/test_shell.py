@@ -13,7 +13,7 @@ import pytest
 
 from agent.core.errors import CommandError
 from agent.run.model import DEFAULT_EXEC, Exec
-from agent.run.shell import ShellResult, build_argv, expand_vars, process_env, run
+from agent.run.shell import ShellResult, build_argv, capped_output, expand_vars, process_env, run
 
 SH = Exec(allow_override=True, command="/bin/sh -c", env_inherit=True)
 
@@ -220,6 +220,20 @@ def test_output_is_capped_and_truncation_is_noted() -> None:
     res = go(SH, "head -c 5000 /dev/zero | tr '\\0' a", max_output=1000)
     assert res.truncated
     assert res.output.startswith("a" * 1000 + "\n[output truncated: 4000 bytes over")
+
+
+def test_capped_output_keeps_the_cap_and_notes_what_was_dropped() -> None:
+    """One rule for spawned, persistent-shell and in-process output (the in-process helper
+    passes all it wrote; a reader passes what it kept)."""
+    assert capped_output(b"abcdef", 6, 4) == (
+        "abcd\n[output truncated: 2 bytes over the 4-byte limit]",
+        True,
+    )
+    assert capped_output(bytearray(b"ab"), 9, 2) == (
+        "ab\n[output truncated: 7 bytes over the 2-byte limit]",
+        True,
+    )
+    assert capped_output(b"ab\xff", 3, 4) == ("ab\ufffd", False)
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
